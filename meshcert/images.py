@@ -1,0 +1,181 @@
+"""Local images, tagged by a hash of their inputs so a warm run builds nothing.
+
+No container registry is reachable on our machines, so every image is built here:
+- ``meshcert/base``: ``debootstrap --variant=minbase`` of the machine's own Debian suite from
+  the mirror already configured in its apt sources (never a host name written in our files),
+  imported with ``docker import``.
+- ``meshcert/host``: base + meshcert's node agent (banner listeners and a probe API).
+- ``meshcert/tailscale``, ``meshcert/headscale``, ``meshcert/toxiproxy``: host + the pinned Go
+  binaries (see components.py).
+- ``meshcert/sut-reference``: host + the reference SUT runtime.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import docker
+
+from . import components, progress
+from .errors import EnvironmentProblem
+from .paths import REPO, cache_dir
+
+BASE_PACKAGES = ["python3", "ca-certificates", "iproute2", "nftables", "iptables", "procps", "tini"]
+LABEL = "io.meshcert.image"
+
+
+def apt_mirror_and_suite() -> tuple[str, str]:
+    """The main Debian mirror URI and suite from this machine's own apt configuration."""
+    srcs: list[tuple[str, str]] = []
+    d = Path("/etc/apt/sources.list.d")
+    for f in sorted(d.glob("*.sources")) if d.exists() else []:
+        for stanza in f.read_text().split("\n\n"):
+            fields = dict(re.findall(r"^(\w[\w-]*):\s*(.*)$", stanza, re.M))
+            if fields.get("Types", "").split()[:1] == ["deb"] and "URIs" in fields and "Suites" in fields:
+                for uri in fields["URIs"].split():
+                    srcs.append((uri, fields["Suites"].split()[0]))
+    lst = Path("/etc/apt/sources.list")
+    if lst.exists():
+        for line in lst.read_text().splitlines():
+            m = re.match(r"^deb\s+(?:\[[^]]*\]\s+)?(\S+)\s+(\S+)\s", line)
+            if m:
+                srcs.append((m.group(1), m.group(2)))
+    for uri, suite in srcs:
+        if "security" not in uri and "-" not in suite:
+            return uri, suite
+    raise EnvironmentProblem("apt sources", "no Debian mirror found in /etc/apt/sources.list{,.d}",
+                             "configure a Debian mirror for apt, or set MESHCERT_BASE_IMAGE to an image with python3")
+
+
+def _hash(*parts: bytes | str) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(p.encode() if isinstance(p, str) else p)
+        h.update(b"\0")
+    return h.hexdigest()[:12]
+
+
+def _exists(c: docker.DockerClient, tag: str) -> bool:
+    try:
+        c.images.get(tag)
+        return True
+    except docker.errors.ImageNotFound:
+        return False
+
+
+def base_image(c: docker.DockerClient) -> str:
+    override = os.environ.get("MESHCERT_BASE_IMAGE")
+    if override:
+        return override
+    _, suite = apt_mirror_and_suite()
+    tag = f"meshcert/base:{_hash(suite, 'minbase', *BASE_PACKAGES)}"
+    if _exists(c, tag):
+        return tag
+    mirror, suite = apt_mirror_and_suite()
+    if not shutil.which("debootstrap") and not os.path.exists("/usr/sbin/debootstrap"):
+        raise EnvironmentProblem("debootstrap", "not installed", "apt-get install debootstrap (meshcert does this when root)")
+    root = Path(tempfile.mkdtemp(prefix="meshcert-rootfs-", dir=cache_dir()))
+    try:
+        with progress.step(f"building {tag} (debootstrap {suite} minbase from the configured mirror)"):
+            progress.run_streamed(["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}",
+                                   suite, str(root), mirror], "debootstrap",
+                                  log_path=str(cache_dir() / "debootstrap.log"))
+            # Trim what a container never needs.
+            for sub in ("usr/share/doc", "usr/share/man", "usr/share/locale", "var/cache/apt/archives",
+                        "var/lib/apt/lists"):
+                shutil.rmtree(root / sub, ignore_errors=True)
+            tar = subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE)
+            img = c.api.import_image_from_stream(tar.stdout, repository=tag.split(":")[0], tag=tag.split(":")[1],
+                                                 changes=[f"LABEL {LABEL}=base", 'CMD ["/bin/sh"]'])
+            tar.wait()
+            if tar.returncode != 0 or not _exists(c, tag):
+                raise EnvironmentProblem("base image", f"docker import failed: {img}", "")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return tag
+
+
+@dataclass
+class Recipe:
+    name: str
+    files: dict[str, Path] = field(default_factory=dict)  # path in image -> file on host
+    parent: str = "host"
+    extra: str = ""  # Dockerfile lines
+
+    def dockerfile(self, parent_tag: str) -> str:
+        lines = [f"FROM {parent_tag}", f"LABEL {LABEL}={self.name}"]
+        for dest in sorted(self.files):
+            lines.append(f"COPY {dest.lstrip('/')} {dest}")
+        if self.extra:
+            lines.append(self.extra)
+        return "\n".join(lines) + "\n"
+
+
+def recipes() -> dict[str, Recipe]:
+    bins = {}
+    for comp in ("tailscale", "headscale", "toxiproxy"):
+        bins[comp] = components.COMPONENTS[comp]
+    def binfiles(comp: str) -> dict[str, Path]:
+        return {f"/usr/local/bin/{n}": p for n, p in bins[comp].paths().items()}
+    return {
+        "host": Recipe("host", {"/opt/meshcert/nodeagent.py": REPO / "meshcert" / "nodeagent.py"}, parent="base",
+                       extra='ENTRYPOINT ["/usr/bin/tini", "-s", "-g", "--"]'),
+        "tailscale": Recipe("tailscale", binfiles("tailscale"),
+                            extra="RUN mkdir -p /var/run/tailscale /var/lib/tailscale"),
+        "headscale": Recipe("headscale", binfiles("headscale"),
+                            extra="RUN mkdir -p /var/lib/headscale /var/run/headscale /etc/headscale"),
+        "toxiproxy": Recipe("toxiproxy", binfiles("toxiproxy")),
+        "sut-reference": Recipe("sut-reference",
+                                {"/opt/sut/runtime.py": REPO / "meshcert" / "sut" / "reference" / "runtime.py"}),
+    }
+
+
+def _file_digest(p: Path) -> str:
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def build(c: docker.DockerClient, name: str, built: dict[str, str]) -> str:
+    r = recipes()[name]
+    parent = built["base"] if r.parent == "base" else built[r.parent]
+    if name in ("tailscale", "headscale", "toxiproxy"):
+        components.COMPONENTS[name].ensure()
+    df = r.dockerfile(parent)
+    tag = f"meshcert/{name}:{_hash(df, *(d + _file_digest(p) for d, p in sorted(r.files.items())))}"
+    if _exists(c, tag):
+        return tag
+    with progress.step(f"building image {tag}"):
+        with tempfile.TemporaryDirectory(prefix="meshcert-ctx-") as ctx:
+            ctxp = Path(ctx)
+            (ctxp / "Dockerfile").write_text(df)
+            for dest, src in r.files.items():
+                target = ctxp / dest.lstrip("/")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, target)
+            try:
+                c.images.build(path=ctx, tag=tag, rm=True, forcerm=True, pull=False)
+            except docker.errors.BuildError as e:
+                logs = "".join(str(x.get("stream", x.get("error", ""))) for x in e.build_log)[-2000:]
+                raise EnvironmentProblem(f"image {name}", f"docker build failed: {e.msg}\n{logs}", "") from None
+    return tag
+
+
+def ensure_images(c: docker.DockerClient, names: tuple[str, ...] = ("host", "tailscale", "headscale", "toxiproxy")) -> dict[str, str]:
+    built = {"base": base_image(c)}
+    order = ["host", "tailscale", "headscale", "toxiproxy", "sut-reference"]
+    for n in order:
+        if n in names or any(recipes()[m].parent == n for m in names):
+            built[n] = build(c, n, built)
+    return built

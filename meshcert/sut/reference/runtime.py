@@ -1,0 +1,914 @@
+#!/usr/bin/env python3
+"""meshcert reference SUT: Legator's connectivity layer, implemented from the guide.
+
+One self-contained file, Python 3.11 standard library only, so it can be copied alone into a
+minimal container as /opt/sut/runtime.py and started with ``python3 /opt/sut/runtime.py``.
+
+HTTP/JSON contract (listens on $SUT_HOST:$SUT_PORT, default 0.0.0.0:8080):
+
+  POST /prerun     pre-run health check: sidecar health + concurrent endpoint dials
+  POST /connect    open one TCP connection the way the agent's tools would, read a banner
+  GET  /transcript everything the runtime would show the LLM
+  GET  /healthz    {"ok": true}
+
+Environment:
+  SUT_PORT, SUT_HOST   where to listen
+  TS_SOCKET            tailscaled LocalAPI unix socket (default /var/run/tailscale/tailscaled.sock)
+  SUT_PROXY            socks5://host:port of a userspace-networking sidecar; mesh-mode dials go
+                       through it
+  TS_AUTHKEY, TS_AUTHKEY_FILE   the auth key (read only to know it is there; never shown)
+  SUT_MUTANT           empty = faithful; otherwise one name of MUTANTS (one deliberate fault)
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import math
+import os
+import re
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+# Deliberate faults, selected with SUT_MUTANT=<name>. Each is one small branch below, marked
+# "# mutant <name>", so the faithful path stays readable.
+MUTANTS = {
+    "health-socket-exists": "sidecar healthy iff the LocalAPI socket file exists (state never asked)",
+    "health-tcp-41112": "sidecar healthy iff TCP 127.0.0.1:41112 accepts (there is no LocalAPI on TCP on Linux)",
+    "health-ignores-state": "sidecar healthy whenever the LocalAPI answers, whatever its BackendState",
+    "sequential-dials": "endpoints dialled one after another with a fixed 5 s timeout each, deadline_s ignored",
+    "no-proxy": "SUT_PROXY ignored: every dial goes straight to the target",
+    "sidecar-error-aborts": "a not-ready sidecar is logged as an error and the pre-run aborts (HTTP 503, no dials)",
+    "ignore-critical": "unreachable critical endpoints are not told to the agent (agent_context)",
+    "noncritical-in-context": "unreachable non-critical endpoints are told to the agent too",
+    "leak-authkey": "logs the join command with the auth key in it, and redacts nothing",
+    "omitted-is-error": "a null/omitted connectivity is rejected (400) instead of meaning direct",
+    "accept-unknown-type": "an unknown connectivity.type is treated as direct instead of rejected (400)",
+    "headscale-no-validation": "type headscale accepted without controlServer or authKeySecretRef",
+    "tailscale-requires-control": "type tailscale with an empty controlServer is rejected (400)",
+    "direct-checks-sidecar": "direct mode checks a sidecar and is not ready when there is none",
+    "wrong-port": "every dial goes to port+1 (the wrong service)",
+}
+
+TYPES = ("direct", "headscale", "tailscale")
+DEFAULT_PORT = 8080
+DEFAULT_SOCKET = "/var/run/tailscale/tailscaled.sock"
+LOCALAPI_HOST = "local-tailscaled.sock"
+LOCALAPI_TIMEOUT_S = 1.0
+LOCALAPI_MAX_BYTES = 32 << 20
+DEFAULT_DEADLINE_S = 3.0
+MAX_SECONDS = 120.0
+SEQUENTIAL_TIMEOUT_S = 5.0  # mutant sequential-dials
+JOIN_GRACE_S = 0.25  # how long past the deadline a pre-run waits for a dial thread to report
+BANNER_MAX = 256
+MAX_BODY = 1 << 20
+MAX_ENDPOINTS = 512
+MAX_TRANSCRIPT = 10000
+REDACTED = "[REDACTED]"
+# Things that look like auth keys even when they are not the configured one:
+# Tailscale keys (tskey-...), headscale >= 0.26 keys (hskey-...), older headscale keys (48 hex).
+KEY_LIKE = re.compile(r"\b(?:tskey|hskey)-[A-Za-z0-9_-]+|\b[0-9a-fA-F]{48}\b")
+DEFAULT_PORTS = {"ssh": 22, "http": 80, "https": 443, "postgres": 5432, "postgresql": 5432,
+                 "mysql": 3306, "redis": 6379}
+SOCKS_REPLIES = {1: "general SOCKS server failure", 2: "connection not allowed by ruleset",
+                 3: "network unreachable", 4: "host unreachable", 5: "connection refused",
+                 6: "TTL expired", 7: "command not supported", 8: "address type not supported"}
+
+
+# ----------------------------------------------------------------------------- input parsing
+
+class BadRequest(Exception):
+    """An input the caller can fix: becomes HTTP 400 {"error": "<field>: <what was expected>"}."""
+
+    def __init__(self, field: str, message: str, status: int = 400):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.status = status
+
+
+def jtype(value) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object" if isinstance(value, dict) else type(value).__name__
+
+
+def hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def parse_target(value, field: str) -> tuple[str, int]:
+    """'tcp://h:p', 'h:p', 'ssh://h' (default port by scheme), '[::1]:22' -> (host, port)."""
+    if not isinstance(value, str) or not value.strip():
+        raise BadRequest(field, f"expected a string like 'tcp://host:port' or 'host:port', got {jtype(value)}")
+    text = value.strip()
+    if "://" not in text:
+        text = "tcp://" + text
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError as exc:
+        raise BadRequest(field, f"{value!r} is not a valid host:port ({exc})") from None
+    host = parts.hostname
+    if not host:
+        raise BadRequest(field, f"{value!r} has no host")
+    if port is None:
+        port = DEFAULT_PORTS.get(parts.scheme.lower())
+        if port is None:
+            raise BadRequest(field, f"{value!r} has no port (and scheme {parts.scheme!r} has no default port)")
+    if not 1 <= port <= 65535:
+        raise BadRequest(field, f"{value!r}: port must be 1..65535")
+    return host, port
+
+
+def parse_port(value, field: str) -> int:
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise BadRequest(field, f"expected an integer port 1..65535, got {jtype(value)} {value!r}")
+    return value
+
+
+def parse_seconds(value, field: str, default: float) -> float:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise BadRequest(field, f"expected a number of seconds, got {jtype(value)}")
+    if not math.isfinite(value) or value <= 0 or value > MAX_SECONDS:
+        raise BadRequest(field, f"expected seconds in (0, {MAX_SECONDS:g}], got {value!r}")
+    return float(value)
+
+
+def parse_proxy(value: str):
+    """SUT_PROXY: '' -> None; 'socks5://host:port', 'socks5h://host:port' or 'host:port' -> (host, port)."""
+    value = (value or "").strip()
+    if not value:
+        return None
+    text = value if "://" in value else "socks5://" + value
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"SUT_PROXY {value!r}: {exc}") from None
+    if parts.scheme.lower() not in ("socks5", "socks5h"):
+        raise ValueError(f"SUT_PROXY {value!r}: only socks5://host:port is supported")
+    if parts.username or parts.password:
+        raise ValueError(f"SUT_PROXY {value!r}: proxy authentication is not supported")
+    if not parts.hostname or not port:
+        raise ValueError(f"SUT_PROXY {value!r}: expected socks5://host:port")
+    return parts.hostname, port
+
+
+class Endpoint:
+    def __init__(self, name: str, host: str, port: int, critical: bool):
+        self.name, self.host, self.port, self.critical = name, host, port, critical
+
+    @property
+    def address(self) -> str:
+        return hostport(self.host, self.port)
+
+
+class Spec:
+    """A validated spec.connectivity."""
+
+    def __init__(self, type_: str, control_server: str = "", auth_ref: str = "",
+                 tags=None, accept_routes=None):
+        self.type = type_
+        self.control_server = control_server
+        self.auth_ref = auth_ref
+        self.tags = tags or []
+        self.accept_routes = accept_routes
+
+    @property
+    def mesh(self) -> bool:
+        return self.type != "direct"
+
+
+def _opt(block: dict, key: str, kind, what: str, field: str):
+    value = block.get(key)
+    if value is not None and not isinstance(value, kind):
+        raise BadRequest(f"{field}.{key}", f"expected {what}, got {jtype(value)}")
+    return value
+
+
+# ----------------------------------------------------------------------------- LocalAPI client
+
+class SidecarError(Exception):
+    pass
+
+
+def _decode_chunked(body: bytes):
+    """Decode an HTTP/1.1 chunked body; None if it is not complete yet."""
+    out = bytearray()
+    pos = 0
+    while True:
+        eol = body.find(b"\r\n", pos)
+        if eol < 0:
+            return None
+        try:
+            size = int(body[pos:eol].split(b";")[0].strip() or b"x", 16)
+        except ValueError:
+            raise SidecarError("LocalAPI sent a malformed chunked body") from None
+        start = eol + 2
+        if size == 0:
+            return bytes(out)
+        if len(body) < start + size + 2:
+            return None
+        out += body[start:start + size]
+        pos = start + size + 2
+
+
+def _split_response(buf: bytes):
+    """(status, headers, body-bytes-so-far) once the header is in, else None."""
+    end = buf.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    lines = buf[:end].decode("iso-8859-1").split("\r\n")
+    try:
+        status = int(lines[0].split()[1])
+    except (IndexError, ValueError):
+        raise SidecarError(f"LocalAPI sent a malformed status line {lines[0][:80]!r}") from None
+    headers = {}
+    for line in lines[1:]:
+        key, _, value = line.partition(":")
+        headers[key.strip().lower()] = value.strip()
+    return status, headers, buf[end + 4:]
+
+
+def _body_if_complete(buf: bytes, eof: bool):
+    parsed = _split_response(buf)
+    if parsed is None:
+        if eof:
+            raise SidecarError("LocalAPI closed the connection without a complete HTTP response")
+        return None
+    status, headers, body = parsed
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        decoded = _decode_chunked(body)
+        if decoded is None and eof:
+            raise SidecarError("LocalAPI closed the connection in the middle of its answer")
+        return None if decoded is None else (status, decoded)
+    length = headers.get("content-length")
+    if length is not None and length.isdigit():
+        if len(body) >= int(length):
+            return status, body[:int(length)]
+        if eof:
+            raise SidecarError("LocalAPI closed the connection in the middle of its answer")
+        return None
+    return (status, body) if eof else None
+
+
+def localapi_get(sock_path: str, path: str, timeout: float):
+    """GET <path> from tailscaled's LocalAPI over its unix socket; (status, body bytes).
+
+    The whole exchange (connect, send, receive) is bounded by ``timeout``."""
+    deadline = time.monotonic() + timeout
+    request = (f"GET {path} HTTP/1.1\r\nHost: {LOCALAPI_HOST}\r\nAccept: application/json\r\n"
+               f"User-Agent: meshcert-reference-sut\r\nConnection: close\r\n\r\n").encode()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(sock_path)
+        except FileNotFoundError:
+            raise SidecarError(f"LocalAPI socket {sock_path} does not exist") from None
+        except ConnectionRefusedError:
+            raise SidecarError(f"connection refused on LocalAPI socket {sock_path} (tailscaled not listening)") from None
+        except PermissionError:
+            raise SidecarError(f"permission denied on LocalAPI socket {sock_path}") from None
+        sock.sendall(request)
+        buf = bytearray()
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise socket.timeout()
+            sock.settimeout(remaining)
+            chunk = sock.recv(65536)
+            buf += chunk
+            if len(buf) > LOCALAPI_MAX_BYTES:
+                raise SidecarError("LocalAPI answer too large")
+            done = _body_if_complete(bytes(buf), eof=not chunk)
+            if done is not None:
+                return done
+    except socket.timeout:
+        raise SidecarError(f"LocalAPI did not answer within {timeout:g} s") from None
+    except SidecarError:
+        raise
+    except OSError as exc:
+        raise SidecarError(f"LocalAPI socket {sock_path}: {exc.strerror or exc}") from None
+    finally:
+        sock.close()
+
+
+def query_backend_state(sock_path: str, timeout: float) -> str:
+    status, body = localapi_get(sock_path, "/localapi/v0/status", timeout)
+    if status != 200:
+        text = body[:200].decode("utf-8", "replace").strip()
+        raise SidecarError(f"LocalAPI answered HTTP {status}: {text}")
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        raise SidecarError("LocalAPI /status answer is not JSON") from None
+    state = doc.get("BackendState") if isinstance(doc, dict) else None
+    if not isinstance(state, str):
+        raise SidecarError("LocalAPI /status answer has no BackendState")
+    return state
+
+
+# ----------------------------------------------------------------------------- dialling
+
+class DialError(Exception):
+    pass
+
+
+def _describe(exc: OSError, timeout: float) -> str:
+    if isinstance(exc, socket.timeout):
+        return f"timed out after {timeout:g} s"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve host: {exc.strerror or exc}"
+    return exc.strerror or str(exc) or type(exc).__name__
+
+
+def _remaining(deadline: float) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise socket.timeout()
+    return left
+
+
+def _recv_exact(sock: socket.socket, n: int, deadline: float) -> bytes:
+    data = bytearray()
+    while len(data) < n:
+        sock.settimeout(_remaining(deadline))
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise DialError("SOCKS5 proxy closed the connection")
+        data += chunk
+    return bytes(data)
+
+
+def _socks5_address(host: str) -> bytes:
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        try:
+            name = host.encode("idna")
+        except UnicodeError:
+            raise DialError(f"host name {host!r} cannot be sent to a SOCKS5 proxy") from None
+        if len(name) > 255:
+            raise DialError("host name too long for SOCKS5")
+        return b"\x03" + bytes([len(name)]) + name
+    return (b"\x01" if ip.version == 4 else b"\x04") + ip.packed
+
+
+def socks5_connect(proxy: tuple[str, int], host: str, port: int, timeout: float) -> socket.socket:
+    """SOCKS5 CONNECT without authentication; names are sent unresolved (the proxy resolves)."""
+    deadline = time.monotonic() + timeout
+    via = f"via SOCKS5 proxy {hostport(*proxy)}"
+    try:
+        sock = socket.create_connection(proxy, timeout=_remaining(deadline))
+    except OSError as exc:
+        raise DialError(f"SOCKS5 proxy {hostport(*proxy)} unreachable: {_describe(exc, timeout)}") from None
+    try:
+        sock.settimeout(_remaining(deadline))
+        sock.sendall(b"\x05\x01\x00")
+        version, method = _recv_exact(sock, 2, deadline)
+        if version != 5:
+            raise DialError(f"{hostport(*proxy)} is not a SOCKS5 proxy")
+        if method != 0:
+            raise DialError(f"SOCKS5 proxy {hostport(*proxy)} requires authentication (not supported)")
+        sock.settimeout(_remaining(deadline))
+        sock.sendall(b"\x05\x01\x00" + _socks5_address(host) + port.to_bytes(2, "big"))
+        _ver, reply, _rsv, atyp = _recv_exact(sock, 4, deadline)
+        if reply != 0:
+            raise DialError(f"{SOCKS_REPLIES.get(reply, f'SOCKS5 reply 0x{reply:02x}')} ({via})")
+        if atyp == 1:
+            _recv_exact(sock, 4 + 2, deadline)
+        elif atyp == 4:
+            _recv_exact(sock, 16 + 2, deadline)
+        elif atyp == 3:
+            _recv_exact(sock, _recv_exact(sock, 1, deadline)[0] + 2, deadline)
+        else:
+            raise DialError(f"SOCKS5 proxy sent an unknown address type {atyp} ({via})")
+        return sock
+    except DialError:
+        sock.close()
+        raise
+    except OSError as exc:
+        sock.close()
+        raise DialError(f"{_describe(exc, timeout)} ({via})") from None
+
+
+def direct_connect(host: str, port: int, timeout: float) -> socket.socket:
+    try:
+        return socket.create_connection((host, port), timeout=timeout)
+    except OSError as exc:
+        raise DialError(_describe(exc, timeout)) from None
+
+
+def read_banner(sock: socket.socket, timeout: float):
+    """Up to BANNER_MAX bytes, stopping at the first newline, EOF or the timeout; None if nothing came."""
+    deadline = time.monotonic() + timeout
+    data = bytearray()
+    try:
+        while len(data) < BANNER_MAX and b"\n" not in data:
+            sock.settimeout(_remaining(deadline))
+            chunk = sock.recv(BANNER_MAX - len(data))
+            if not chunk:
+                break
+            data += chunk
+    except OSError:
+        pass
+    return data.decode("utf-8", "replace") if data else None
+
+
+# ----------------------------------------------------------------------------- the runtime
+
+class Runtime:
+    """The connectivity layer: state (transcript, known secrets) + the two operations."""
+
+    def __init__(self, env=None, log_stream=None):
+        env = dict(os.environ if env is None else env)
+        self.env = env
+        self.mutant = (env.get("SUT_MUTANT") or "").strip()
+        if self.mutant and self.mutant not in MUTANTS:
+            raise ValueError(f"SUT_MUTANT {self.mutant!r} is not one of: {', '.join(sorted(MUTANTS))}")
+        self.socket_path = env.get("TS_SOCKET") or DEFAULT_SOCKET
+        self.proxy = parse_proxy(env.get("SUT_PROXY", ""))
+        self.log_stream = log_stream if log_stream is not None else sys.stderr
+        self._lock = threading.Lock()
+        self._secrets: set[str] = set()
+        self._transcript: list[dict] = []
+        self._run_type = None  # connectivity type of the latest pre-run: the mode the tools use
+        self.auth_key()  # learn the key now so that it is redacted from the very first line
+
+    # -- secrets ------------------------------------------------------------------------------
+    def auth_key(self):
+        """(key, where it came from) or (None, None). The key is only ever used to redact."""
+        key, source = (self.env.get("TS_AUTHKEY") or "").strip(), "TS_AUTHKEY"
+        path = self.env.get("TS_AUTHKEY_FILE") or ""
+        if not key and path:
+            try:
+                with open(path, encoding="utf-8", errors="replace") as fh:
+                    key, source = fh.read(64 << 10).strip(), f"TS_AUTHKEY_FILE {path}"
+            except OSError:
+                key = ""
+        if not key:
+            return None, None
+        with self._lock:
+            self._secrets.add(key)
+        return key, source
+
+    def redact(self, obj):
+        """Every string (keys too) with the auth key and key-like strings replaced."""
+        if self.mutant == "leak-authkey":  # mutant leak-authkey: nothing is redacted
+            return obj
+        if isinstance(obj, str):
+            with self._lock:
+                secrets = [s for s in self._secrets if len(s) >= 4]
+            for secret in secrets:
+                obj = obj.replace(secret, REDACTED)
+            return KEY_LIKE.sub(REDACTED, obj)
+        if isinstance(obj, dict):
+            return {self.redact(k): self.redact(v) for k, v in obj.items()}
+        if isinstance(obj, (list, tuple)):
+            return [self.redact(v) for v in obj]
+        return obj
+
+    # -- logging ------------------------------------------------------------------------------
+    def log(self, logs, level: str, msg: str, **fields):
+        """Append to this request's logs (if any) and write one JSON line to the container log."""
+        entry = self.redact({"level": level, "msg": msg, **fields})
+        if logs is not None:
+            logs.append(entry)
+        ts = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        line = json.dumps({"ts": ts, **entry}, ensure_ascii=False)
+        with self._lock:
+            try:
+                self.log_stream.write(line + "\n")
+                self.log_stream.flush()
+            except (OSError, ValueError):
+                pass
+
+    def _tell(self, kind: str, text: str):
+        with self._lock:
+            self._transcript.append({"kind": kind, "text": text})
+            del self._transcript[:-MAX_TRANSCRIPT]
+
+    def transcript(self) -> dict:
+        with self._lock:
+            return {"entries": list(self._transcript)}
+
+    # -- validation ---------------------------------------------------------------------------
+    def parse_connectivity(self, conn) -> Spec:
+        if conn is None:
+            return Spec("direct")  # the guide: "Or simply omit the connectivity field entirely."
+        if not isinstance(conn, dict):
+            raise BadRequest("connectivity", f"expected an object or null, got {jtype(conn)}")
+        ctype = conn.get("type")
+        if ctype is None:
+            ctype = "direct"  # type defaults to direct
+        if not isinstance(ctype, str):
+            raise BadRequest("connectivity.type", f"expected one of {', '.join(TYPES)}, got {jtype(ctype)}")
+        if ctype not in TYPES:
+            if self.mutant != "accept-unknown-type":
+                raise BadRequest("connectivity.type", f"unknown type {ctype!r}; expected one of {', '.join(TYPES)}")
+            ctype = "direct"  # mutant accept-unknown-type
+        if ctype == "direct":
+            return Spec("direct")
+        field = "connectivity.headscale"
+        block = conn.get("headscale")
+        if block is None:
+            block = {}
+        if not isinstance(block, dict):
+            raise BadRequest(field, f"expected an object, got {jtype(block)}")
+        control = (_opt(block, "controlServer", str, "a URL string", field) or "").strip()
+        ref = (_opt(block, "authKeySecretRef", str, "a Secret name", field) or "").strip()
+        tags = _opt(block, "tags", list, "a list of tags", field)
+        if tags is not None and not all(isinstance(t, str) for t in tags):
+            raise BadRequest(f"{field}.tags", "expected a list of strings like 'tag:agent-runtime'")
+        accept_routes = _opt(block, "acceptRoutes", bool, "true or false", field)
+        required = ["controlServer", "authKeySecretRef"] if ctype == "headscale" else ["authKeySecretRef"]
+        if ctype == "headscale" and self.mutant == "headscale-no-validation":
+            required = []  # mutant headscale-no-validation
+        if ctype == "tailscale" and self.mutant == "tailscale-requires-control":
+            required.insert(0, "controlServer")  # mutant tailscale-requires-control
+        values = {"controlServer": control, "authKeySecretRef": ref}
+        for key in required:
+            if not values[key]:
+                what = ("the Headscale server URL" if key == "controlServer"
+                        else "the name of the Secret holding the pre-auth key")
+                raise BadRequest(f"{field}.{key}", f"required for type {ctype} ({what})")
+        if control and not control.lower().startswith(("http://", "https://")):
+            raise BadRequest(f"{field}.controlServer", f"expected an http(s):// URL, got {control!r}")
+        return Spec(ctype, control, ref, tags, accept_routes)
+
+    def parse_prerun(self, body: dict):
+        conn = body.get("connectivity")
+        if conn is None and self.mutant == "omitted-is-error":  # mutant omitted-is-error
+            raise BadRequest("connectivity", "required")
+        spec = self.parse_connectivity(conn)
+        raw = body.get("endpoints")
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise BadRequest("endpoints", f"expected an object {{name: {{url, critical}}}}, got {jtype(raw)}")
+        if len(raw) > MAX_ENDPOINTS:
+            raise BadRequest("endpoints", f"at most {MAX_ENDPOINTS} endpoints")
+        endpoints = {}
+        for name, item in raw.items():
+            field = f"endpoints.{name}"
+            if not isinstance(item, dict):
+                raise BadRequest(field, f"expected an object {{url, critical}}, got {jtype(item)}")
+            host, port = parse_target(item.get("url"), f"{field}.url")
+            critical = item.get("critical", False)
+            if not isinstance(critical, bool):
+                raise BadRequest(f"{field}.critical", f"expected true or false, got {jtype(critical)}")
+            endpoints[name] = Endpoint(name, host, port, critical)
+        deadline = parse_seconds(body.get("deadline_s"), "deadline_s", DEFAULT_DEADLINE_S)
+        return spec, endpoints, deadline
+
+    # -- sidecar ------------------------------------------------------------------------------
+    def check_sidecar(self) -> dict:
+        """The tailscale sidecar is healthy iff its LocalAPI says BackendState == "Running"."""
+        result = {"checked": True, "ready": False, "backend_state": None, "detail": ""}
+        if self.mutant == "health-socket-exists":  # mutant health-socket-exists
+            result["ready"] = os.path.exists(self.socket_path)
+            result["detail"] = f"socket {self.socket_path} {'exists' if result['ready'] else 'missing'}"
+            return result
+        if self.mutant == "health-tcp-41112":  # mutant health-tcp-41112
+            try:
+                socket.create_connection(("127.0.0.1", 41112), timeout=LOCALAPI_TIMEOUT_S).close()
+                result.update(ready=True, detail="127.0.0.1:41112 accepts")
+            except OSError as exc:
+                result["detail"] = f"127.0.0.1:41112: {_describe(exc, LOCALAPI_TIMEOUT_S)}"
+            return result
+        try:
+            state = query_backend_state(self.socket_path, LOCALAPI_TIMEOUT_S)
+        except SidecarError as exc:
+            result["detail"] = str(exc)
+            return result
+        result["backend_state"] = state
+        result["ready"] = state == "Running"
+        if self.mutant == "health-ignores-state":  # mutant health-ignores-state
+            result["ready"] = True
+        result["detail"] = f"BackendState is {state}" + ("" if state == "Running" else ", not Running")
+        return result
+
+    # -- dialling -----------------------------------------------------------------------------
+    def dial(self, host: str, port: int, timeout: float, via_proxy: bool):
+        """Open a TCP connection the way the tools do; (socket, latency_ms) or DialError."""
+        if self.mutant == "wrong-port":  # mutant wrong-port
+            port = port % 65535 + 1
+        start = time.monotonic()
+        if via_proxy and self.proxy and self.mutant != "no-proxy":  # mutant no-proxy skips the proxy
+            sock = socks5_connect(self.proxy, host, port, timeout)
+        else:
+            sock = direct_connect(host, port, timeout)
+        return sock, (time.monotonic() - start) * 1000.0
+
+    def probe(self, ep: Endpoint, timeout: float, via_proxy: bool) -> dict:
+        result = {"reachable": False, "latency_ms": None, "error": None, "critical": ep.critical}
+        try:
+            sock, latency = self.dial(ep.host, ep.port, timeout, via_proxy)
+        except DialError as exc:
+            result["error"] = str(exc)
+        else:
+            sock.close()
+            result.update(reachable=True, latency_ms=round(latency, 3))
+        return result
+
+    def probe_all(self, endpoints: dict, deadline: float, via_proxy: bool) -> dict:
+        """Dial every endpoint concurrently, each with its own deadline."""
+        if self.mutant == "sequential-dials":  # mutant sequential-dials
+            return {n: self.probe(ep, SEQUENTIAL_TIMEOUT_S, via_proxy) for n, ep in endpoints.items()}
+        results: dict = {}
+
+        def work(name, ep):
+            results[name] = self.probe(ep, deadline, via_proxy)
+
+        threads = [threading.Thread(target=work, args=item, daemon=True, name=f"dial-{item[0]}")
+                   for item in endpoints.items()]
+        for thread in threads:
+            thread.start()
+        # A dial can outlive its socket timeout only inside name resolution; don't wait for it.
+        until = time.monotonic() + deadline + JOIN_GRACE_S
+        for thread in threads:
+            thread.join(max(0.0, until - time.monotonic()))
+        out = {}
+        for name, ep in endpoints.items():
+            out[name] = results.get(name) or {"reachable": False, "latency_ms": None,
+                                               "error": f"timed out after {deadline:g} s",
+                                               "critical": ep.critical}
+        return out
+
+    # -- POST /prerun -------------------------------------------------------------------------
+    def prerun(self, body: dict):
+        started = time.monotonic()
+        spec, endpoints, deadline = self.parse_prerun(body)
+        logs: list = []
+        context: list = []
+        self.log(logs, "info", f"pre-run check: connectivity {spec.type}, {len(endpoints)} endpoint(s), "
+                               f"deadline {deadline:g} s", type=spec.type)
+        sidecar = {"checked": False, "ready": False, "backend_state": None,
+                   "detail": "direct mode: no sidecar to check"}
+        if spec.mesh or self.mutant == "direct-checks-sidecar":  # mutant direct-checks-sidecar
+            sidecar = self.check_sidecar()
+            if sidecar["ready"]:
+                self.log(logs, "info", f"tailscale sidecar ready: {sidecar['detail']}", component="sidecar")
+            elif self.mutant == "sidecar-error-aborts":  # mutant sidecar-error-aborts
+                self.log(logs, "error", f"tailscale sidecar not ready: {sidecar['detail']}", component="sidecar")
+                return 503, self._prerun_answer(spec, False, sidecar, f"aborted: tailscale sidecar not ready "
+                                                f"({sidecar['detail']})", {}, logs, context, started)
+            else:
+                self.log(logs, "warning", f"tailscale sidecar not ready: {sidecar['detail']}", component="sidecar")
+        if spec.mesh:
+            self._check_auth_key(spec, sidecar, logs, context)
+
+        results = self.probe_all(endpoints, deadline, via_proxy=spec.mesh)
+        for name, ep in endpoints.items():
+            res = results[name]
+            if res["reachable"]:
+                self.log(logs, "info", f"endpoint {name} ({ep.address}) reachable in {res['latency_ms']:.1f} ms",
+                         endpoint=name)
+                continue
+            kind = "critical" if ep.critical else "non-critical"
+            self.log(logs, "warning" if ep.critical else "info",
+                     f"{kind} endpoint {name} ({ep.address}) is unreachable: {res['error']}", endpoint=name)
+            tell = ep.critical and self.mutant != "ignore-critical"  # mutant ignore-critical
+            if self.mutant == "noncritical-in-context":  # mutant noncritical-in-context
+                tell = True
+            if tell:
+                context.append(f"Endpoint {name} ({ep.address}) is unreachable: {res['error']}. "
+                               f"Do not attempt operations against it in this run.")
+
+        sidecar_ok = sidecar["ready"] or not sidecar["checked"]
+        down_critical = [n for n, ep in endpoints.items() if ep.critical and not results[n]["reachable"]]
+        ready = sidecar_ok and not down_critical
+        up = sum(1 for r in results.values() if r["reachable"])
+        if spec.type == "direct" and not sidecar["checked"]:
+            mode = "direct connectivity"
+        elif sidecar["ready"]:
+            mode = f"{spec.type}: tailscale sidecar running"
+        else:
+            mode = f"{spec.type}: tailscale sidecar not ready ({sidecar['detail']})"
+        message = f"{'ready' if ready else 'not ready'}: {mode}; {up}/{len(endpoints)} endpoints reachable"
+        if down_critical:
+            message += f"; critical endpoint(s) unreachable: {', '.join(down_critical)}"
+        down_other = [n for n, ep in endpoints.items() if not ep.critical and not results[n]["reachable"]]
+        if down_other:
+            message += f"; non-critical unreachable: {', '.join(down_other)}"
+        self.log(logs, "info" if ready else "warning", f"pre-run check done: {message}")
+        self._run_type = spec.type
+        return 200, self._prerun_answer(spec, ready, sidecar, message, results, logs, context, started)
+
+    def _check_auth_key(self, spec: Spec, sidecar: dict, logs: list, context: list):
+        key, source = self.auth_key()
+        ref = spec.auth_ref or "(no authKeySecretRef)"
+        if key:
+            self.log(logs, "info", f"auth key secret {ref} is available to the pod ({source})", component="auth")
+            if self.mutant == "leak-authkey":  # mutant leak-authkey
+                self.log(logs, "info", f"tailscale up --login-server={spec.control_server} --auth-key={key}")
+        elif not sidecar["ready"]:
+            self.log(logs, "warning", f"auth key secret {ref} not available to the pod", component="auth",
+                     secret=ref)
+            context.append(f"The mesh VPN is not connected: auth key secret {ref} is not available to the pod, "
+                           f"so targets reached through the mesh may be unreachable in this run.")
+
+    def _prerun_answer(self, spec, ready, sidecar, message, endpoints, logs, context, started) -> dict:
+        for line in context:
+            self._tell("agent_context", line)
+        return {"type": spec.type, "ready": ready, "sidecar": sidecar, "message": message,
+                "endpoints": endpoints, "logs": logs, "agent_context": context,
+                "duration_ms": round((time.monotonic() - started) * 1000.0, 3)}
+
+    # -- POST /connect ------------------------------------------------------------------------
+    def connect(self, body: dict):
+        if body.get("url") is not None:
+            host, port = parse_target(body["url"], "url")
+        elif body.get("host") is not None:
+            host = body["host"]
+            if not isinstance(host, str) or not host.strip():
+                raise BadRequest("host", f"expected a host name or address, got {jtype(host)}")
+            host = host.strip().strip("[]")
+            port = parse_port(body.get("port"), "port")
+        else:
+            raise BadRequest("url", "expected 'url' (e.g. 'tcp://host:port') or 'host' and 'port'")
+        timeout = parse_seconds(body.get("timeout_s"), "timeout_s", DEFAULT_DEADLINE_S)
+        # The tools use the mode of the latest pre-run: direct dials directly; a mesh run (or no
+        # pre-run yet) goes through the sidecar's proxy when there is one.
+        via_proxy = self._run_type != "direct"
+        address = hostport(host, port)
+        try:
+            sock, latency = self.dial(host, port, timeout, via_proxy)
+        except DialError as exc:
+            result = {"ok": False, "error": str(exc), "latency_ms": None, "banner": None}
+            text = f"connect {address}: failed: {exc}"
+        else:
+            try:
+                banner = read_banner(sock, timeout)
+            finally:
+                sock.close()
+            result = {"ok": True, "error": None, "latency_ms": round(latency, 3), "banner": banner}
+            text = f"connect {address}: connected in {latency:.1f} ms" + (
+                f"; banner: {banner.strip()!r}" if banner else "; no banner")
+        self._tell("connect", text)
+        self.log(None, "info" if result["ok"] else "warning", text, component="connect")
+        return 200, result
+
+
+# ----------------------------------------------------------------------------- HTTP server
+
+class Handler(BaseHTTPRequestHandler):
+    server_version = "meshcert-reference-sut/1"
+    ROUTES = {("GET", "/healthz"): "healthz", ("GET", "/transcript"): "transcript",
+              ("POST", "/prerun"): "prerun", ("POST", "/connect"): "connect"}
+
+    @property
+    def runtime(self) -> Runtime:
+        return self.server.runtime
+
+    def do_GET(self):
+        self._dispatch("GET")
+
+    def do_POST(self):
+        self._dispatch("POST")
+
+    def do_PUT(self):
+        self._dispatch("PUT")
+
+    def do_DELETE(self):
+        self._dispatch("DELETE")
+
+    def do_PATCH(self):
+        self._dispatch("PATCH")
+
+    def _dispatch(self, method: str):
+        path = urlsplit(self.path).path.rstrip("/") or "/"
+        route = self.ROUTES.get((method, path))
+        if route is None:
+            if any(p == path for _, p in self.ROUTES):
+                return self._reply(405, {"error": f"{method} is not allowed on {path}"})
+            return self._reply(404, {"error": f"no such endpoint {path}; try POST /prerun, POST /connect, "
+                                              f"GET /transcript, GET /healthz"})
+        try:
+            if route == "healthz":
+                status, answer = 200, {"ok": True}
+            elif route == "transcript":
+                status, answer = 200, self.runtime.transcript()
+            else:
+                body = self._read_json()
+                status, answer = getattr(self.runtime, route)(body)
+        except BadRequest as exc:
+            status, answer = exc.status, {"error": str(exc), "field": exc.field}
+        except Exception as exc:  # a bug in here: say so in one line, details to the container log
+            self.runtime.log(None, "error", f"internal error in {method} {path}: {exc!r}",
+                             traceback=traceback.format_exc())
+            status, answer = 500, {"error": f"internal error ({type(exc).__name__}); see the container log"}
+        self._reply(status, answer)
+
+    def _read_json(self) -> dict:
+        if self.headers.get("Transfer-Encoding"):
+            raise BadRequest("body", "send the JSON body with a Content-Length (no Transfer-Encoding)")
+        length = self.headers.get("Content-Length") or "0"
+        if not length.isdigit():
+            raise BadRequest("body", f"bad Content-Length {length!r}")
+        if int(length) > MAX_BODY:
+            raise BadRequest("body", f"larger than {MAX_BODY} bytes", status=413)
+        raw = self.rfile.read(int(length))
+        if not raw.strip():
+            raise BadRequest("body", "expected a JSON object, got an empty body")
+        try:
+            body = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+        except UnicodeDecodeError:
+            raise BadRequest("body", "expected UTF-8 JSON") from None
+        except json.JSONDecodeError as exc:
+            raise BadRequest("body", f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+        except ValueError as exc:
+            raise BadRequest("body", str(exc)) from None
+        except RecursionError:
+            raise BadRequest("body", "JSON nested too deeply") from None
+        if not isinstance(body, dict):
+            raise BadRequest("body", f"expected a JSON object, got {jtype(body)}")
+        return body
+
+    def _reply(self, status: int, answer: dict):
+        data = json.dumps(self.runtime.redact(answer), ensure_ascii=False).encode("utf-8")
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        except OSError:
+            pass  # the client went away
+
+    def log_message(self, format, *args):  # noqa: A002 (BaseHTTPRequestHandler's signature)
+        self.runtime.log(None, "info", format % args, component="http", client=self.client_address[0])
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+class SUTServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address, runtime: Runtime):
+        self.runtime = runtime
+        super().__init__(address, Handler)
+
+
+def make_server(runtime: Runtime, host: str = "0.0.0.0", port: int = DEFAULT_PORT) -> SUTServer:
+    return SUTServer((host, port), runtime)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="meshcert reference SUT (Legator connectivity layer)")
+    parser.add_argument("--host", default=os.environ.get("SUT_HOST") or "0.0.0.0")
+    parser.add_argument("--port", type=int, default=None, help="default $SUT_PORT or 8080")
+    args = parser.parse_args(argv)
+    try:
+        port = args.port if args.port is not None else int(os.environ.get("SUT_PORT") or DEFAULT_PORT)
+        runtime = Runtime()
+        server = make_server(runtime, args.host, port)
+    except (ValueError, OSError) as exc:
+        sys.stderr.write(json.dumps({"level": "error", "msg": f"cannot start: {exc}"}) + "\n")
+        return 2
+
+    def stop(_signum, _frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)  # PID 1 in a container ignores SIGTERM without a handler
+    runtime.log(None, "info", f"listening on {hostport(args.host, server.server_address[1])}",
+                socket=runtime.socket_path, proxy=hostport(*runtime.proxy) if runtime.proxy else None,
+                mutant=runtime.mutant or None)
+    try:
+        server.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    runtime.log(None, "info", "stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
