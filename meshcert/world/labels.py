@@ -1,0 +1,99 @@
+"""Labels on everything a run creates, and the sweeper that removes what a killed run left."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import docker
+
+from .. import progress
+
+LABEL = "io.meshcert"            # "1" on every object
+RUN = "io.meshcert.run"          # run id
+OWNER = "io.meshcert.owner"      # "<host>:<pid>:<process start ticks>"
+
+
+def _start_ticks(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except OSError:
+        return ""
+
+
+def owner_token(pid: int | None = None) -> str:
+    pid = pid or os.getpid()
+    return f"{socket.gethostname()}:{pid}:{_start_ticks(pid)}"
+
+
+def labels(run_id: str) -> dict[str, str]:
+    return {LABEL: "1", RUN: run_id, OWNER: owner_token()}
+
+
+def owner_alive(token: str) -> bool:
+    try:
+        host, pid, ticks = token.split(":")
+    except ValueError:
+        return False
+    if host != socket.gethostname():
+        return True  # not ours to judge
+    return _start_ticks(int(pid)) == ticks and ticks != ""
+
+
+def remove_run(c: docker.DockerClient, run_id: str | None = None, *, only_dead: bool = False) -> dict[str, int]:
+    """Remove containers, then networks, then volumes labelled by meshcert.
+
+    run_id: only that run's objects; only_dead: only objects whose owning process is gone.
+    """
+    flt = {"label": [f"{RUN}={run_id}"] if run_id else [f"{LABEL}=1"]}
+    counts = {"containers": 0, "networks": 0, "volumes": 0}
+
+    def doomed(obj_labels: dict) -> bool:
+        return not only_dead or not owner_alive(obj_labels.get(OWNER, ""))
+
+    for ct in c.containers.list(all=True, filters=flt):
+        if doomed(ct.labels):
+            try:
+                ct.remove(force=True, v=True)
+                counts["containers"] += 1
+            except docker.errors.NotFound:
+                pass
+    for net in c.networks.list(filters=flt):
+        if doomed(net.attrs.get("Labels") or {}):
+            try:
+                net.reload()
+                for cid in (net.attrs.get("Containers") or {}):
+                    try:
+                        net.disconnect(cid, force=True)
+                    except docker.errors.APIError:
+                        pass
+                net.remove()
+                counts["networks"] += 1
+            except docker.errors.NotFound:
+                pass
+    for vol in c.volumes.list(filters=flt):
+        if doomed(vol.attrs.get("Labels") or {}):
+            try:
+                vol.remove(force=True)
+                counts["volumes"] += 1
+            except docker.errors.NotFound:
+                pass
+    return counts
+
+
+def sweep(c: docker.DockerClient) -> dict[str, int]:
+    """Remove what runs whose process is gone (killed, crashed) left behind."""
+    counts = remove_run(c, only_dead=True)
+    if any(counts.values()):
+        progress.say(f"swept leftovers of killed runs: {counts}")
+    return counts
+
+
+def leftovers(c: docker.DockerClient, run_id: str | None = None) -> dict[str, list[str]]:
+    flt = {"label": [f"{RUN}={run_id}"] if run_id else [f"{LABEL}=1"]}
+    return {
+        "containers": [x.name for x in c.containers.list(all=True, filters=flt)],
+        "networks": [x.name for x in c.networks.list(filters=flt)],
+        "volumes": [x.name for x in c.volumes.list(filters=flt)],
+    }

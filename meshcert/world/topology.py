@@ -1,0 +1,100 @@
+"""A declarative description of a world: networks, tailnet nodes, plain hosts, the agent pod, policy.
+
+``guide_topology()`` is the Connectivity Guide's own world (DESIGN.md §2).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+AGENT_TAG = "tag:agent-runtime"
+SERVER_TAG = "tag:managed-servers"
+DB_TAG = "tag:managed-databases"
+ROUTER_TAG = "tag:subnet-router"
+GUIDE_VLAN = "10.20.5.0/24"
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    name: str
+    subnet: str | None = None  # None: the engine picks one
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """A container running tailscaled (kernel TUN mode) and meshcert's node agent."""
+    name: str
+    tags: tuple[str, ...]
+    banner_ports: tuple[int, ...] = ()
+    networks: tuple[str, ...] = ("wan",)
+    advertise_routes: tuple[str, ...] = ()
+    approve_routes: tuple[str, ...] = ()
+    accept_routes: bool = False
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    """A host with no tailscale at all (e.g. a legacy box on a VLAN)."""
+    name: str
+    network: str
+    address: str
+    banner_ports: tuple[int, ...] = (22,)
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    """The agent pod: pause + tailscale sidecar + probe (+ SUT) sharing one network namespace."""
+    name: str = "agent"
+    tags: tuple[str, ...] = (AGENT_TAG,)
+    accept_routes: bool = True
+    banner_ports: tuple[int, ...] = (22, 5000)  # for "targets cannot open connections to the agent"
+
+
+@dataclass
+class Topology:
+    networks: tuple[NetworkSpec, ...]
+    nodes: tuple[NodeSpec, ...]
+    hosts: tuple[HostSpec, ...]
+    agent: AgentSpec
+    policy: dict
+    user: str = "meshcert"
+
+    def node(self, name: str) -> NodeSpec:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(name)
+
+
+def guide_policy(vlan: str = GUIDE_VLAN) -> dict:
+    """The guide's ACL policy, plus what the guide leaves implicit but a working tailnet needs:
+    tagOwners for every tag (headscale rejects undefined tags), and -- for its subnet-router
+    section to work at all -- a rule letting the agent reach SSH on the VLAN."""
+    return {
+        "tagOwners": {t: ["meshcert@"] for t in (AGENT_TAG, SERVER_TAG, DB_TAG, ROUTER_TAG)},
+        "acls": [
+            {"action": "accept", "src": [AGENT_TAG], "dst": [f"{SERVER_TAG}:22"]},
+            {"action": "accept", "src": [AGENT_TAG], "dst": [f"{DB_TAG}:5432,3306"]},
+            {"action": "accept", "src": [AGENT_TAG], "dst": [f"{vlan}:22"]},
+        ],
+    }
+
+
+def guide_topology() -> Topology:
+    return Topology(
+        networks=(NetworkSpec("wan"), NetworkSpec("vlan", GUIDE_VLAN)),
+        nodes=(
+            NodeSpec("server", (SERVER_TAG,), banner_ports=(22, 80)),
+            NodeSpec("database", (DB_TAG,), banner_ports=(5432, 3306, 6379)),
+            NodeSpec("router", (ROUTER_TAG,), networks=("wan", "vlan"),
+                     advertise_routes=(GUIDE_VLAN,), approve_routes=(GUIDE_VLAN,)),
+        ),
+        hosts=(HostSpec("legacy", "vlan", "10.20.5.10", banner_ports=(22,)),),
+        agent=AgentSpec(),
+        policy=guide_policy(),
+    )
+
+
+def policy_text(policy: dict) -> str:
+    return json.dumps(policy, indent=2, sort_keys=False)

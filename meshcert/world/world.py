@@ -1,0 +1,680 @@
+"""The running world: headscale, toxiproxy, tailnet nodes, plain hosts and the agent pod.
+
+Built from a :class:`~meshcert.world.topology.Topology`; every container, network and volume
+carries the run's labels (see labels.py). State changes (policy, routes, prefs) are made
+exactly once and then waited for by polling the real distributed state -- never by sleeping.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import http.client
+import io
+import json
+import os
+import secrets as pysecrets
+import ssl
+import tarfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, TypeVar
+
+import docker
+import docker.errors
+import requests
+
+# Ryuk (testcontainers' reaper) cannot be pulled without a registry: meshcert labels
+# everything and sweeps itself (labels.py). Must be set before testcontainers reads its config.
+os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
+from testcontainers.core.container import DockerContainer  # noqa: E402
+
+from .. import engine, images, progress
+from ..errors import MeshcertError
+from ..secrets import Secret, redact
+from . import labels as lbl
+from .ca import make_certs
+from .topology import Topology, guide_topology
+
+T = TypeVar("T")
+
+HEADSCALE_PORT = 8443
+CONTROL_ALIAS = "control"      # the name nodes use for the control server: toxiproxy in front of headscale
+HEADSCALE_ALIAS = "headscale"
+TOXI_API = 8474
+NODE_API = 9999
+SENTINEL_SRC = "192.0.2.1/32"  # TEST-NET-1: never a packet, only a marker in the policy
+SENTINEL_PORTS = (64600, 65000)
+TS_SOCKET = "/var/run/tailscale/tailscaled.sock"
+
+
+class WorldError(MeshcertError):
+    """The world could not be built or did not reach the state we waited for."""
+
+    def __init__(self, message: str, fix: str = ""):
+        super().__init__("world", redact(message), fix)
+
+
+def wait_for(what: str, fn: Callable[[], T | None], timeout: float, interval: float = 0.2,
+             describe: Callable[[], str] | None = None) -> T:
+    """Poll ``fn`` until it returns a truthy value; raise with the last observation on timeout."""
+    deadline = time.monotonic() + timeout
+    last_exc: Exception | None = None
+    while True:
+        try:
+            v = fn()
+            if v:
+                return v
+        except Exception as e:  # observed state is not there yet
+            last_exc = e
+        if time.monotonic() >= deadline:
+            observed = describe() if describe else (f"last error: {last_exc}" if last_exc else "condition never held")
+            raise WorldError(f"timed out after {timeout:.0f}s waiting for {what}; observed: {observed}")
+        time.sleep(interval)
+
+
+def _tar(files: dict[str, tuple[bytes, int]]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        for path, (data, mode) in files.items():
+            info = tarfile.TarInfo(path.lstrip("/"))
+            info.size, info.mode, info.mtime = len(data), mode, int(time.time())
+            tf.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+@dataclass
+class Box:
+    """One container of ours."""
+    name: str
+    container: Any  # docker.models.containers.Container
+    role: str
+
+    def exec(self, cmd: list[str], timeout_hint: str = "") -> tuple[int, str]:
+        r = self.container.exec_run(cmd, demux=False)
+        out = r.output.decode(errors="replace") if r.output else ""
+        return r.exit_code, out
+
+    def put(self, files: dict[str, tuple[bytes, int]]) -> None:
+        if not self.container.put_archive("/", _tar(files)):
+            raise WorldError(f"could not copy files into {self.name}")
+
+    def ip(self, network: str) -> str:
+        self.container.reload()
+        nets = self.container.attrs["NetworkSettings"]["Networks"]
+        if network not in nets:
+            raise WorldError(f"{self.name} is not attached to network {network}")
+        return nets[network]["IPAddress"]
+
+    def logs(self) -> str:
+        try:
+            return redact(self.container.logs(timestamps=True).decode(errors="replace"))
+        except docker.errors.APIError as e:
+            return f"(logs unavailable: {e})"
+
+
+class NodeAPI:
+    """meshcert's node agent inside a container (or pod): dials and LocalAPI reads."""
+
+    def __init__(self, name: str, host: str):
+        self.name = name
+        self.base = f"http://{host}:{NODE_API}"
+        self.session = requests.Session()
+        self.session.trust_env = False  # never a proxy from the environment: traffic stays on this machine
+
+    def dial(self, probes: list[tuple[str, int]], timeout: float = 3.0, socks5: str | None = None) -> list[dict]:
+        body = {"probes": [{"host": h, "port": p, "timeout": timeout} for h, p in probes], "socks5": socks5}
+        r = self.session.post(self.base + "/dial", json=body, timeout=timeout * 2 + 10)
+        r.raise_for_status()
+        return r.json()["results"]
+
+    def localapi(self, path: str) -> Any:
+        r = self.session.get(f"{self.base}/localapi/v0/{path}", timeout=10)
+        if r.status_code != 200:
+            raise WorldError(f"{self.name}: LocalAPI {path} answered {r.status_code}: {r.text[:200]}")
+        return r.json()
+
+    def status(self) -> dict:
+        return self.localapi("status")
+
+    def filter_rules(self) -> list:
+        return self.localapi("debug-packet-filter-rules") or []
+
+    def healthy(self) -> bool:
+        try:
+            return self.session.get(self.base + "/health", timeout=2).ok
+        except requests.RequestException:
+            return False
+
+
+@dataclass
+class TailnetNode:
+    name: str
+    tags: tuple[str, ...]
+    ts_box: Box          # where tailscaled and the tailscale CLI run
+    api: NodeAPI
+    wan_ip: str
+    accept_routes: bool
+    advertise_routes: tuple[str, ...] = ()
+    _ts_ip: str | None = None
+
+    def tailscale(self, *args: str) -> str:
+        code, out = self.ts_box.exec(["tailscale", *args])
+        if code != 0:
+            raise WorldError(f"`tailscale {args[0]}` on {self.name} failed ({code}): {out.strip()[-500:]}")
+        return out
+
+    def status(self) -> dict:
+        return self.api.status()
+
+    @property
+    def ts_ip(self) -> str:
+        if not self._ts_ip:
+            ips = self.status().get("Self", {}).get("TailscaleIPs") or []
+            v4 = [i for i in ips if ":" not in i]
+            if not v4:
+                raise WorldError(f"{self.name} has no tailnet IPv4 address yet")
+            self._ts_ip = v4[0]
+        return self._ts_ip
+
+    def backend_state(self) -> str:
+        try:
+            return self.status().get("BackendState", "?")
+        except Exception as e:
+            return f"unavailable ({e})"
+
+    def set_accept_routes(self, on: bool) -> None:
+        self.tailscale("set", f"--accept-routes={'true' if on else 'false'}")
+        self.accept_routes = on
+        wait_for(f"{self.name} prefs RouteAll={on}",
+                 lambda: self.api.localapi("prefs").get("RouteAll") is on, 15)
+
+
+class Headscale:
+    def __init__(self, box: Box, ip: str):
+        self.box = box
+        self.ip = ip
+
+    def cli(self, *args: str) -> Any:
+        code, out = self.box.exec(["headscale", *args, "-o", "json"])
+        if code != 0:
+            raise WorldError(f"`headscale {' '.join(redact(a) for a in args)}` failed ({code}): {out.strip()[-800:]}")
+        try:
+            return json.loads(out) if out.strip() else None
+        except json.JSONDecodeError:
+            raise WorldError(f"`headscale {args[0]}` printed no JSON: {out.strip()[-300:]}") from None
+
+    def healthy(self, ca_pem: bytes) -> bool:
+        ctx = ssl.create_default_context(cadata=ca_pem.decode())
+        conn = http.client.HTTPSConnection(self.ip, HEADSCALE_PORT, context=ctx, timeout=2)
+        ctx.check_hostname = False  # we dial by IP; the chain is still verified against our CA
+        try:
+            conn.request("GET", "/health")
+            return conn.getresponse().status == 200
+        except OSError:
+            return False
+        finally:
+            conn.close()
+
+    def create_user(self, name: str) -> int:
+        return int(self.cli("users", "create", name)["id"])
+
+    def preauth_key(self, tags: Iterable[str], *, reusable: bool = True, ephemeral: bool = False,
+                    expiration: str = "1h", user_id: int | None = None) -> Secret:
+        args = ["preauthkeys", "create", "--expiration", expiration]
+        if reusable:
+            args.append("--reusable")
+        if ephemeral:
+            args.append("--ephemeral")
+        if user_id is not None:
+            args += ["--user", str(user_id)]
+        tags = list(tags)
+        if tags:
+            args += ["--tags", ",".join(tags)]
+        out = self.cli(*args)
+        return Secret(out["key"], "pre-auth key")
+
+    def set_policy_text(self, text: str) -> None:
+        self.box.put({"/tmp/meshcert-policy.hujson": (text.encode(), 0o600)})
+        code, out = self.box.exec(["headscale", "policy", "set", "-f", "/tmp/meshcert-policy.hujson"])
+        if code != 0:
+            raise WorldError(f"headscale rejected the policy: {out.strip()[-800:]}",
+                             "fix the policy (run `headscale policy check` semantics: tags need tagOwners, users end in @)")
+
+    def nodes(self) -> list[dict]:
+        return self.cli("nodes", "list") or []
+
+    def node_id(self, hostname: str) -> int:
+        for n in self.nodes():
+            if n.get("given_name") == hostname or n.get("name") == hostname:
+                return int(n["id"])
+        raise WorldError(f"headscale has no node named {hostname}")
+
+    def routes(self) -> list[dict]:
+        return self.cli("nodes", "list-routes") or []
+
+    def approve_routes(self, node_id: int, cidrs: Iterable[str]) -> None:
+        self.cli("nodes", "approve-routes", "--identifier", str(node_id), "--routes", ",".join(cidrs))
+
+
+class Toxiproxy:
+    """The toxiproxy server container, driven by toxiproxy-python (module-level client state)."""
+
+    def __init__(self, box: Box, ip: str):
+        self.box = box
+        self.ip = ip
+
+    def client(self):
+        from toxiproxy import Toxiproxy as _T
+        t = _T()
+        t.update_api_consumer(self.ip, TOXI_API)
+        return t
+
+    def running(self) -> bool:
+        try:
+            return bool(self.client().running())
+        except Exception:
+            return False
+
+    def ensure_proxy(self, name: str, listen: str, upstream: str):
+        t = self.client()
+        existing = t.get_proxy(name)
+        if existing is not None:
+            return existing
+        return t.create(upstream=upstream, name=name, listen=listen, enabled=True)
+
+    def reset(self) -> None:
+        self.client().reset()
+
+
+@dataclass
+class World:
+    topology: Topology = field(default_factory=guide_topology)
+    run_id: str = field(default_factory=lambda: "mc" + pysecrets.token_hex(3))
+    start_timeout: float = 120.0
+
+    def __post_init__(self) -> None:
+        self.client: docker.DockerClient | None = None
+        self.boxes: dict[str, Box] = {}
+        self.networks: dict[str, Any] = {}
+        self.volumes: list[Any] = []
+        self.nodes: dict[str, TailnetNode] = {}
+        self.hosts: dict[str, NodeAPI] = {}
+        self.host_addresses: dict[str, str] = {}
+        self.headscale: Headscale | None = None
+        self.toxiproxy: Toxiproxy | None = None
+        self.keys: dict[tuple[str, ...], Secret] = {}
+        self.policy: dict = {}
+        self.policy_version = 0
+        self.images: dict[str, str] = {}
+        self.certs = make_certs(self.run_id, [HEADSCALE_ALIAS, CONTROL_ALIAS, "localhost"])
+        self.timings: dict[str, float] = {}
+        self.user_id: int | None = None
+
+    # ---------------------------------------------------------------- building
+    def _labels(self) -> dict[str, str]:
+        return lbl.labels(self.run_id)
+
+    def _ip(self, box: Box, network: str) -> str:
+        return box.ip(self.networks[network].name)
+
+    def _cname(self, role: str) -> str:
+        return f"mc-{self.run_id}-{role}"
+
+    def _run(self, role: str, image: str, command: list[str], *, network: str | None = None,
+             aliases: list[str] | None = None, files: dict[str, tuple[bytes, int]] | None = None,
+             **kwargs: Any) -> Box:
+        name = self._cname(role)
+        dc = DockerContainer(image).with_name(name).with_command(command)
+        for k, v in (kwargs.pop("environment", None) or {}).items():
+            dc.with_env(k, v)
+        for vol, spec in (kwargs.pop("volumes", None) or {}).items():
+            dc.with_volume_mapping(vol, spec["bind"], spec["mode"])
+        for path, (data, mode) in (files or {}).items():  # copied in after create, before start
+            dc.with_copy_into_container(data, path, mode)
+        kw: dict[str, Any] = {"labels": self._labels(), "hostname": kwargs.pop("hostname", role)
+                              if "network_mode" not in kwargs else None}
+        if kw["hostname"] is None:
+            del kw["hostname"]
+        if network:
+            kw["network"] = self.networks[network].name
+            kw["networking_config"] = {self.networks[network].name: self.client.api.create_endpoint_config(
+                aliases=aliases or [role], **({"ipv4_address": kwargs.pop("ipv4_address")}
+                                              if "ipv4_address" in kwargs else {}))}
+        else:
+            kw["network"] = None
+        kw.update(kwargs)
+        dc.with_kwargs(**kw)
+        try:
+            dc.start()
+        except docker.errors.APIError as e:
+            raise WorldError(f"could not start container {name} ({image}): {e.explanation or e}") from None
+        box = Box(name, dc.get_wrapped_container(), role)
+        self.boxes[role] = box
+        return box
+
+    def _ts_env(self, name: str) -> dict[str, str]:
+        return {"SSL_CERT_FILE": "/etc/meshcert/ca.pem", "TS_NO_LOGS_NO_SUPPORT": "true",
+                "TS_DEBUG_FIREWALL_MODE": "nftables", "MESHCERT_NAME": name}
+
+    @staticmethod
+    def _tailscaled(name: str) -> str:
+        return (f"tailscaled --statedir=/var/lib/tailscale --socket={TS_SOCKET} --tun=tailscale0 "
+                f"--port=41641 --no-logs-no-support")
+
+    def start(self) -> "World":
+        t0 = time.monotonic()
+        self.client = engine.ensure_engine()
+        lbl.sweep(self.client)
+        self.images = images.ensure_images(self.client)
+        self.timings["images"] = time.monotonic() - t0
+        try:
+            self._build()
+        except BaseException:
+            self.stop()
+            raise
+        self.timings["total"] = time.monotonic() - t0
+        return self
+
+    def _build(self) -> None:
+        c = self.client
+        topo = self.topology
+        t = time.monotonic()
+        for net in topo.networks:
+            ipam = None
+            if net.subnet:
+                ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=net.subnet)])
+            try:
+                self.networks[net.name] = c.networks.create(
+                    self._cname(net.name), driver="bridge", internal=True, labels=self._labels(), ipam=ipam)
+            except docker.errors.APIError as e:
+                raise WorldError(f"could not create network {net.name} ({net.subnet or 'auto'}): {e.explanation}",
+                                 "a leftover network may hold the subnet: run `meshcert sweep`") from None
+        ca_file = {"/etc/meshcert/ca.pem": (self.certs.ca_pem, 0o644)}
+        ts_img, host_img = self.images["tailscale"], self.images["host"]
+        cap = {"cap_add": ["NET_ADMIN", "NET_RAW"], "devices": ["/dev/net/tun:/dev/net/tun:rwm"]}
+
+        def start_headscale() -> Box:
+            return self._run("headscale", self.images["headscale"],
+                             ["headscale", "serve", "-c", "/etc/headscale/config.yaml"],
+                             network="wan", aliases=[HEADSCALE_ALIAS],
+                             files={"/etc/headscale/config.yaml": (self._headscale_config().encode(), 0o644),
+                                    "/etc/headscale/tls.crt": (self.certs.cert_pem, 0o644),
+                                    "/etc/headscale/tls.key": (self.certs.key_pem, 0o600)})
+
+        def start_toxiproxy() -> Box:
+            return self._run("toxiproxy", self.images["toxiproxy"],
+                             ["toxiproxy-server", "-host", "0.0.0.0", "-port", str(TOXI_API)],
+                             network="wan", aliases=[CONTROL_ALIAS])
+
+        def start_node(spec) -> Box:
+            banners = ",".join(map(str, spec.banner_ports))
+            kw = dict(cap)
+            if spec.advertise_routes:
+                kw["sysctls"] = {"net.ipv4.ip_forward": "1"}
+            box = self._run(spec.name, ts_img,
+                            ["sh", "-c", f"{self._tailscaled(spec.name)} & exec python3 /opt/meshcert/nodeagent.py "
+                                         f"--banner '{banners}'"],
+                            network=spec.networks[0], environment=self._ts_env(spec.name), files=ca_file,
+                            hostname=spec.name, **kw)
+            for extra in spec.networks[1:]:
+                self.networks[extra].connect(box.container, aliases=[spec.name])
+            return box
+
+        def start_host(spec) -> Box:
+            return self._run(spec.name, host_img,
+                             ["python3", "/opt/meshcert/nodeagent.py", "--banner",
+                              ",".join(map(str, spec.banner_ports))],
+                             network=spec.network, hostname=spec.name, ipv4_address=spec.address,
+                             environment={"MESHCERT_NAME": spec.name})
+
+        def start_pod() -> tuple[Box, Box, Box]:
+            a = topo.agent
+            vol = c.volumes.create(self._cname(f"{a.name}-tailscale-socket"), labels=self._labels())
+            self.volumes.append(vol)
+            pause = self._run(f"{a.name}-pause", host_img, ["sleep", "infinity"], network="wan",
+                              aliases=[a.name], hostname=a.name)
+            netns = {"network_mode": f"container:{pause.container.id}"}
+            mount = {"volumes": {vol.name: {"bind": "/var/run/tailscale", "mode": "rw"}}}
+            sidecar = self._run(f"{a.name}-tailscale", ts_img, ["sh", "-c", f"exec {self._tailscaled(a.name)}"],
+                                environment=self._ts_env(a.name), files=ca_file, **cap, **netns, **mount)
+            probe = self._run(f"{a.name}-probe", host_img,
+                              ["python3", "/opt/meshcert/nodeagent.py", "--banner",
+                               ",".join(map(str, a.banner_ports))],
+                              environment={"MESHCERT_NAME": a.name}, **netns, **mount)
+            return pause, sidecar, probe
+
+        with progress.step(f"world {self.run_id}: starting containers"):
+            with concurrent.futures.ThreadPoolExecutor(max_workers=8) as ex:
+                f_hs, f_tp = ex.submit(start_headscale), ex.submit(start_toxiproxy)
+                f_nodes = {s.name: ex.submit(start_node, s) for s in topo.nodes}
+                f_hosts = {s.name: ex.submit(start_host, s) for s in topo.hosts}
+                f_pod = ex.submit(start_pod)
+                hs_box, tp_box = f_hs.result(), f_tp.result()
+                node_boxes = {n: f.result() for n, f in f_nodes.items()}
+                host_boxes = {n: f.result() for n, f in f_hosts.items()}
+                pause, sidecar, _probe = f_pod.result()
+        self.timings["containers"] = time.monotonic() - t
+
+        self.headscale = Headscale(hs_box, self._ip(hs_box, "wan"))
+        self.toxiproxy = Toxiproxy(tp_box, self._ip(tp_box, "wan"))
+        for spec in topo.nodes:
+            box = node_boxes[spec.name]
+            self.nodes[spec.name] = TailnetNode(spec.name, spec.tags, box, NodeAPI(spec.name, self._ip(box, "wan")),
+                                                self._ip(box, "wan"), spec.accept_routes, spec.advertise_routes)
+        a = topo.agent
+        pod_ip = self._ip(pause, "wan")
+        self.nodes[a.name] = TailnetNode(a.name, a.tags, sidecar, NodeAPI(a.name, pod_ip), pod_ip, a.accept_routes)
+        for spec in topo.hosts:
+            self.hosts[spec.name] = NodeAPI(spec.name, self._ip(host_boxes[spec.name], spec.network))
+            self.host_addresses[spec.name] = spec.address
+
+        t = time.monotonic()
+        wait_for("headscale /health over TLS", lambda: self.headscale.healthy(self.certs.ca_pem), 60,
+                 describe=lambda: hs_box.logs()[-1500:])
+        wait_for("toxiproxy API", self.toxiproxy.running, 30, describe=lambda: tp_box.logs()[-800:])
+        self.toxiproxy.ensure_proxy("control", f"0.0.0.0:{HEADSCALE_PORT}", f"{HEADSCALE_ALIAS}:{HEADSCALE_PORT}")
+        self.user_id = self.headscale.create_user(topo.user)
+        self._apply_policy(topo.policy, wait=False)
+        self.timings["control"] = time.monotonic() - t
+
+        t = time.monotonic()
+        for node in self.nodes.values():
+            wait_for(f"node agent on {node.name}", node.api.healthy, 30, describe=lambda n=node: n.ts_box.logs()[-800:])
+        with concurrent.futures.ThreadPoolExecutor(max_workers=8) as ex:
+            list(ex.map(self._join, self.nodes.values()))
+        self.timings["join"] = time.monotonic() - t
+
+        t = time.monotonic()
+        self._approve_routes()
+        self._wait_policy_everywhere()
+        self._wait_mesh()
+        self.timings["converge"] = time.monotonic() - t
+
+    def _key_for(self, tags: tuple[str, ...]) -> Secret:
+        k = tuple(sorted(tags))
+        if k not in self.keys:
+            self.keys[k] = self.headscale.preauth_key(k, reusable=True, expiration="2h")
+        return self.keys[k]
+
+    def login_server(self) -> str:
+        return f"https://{CONTROL_ALIAS}:{HEADSCALE_PORT}"
+
+    def _join(self, node: TailnetNode) -> None:
+        key = self._key_for(node.tags)
+        node.ts_box.put({"/run/meshcert/authkey": (key.reveal().encode(), 0o600)})
+        args = ["up", f"--login-server={self.login_server()}", "--auth-key=file:/run/meshcert/authkey",
+                f"--hostname={node.name}", "--accept-dns=false",
+                f"--accept-routes={'true' if node.accept_routes else 'false'}", "--timeout=90s"]
+        if node.advertise_routes:
+            args.append(f"--advertise-routes={','.join(node.advertise_routes)}")
+        node.tailscale(*args)
+        wait_for(f"{node.name} BackendState Running", lambda: node.backend_state() == "Running", 60,
+                 describe=node.backend_state)
+
+    def _approve_routes(self) -> None:
+        hs = self.headscale
+        for spec in self.topology.nodes:
+            if not spec.approve_routes:
+                continue
+            def advertised() -> dict | None:
+                for r in hs.routes():
+                    if r.get("given_name", r.get("name")) == spec.name and \
+                            set(spec.approve_routes) <= set(r.get("available_routes") or []):
+                        return r
+                return None
+            r = wait_for(f"headscale to see {spec.name} advertise {spec.approve_routes}", advertised, 30,
+                         describe=lambda: json.dumps(hs.routes()))
+            hs.approve_routes(int(r["id"]), spec.approve_routes)
+        self.wait_routes_seen()
+
+    def expected_primary_routes(self) -> dict[str, set[str]]:
+        return {s.name: set(s.approve_routes) for s in self.topology.nodes if s.approve_routes}
+
+    def wait_routes_seen(self, expected: dict[str, set[str]] | None = None, timeout: float = 30) -> None:
+        """Wait until every node with accept_routes sees exactly ``expected`` primary routes per router."""
+        expected = self.expected_primary_routes() if expected is None else expected
+        for node in self.nodes.values():
+            if not node.accept_routes:
+                continue
+            def seen(node=node) -> dict[str, set[str]]:
+                peers = node.status().get("Peer") or {}
+                return {p.get("HostName"): set(p.get("PrimaryRoutes") or []) for p in peers.values()
+                        if p.get("HostName") in expected}
+            wait_for(f"{node.name} to see primary routes {expected}",
+                     lambda: all(seen().get(r, set()) == cidrs for r, cidrs in expected.items()), timeout,
+                     describe=lambda: str(seen()))
+
+    # ---------------------------------------------------------------- policy
+    def _apply_policy(self, policy: dict, wait: bool = True) -> None:
+        self.policy_version += 1
+        lo, hi = SENTINEL_PORTS
+        sentinel_port = lo + self.policy_version % (hi - lo)
+        doc = json.loads(json.dumps(policy))
+        doc.setdefault("acls", []).append(
+            {"action": "accept", "src": [SENTINEL_SRC], "dst": [f"*:{sentinel_port}"]})
+        self.headscale.set_policy_text(json.dumps(doc, indent=2))
+        self.policy = policy
+        self._sentinel = sentinel_port
+        if wait:
+            self._wait_policy_everywhere()
+
+    def set_policy(self, policy: dict) -> None:
+        """Set the policy live (database mode) and wait until every node's packet filter reflects it."""
+        from ..policy import parse_policy
+        parse_policy(json.dumps(policy), "world policy")  # one clear error for a malformed policy
+        self._apply_policy(policy, wait=True)
+
+    def _wait_policy_everywhere(self, timeout: float = 30) -> None:
+        port = self._sentinel
+        def has(node: TailnetNode) -> bool:
+            for rule in node.api.filter_rules():
+                for dp in rule.get("DstPorts") or []:
+                    ports = dp.get("Ports") or {}
+                    if ports.get("First") == port and ports.get("Last") == port:
+                        return True
+            return False
+        for node in self.nodes.values():
+            wait_for(f"policy v{self.policy_version} in {node.name}'s packet filter", lambda n=node: has(n), timeout,
+                     describe=lambda n=node: json.dumps(n.api.filter_rules())[:800])
+
+    # ---------------------------------------------------------------- mesh state
+    def _wait_mesh(self, timeout: float = 60) -> None:
+        """Every node sees the peers policy lets it talk to, online."""
+        for node in self.nodes.values():
+            def online(node=node) -> bool:
+                st = node.status()
+                peers = st.get("Peer") or {}
+                return st.get("BackendState") == "Running" and all(p.get("Online") for p in peers.values())
+            wait_for(f"{node.name} Running with all peers online", online, timeout,
+                     describe=lambda n=node: json.dumps({p.get('HostName'): p.get('Online') for p in
+                                                         (n.status().get('Peer') or {}).values()}))
+
+    def address(self, name: str) -> str:
+        """The address a probe dials for a node (its tailnet IPv4) or a plain host (its VLAN address)."""
+        if name in self.nodes:
+            return self.nodes[name].ts_ip
+        if name in self.host_addresses:
+            return self.host_addresses[name]
+        raise KeyError(name)
+
+    def dial(self, src: str, targets: list[tuple[str, int]], timeout: float = 3.0) -> list[dict]:
+        api = self.nodes[src].api if src in self.nodes else self.hosts[src]
+        return api.dial(targets, timeout=timeout)
+
+    # ---------------------------------------------------------------- logs / teardown
+    def save_logs(self, directory: str | os.PathLike) -> Path:
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        for role, box in self.boxes.items():
+            (d / f"{role}.log").write_text(box.logs())
+        for name, node in self.nodes.items():
+            try:
+                (d / f"{name}.status.json").write_text(redact(json.dumps(node.status(), indent=1)))
+            except Exception as e:
+                (d / f"{name}.status.json").write_text(json.dumps({"error": str(e)}))
+        return d
+
+    def stop(self) -> None:
+        if self.client is None:
+            return
+        counts = lbl.remove_run(self.client, self.run_id)
+        progress.say(f"world {self.run_id}: removed {counts}")
+
+    def _headscale_config(self) -> str:
+        return f"""---
+server_url: {self.login_server()}
+listen_addr: 0.0.0.0:{HEADSCALE_PORT}
+metrics_listen_addr: 0.0.0.0:9090
+grpc_listen_addr: 127.0.0.1:50443
+grpc_allow_insecure: false
+tls_cert_path: /etc/headscale/tls.crt
+tls_key_path: /etc/headscale/tls.key
+noise:
+  private_key_path: /var/lib/headscale/noise_private.key
+prefixes:
+  v4: 100.64.0.0/10
+  v6: fd7a:115c:a1e0::/48
+  allocation: sequential
+derp:
+  server:
+    enabled: true
+    region_id: 999
+    region_code: meshcert
+    region_name: meshcert embedded DERP
+    verify_clients: true
+    stun_listen_addr: 0.0.0.0:3478
+    private_key_path: /var/lib/headscale/derp_server_private.key
+    automatically_add_embedded_derp_region: true
+  urls: []
+  paths: []
+  auto_update_enabled: false
+disable_check_updates: true
+node:
+  expiry: 0
+  routes:
+    ha:
+      probe_interval: 5s
+      probe_timeout: 3s
+database:
+  type: sqlite
+  sqlite:
+    path: /var/lib/headscale/db.sqlite
+    write_ahead_log: true
+log:
+  level: info
+  format: text
+policy:
+  mode: database
+dns:
+  magic_dns: false
+  override_local_dns: false
+  nameservers:
+    global: []
+unix_socket: /var/run/headscale/headscale.sock
+unix_socket_permission: "0770"
+logtail:
+  enabled: false
+taildrop:
+  enabled: false
+"""
