@@ -34,6 +34,7 @@ from ..errors import MeshcertError
 from ..secrets import Secret, redact
 from . import labels as lbl
 from .ca import make_certs
+from .isolation import check_isolation
 from .topology import Topology, guide_topology
 
 T = TypeVar("T")
@@ -310,6 +311,8 @@ class World:
         self.certs = make_certs(self.run_id, [HEADSCALE_ALIAS, CONTROL_ALIAS, "localhost"])
         self.timings: dict[str, float] = {}
         self.user_id: int | None = None
+        self.log_root: Path | None = None  # where failing clauses save container logs (set by the plugin)
+        self._failures = 0
 
     # ---------------------------------------------------------------- building
     def _labels(self) -> dict[str, str]:
@@ -367,6 +370,7 @@ class World:
         self.client = engine.ensure_engine()
         lbl.sweep(self.client)
         self.images = images.ensure_images(self.client)
+        check_isolation(self.client, self.images["host"])
         self.timings["images"] = time.monotonic() - t0
         try:
             self._build()
@@ -602,7 +606,38 @@ class World:
         api = self.nodes[src].api if src in self.nodes else self.hosts[src]
         return api.dial(targets, timeout=timeout)
 
+    def set_route_approval(self, router: str, cidrs: Iterable[str]) -> None:
+        """Approve exactly ``cidrs`` for ``router`` (empty: none) and wait until accepting nodes see it."""
+        cidrs = list(cidrs)
+        self.headscale.approve_routes(self.headscale.node_id(router), cidrs)
+        expected = self.expected_primary_routes()
+        expected[router] = set(cidrs)
+        self.wait_routes_seen(expected)
+
+    def reset(self) -> None:
+        """Back to the topology's steady state: its policy, its route approvals, its acceptRoutes."""
+        if self.policy != self.topology.policy:
+            self.set_policy(self.topology.policy)
+        for spec in self.topology.nodes:
+            if spec.approve_routes:
+                approved = next((set(r.get("approved_routes") or []) for r in self.headscale.routes()
+                                 if r.get("given_name", r.get("name")) == spec.name), set())
+                if approved != set(spec.approve_routes):
+                    self.set_route_approval(spec.name, spec.approve_routes)
+        for name, node in self.nodes.items():
+            want = self.topology.agent.accept_routes if name == self.topology.agent.name else \
+                self.topology.node(name).accept_routes
+            if node.accept_routes != want:
+                node.set_accept_routes(want)
+        self.wait_routes_seen()
+
     # ---------------------------------------------------------------- logs / teardown
+    def failure_logs(self, clause: str) -> Path:
+        """Save every container's logs for a failing clause; returns the folder."""
+        self._failures += 1
+        root = self.log_root or Path("reports") / "logs"
+        return self.save_logs(root / f"{clause}-{self._failures}")
+
     def save_logs(self, directory: str | os.PathLike) -> Path:
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)

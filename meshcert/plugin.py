@@ -1,0 +1,120 @@
+"""meshcert's pytest plugin (registered through the pytest11 entry point).
+
+Options live in the "meshcert" group; markers are registered here; the session world and the
+per-test reset fixtures are defined here so any checkout of the package can run the suite.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+MARKERS = {
+    "clause(*ids)": "the guide clause(s) this test asserts (see clauses.yaml)",
+    "acl": "ACL scoping clauses (real tailnet)",
+    "route": "subnet routing clauses (real tailnet)",
+    "engine": "needs a Docker engine and builds a real world",
+    "property": "property-based differential tests against the oracle",
+    "kind": "needs a kind cluster",
+    "chaos": "chaos scenarios",
+    "slow": "takes more than a minute",
+}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    g = parser.getgroup("meshcert", "meshcert: Legator connectivity conformance")
+    g.addoption("--report-dir", default=os.environ.get("MESHCERT_REPORT_DIR"),
+                help="folder for this run's report (default reports/<timestamp>)")
+    g.addoption("--keep-world", action="store_true", help="leave the world running at the end (debugging)")
+    g.addoption("--sut-image", default=None, help="certify this SUT image instead of the bundled reference")
+    g.addoption("--sut-port", type=int, default=8080, help="port of the SUT's HTTP contract inside the pod")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for m, doc in MARKERS.items():
+        config.addinivalue_line("markers", f"{m}: {doc}")
+    rd = config.getoption("--report-dir", default=None)
+    if not rd:
+        rd = str(Path("reports") / datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
+    config._meshcert_report_dir = Path(rd)
+    config._meshcert_results = {}
+    # SIGTERM ends a run like Ctrl-C does, so session teardown removes the world.
+    if hasattr(signal, "SIGTERM"):
+        def _term(signum, frame):
+            raise KeyboardInterrupt("SIGTERM")
+        try:
+            signal.signal(signal.SIGTERM, _term)
+        except ValueError:
+            pass  # not the main thread
+
+
+@pytest.fixture(scope="session")
+def report_dir(pytestconfig) -> Path:
+    d = pytestconfig._meshcert_report_dir
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+@pytest.fixture(scope="session")
+def world(pytestconfig, report_dir):
+    """The guide's world, built once per session and removed at its end (Ctrl-C included)."""
+    from .errors import MeshcertError
+    from .world import World
+
+    w = World()
+    w.log_root = report_dir / "logs"
+    try:
+        w.start()
+    except MeshcertError as e:
+        pytest.fail(f"the world could not be built: {e}", pytrace=False)
+    (report_dir / "world.json").write_text(json.dumps({"run": w.run_id, "timings": w.timings}, indent=1))
+    try:
+        yield w
+    finally:
+        if not pytestconfig.getoption("--keep-world"):
+            w.stop()
+
+
+@pytest.fixture
+def steady_world(world):
+    """The session world, returned to its steady state after a test that changed it."""
+    yield world
+    world.reset()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.when != "call" and not (rep.when == "setup" and rep.outcome != "passed"):
+        return
+    clauses = [c for m in item.iter_markers("clause") for c in m.args]
+    if not clauses:
+        return
+    res = item.config._meshcert_results
+    for c in clauses:
+        entry = res.setdefault(c, {"tests": [], "outcome": "passed"})
+        entry["tests"].append({"test": item.nodeid, "outcome": rep.outcome,
+                               "duration_s": round(rep.duration, 3),
+                               "message": str(rep.longrepr.reprcrash.message) if rep.failed and
+                               hasattr(rep.longrepr, "reprcrash") else None})
+        if rep.failed:
+            entry["outcome"] = "failed"
+        elif rep.skipped and entry["outcome"] == "passed":
+            entry["outcome"] = "skipped"
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    res = getattr(session.config, "_meshcert_results", None)
+    if not res:
+        return
+    from .secrets import redact
+    d = session.config._meshcert_report_dir
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "results.json").write_text(redact(json.dumps({"finished": time.time(), "clauses": res}, indent=1)))
