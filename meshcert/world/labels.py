@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import socket
 
@@ -52,13 +53,18 @@ def remove_run(c: docker.DockerClient, run_id: str | None = None, *, only_dead: 
     def doomed(obj_labels: dict) -> bool:
         return not only_dead or not owner_alive(obj_labels.get(OWNER, ""))
 
-    for ct in c.containers.list(all=True, filters=flt):
-        if doomed(ct.labels):
-            try:
-                ct.remove(force=True, v=True)
-                counts["containers"] += 1
-            except docker.errors.NotFound:
-                pass
+    def rm(ct) -> int:
+        try:
+            ct.remove(force=True, v=True)
+            return 1
+        except docker.errors.NotFound:
+            return 0
+        except docker.errors.APIError as e:  # "removal already in progress" and the like
+            return 0 if e.status_code == 409 else 1
+
+    doomed_cts = [ct for ct in c.containers.list(all=True, filters=flt) if doomed(ct.labels)]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as ex:
+        counts["containers"] = sum(ex.map(rm, doomed_cts))
     for net in c.networks.list(filters=flt):
         if doomed(net.attrs.get("Labels") or {}):
             try:

@@ -81,18 +81,23 @@ def guide_policy(vlan: str = GUIDE_VLAN) -> dict:
     }
 
 
-def guide_topology() -> Topology:
+def guide_topology(vlan: str = GUIDE_VLAN) -> Topology:
+    """The guide's world. ``vlan`` moves the subnet router's VLAN (two worlds on one engine
+    cannot share a subnet); the legacy host takes its .10 address."""
+    import ipaddress
+    net = ipaddress.ip_network(vlan)
+    legacy = str(net.network_address + 10)
     return Topology(
-        networks=(NetworkSpec("wan"), NetworkSpec("vlan", GUIDE_VLAN)),
+        networks=(NetworkSpec("wan"), NetworkSpec("vlan", str(net))),
         nodes=(
             NodeSpec("server", (SERVER_TAG,), banner_ports=(22, 80)),
             NodeSpec("database", (DB_TAG,), banner_ports=(5432, 3306, 6379)),
             NodeSpec("router", (ROUTER_TAG,), networks=("wan", "vlan"),
-                     advertise_routes=(GUIDE_VLAN,), approve_routes=(GUIDE_VLAN,)),
+                     advertise_routes=(str(net),), approve_routes=(str(net),)),
         ),
-        hosts=(HostSpec("legacy", "vlan", "10.20.5.10", banner_ports=(22,)),),
+        hosts=(HostSpec("legacy", "vlan", legacy, banner_ports=(22,)),),
         agent=AgentSpec(),
-        policy=guide_policy(),
+        policy=guide_policy(str(net)),
     )
 
 

@@ -1,0 +1,163 @@
+"""The `meshcert` command: doctor, setup, test, certify, world, sweep."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from . import progress
+from .errors import MeshcertError
+from .paths import REPO
+
+GO_TOOLS = ("tailscale", "headscale", "toxiproxy")
+
+
+def cmd_doctor(args) -> int:
+    from . import components, engine, images
+    ok = True
+
+    def line(what: str, state: str, detail: str = "") -> None:
+        print(f"{what:<28} {state:<9} {detail}")
+
+    c = None
+    try:
+        c = engine.ensure_engine(install=False)
+        line("docker engine", "present", engine.engine_summary(c))
+    except MeshcertError as e:
+        how = "will install docker.io + iptables and start dockerd" if os.geteuid() == 0 and \
+            os.path.exists("/etc/debian_version") else e.fix
+        line("docker engine", "missing", how)
+    for binary, pkg in engine.DEBIAN_PACKAGES.items():
+        have = shutil.which(binary) or os.path.exists(f"/usr/sbin/{binary}")
+        line(f"debian {pkg}", "present" if have else "missing", "" if have else "will apt-get install")
+    try:
+        line("go toolchain", "present", components.go_version())
+    except MeshcertError as e:
+        ok = False
+        line("go toolchain", "missing", e.fix)
+    for name, comp in components.COMPONENTS.items():
+        try:
+            line(f"{name} {comp.version}", "present" if comp.present() else "missing",
+                 str(comp.out_dir) if comp.present() else f"will go build (tools/{name}, go.sum-verified)")
+        except MeshcertError as e:
+            line(name, "unknown", str(e))
+    if c is not None:
+        for img in sorted(i.tags[0] for i in c.images.list(filters={"label": images.LABEL}) if i.tags):
+            line("image", "present", img)
+    line("/dev/net/tun", "present" if os.path.exists("/dev/net/tun") else "missing",
+         "" if os.path.exists("/dev/net/tun") else "tailnet nodes need TUN (kernel mode)")
+    nft = shutil.which("nft") or os.path.exists("/usr/sbin/nft")
+    line("nftables", "present" if nft else "missing", "" if nft else "will apt-get install nftables")
+    line("kind node image", "missing", "no container registry here: kind tests skip (one-line reason)")
+    return 0 if ok else 2
+
+
+def cmd_setup(args=None) -> None:
+    from . import components, engine, images
+    with progress.step("setup: engine, pinned components, images"):
+        c = engine.ensure_engine()
+        for n in GO_TOOLS:
+            components.COMPONENTS[n].ensure()
+        images.ensure_images(c)
+
+
+def _pytest(pytest_args: list[str]) -> int:
+    env = dict(os.environ)
+    cmd = [sys.executable, "-m", "pytest", *pytest_args]
+    progress.say("running: " + " ".join(cmd[2:]))
+    return subprocess.call(cmd, cwd=str(REPO), env=env)
+
+
+def cmd_test(args) -> int:
+    cmd_setup()
+    extra = args.pytest_args or ["tests", "conformance"]
+    return _pytest(extra)
+
+
+def cmd_certify(args) -> int:
+    cmd_setup()
+    report = args.report_dir or str(Path("reports") / time.strftime("%Y%m%d-%H%M%S"))
+    pytest_args = ["conformance", "--report-dir", report, "-p", "no:randomly"]
+    if args.sut_image:
+        pytest_args += ["--sut-image", args.sut_image, "--sut-port", str(args.sut_port)]
+    rc = _pytest(pytest_args)
+    progress.say(f"report: {report}")
+    return 0 if rc == 0 else 1
+
+
+def cmd_world(args) -> int:
+    from .world import World
+    from .world.topology import guide_topology
+    w = World(topology=guide_topology(args.vlan) if args.vlan else guide_topology())
+    try:
+        w.start()
+        print(f"run {w.run_id}", flush=True)
+        print("ready " + " ".join(f"{k}={v:.1f}s" for k, v in w.timings.items()), flush=True)
+        if args.hold:
+            _hold()
+    finally:
+        w.stop()
+    return 0
+
+
+def _hold() -> None:
+    """Block until SIGINT/SIGTERM; the caller's ``finally`` tears the world down."""
+    try:
+        while True:
+            signal.pause()
+    except KeyboardInterrupt:
+        pass
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def cmd_sweep(args) -> int:
+    from . import engine
+    from .world import labels
+    c = engine.ensure_engine(install=False)
+    counts = labels.remove_run(c) if args.all else labels.sweep(c)
+    print(f"removed {counts}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="meshcert", description=__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("doctor", help="one line per prerequisite: present, missing, or how it will be obtained")
+    sub.add_parser("setup", help="install/build what is missing (engine, Go tools, images)")
+    t = sub.add_parser("test", help="set up, then run meshcert's tests (pytest args may follow)")
+    t.add_argument("pytest_args", nargs=argparse.REMAINDER)
+    cf = sub.add_parser("certify", help="the main job: certify the SUT against every clause and write the report")
+    cf.add_argument("--sut-image", help="certify this image instead of the bundled reference SUT")
+    cf.add_argument("--sut-port", type=int, default=8080)
+    cf.add_argument("--report-dir")
+    w = sub.add_parser("world", help="build the guide's world, print its timings, tear it down")
+    w.add_argument("--hold", action="store_true", help="keep it until Ctrl-C / SIGTERM / stdin closes")
+    w.add_argument("--vlan", help="the subnet router's VLAN CIDR (default the guide's 10.20.5.0/24)")
+    s = sub.add_parser("sweep", help="remove containers/networks/volumes left by killed runs")
+    s.add_argument("--all", action="store_true", help="remove every meshcert object, live runs' too")
+    args = ap.parse_args(argv)
+    # SIGTERM behaves like Ctrl-C so every `finally` tears the world down.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        handler = {"doctor": cmd_doctor, "setup": lambda a: cmd_setup(a) or 0, "test": cmd_test,
+                   "certify": cmd_certify, "world": cmd_world, "sweep": cmd_sweep}[args.cmd]
+        return handler(args)
+    except MeshcertError as e:
+        print(f"meshcert: {e.one_line()}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("meshcert: interrupted; what this run started was removed", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

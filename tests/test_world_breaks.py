@@ -1,0 +1,63 @@
+"""meshcert's own tests on a real world: a broken world setting must make the clauses fail,
+with a message naming the clause, the pair, the expected and the observed."""
+
+import copy
+
+import pytest
+
+from meshcert.checks import ClauseFailure, acl, route
+from meshcert.world.topology import DB_TAG, SERVER_TAG
+
+pytestmark = [pytest.mark.engine]
+
+
+def _flip(policy: dict, old: str, new: str) -> dict:
+    p = copy.deepcopy(policy)
+    for rule in p["acls"]:
+        rule["dst"] = [new if d == old else d for d in rule["dst"]]
+    assert p != policy, f"{old} not found in the policy"
+    return p
+
+
+def test_flipping_the_servers_acl_line_fails_acl1_and_acl2(steady_world):
+    w = steady_world
+    w.set_policy(_flip(w.topology.policy, f"{SERVER_TAG}:22", f"{SERVER_TAG}:80"))
+    with pytest.raises(ClauseFailure) as e1:
+        acl.acl1(w)
+    msg = str(e1.value)
+    assert "[ACL-1]" in msg and "agent -> server" in msg and ":22" in msg
+    assert "expected reachable" in msg and "observed not reachable" in msg
+    assert "container logs saved in" in msg and e1.value.logs.is_dir()
+    with pytest.raises(ClauseFailure) as e2:
+        acl.acl2(w)
+    msg = str(e2.value)
+    assert "[ACL-2]" in msg and "agent -> server" in msg and ":80" in msg
+    assert "expected unreachable" in msg and "observed reachable" in msg
+
+
+def test_opening_redis_fails_acl2_only(steady_world):
+    w = steady_world
+    w.set_policy(_flip(w.topology.policy, f"{DB_TAG}:5432,3306", f"{DB_TAG}:5432,3306,6379"))
+    acl.acl1(w)  # still holds
+    with pytest.raises(ClauseFailure) as e:
+        acl.acl2(w)
+    assert len(e.value.problems) == 1 and "database" in e.value.problems[0] and ":6379" in e.value.problems[0]
+
+
+def test_route_negative_fails_when_the_route_is_in_fact_usable(world):
+    """The unapproved-route assertion is not vacuous: in the steady state it fails."""
+    with pytest.raises(ClauseFailure) as e:
+        route.legacy_unreachable(world, "ROUTE-1", "pretend the route is not approved")
+    assert "agent -> legacy" in str(e.value) and "observed reachable" in str(e.value)
+
+
+def test_secrets_never_in_failure_messages(steady_world):
+    w = steady_world
+    keys = [k.reveal() for k in w.keys.values()]
+    assert keys, "the world should hold pre-auth keys"
+    w.set_policy(_flip(w.topology.policy, f"{SERVER_TAG}:22", f"{SERVER_TAG}:80"))
+    with pytest.raises(ClauseFailure) as e:
+        acl.acl1(w)
+    saved = "".join(p.read_text() for p in e.value.logs.iterdir())
+    for k in keys:
+        assert k not in str(e.value) and k not in saved
