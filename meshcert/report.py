@@ -1,0 +1,495 @@
+"""report.md and report.html of a run, from its results.json and the clause catalog.
+
+The clause matrix is grouped like the guide and shows every catalog clause: a clause absent from
+the results is shown as "no test", never left out, and a clause in the results but not in the
+catalog is listed on its own. Every piece of text is passed through
+:func:`meshcert.secrets.redact` before it is written, and escaped for HTML. The HTML is one
+self-contained file: inline CSS, no script, nothing loaded from elsewhere.
+
+    results = load_results("reports/20261125-120105")
+    write_report(Path("reports/20261125-120105"), results, load_catalog(),
+                 extra={"latency": [...], "mutants": {...}})
+"""
+
+from __future__ import annotations
+
+import datetime
+import html
+import json
+import math
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .catalog import GROUPS, Clause
+from .errors import InputError
+from .secrets import redact
+
+OUTCOMES = ("passed", "failed", "skipped")
+NO_TEST = "no test"
+GUIDE_LATENCY_CLAIM = "~3-5 ms added latency"
+GUIDE_LATENCY_SENTENCE = "WireGuard overhead is minimal (~3-5ms added latency)"
+GUIDE_LATENCY_MS = (3.0, 5.0)
+LATENCY_PATHS = ("direct", "mesh", "derp")  # display order; other paths follow, sorted
+
+
+# ----------------------------------------------------------------------------- input
+
+def load_results(path: str | os.PathLike[str]) -> dict:
+    """results.json of a run (the file, or the run's report folder holding it), checked for
+    the shape meshcert's plugin writes: {"finished": ts, "clauses": {id: {"outcome", "tests"}}}."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "results.json"
+    what = str(p)
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(what, "the file does not exist", "give a run's report folder or its results.json") from None
+    except OSError as exc:
+        raise InputError(what, f"cannot read it: {exc.strerror}", "check the path") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(what, f"not valid JSON ({exc})", "use the results.json meshcert wrote") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("clauses"), dict):
+        raise InputError(what, "expected an object with a 'clauses' object",
+                         "use the results.json meshcert wrote")
+    for cid, entry in doc["clauses"].items():
+        if not isinstance(entry, dict):
+            raise InputError(what, f"clauses.{cid} is not an object", "use the results.json meshcert wrote")
+        if entry.get("outcome") not in OUTCOMES:
+            raise InputError(what, f"clauses.{cid}.outcome is {entry.get('outcome')!r}, not one of "
+                             f"{', '.join(OUTCOMES)}", "use the results.json meshcert wrote")
+        tests = entry.get("tests", [])
+        if not isinstance(tests, list) or not all(isinstance(t, dict) for t in tests):
+            raise InputError(what, f"clauses.{cid}.tests is not a list of objects",
+                             "use the results.json meshcert wrote")
+    return doc
+
+
+# ----------------------------------------------------------------------------- model
+
+@dataclass
+class Row:
+    id: str
+    must: str
+    outcome: str  # passed | failed | skipped | no test
+    tests: list[dict]  # results' test entries: test, outcome, duration_s, message
+    detail: str = ""  # why "no test": none written yet, or listed tests not run
+    clause: Clause | None = None
+
+
+@dataclass
+class Summary:
+    finished: float | None
+    groups: dict[str, list[Row]]  # group -> rows, in GROUPS order, catalog order inside
+    outside: list[Row]  # clauses in the results that the catalog does not define
+    totals: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def verdict(self) -> str:
+        if self.totals.get("failed") or any(r.outcome == "failed" for r in self.outside):
+            return "failed"
+        return "passed" if self.totals.get("passed") else "incomplete"
+
+
+def _outcome(entry: dict) -> str:
+    out = entry.get("outcome")
+    if out in OUTCOMES:
+        return out
+    outs = [t.get("outcome") for t in entry.get("tests", []) if isinstance(t, dict)]
+    if "failed" in outs:
+        return "failed"
+    if outs and all(o == "passed" for o in outs):
+        return "passed"
+    return "skipped" if outs else NO_TEST
+
+
+def summarize(results: dict, catalog: Iterable[Clause]) -> Summary:
+    clauses = (results or {}).get("clauses") or {}
+    groups: dict[str, list[Row]] = {g: [] for g in GROUPS}
+    totals = {o: 0 for o in (*OUTCOMES, NO_TEST)}
+    catalog = list(catalog)
+    for c in catalog:
+        entry = clauses.get(c.id)
+        if entry is None:
+            detail = (f"not run in this session (the catalog lists {len(c.tests)} test"
+                      f"{'s' if len(c.tests) != 1 else ''})" if c.tests else "no test asserts this clause yet")
+            row = Row(c.id, c.must, NO_TEST, [], detail, c)
+        else:
+            row = Row(c.id, c.must, _outcome(entry), list(entry.get("tests") or []), "", c)
+        totals[row.outcome] += 1
+        groups[c.group].append(row)
+    known = {c.id for c in catalog}
+    outside = [Row(cid, "(not in the catalog)", _outcome(entry or {}), list((entry or {}).get("tests") or []),
+                   "marked in a test but not defined in clauses.yaml")
+               for cid, entry in sorted(clauses.items()) if cid not in known]
+    totals["clauses"] = len(catalog)
+    finished = results.get("finished") if isinstance(results, dict) else None
+    return Summary(finished if isinstance(finished, (int, float)) else None, groups, outside, totals)
+
+
+# ----------------------------------------------------------------------------- formatting
+
+def _t(value) -> str:
+    """Any value as redacted text."""
+    return redact("" if value is None else str(value))
+
+
+def _h(value) -> str:
+    """Any value as redacted, HTML-escaped text."""
+    return html.escape(_t(value), quote=True)
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return "unknown"
+    return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _secs(v) -> str:
+    return f"{v:.3f} s" if isinstance(v, (int, float)) and not isinstance(v, bool) else "–"
+
+
+def _ms(v) -> str:
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+        return f"{v:.1f}"
+    return "–"
+
+
+def _num(v) -> float | None:
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+        return float(v)
+    return None
+
+
+def _md_cell(value) -> str:
+    return _t(value).replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+
+
+def _md_code(value) -> str:
+    text = _t(value)
+    fence = "`" * max(3, max((len(m) for m in re.findall(r"`+", text)), default=0) + 1)
+    return f"{fence}\n{text}\n{fence}"
+
+
+def _md_inline_code(value) -> str:
+    text = _md_cell(value)
+    ticks = "`" * (max((len(m) for m in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{ticks}{pad}{text}{pad}{ticks}"
+
+
+# ----------------------------------------------------------------------------- latency
+
+def _latency_rows(extra: dict | None) -> list[dict]:
+    rows = (extra or {}).get("latency") or []
+    return [r for r in rows if isinstance(r, dict)]
+
+
+def _path_order(path: str) -> tuple:
+    return (LATENCY_PATHS.index(path), "") if path in LATENCY_PATHS else (len(LATENCY_PATHS), path)
+
+
+def _added(rows: list[dict]) -> list[dict]:
+    """Per target measured both directly and over another path: that path's p50 minus the
+    direct p50 (the mesh's overhead on the same target)."""
+    direct = {r.get("target"): _num(r.get("p50_ms")) for r in rows if r.get("path") == "direct"}
+    out = []
+    for r in sorted(rows, key=lambda r: (str(r.get("target")), _path_order(str(r.get("path"))))):
+        base, p50 = direct.get(r.get("target")), _num(r.get("p50_ms"))
+        if r.get("path") == "direct" or base is None or p50 is None:
+            continue
+        delta = p50 - base
+        lo, hi = GUIDE_LATENCY_MS
+        if r.get("path") == "mesh":
+            verdict = "within the guide's ~3-5 ms" if lo <= delta <= hi else (
+                "below the guide's ~3-5 ms" if delta < lo else "above the guide's ~3-5 ms")
+        elif r.get("path") == "derp":
+            verdict = ("more than direct, as the guide says of DERP relays" if delta > 0
+                       else "not more than direct, though the guide says DERP relays add latency")
+        else:
+            verdict = "–"
+        out.append({"target": r.get("target"), "path": r.get("path"), "added_ms": delta, "verdict": verdict})
+    return out
+
+
+# ----------------------------------------------------------------------------- mutants
+
+def _mutant_descriptions() -> dict[str, str]:
+    try:
+        from .sut.reference.runtime import MUTANTS
+    except Exception:  # the report never fails for want of a description
+        return {}
+    return dict(MUTANTS)
+
+
+def _mutants(extra: dict | None) -> list[tuple[str, bool, list[str], str]]:
+    zoo = (extra or {}).get("mutants") or {}
+    if not isinstance(zoo, dict):
+        return []
+    about = _mutant_descriptions()
+    rows = []
+    for name, info in zoo.items():
+        info = info if isinstance(info, dict) else {}
+        clauses = info.get("clauses") or []
+        clauses = [str(c) for c in clauses] if isinstance(clauses, (list, tuple)) else [str(clauses)]
+        rows.append((str(name), bool(info.get("killed")), clauses, about.get(str(name), "")))
+    return sorted(rows, key=lambda r: (r[1], r[0]))  # survivors first
+
+
+# ----------------------------------------------------------------------------- markdown
+
+def render_markdown(summary: Summary, catalog: list[Clause], extra: dict | None = None) -> str:
+    t = summary.totals
+    out = ["# meshcert report", "",
+           f"- Run finished: {_when(summary.finished)}",
+           f"- Verdict: **{summary.verdict}**",
+           f"- Clauses in the catalog: {t['clauses']} — passed {t['passed']}, failed {t['failed']}, "
+           f"skipped {t['skipped']}, no test {t[NO_TEST]}"]
+    if summary.outside:
+        out.append(f"- Clauses outside the catalog: {len(summary.outside)}")
+    out += ["", "## Clause matrix", ""]
+    failures: list[tuple[str, dict]] = []
+    for group, rows in summary.groups.items():
+        if not rows:
+            continue
+        out += [f"### {GROUPS[group]}", "", "| Clause | MUST | Outcome | Tests |", "|---|---|---|---|"]
+        for r in rows:
+            out.append(_md_row(r, failures))
+        out.append("")
+    if summary.outside:
+        out += ["### Outside the catalog", "", "| Clause | Note | Outcome | Tests |", "|---|---|---|---|"]
+        for r in summary.outside:
+            out.append(_md_row(r, failures, note=r.detail))
+        out.append("")
+    if failures:
+        out += ["## Failures", ""]
+        for cid, test in failures:
+            out += [f"### {_md_cell(cid)}: {_md_inline_code(test.get('test'))}", "",
+                    _md_code(test.get("message") or "(no message)"), ""]
+    out += _md_latency(extra)
+    out += _md_mutants(extra)
+    out += _md_errata(summary)
+    return redact("\n".join(out).rstrip() + "\n")
+
+
+def _md_row(r: Row, failures: list, note: str | None = None) -> str:
+    badge = f"**{r.outcome}**" if r.outcome in ("failed", NO_TEST) else r.outcome
+    if r.tests:
+        parts = []
+        for test in r.tests:
+            parts.append(f"{_md_inline_code(test.get('test'))} {_md_cell(test.get('outcome'))} "
+                         f"{_secs(test.get('duration_s'))}")
+            if test.get("outcome") == "failed":
+                failures.append((r.id, test))
+        tests = "<br>".join(parts)
+    else:
+        tests = _md_cell(r.detail)
+    return f"| {_md_cell(r.id)} | {_md_cell(note if note is not None else r.must)} | {badge} | {tests} |"
+
+
+def _md_latency(extra: dict | None) -> list[str]:
+    rows = _latency_rows(extra)
+    if not rows:
+        return []
+    out = ["## Latency", "", f"The guide: “{GUIDE_LATENCY_SENTENCE}” (PERF-1; reported, not asserted).", "",
+           "| Path | Target | p50 ms | p95 ms | n |", "|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (_path_order(str(r.get("path"))), str(r.get("target")))):
+        out.append(f"| {_md_cell(r.get('path'))} | {_md_cell(r.get('target'))} | {_ms(r.get('p50_ms'))} | "
+                   f"{_ms(r.get('p95_ms'))} | {_md_cell(r.get('n', '–'))} |")
+    added = _added(rows)
+    if added:
+        out += ["", f"Added latency over the direct path (p50), beside the guide's claim “{GUIDE_LATENCY_CLAIM}”:",
+                "", "| Target | Path | Added p50 ms | Against the guide |", "|---|---|---|---|"]
+        for a in added:
+            out.append(f"| {_md_cell(a['target'])} | {_md_cell(a['path'])} | {a['added_ms']:+.1f} | "
+                       f"{_md_cell(a['verdict'])} |")
+    out.append("")
+    return out
+
+
+def _md_mutants(extra: dict | None) -> list[str]:
+    rows = _mutants(extra)
+    if not rows:
+        return []
+    killed = sum(1 for r in rows if r[1])
+    out = ["## Mutation score", "",
+           f"{killed}/{len(rows)} mutants killed ({100.0 * killed / len(rows):.0f}%).", "",
+           "| Mutant | Result | Clauses | Fault |", "|---|---|---|---|"]
+    for name, k, clauses, about in rows:
+        out.append(f"| {_md_cell(name)} | {'killed' if k else '**survived**'} | "
+                   f"{_md_cell(', '.join(clauses) or '–')} | {_md_cell(about or '–')} |")
+    out.append("")
+    return out
+
+
+def _errata(summary: Summary) -> list[Row]:
+    return summary.groups.get("errata", [])
+
+
+def _md_errata(summary: Summary) -> list[str]:
+    rows = _errata(summary)
+    if not rows:
+        return []
+    out = ["## Guide errata", "", "Where the guide's instructions do not work on the components it names "
+           "(as pinned by meshcert), and what does.", ""]
+    for r in rows:
+        quote = " ".join((r.clause.guide or "").split()) if r.clause else ""
+        out += [f"- **{_md_cell(r.id)}** ({r.outcome}) — the guide: “{_md_cell(quote)}”. {_md_cell(r.must)}"]
+    out.append("")
+    return out
+
+
+# ----------------------------------------------------------------------------- html
+
+CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2rem auto;max-width:72rem;
+color:#1d2433;line-height:1.4;padding:0 1rem}
+h1{margin-bottom:.2rem}h2{margin-top:2.2rem;border-bottom:1px solid #d0d7de;padding-bottom:.2rem}
+h3{margin-top:1.4rem}
+table{border-collapse:collapse;width:100%;margin:.6rem 0;font-size:.92rem}
+th,td{border:1px solid #d0d7de;padding:.35rem .5rem;text-align:left;vertical-align:top}
+th{background:#f3f5f8}
+code{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.88em;word-break:break-all}
+pre{background:#fbeaea;border:1px solid #e5b5b5;padding:.4rem .6rem;white-space:pre-wrap;
+word-break:break-word;margin:.3rem 0;font-size:.85rem}
+.badge{display:inline-block;padding:.08rem .5rem;border-radius:.7rem;font-weight:600;font-size:.82rem;
+white-space:nowrap}
+.passed,.killed{background:#dafbe1;color:#116329}.failed,.survived{background:#ffebe9;color:#a40e26}
+.skipped{background:#fff8c5;color:#7d4e00}.notest{background:#eaeef2;color:#57606a;border:1px dashed #8c959f}
+.incomplete{background:#fff8c5;color:#7d4e00}
+.totals td,.totals th{text-align:center}
+.muted{color:#57606a;font-size:.85rem}
+.quote{color:#57606a;font-style:italic}
+ul.tests{list-style:none;margin:0;padding:0}ul.tests li{margin:.1rem 0}
+"""
+
+
+def _badge(outcome: str) -> str:
+    cls = "notest" if outcome == NO_TEST else re.sub(r"[^a-z]", "", outcome) or "notest"
+    return f'<span class="badge {cls}">{_h(outcome)}</span>'
+
+
+def render_html(summary: Summary, catalog: list[Clause], extra: dict | None = None) -> str:
+    t = summary.totals
+    h = ['<!DOCTYPE html>', '<html lang="en">', "<head>", '<meta charset="utf-8">',
+         '<meta name="viewport" content="width=device-width, initial-scale=1">',
+         "<title>meshcert report</title>", f"<style>{CSS}</style>", "</head>", "<body>",
+         "<h1>meshcert report</h1>",
+         f'<p class="muted">Run finished {_h(_when(summary.finished))} · verdict {_badge(summary.verdict)}</p>',
+         '<table class="totals"><thead><tr><th>Clauses</th><th>passed</th><th>failed</th><th>skipped</th>'
+         "<th>no test</th>" + ("<th>outside the catalog</th>" if summary.outside else "") + "</tr></thead>",
+         f"<tbody><tr><td>{t['clauses']}</td><td>{t['passed']}</td><td>{t['failed']}</td><td>{t['skipped']}</td>"
+         f"<td>{t[NO_TEST]}</td>" + (f"<td>{len(summary.outside)}</td>" if summary.outside else "")
+         + "</tr></tbody></table>",
+         '<h2 id="matrix">Clause matrix</h2>']
+    for group, rows in summary.groups.items():
+        if not rows:
+            continue
+        h.append(f'<h3 id="group-{_h(group)}">{_h(GROUPS[group])}</h3>')
+        h.append(_html_table(rows, "MUST"))
+    if summary.outside:
+        h.append('<h3 id="outside">Outside the catalog</h3>')
+        h.append(_html_table(summary.outside, "Note", use_detail=True))
+    h += _html_latency(extra)
+    h += _html_mutants(extra)
+    h += _html_errata(summary)
+    h += ["</body>", "</html>"]
+    return redact("\n".join(h) + "\n")
+
+
+def _html_table(rows: list[Row], second: str, use_detail: bool = False) -> str:
+    out = [f"<table><thead><tr><th>Clause</th><th>{_h(second)}</th><th>Outcome</th><th>Tests</th></tr></thead>",
+           "<tbody>"]
+    for r in rows:
+        text = _h(r.detail if use_detail else r.must)
+        if r.clause is not None and r.clause.guide and not use_detail:
+            text += f'<br><span class="quote">the guide: “{_h(" ".join(r.clause.guide.split()))}”</span>'
+        if r.tests:
+            items = []
+            for test in r.tests:
+                item = (f"<li><code>{_h(test.get('test'))}</code> {_badge(str(test.get('outcome')))} "
+                        f'<span class="muted">{_h(_secs(test.get("duration_s")))}</span>')
+                if test.get("outcome") == "failed":
+                    item += f"<pre>{_h(test.get('message') or '(no message)')}</pre>"
+                items.append(item + "</li>")
+            tests = '<ul class="tests">' + "".join(items) + "</ul>"
+        else:
+            tests = f'<span class="muted">{_h(r.detail)}</span>'
+        out.append(f'<tr id="{_h(r.id)}"><td><strong>{_h(r.id)}</strong></td><td>{text}</td>'
+                   f"<td>{_badge(r.outcome)}</td><td>{tests}</td></tr>")
+    out.append("</tbody></table>")
+    return "\n".join(out)
+
+
+def _html_latency(extra: dict | None) -> list[str]:
+    rows = _latency_rows(extra)
+    if not rows:
+        return []
+    out = ['<h2 id="latency">Latency</h2>',
+           f"<p>The guide: <span class=\"quote\">“{_h(GUIDE_LATENCY_SENTENCE)}”</span> "
+           "(PERF-1; measured and reported, not asserted).</p>",
+           "<table><thead><tr><th>Path</th><th>Target</th><th>p50 ms</th><th>p95 ms</th><th>n</th></tr></thead>"
+           "<tbody>"]
+    for r in sorted(rows, key=lambda r: (_path_order(str(r.get("path"))), str(r.get("target")))):
+        out.append(f"<tr><td>{_h(r.get('path'))}</td><td>{_h(r.get('target'))}</td><td>{_ms(r.get('p50_ms'))}</td>"
+                   f"<td>{_ms(r.get('p95_ms'))}</td><td>{_h(r.get('n', '–'))}</td></tr>")
+    out.append("</tbody></table>")
+    added = _added(rows)
+    if added:
+        out += [f"<p>Added latency over the direct path (p50), beside the guide's claim "
+                f"“{_h(GUIDE_LATENCY_CLAIM)}”:</p>",
+                "<table><thead><tr><th>Target</th><th>Path</th><th>Added p50 ms</th><th>Against the guide</th>"
+                "</tr></thead><tbody>"]
+        for a in added:
+            out.append(f"<tr><td>{_h(a['target'])}</td><td>{_h(a['path'])}</td><td>{a['added_ms']:+.1f}</td>"
+                       f"<td>{_h(a['verdict'])}</td></tr>")
+        out.append("</tbody></table>")
+    return out
+
+
+def _html_mutants(extra: dict | None) -> list[str]:
+    rows = _mutants(extra)
+    if not rows:
+        return []
+    killed = sum(1 for r in rows if r[1])
+    out = ['<h2 id="mutants">Mutation score</h2>',
+           f"<p><strong>{killed}/{len(rows)}</strong> mutants killed ({100.0 * killed / len(rows):.0f}%).</p>",
+           "<table><thead><tr><th>Mutant</th><th>Result</th><th>Clauses</th><th>Fault</th></tr></thead><tbody>"]
+    for name, k, clauses, about in rows:
+        out.append(f"<tr><td><code>{_h(name)}</code></td><td>{_badge('killed' if k else 'survived')}</td>"
+                   f"<td>{_h(', '.join(clauses) or '–')}</td><td>{_h(about or '–')}</td></tr>")
+    out.append("</tbody></table>")
+    return out
+
+
+def _html_errata(summary: Summary) -> list[str]:
+    rows = _errata(summary)
+    if not rows:
+        return []
+    out = ['<h2 id="errata">Guide errata</h2>',
+           "<p>Where the guide's instructions do not work on the components it names (as pinned by meshcert), "
+           "and what does.</p>", "<ul>"]
+    for r in rows:
+        quote = " ".join((r.clause.guide or "").split()) if r.clause else ""
+        out.append(f'<li><strong>{_h(r.id)}</strong> {_badge(r.outcome)} — the guide: '
+                   f'<span class="quote">“{_h(quote)}”</span>. {_h(r.must)}</li>')
+    out.append("</ul>")
+    return out
+
+
+# ----------------------------------------------------------------------------- output
+
+def write_report(report_dir: str | os.PathLike[str], results: dict, catalog: Iterable[Clause], *,
+                 extra: dict | None = None) -> tuple[Path, Path]:
+    """Write report.md and report.html into report_dir; returns their paths."""
+    d = Path(report_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    catalog = list(catalog)
+    summary = summarize(results, catalog)
+    md, page = d / "report.md", d / "report.html"
+    md.write_text(render_markdown(summary, catalog, extra), encoding="utf-8")
+    page.write_text(render_html(summary, catalog, extra), encoding="utf-8")
+    return md, page

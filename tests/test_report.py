@@ -1,0 +1,260 @@
+"""report.md / report.html from synthetic results: every catalog clause shown (absent ones as
+"no test"), secrets never written, failure messages escaped, HTML self-contained and balanced."""
+
+import json
+from html.parser import HTMLParser
+
+import pytest
+
+from meshcert.catalog import load_catalog, parse_catalog
+from meshcert.errors import InputError
+from meshcert.report import load_results, write_report
+from meshcert.secrets import register
+
+REGISTERED = "registered-s3cret-value-7f1c"
+KEY_SHAPED = "hskey-auth-Zm9vYmFyYmF6cXV4MTIz"
+
+CATALOG = parse_catalog("""\
+clauses:
+- id: TYPE-1
+  group: types
+  guide: "Or simply omit the `connectivity` field entirely."
+  must: omitted connectivity MUST mean direct
+  since: "0.1.0"
+  tests: [conformance/test_types.py::test_omitted]
+- id: HEALTH-1
+  group: health
+  guide: "Sidecar health — Tailscale daemon is running and connected"
+  must: health MUST be BackendState Running
+  since: "0.1.0"
+  tests: [conformance/test_health.py::test_state]
+- id: HEALTH-3
+  group: health
+  guide: "If the sidecar is not ready, the check logs a warning."
+  must: a not-ready sidecar MUST be a warning
+  since: "0.1.0"
+  tests: [conformance/test_health.py::test_warning]
+- id: ACL-1
+  group: acl
+  guide: "Headscale ACLs restrict which targets each agent can reach:"
+  must: the agent MUST reach servers:22
+  since: "0.1.0"
+  tests: [conformance/test_acl.py::test_allowed]
+- id: CRED-3
+  group: credentials
+  guide: "Credentials expire with the run"
+  must: credentials MUST expire with the run
+  since: "0.1.0"
+  tests: []
+- id: ERRATA-1
+  group: errata
+  guide: "Approve in Headscale: `headscale routes enable --route 10.20.5.0/24`"
+  must: use `headscale nodes approve-routes -i ID -r CIDR` instead
+  since: "0.1.0"
+  tests: []
+""")
+
+RESULTS = {
+    "finished": 1795608101.0,
+    "clauses": {
+        "TYPE-1": {"outcome": "passed", "tests": [
+            {"test": "conformance/test_types.py::test_omitted", "outcome": "passed", "duration_s": 0.25,
+             "message": None}]},
+        "HEALTH-1": {"outcome": "failed", "tests": [
+            {"test": "conformance/test_health.py::test_state", "outcome": "failed", "duration_s": 1.5,
+             "message": f"AssertionError: <script>alert('x')</script> & ready with key {REGISTERED} "
+                        f"and {KEY_SHAPED}"}]},
+        "HEALTH-3": {"outcome": "skipped", "tests": [
+            {"test": "conformance/test_health.py::test_warning", "outcome": "skipped", "duration_s": 0.0,
+             "message": None}]},
+        "CHAOS-7": {"outcome": "passed", "tests": [
+            {"test": "scenarios/test_chaos.py::test_partition", "outcome": "passed", "duration_s": 9.0,
+             "message": None}]},
+    },
+}
+
+EXTRA = {
+    "latency": [
+        {"path": "direct", "target": "server:22", "p50_ms": 0.5, "p95_ms": 1.2, "n": 40},
+        {"path": "mesh", "target": "server:22", "p50_ms": 4.5, "p95_ms": 7.9, "n": 40},
+        {"path": "derp", "target": "server:22", "p50_ms": 21.0, "p95_ms": 35.5, "n": 40},
+    ],
+    "mutants": {
+        "health-tcp-41112": {"killed": True, "clauses": ["HEALTH-1"]},
+        "sequential-dials": {"killed": True, "clauses": ["HEALTH-2"]},
+        "wrong-port": {"killed": False, "clauses": []},
+    },
+}
+
+
+class Balanced(HTMLParser):
+    """Fails on a closing tag that does not close the innermost open element."""
+
+    VOID = {"meta", "br", "hr", "img", "input", "link", "col", "wbr"}
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.stack, self.errors, self.attrs, self.text = [], [], [], []
+
+    def handle_starttag(self, tag, attrs):
+        self.attrs += attrs
+        if tag not in self.VOID:
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag):
+        if not self.stack or self.stack[-1] != tag:
+            self.errors.append(f"</{tag}> closes {self.stack[-1:] or 'nothing'}")
+        else:
+            self.stack.pop()
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+@pytest.fixture
+def report(tmp_path):
+    register(REGISTERED)
+    md, page = write_report(tmp_path / "run", RESULTS, CATALOG, extra=EXTRA)
+    return md.read_text(encoding="utf-8"), page.read_text(encoding="utf-8")
+
+
+def _parse(page):
+    p = Balanced()
+    p.feed(page)
+    p.close()
+    return p
+
+
+def test_files_written(tmp_path):
+    md, page = write_report(tmp_path / "new" / "dir", RESULTS, CATALOG)
+    assert md == tmp_path / "new" / "dir" / "report.md" and md.is_file()
+    assert page == tmp_path / "new" / "dir" / "report.html" and page.is_file()
+
+
+def test_html_is_well_formed_and_self_contained(report):
+    _, page = report
+    p = _parse(page)
+    assert p.errors == [] and p.stack == []
+    assert page.startswith("<!DOCTYPE html>")
+    low = page.lower()
+    assert "<script" not in low and "<link" not in low and "<img" not in low and "url(" not in low
+    assert not [v for k, v in p.attrs if k in ("href", "src") and v and not v.startswith("#")]
+
+
+def test_header_totals_and_matrix(report):
+    md, page = report
+    assert "2026-11-25 12:01:41 UTC" in md and "2026-11-25 12:01:41 UTC" in page
+    assert "Clauses in the catalog: 6 — passed 1, failed 1, skipped 1, no test 3" in md
+    assert "Verdict: **failed**" in md
+    # grouped like the guide, in its order
+    order = [md.index(h) for h in ("### Connectivity types", "### Pre-run health check",
+                                   "### Network scoping via ACLs", "### Credential integration", "### Guide errata")]
+    assert order == sorted(order)
+    assert "| TYPE-1 | omitted connectivity MUST mean direct | passed | `conformance/test_types.py::test_omitted` " \
+           "passed 0.250 s |" in md
+    assert "| HEALTH-3 | a not-ready sidecar MUST be a warning | skipped |" in md
+    text = "".join(_parse(page).text)
+    for cid in ("TYPE-1", "HEALTH-1", "HEALTH-3", "ACL-1", "CRED-3", "ERRATA-1"):
+        assert cid in text
+
+
+def test_clause_without_results_shows_no_test(report):
+    md, page = report
+    # ACL-1 has a test in the catalog that did not run; CRED-3 has none at all
+    assert "| ACL-1 | the agent MUST reach servers:22 | **no test** | not run in this session " \
+           "(the catalog lists 1 test) |" in md
+    assert "| CRED-3 | credentials MUST expire with the run | **no test** | no test asserts this clause yet |" in md
+    assert page.count('<span class="badge notest">no test</span>') == 3  # ACL-1, CRED-3, ERRATA-1 rows (+ errata list)
+    text = " ".join(" ".join(_parse(page).text).split())
+    assert "not run in this session (the catalog lists 1 test)" in text
+
+
+def test_clause_outside_the_catalog_is_listed(report):
+    md, page = report
+    assert "### Outside the catalog" in md and "CHAOS-7" in md
+    assert "Clauses outside the catalog: 1" in md
+    assert 'id="outside"' in page and "CHAOS-7" in page
+
+
+def test_secrets_never_written(report):
+    md, page = report
+    for out in (md, page):
+        assert REGISTERED not in out
+        assert KEY_SHAPED not in out and "hskey-" not in out
+        assert "«redacted»" in out
+
+
+def test_failure_message_escaped(report):
+    md, page = report
+    assert "<script>" not in page
+    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; ready with key «redacted»" in page
+    # markdown: in a fenced block, under Failures
+    assert "## Failures" in md
+    assert "```\nAssertionError: <script>alert('x')</script> & ready with key «redacted» and «redacted»\n```" in md
+
+
+def test_latency_section(report):
+    md, page = report
+    assert "## Latency" in md and 'id="latency"' in page
+    assert "~3-5ms added latency" in md and "~3-5 ms added latency" in md
+    assert "| mesh | server:22 | 4.5 | 7.9 | 40 |" in md
+    assert "| server:22 | mesh | +4.0 | within the guide's ~3-5 ms |" in md
+    assert "| server:22 | derp | +20.5 | more than direct, as the guide says of DERP relays |" in md
+    assert "<td>+4.0</td>" in page
+
+
+def test_mutation_score_section(report):
+    md, page = report
+    assert "## Mutation score" in md and "2/3 mutants killed (67%)." in md
+    assert "| wrong-port | **survived** | – | every dial goes to port+1 (the wrong service) |" in md
+    assert "<strong>2/3</strong>" in page and '<span class="badge survived">survived</span>' in page
+
+
+def test_errata_section(report):
+    md, page = report
+    assert "## Guide errata" in md
+    section = md[md.index("## Guide errata"):]
+    assert "ERRATA-1" in section and "headscale routes enable --route 10.20.5.0/24" in section
+    assert "approve-routes -i ID -r CIDR" in section
+    assert 'id="errata"' in page
+
+
+def test_sections_absent_without_extra(tmp_path):
+    md, page = write_report(tmp_path, {"clauses": {}}, CATALOG)
+    md = md.read_text()
+    assert "## Latency" not in md and "## Mutation score" not in md
+    assert "Run finished: unknown" in md and "no test 6" in md and "Verdict: **incomplete**" in md
+    assert _parse(page.read_text()).errors == []
+
+
+def test_real_catalog_renders_every_clause(tmp_path):
+    catalog = load_catalog()
+    md, page = write_report(tmp_path, RESULTS, catalog, extra=EXTRA)
+    html_text = page.read_text()
+    p = _parse(html_text)
+    assert p.errors == [] and p.stack == []
+    for c in catalog:
+        assert f'id="{c.id}"' in html_text
+        assert f"| {c.id} |" in md.read_text()
+    assert "https://" not in "".join(v or "" for _, v in p.attrs)
+
+
+def test_load_results(tmp_path):
+    (tmp_path / "results.json").write_text(json.dumps(RESULTS))
+    assert load_results(tmp_path) == RESULTS
+    assert load_results(tmp_path / "results.json") == RESULTS
+
+
+@pytest.mark.parametrize("text, message", [
+    ("{", "not valid JSON"),
+    ("[]", "expected an object with a 'clauses' object"),
+    ('{"clauses": {"ACL-1": {"outcome": "green", "tests": []}}}', "clauses.ACL-1.outcome is 'green'"),
+    ('{"clauses": {"ACL-1": {"outcome": "passed", "tests": "x"}}}', "clauses.ACL-1.tests is not a list"),
+])
+def test_load_results_malformed(tmp_path, text, message):
+    (tmp_path / "results.json").write_text(text)
+    with pytest.raises(InputError) as e:
+        load_results(tmp_path)
+    assert e.value.what.endswith("results.json") and e.value.message.startswith(message)
+    with pytest.raises(InputError):
+        load_results(tmp_path / "absent")
