@@ -74,10 +74,11 @@ def _pytest(pytest_args: list[str]) -> int:
     return subprocess.call(cmd, cwd=str(REPO), env=env)
 
 
-def cmd_test(args) -> int:
+def cmd_test(pytest_args: list[str]) -> int:
     cmd_setup()
-    extra = args.pytest_args or ["tests", "conformance"]
-    return _pytest(extra)
+    if not any(not a.startswith("-") and os.path.exists(REPO / a.split("::")[0]) for a in pytest_args):
+        pytest_args = [*pytest_args, "tests", "conformance"]
+    return _pytest(pytest_args)
 
 
 def cmd_certify(args) -> int:
@@ -133,8 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("doctor", help="one line per prerequisite: present, missing, or how it will be obtained")
     sub.add_parser("setup", help="install/build what is missing (engine, Go tools, images)")
-    t = sub.add_parser("test", help="set up, then run meshcert's tests (pytest args may follow)")
-    t.add_argument("pytest_args", nargs=argparse.REMAINDER)
+    sub.add_parser("test", help="set up, then run pytest (every further argument goes to pytest; "
+                                "default paths: tests conformance)")
     cf = sub.add_parser("certify", help="the main job: certify the SUT against every clause and write the report")
     cf.add_argument("--sut-image", help="certify this image instead of the bundled reference SUT")
     cf.add_argument("--sut-port", type=int, default=8080)
@@ -144,11 +145,15 @@ def main(argv: list[str] | None = None) -> int:
     w.add_argument("--vlan", help="the subnet router's VLAN CIDR (default the guide's 10.20.5.0/24)")
     s = sub.add_parser("sweep", help="remove containers/networks/volumes left by killed runs")
     s.add_argument("--all", action="store_true", help="remove every meshcert object, live runs' too")
-    args = ap.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["test"]:  # everything after `test` belongs to pytest, untouched
+        args = argparse.Namespace(cmd="test", pytest_args=argv[1:])
+    else:
+        args = ap.parse_args(argv)
     # SIGTERM behaves like Ctrl-C so every `finally` tears the world down.
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        handler = {"doctor": cmd_doctor, "setup": lambda a: cmd_setup(a) or 0, "test": cmd_test,
+        handler = {"doctor": cmd_doctor, "setup": lambda a: cmd_setup(a) or 0, "test": lambda a: cmd_test(a.pytest_args),
                    "certify": cmd_certify, "world": cmd_world, "sweep": cmd_sweep}[args.cmd]
         return handler(args)
     except MeshcertError as e:
