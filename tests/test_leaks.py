@@ -13,11 +13,21 @@ from meshcert.world import labels
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 
-VLAN = "10.20.7.0/24"  # not the session world's VLAN: both worlds coexist on one engine
+def _free_vlan() -> str:
+    """A /24 no network of this engine holds: the session world (10.20.5.0/24) runs beside us."""
+    import ipaddress
+    c = engine.ensure_engine()
+    used = [ipaddress.ip_network(cfg["Subnet"]) for n in c.networks.list()
+            for cfg in ((n.attrs.get("IPAM") or {}).get("Config") or []) if "Subnet" in cfg and ":" not in cfg["Subnet"]]
+    for third in range(30, 250):
+        cand = ipaddress.ip_network(f"10.20.{third}.0/24")
+        if not any(cand.overlaps(u) for u in used):
+            return str(cand)
+    raise AssertionError("no free 10.20.x.0/24 on this engine")
 
 
 def _start_world(*extra: str) -> tuple[subprocess.Popen, str]:
-    p = subprocess.Popen([sys.executable, "-m", "meshcert.cli", "world", "--vlan", VLAN, *extra],
+    p = subprocess.Popen([sys.executable, "-m", "meshcert.cli", "world", "--vlan", _free_vlan(), *extra],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     run = None
     deadline = time.monotonic() + 180
