@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import re
 import time
 from collections import defaultdict
@@ -44,7 +45,7 @@ def _fail(world, clause: str, problems: list[str]):
 
 
 def check_reachability(world, clause: str, probes: list[Probe], *, negative_timeout: float = 3.0,
-                       positive_deadline: float = 20.0) -> dict[Probe, dict]:
+                       positive_deadline: float = 10.0) -> dict[Probe, dict]:
     """Dial every probe from inside its source node, concurrently per source.
 
     Positives are retried until ``positive_deadline`` (a fresh WireGuard path may need a
@@ -65,9 +66,12 @@ def check_reachability(world, clause: str, probes: list[Probe], *, negative_time
         by_src: dict[str, list[Probe]] = defaultdict(list)
         for p in pending:
             by_src[p.src].append(p)
-        for src, ps in by_src.items():
-            for p, r in zip(ps, world.dial(src, [(addr[p.dst], p.port) for p in ps], timeout=negative_timeout)):
-                results[p] = r
+        with concurrent.futures.ThreadPoolExecutor(max_workers=len(by_src)) as ex:
+            futs = {src: ex.submit(world.dial, src, [(addr[p.dst], p.port) for p in ps], negative_timeout)
+                    for src, ps in by_src.items()}
+            for src, ps in by_src.items():
+                for p, r in zip(ps, futs[src].result()):
+                    results[p] = r
         # Negatives are dialled once; positives that failed are retried until the deadline.
         pending = [p for p in pending if p.expect and not _good(p, results[p])]
         if not pending or time.monotonic() >= deadline:

@@ -44,11 +44,18 @@ class HostSpec:
 
 @dataclass(frozen=True)
 class AgentSpec:
-    """The agent pod: pause + tailscale sidecar + probe (+ SUT) sharing one network namespace."""
+    """An agent pod: pause + tailscale sidecar + probe + SUT sharing one network namespace.
+
+    ``userspace``: the sidecar runs ``--tun=userspace-networking`` (as the Helm chart's
+    TS_USERSPACE=true does): no TUN in the pod, so the SUT and the probe must dial through the
+    sidecar's SOCKS5 proxy on 127.0.0.1:``socks5_port``.
+    """
     name: str = "agent"
     tags: tuple[str, ...] = (AGENT_TAG,)
     accept_routes: bool = True
     banner_ports: tuple[int, ...] = (22, 5000)  # for "targets cannot open connections to the agent"
+    userspace: bool = False
+    socks5_port: int = 1055
 
 
 @dataclass
@@ -56,12 +63,17 @@ class Topology:
     networks: tuple[NetworkSpec, ...]
     nodes: tuple[NodeSpec, ...]
     hosts: tuple[HostSpec, ...]
-    agent: AgentSpec
+    pods: tuple[AgentSpec, ...]
     policy: dict
     user: str = "meshcert"
 
-    def node(self, name: str) -> NodeSpec:
-        for n in self.nodes:
+    @property
+    def agent(self) -> AgentSpec:
+        """The main agent pod (kernel TUN sidecar)."""
+        return self.pods[0]
+
+    def node(self, name: str) -> NodeSpec | AgentSpec:
+        for n in (*self.nodes, *self.pods):
             if n.name == name:
                 return n
         raise KeyError(name)
@@ -96,7 +108,7 @@ def guide_topology(vlan: str = GUIDE_VLAN) -> Topology:
                      advertise_routes=(str(net),), approve_routes=(str(net),)),
         ),
         hosts=(HostSpec("legacy", "vlan", legacy, banner_ports=(22,)),),
-        agent=AgentSpec(),
+        pods=(AgentSpec(), AgentSpec(name="agent-us", userspace=True)),
         policy=guide_policy(str(net)),
     )
 

@@ -157,6 +157,8 @@ class TailnetNode:
     wan_ip: str
     accept_routes: bool
     advertise_routes: tuple[str, ...] = ()
+    socks5: str | None = None  # a userspace sidecar: dials from the pod go through this proxy
+    up_args: tuple[str, ...] = ()
     _ts_ip: str | None = None
 
     def tailscale(self, *args: str) -> str:
@@ -189,6 +191,20 @@ class TailnetNode:
         self.accept_routes = on
         wait_for(f"{self.name} prefs RouteAll={on}",
                  lambda: self.api.localapi("prefs").get("RouteAll") is on, 15)
+
+
+@dataclass
+class Pod:
+    """A Kubernetes-like pod: the pause container owns the network namespace; the others join it."""
+    spec: Any  # AgentSpec
+    pause: Box
+    sidecar: Box
+    probe: Box
+    socket_volume: str
+    netns: dict
+    mount: dict
+    ip: str = ""
+    sut: Box | None = None
 
 
 class Headscale:
@@ -300,6 +316,7 @@ class World:
         self.networks: dict[str, Any] = {}
         self.volumes: list[Any] = []
         self.nodes: dict[str, TailnetNode] = {}
+        self.pods: dict[str, Pod] = {}
         self.hosts: dict[str, NodeAPI] = {}
         self.host_addresses: dict[str, str] = {}
         self.headscale: Headscale | None = None
@@ -361,9 +378,10 @@ class World:
                 "TS_DEBUG_FIREWALL_MODE": "nftables", "MESHCERT_NAME": name}
 
     @staticmethod
-    def _tailscaled(name: str) -> str:
-        return (f"tailscaled --statedir=/var/lib/tailscale --socket={TS_SOCKET} --tun=tailscale0 "
-                f"--port=41641 --no-logs-no-support")
+    def _tailscaled(name: str, userspace: int | None = None) -> str:
+        tun = (f"--tun=userspace-networking --socks5-server=127.0.0.1:{userspace} "
+               f"--outbound-http-proxy-listen=127.0.0.1:{userspace + 1}") if userspace else "--tun=tailscale0"
+        return f"tailscaled --statedir=/var/lib/tailscale --socket={TS_SOCKET} {tun} --port=41641 --no-logs-no-support"
 
     def start(self) -> "World":
         t0 = time.monotonic()
@@ -432,32 +450,36 @@ class World:
                              network=spec.network, hostname=spec.name, ipv4_address=spec.address,
                              environment={"MESHCERT_NAME": spec.name})
 
-        def start_pod() -> tuple[Box, Box, Box]:
-            a = topo.agent
+        def start_pod(a) -> Pod:
             vol = c.volumes.create(self._cname(f"{a.name}-tailscale-socket"), labels=self._labels())
             self.volumes.append(vol)
             pause = self._run(f"{a.name}-pause", host_img, ["sleep", "infinity"], network="wan",
                               aliases=[a.name], hostname=a.name)
             netns = {"network_mode": f"container:{pause.container.id}"}
             mount = {"volumes": {vol.name: {"bind": "/var/run/tailscale", "mode": "rw"}}}
-            sidecar = self._run(f"{a.name}-tailscale", ts_img, ["sh", "-c", f"exec {self._tailscaled(a.name)}"],
-                                environment=self._ts_env(a.name), files=ca_file, **cap, **netns, **mount)
+            if a.userspace:
+                sidecar = self._run(f"{a.name}-tailscale", ts_img,
+                                    ["sh", "-c", f"exec {self._tailscaled(a.name, userspace=a.socks5_port)}"],
+                                    environment=self._ts_env(a.name), files=ca_file, **netns, **mount)
+            else:
+                sidecar = self._run(f"{a.name}-tailscale", ts_img, ["sh", "-c", f"exec {self._tailscaled(a.name)}"],
+                                    environment=self._ts_env(a.name), files=ca_file, **cap, **netns, **mount)
             probe = self._run(f"{a.name}-probe", host_img,
                               ["python3", "/opt/meshcert/nodeagent.py", "--banner",
                                ",".join(map(str, a.banner_ports))],
                               environment={"MESHCERT_NAME": a.name}, **netns, **mount)
-            return pause, sidecar, probe
+            return Pod(a, pause, sidecar, probe, vol.name, netns, mount)
 
         with progress.step(f"world {self.run_id}: starting containers"):
             with concurrent.futures.ThreadPoolExecutor(max_workers=8) as ex:
                 f_hs, f_tp = ex.submit(start_headscale), ex.submit(start_toxiproxy)
                 f_nodes = {s.name: ex.submit(start_node, s) for s in topo.nodes}
                 f_hosts = {s.name: ex.submit(start_host, s) for s in topo.hosts}
-                f_pod = ex.submit(start_pod)
+                f_pods = {a.name: ex.submit(start_pod, a) for a in topo.pods}
                 hs_box, tp_box = f_hs.result(), f_tp.result()
                 node_boxes = {n: f.result() for n, f in f_nodes.items()}
                 host_boxes = {n: f.result() for n, f in f_hosts.items()}
-                pause, sidecar, _probe = f_pod.result()
+                self.pods = {n: f.result() for n, f in f_pods.items()}
         self.timings["containers"] = time.monotonic() - t
 
         self.headscale = Headscale(hs_box, self._ip(hs_box, "wan"))
@@ -466,9 +488,12 @@ class World:
             box = node_boxes[spec.name]
             self.nodes[spec.name] = TailnetNode(spec.name, spec.tags, box, NodeAPI(spec.name, self._ip(box, "wan")),
                                                 self._ip(box, "wan"), spec.accept_routes, spec.advertise_routes)
-        a = topo.agent
-        pod_ip = self._ip(pause, "wan")
-        self.nodes[a.name] = TailnetNode(a.name, a.tags, sidecar, NodeAPI(a.name, pod_ip), pod_ip, a.accept_routes)
+        for pod in self.pods.values():
+            a = pod.spec
+            pod.ip = self._ip(pod.pause, "wan")
+            self.nodes[a.name] = TailnetNode(a.name, a.tags, pod.sidecar, NodeAPI(a.name, pod.ip), pod.ip,
+                                             a.accept_routes,
+                                             socks5=f"127.0.0.1:{a.socks5_port}" if a.userspace else None)
         for spec in topo.hosts:
             self.hosts[spec.name] = NodeAPI(spec.name, self._ip(host_boxes[spec.name], spec.network))
             self.host_addresses[spec.name] = spec.address
@@ -512,6 +537,7 @@ class World:
                 f"--accept-routes={'true' if node.accept_routes else 'false'}", "--timeout=90s"]
         if node.advertise_routes:
             args.append(f"--advertise-routes={','.join(node.advertise_routes)}")
+        node.up_args = tuple(args)
         node.tailscale(*args)
         wait_for(f"{node.name} BackendState Running", lambda: node.backend_state() == "Running", 60,
                  describe=node.backend_state)
@@ -603,8 +629,9 @@ class World:
         raise KeyError(name)
 
     def dial(self, src: str, targets: list[tuple[str, int]], timeout: float = 3.0) -> list[dict]:
-        api = self.nodes[src].api if src in self.nodes else self.hosts[src]
-        return api.dial(targets, timeout=timeout)
+        if src in self.nodes:
+            return self.nodes[src].api.dial(targets, timeout=timeout, socks5=self.nodes[src].socks5)
+        return self.hosts[src].dial(targets, timeout=timeout)
 
     def set_route_approval(self, router: str, cidrs: Iterable[str]) -> None:
         """Approve exactly ``cidrs`` for ``router`` (empty: none) and wait until accepting nodes see it."""
@@ -625,8 +652,7 @@ class World:
                 if approved != set(spec.approve_routes):
                     self.set_route_approval(spec.name, spec.approve_routes)
         for name, node in self.nodes.items():
-            want = self.topology.agent.accept_routes if name == self.topology.agent.name else \
-                self.topology.node(name).accept_routes
+            want = self.topology.node(name).accept_routes
             if node.accept_routes != want:
                 node.set_accept_routes(want)
         self.wait_routes_seen()
