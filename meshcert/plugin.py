@@ -24,6 +24,7 @@ MARKERS = {
     "kind": "needs a kind cluster",
     "chaos": "chaos scenarios",
     "slow": "takes more than a minute",
+    "sut": "asserted against the SUT running in its pod",
 }
 
 

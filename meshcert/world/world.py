@@ -205,6 +205,7 @@ class Pod:
     mount: dict
     ip: str = ""
     sut: Box | None = None
+    sut_config: tuple = ("", True, ())  # (mutant, with_secret, extra env): reset() restores the default
 
 
 class Headscale:
@@ -309,6 +310,8 @@ class World:
     topology: Topology = field(default_factory=guide_topology)
     run_id: str = field(default_factory=lambda: "mc" + pysecrets.token_hex(3))
     start_timeout: float = 120.0
+    sut_image: str | None = None   # None: the bundled reference SUT
+    sut_port: int = 8080
 
     def __post_init__(self) -> None:
         self.client: docker.DockerClient | None = None
@@ -341,7 +344,7 @@ class World:
     def _cname(self, role: str) -> str:
         return f"mc-{self.run_id}-{role}"
 
-    def _run(self, role: str, image: str, command: list[str], *, network: str | None = None,
+    def _run(self, role: str, image: str, command: list[str] | None, *, network: str | None = None,
              aliases: list[str] | None = None, files: dict[str, tuple[bytes, int]] | None = None,
              **kwargs: Any) -> Box:
         name = self._cname(role)
@@ -387,7 +390,14 @@ class World:
         t0 = time.monotonic()
         self.client = engine.ensure_engine()
         lbl.sweep(self.client)
-        self.images = images.ensure_images(self.client)
+        self.images = images.ensure_images(
+            self.client, ("host", "tailscale", "headscale", "toxiproxy") + (() if self.sut_image else ("sut-reference",)))
+        if self.sut_image:
+            try:
+                self.client.images.get(self.sut_image)
+            except docker.errors.ImageNotFound:
+                raise WorldError(f"SUT image {self.sut_image} is not on this engine",
+                                 "build or load it first (docker load / docker build), then pass --sut-image") from None
         check_isolation(self.client, self.images["host"])
         self.timings["images"] = time.monotonic() - t0
         try:
@@ -515,6 +525,8 @@ class World:
         self.timings["join"] = time.monotonic() - t
 
         t = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(max_workers=4) as ex:
+            list(ex.map(lambda p: self.start_sut(p.spec.name), self.pods.values()))
         self._approve_routes()
         self._wait_policy_everywhere()
         self._wait_mesh()
@@ -642,7 +654,15 @@ class World:
         self.wait_routes_seen(expected)
 
     def reset(self) -> None:
-        """Back to the topology's steady state: its policy, its route approvals, its acceptRoutes."""
+        """Back to the topology's steady state: sidecars up, its policy, route approvals, acceptRoutes."""
+        for name, pod in self.pods.items():
+            pod.sidecar.container.reload()
+            if pod.sidecar.container.status != "running":
+                self.start_sidecar(name)
+            elif self.nodes[name].backend_state() != "Running":
+                self.sidecar_up(name)
+            if pod.sut_config != ("", True, ()):
+                self.start_sut(name)
         if self.policy != self.topology.policy:
             self.set_policy(self.topology.policy)
         for spec in self.topology.nodes:
@@ -656,6 +676,77 @@ class World:
             if node.accept_routes != want:
                 node.set_accept_routes(want)
         self.wait_routes_seen()
+
+    # ---------------------------------------------------------------- the SUT in its pod
+    SECRET_PATH = "/run/secrets/meshcert/authkey"
+
+    def start_sut(self, pod_name: str = "agent", mutant: str = "", with_secret: bool = True,
+                  extra_env: dict[str, str] | None = None) -> "SutClient":
+        """(Re)start the SUT container of a pod, joined to its network namespace and socket volume.
+
+        The pod's auth key is mounted as a file (as a Kubernetes Secret volume is) unless
+        ``with_secret`` is False; userspace pods get SUT_PROXY pointing at the sidecar's SOCKS5.
+        """
+        from ..sut.client import SutClient
+        pod = self.pods[pod_name]
+        if pod.sut is not None:
+            try:
+                pod.sut.container.remove(force=True)
+            except docker.errors.NotFound:
+                pass
+            self.boxes.pop(f"{pod_name}-sut", None)
+        env = {"SUT_PORT": str(self.sut_port), "TS_SOCKET": TS_SOCKET, "SUT_MUTANT": mutant}
+        if pod.spec.userspace:
+            env["SUT_PROXY"] = f"socks5://127.0.0.1:{pod.spec.socks5_port}"
+        files = {}
+        if with_secret:
+            env["TS_AUTHKEY_FILE"] = self.SECRET_PATH
+            files[self.SECRET_PATH] = (self._key_for(pod.spec.tags).reveal().encode(), 0o400)
+        env.update(extra_env or {})
+        image = self.sut_image or self.images["sut-reference"]
+        command = None if self.sut_image else ["python3", "/opt/sut/runtime.py"]
+        pod.sut = self._run(f"{pod_name}-sut", image, command, environment=env, files=files,
+                            **pod.netns, **pod.mount)
+        pod.sut_config = (mutant, with_secret, tuple(sorted((extra_env or {}).items())))
+        client = SutClient(f"http://{pod.ip}:{self.sut_port}", name=f"SUT in pod {pod_name}")
+        wait_for(f"the SUT in pod {pod_name} to answer /healthz", client.healthy, 30,
+                 describe=lambda: pod.sut.logs()[-800:])
+        return client
+
+    def pod_key(self, pod_name: str) -> str:
+        """The pod's pre-auth key, for checks that must prove it never appears anywhere."""
+        return self._key_for(self.pods[pod_name].spec.tags).reveal()
+
+    def raw_logs(self, role: str) -> str:
+        """A container's logs NOT redacted (only for secret-leak checks; never written anywhere)."""
+        return self.boxes[role].container.logs().decode(errors="replace")
+
+    def sut(self, pod_name: str = "agent") -> "SutClient":
+        from ..sut.client import SutClient
+        return SutClient(f"http://{self.pods[pod_name].ip}:{self.sut_port}", name=f"SUT in pod {pod_name}")
+
+    def stop_sidecar(self, pod_name: str = "agent") -> None:
+        """Stop the pod's tailscale container (the socket stays in the volume, nobody answers it)."""
+        self.pods[pod_name].sidecar.container.stop(timeout=5)
+
+    def start_sidecar(self, pod_name: str = "agent") -> None:
+        pod, node = self.pods[pod_name], self.nodes[pod_name]
+        pod.sidecar.container.start()
+        wait_for(f"{pod_name}'s sidecar Running again (state kept in its container)",
+                 lambda: node.backend_state() == "Running", 60, describe=node.backend_state)
+
+    def sidecar_down(self, pod_name: str = "agent") -> None:
+        """`tailscale down`: the daemon keeps running and its socket answers, BackendState Stopped."""
+        node = self.nodes[pod_name]
+        node.tailscale("down")
+        wait_for(f"{pod_name} BackendState Stopped", lambda: node.backend_state() == "Stopped", 30,
+                 describe=node.backend_state)
+
+    def sidecar_up(self, pod_name: str = "agent") -> None:
+        node = self.nodes[pod_name]
+        node.tailscale(*node.up_args)
+        wait_for(f"{pod_name} BackendState Running", lambda: node.backend_state() == "Running", 60,
+                 describe=node.backend_state)
 
     # ---------------------------------------------------------------- logs / teardown
     def failure_logs(self, clause: str) -> Path:

@@ -1,0 +1,263 @@
+"""Clauses asserted against the SUT running in its pod: connectivity types, the pre-run health
+check, direct mode, credentials, troubleshooting. Each check raises ClauseFailure (via
+``Expect``) naming the clause, the expected and the observed."""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+
+from ..secrets import redact
+from .base import ClauseFailure
+
+SECRET_REF = "headscale-auth-key"
+DEADLINE_S = 1.0
+LOCALAPI_BOUND_S = 1.0    # the sidecar check may take up to its own 1 s timeout
+MARGIN_S = 1.5            # HTTP round trip, thread start-up, a loaded 2-core machine
+# Ports ACL-denied on the tailnet: the destination's packet filter drops the SYN, so a dial
+# hangs until its deadline (a blackhole, not a refusal).
+BLACKHOLES = [("server", 80), ("database", 6379), ("server", 81), ("server", 8080), ("database", 9000),
+              ("database", 9001)]
+
+
+class Expect:
+    """Collects violations of one clause; raises them together with the world's logs."""
+
+    def __init__(self, world, clause: str):
+        self.world, self.clause, self.problems = world, clause, []
+
+    def that(self, ok: bool, expected: str, observed) -> bool:
+        if not ok:
+            self.problems.append(f"expected {expected}; observed {redact(str(observed))[:600]}")
+        return ok
+
+    def done(self) -> None:
+        if self.problems:
+            raise ClauseFailure(self.clause, self.problems, self.world.failure_logs(self.clause))
+
+
+@contextmanager
+def clause(world, cid: str):
+    e = Expect(world, cid)
+    yield e
+    e.done()
+
+
+def mesh_spec(world, kind: str = "headscale") -> dict:
+    control = world.login_server() if kind == "headscale" else ""
+    return {"type": kind, "headscale": {"controlServer": control, "authKeySecretRef": SECRET_REF,
+                                        "tags": ["tag:agent-runtime"], "acceptRoutes": True}}
+
+
+def ep(world, node: str, port: int, critical: bool = True) -> dict:
+    return {"url": f"tcp://{world.address(node)}:{port}", "critical": critical}
+
+
+def _levels(ans: dict) -> list[str]:
+    return [line.get("level") for line in ans.get("logs", [])]
+
+
+def _mentions(lines, needle: str) -> bool:
+    return any(needle in (x if isinstance(x, str) else str(x)) for x in lines)
+
+
+# ------------------------------------------------------------------ connectivity types
+def type1_direct_is_default(world, pod: str = "agent") -> None:
+    sut = world.sut(pod)
+    target = {"server": {"url": f"tcp://{world.nodes['server'].wan_ip}:22", "critical": True}}
+    with clause(world, "TYPE-1") as e:
+        for label, kw in (("no connectivity field", {"omit_connectivity": True, "connectivity": None}),
+                          ("connectivity: null", {"connectivity": None}),
+                          ("type: direct", {"connectivity": {"type": "direct"}})):
+            code, ans = sut.prerun(endpoints=target, **kw)
+            if e.that(code == 200, f"{label}: HTTP 200", f"HTTP {code} {ans}"):
+                e.that(ans.get("type") == "direct", f"{label}: type direct", ans.get("type"))
+
+
+def type2_headscale_accepted(world, pod: str = "agent") -> None:
+    with clause(world, "TYPE-2") as e:
+        code, ans = world.sut(pod).prerun(mesh_spec(world), {"server": ep(world, "server", 22)})
+        if e.that(code == 200, "HTTP 200 for a complete headscale spec", f"HTTP {code} {ans}"):
+            e.that(ans.get("type") == "headscale", "type headscale", ans.get("type"))
+
+
+def type3_tailscale_empty_control(world, pod: str = "agent") -> None:
+    with clause(world, "TYPE-3") as e:
+        code, ans = world.sut(pod).prerun(mesh_spec(world, "tailscale"), {"server": ep(world, "server", 22)})
+        if e.that(code == 200, "HTTP 200 for type tailscale with an empty controlServer", f"HTTP {code} {ans}"):
+            e.that(ans.get("type") == "tailscale", "type tailscale", ans.get("type"))
+
+
+def type4_unknown_rejected(world, pod: str = "agent") -> None:
+    with clause(world, "TYPE-4") as e:
+        code, ans = world.sut(pod).prerun({"type": "wireguard-raw"}, {})
+        e.that(code == 400 and "type" in str(ans.get("error", "")), "HTTP 400 with an error naming the type field",
+               f"HTTP {code} {ans}")
+
+
+def type5_headscale_incomplete_rejected(world, pod: str = "agent") -> None:
+    with clause(world, "TYPE-5") as e:
+        for missing in ("controlServer", "authKeySecretRef"):
+            spec = mesh_spec(world)
+            del spec["headscale"][missing]
+            code, ans = world.sut(pod).prerun(spec, {})
+            e.that(code == 400 and missing in str(ans.get("error", "")),
+                   f"HTTP 400 naming {missing} when it is missing", f"HTTP {code} {ans}")
+
+
+def type6_tools_dial_through_the_mesh(world, pod: str = "agent") -> None:
+    """/connect (the agent's tools) and the pre-run reach a tailnet target through the sidecar;
+    in a userspace pod that is only possible through the sidecar's SOCKS5 proxy."""
+    sut = world.sut(pod)
+    with clause(world, "TYPE-6") as e:
+        code, ans = sut.prerun(mesh_spec(world), {"server": ep(world, "server", 22)}, deadline_s=3)
+        e.that(code == 200 and ans["endpoints"].get("server", {}).get("reachable") is True,
+               f"pre-run in pod {pod}: server:22 reachable through the mesh", ans.get("endpoints"))
+        for node, port in (("server", 22), ("database", 5432)):
+            r = sut.connect(world.address(node), port, timeout_s=3)
+            e.that(r.get("ok") and f"host={node} port={port}" in (r.get("banner") or ""),
+                   f"/connect in pod {pod} to {node}:{port} answered by that host's banner", r)
+
+
+# ------------------------------------------------------------------ pre-run health check
+def health1_running_means_ready(world, pod: str = "agent") -> None:
+    sut = world.sut(pod)
+    eps = {"server": ep(world, "server", 22)}
+    with clause(world, "HEALTH-1") as e:
+        code, ans = sut.prerun(mesh_spec(world), eps)
+        side = ans.get("sidecar") or {}
+        e.that(code == 200 and ans.get("ready") is True and side.get("ready") is True,
+               "sidecar Running (LocalAPI BackendState) -> sidecar ready and pre-run ready",
+               f"ready={ans.get('ready')} sidecar={side}")
+        world.sidecar_down(pod)  # daemon alive, socket answering, BackendState Stopped
+        try:
+            code, ans = sut.prerun(mesh_spec(world), eps)
+            side = ans.get("sidecar") or {}
+            e.that(ans.get("ready") is False and side.get("ready") is False,
+                   "after `tailscale down` (socket still answers, BackendState Stopped) -> sidecar not ready",
+                   f"ready={ans.get('ready')} sidecar={side}")
+        finally:
+            world.sidecar_up(pod)
+
+
+def health2_concurrent_deadlines(world, pod: str = "agent") -> None:
+    sut = world.sut(pod)
+    eps = {f"{n}-{p}": ep(world, n, p, critical=False) for n, p in BLACKHOLES}
+    eps["server-22"] = ep(world, "server", 22)
+    bound = DEADLINE_S + LOCALAPI_BOUND_S + MARGIN_S  # does not grow with the number of endpoints
+    with clause(world, "HEALTH-2") as e:
+        t0 = time.monotonic()
+        code, ans = sut.prerun(mesh_spec(world), eps, deadline_s=DEADLINE_S)
+        took = time.monotonic() - t0
+        e.that(took <= bound, f"{len(eps)} endpoints ({len(BLACKHOLES)} blackholed) checked within "
+               f"{bound:.1f} s (deadline {DEADLINE_S} s + sidecar check {LOCALAPI_BOUND_S} s + margin {MARGIN_S} s)",
+               f"{took:.2f} s")
+        got = ans.get("endpoints") or {}
+        e.that(set(got) == set(eps), "a result for every endpoint", sorted(got))
+        e.that(got.get("server-22", {}).get("reachable") is True, "server-22 reachable", got.get("server-22"))
+        for name in eps:
+            if name != "server-22":
+                e.that(got.get(name, {}).get("reachable") is False, f"{name} (blackholed) unreachable", got.get(name))
+
+
+def health3_not_ready_is_a_warning(world, pod: str = "agent") -> None:
+    sut = world.sut(pod)
+    eps = {"server": ep(world, "server", 22, critical=False)}
+    with clause(world, "HEALTH-3") as e:
+        world.stop_sidecar(pod)
+        try:
+            code, ans = sut.prerun(mesh_spec(world), eps, deadline_s=DEADLINE_S)
+            e.that(code == 200, "HTTP 200: the run goes on", f"HTTP {code}")
+            logs = ans.get("logs") or []
+            e.that(any(x.get("level") == "warning" and "sidecar" in x.get("msg", "").lower() for x in logs),
+                   "a warning log line about the sidecar", logs)
+            e.that("error" not in _levels(ans), "no log line at level error", _levels(ans))
+            e.that("server" in (ans.get("endpoints") or {}), "endpoints still dialled", ans.get("endpoints"))
+            e.that(ans.get("ready") is False, "ready false", ans.get("ready"))
+        finally:
+            world.start_sidecar(pod)
+
+
+def health4_critical_told_to_agent(world, pod: str = "agent") -> None:
+    eps = {"web": ep(world, "server", 80, critical=True), "ssh": ep(world, "server", 22, critical=True)}
+    with clause(world, "HEALTH-4") as e:
+        code, ans = world.sut(pod).prerun(mesh_spec(world), eps, deadline_s=DEADLINE_S)
+        ctx = ans.get("agent_context") or []
+        e.that(_mentions(ctx, "web"), "the unreachable critical endpoint 'web' named in agent_context", ctx)
+        e.that(not _mentions(ctx, "ssh"), "the reachable endpoint 'ssh' not reported to the agent", ctx)
+
+
+def health5_noncritical_only_logged(world, pod: str = "agent") -> None:
+    eps = {"cache": ep(world, "database", 6379, critical=False), "ssh": ep(world, "server", 22)}
+    with clause(world, "HEALTH-5") as e:
+        code, ans = world.sut(pod).prerun(mesh_spec(world), eps, deadline_s=DEADLINE_S)
+        ctx = ans.get("agent_context") or []
+        e.that(not _mentions(ctx, "cache"), "non-critical 'cache' absent from agent_context", ctx)
+        e.that(_mentions([x.get("msg", "") for x in ans.get("logs") or []], "cache"),
+               "non-critical 'cache' in the logs", ans.get("logs"))
+        e.that(ans.get("ready") is True, "ready true (only a non-critical endpoint is down)", ans.get("ready"))
+
+
+# ------------------------------------------------------------------ direct mode
+def direct1_no_sidecar(world, pod: str = "agent") -> None:
+    """Direct mode in a pod with no running sidecar: ready, and the target is reached over the
+    cluster network (the server's WAN address, not its tailnet address)."""
+    sut = world.sut(pod)
+    target = {"server": {"url": f"tcp://{world.nodes['server'].wan_ip}:22", "critical": True}}
+    with clause(world, "DIRECT-1") as e:
+        world.stop_sidecar(pod)
+        try:
+            code, ans = sut.prerun({"type": "direct"}, target, deadline_s=DEADLINE_S)
+            e.that(code == 200 and ans.get("ready") is True, "ready with no sidecar in direct mode",
+                   f"HTTP {code} ready={ans.get('ready')} message={ans.get('message')!r}")
+            e.that(ans.get("endpoints", {}).get("server", {}).get("reachable") is True,
+                   "the server reached over the cluster network", ans.get("endpoints"))
+            e.that("warning" not in _levels(ans), "no warning (nothing is wrong)", ans.get("logs"))
+        finally:
+            world.start_sidecar(pod)
+
+
+# ------------------------------------------------------------------ credentials
+def cred1_auth_key_never_shown(world, pod: str = "agent") -> None:
+    sut = world.sut(pod)
+    key = world.pod_key(pod)
+    with clause(world, "CRED-1") as e:
+        _, a1 = sut.prerun(mesh_spec(world), {"server": ep(world, "server", 22)})
+        world.stop_sidecar(pod)
+        try:
+            _, a2 = sut.prerun(mesh_spec(world), {"server": ep(world, "server", 22)}, deadline_s=DEADLINE_S)
+        finally:
+            world.start_sidecar(pod)
+        sut.connect(world.address("server"), 22)
+        places = {"pre-run answer": str(a1) + str(a2), "transcript": str(sut.transcript()),
+                  "SUT container log": world.raw_logs(f"{pod}-sut")}
+        for where, text in places.items():
+            e.that(key not in text, f"the pre-auth key absent from the {where}", "it appears there (redacted here)")
+
+
+# ------------------------------------------------------------------ troubleshooting
+def trouble1_missing_secret(world, pod: str = "agent") -> None:
+    """No auth key reaches the pod (and so no sidecar runs): the pre-run names the Secret."""
+    with clause(world, "TROUBLE-1") as e:
+        world.stop_sidecar(pod)
+        sut = world.start_sut(pod, with_secret=False)
+        try:
+            code, ans = sut.prerun(mesh_spec(world), {"server": ep(world, "server", 22)}, deadline_s=DEADLINE_S)
+            warn = [x.get("msg", "") for x in ans.get("logs") or [] if x.get("level") == "warning"]
+            e.that(_mentions(warn, SECRET_REF), f"a warning naming the Secret {SECRET_REF}", warn)
+            e.that(_mentions(ans.get("agent_context") or [], SECRET_REF),
+                   f"the agent told that {SECRET_REF} is missing", ans.get("agent_context"))
+        finally:
+            world.start_sut(pod)
+            world.start_sidecar(pod)
+
+
+SUT_CHECKS = {
+    "TYPE-1": type1_direct_is_default, "TYPE-2": type2_headscale_accepted, "TYPE-3": type3_tailscale_empty_control,
+    "TYPE-4": type4_unknown_rejected, "TYPE-5": type5_headscale_incomplete_rejected,
+    "TYPE-6": type6_tools_dial_through_the_mesh,
+    "HEALTH-1": health1_running_means_ready, "HEALTH-2": health2_concurrent_deadlines,
+    "HEALTH-3": health3_not_ready_is_a_warning, "HEALTH-4": health4_critical_told_to_agent,
+    "HEALTH-5": health5_noncritical_only_logged, "DIRECT-1": direct1_no_sidecar,
+    "CRED-1": cred1_auth_key_never_shown, "TROUBLE-1": trouble1_missing_secret,
+}
