@@ -45,6 +45,7 @@ def pytest_configure(config: pytest.Config) -> None:
         rd = str(Path("reports") / datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
     config._meshcert_report_dir = Path(rd)
     config._meshcert_results = {}
+    config._meshcert_extra = {}
     # SIGTERM ends a run like Ctrl-C does, so session teardown removes the world.
     if hasattr(signal, "SIGTERM"):
         def _term(signum, frame):
@@ -60,6 +61,12 @@ def report_dir(pytestconfig) -> Path:
     d = pytestconfig._meshcert_report_dir
     d.mkdir(parents=True, exist_ok=True)
     return d
+
+
+@pytest.fixture(scope="session")
+def report_extra(pytestconfig) -> dict:
+    """Sections a test adds to the report (e.g. "mutants", "latency")."""
+    return pytestconfig._meshcert_extra
 
 
 @pytest.fixture(scope="session")
@@ -113,9 +120,14 @@ def pytest_runtest_makereport(item, call):
 
 def pytest_sessionfinish(session, exitstatus) -> None:
     res = getattr(session.config, "_meshcert_results", None)
-    if not res:
+    extra = getattr(session.config, "_meshcert_extra", None)
+    if not res and not extra:
         return
+    from .catalog import load_catalog
+    from .report import write_report
     from .secrets import redact
     d = session.config._meshcert_report_dir
     d.mkdir(parents=True, exist_ok=True)
-    (d / "results.json").write_text(redact(json.dumps({"finished": time.time(), "clauses": res}, indent=1)))
+    results = {"finished": time.time(), "clauses": res or {}}
+    (d / "results.json").write_text(redact(json.dumps({**results, "extra": extra}, indent=1)))
+    write_report(d, results, load_catalog(), extra=extra)
