@@ -74,8 +74,11 @@ def world(pytestconfig, report_dir):
     """The guide's world, built once per session and removed at its end (Ctrl-C included)."""
     from .errors import MeshcertError
     from .world import World
+    from .world.topology import guide_topology
 
-    w = World()
+    vlan = os.environ.get("MESHCERT_VLAN")  # two sessions on one engine need different VLANs
+    w = World(topology=guide_topology(vlan) if vlan else guide_topology(),
+              sut_image=pytestconfig.getoption("--sut-image"), sut_port=pytestconfig.getoption("--sut-port"))
     w.log_root = report_dir / "logs"
     try:
         w.start()
