@@ -82,14 +82,60 @@ def cmd_test(pytest_args: list[str]) -> int:
 
 
 def cmd_certify(args) -> int:
+    """Exit 0: every catalog clause passed. 1: a clause failed. 2: bad input (policy, spec, a SUT
+    answering garbage). 3: nothing failed but some clauses have no test yet (an incomplete
+    certification is not a pass)."""
+    import json
+    from .catalog import load_catalog
+    # Bad input is refused before anything is built or started.
+    if args.policy:
+        from .policy import load_policy
+        load_policy(args.policy)
+    if args.spec:
+        from .spec import load_spec
+        load_spec(args.spec)
+    catalog = load_catalog()
     cmd_setup()
-    report = args.report_dir or str(Path("reports") / time.strftime("%Y%m%d-%H%M%S"))
-    pytest_args = ["conformance", "--report-dir", report, "-p", "no:randomly"]
+    report = Path(args.report_dir or Path("reports") / time.strftime("%Y%m%d-%H%M%S"))
+    pytest_args = ["conformance", "-q", "--report-dir", str(report)]
+    for opt in ("sut_image", "policy", "spec"):
+        if getattr(args, opt):
+            pytest_args += [f"--{opt.replace('_', '-')}", str(getattr(args, opt))]
     if args.sut_image:
-        pytest_args += ["--sut-image", args.sut_image, "--sut-port", str(args.sut_port)]
+        pytest_args += ["--sut-port", str(args.sut_port)]
     rc = _pytest(pytest_args)
-    progress.say(f"report: {report}")
-    return 0 if rc == 0 else 1
+    try:
+        results = json.loads((report / "results.json").read_text())
+    except (OSError, ValueError):
+        print(f"meshcert: certify: pytest ended (exit {rc}) without writing {report / 'results.json'}", file=sys.stderr)
+        return 1
+    if results.get("input_error"):
+        print(f"meshcert: {results['input_error']}", file=sys.stderr)
+        return 2
+    clauses = results.get("clauses", {})
+    failed = sorted(c for c, v in clauses.items() if v.get("outcome") == "failed")
+    gaps = sorted(c.id for c in catalog if c.id not in clauses or clauses[c.id].get("outcome") == "skipped")
+    passed = sorted(c for c, v in clauses.items() if v.get("outcome") == "passed")
+    print(f"certification: {len(passed)} clauses passed, {len(failed)} failed, {len(gaps)} without a passing "
+          f"run (no test yet or skipped); report: {report}/report.html")
+    if failed:
+        print("failed: " + ", ".join(failed))
+        return 1
+    if rc not in (0,):
+        print(f"pytest exited {rc} with no failed clause: see {report}")
+        return 1
+    if gaps:
+        print("not certified yet (gaps): " + ", ".join(gaps))
+        return 3
+    return 0
+
+
+def cmd_clauses(args) -> int:
+    from .catalog import load_catalog
+    for c in load_catalog():
+        tests = f"{len(c.tests)} test(s)" if c.tests else "NO TEST"
+        print(f"{c.id:<10} {c.group:<16} {tests:<10} {' '.join(c.must.split())[:110]}")
+    return 0
 
 
 def cmd_world(args) -> int:
@@ -140,11 +186,15 @@ def main(argv: list[str] | None = None) -> int:
     cf.add_argument("--sut-image", help="certify this image instead of the bundled reference SUT")
     cf.add_argument("--sut-port", type=int, default=8080)
     cf.add_argument("--report-dir")
+    cf.add_argument("--policy", help="run the world with this ACL policy (HuJSON); ACL clauses assert the guide's intent")
+    cf.add_argument("--spec", help="an environment spec (YAML) whose spec.connectivity the SUT is given")
+    sub.add_parser("clauses", help="list the clause catalog (clauses.yaml) with each clause's test count")
     w = sub.add_parser("world", help="build the guide's world, print its timings, tear it down")
     w.add_argument("--hold", action="store_true", help="keep it until Ctrl-C / SIGTERM / stdin closes")
     w.add_argument("--vlan", help="the subnet router's VLAN CIDR (default the guide's 10.20.5.0/24)")
     s = sub.add_parser("sweep", help="remove containers/networks/volumes left by killed runs")
     s.add_argument("--all", action="store_true", help="remove every meshcert object, live runs' too")
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `meshcert clauses | head` ends quietly
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["test"]:  # everything after `test` belongs to pytest, untouched
         args = argparse.Namespace(cmd="test", pytest_args=argv[1:])
@@ -154,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         handler = {"doctor": cmd_doctor, "setup": lambda a: cmd_setup(a) or 0, "test": lambda a: cmd_test(a.pytest_args),
-                   "certify": cmd_certify, "world": cmd_world, "sweep": cmd_sweep}[args.cmd]
+                   "certify": cmd_certify, "world": cmd_world, "sweep": cmd_sweep,
+                   "clauses": cmd_clauses}[args.cmd]
         return handler(args)
     except MeshcertError as e:
         print(f"meshcert: {e.one_line()}", file=sys.stderr)

@@ -35,6 +35,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--keep-world", action="store_true", help="leave the world running at the end (debugging)")
     g.addoption("--sut-image", default=None, help="certify this SUT image instead of the bundled reference")
     g.addoption("--sut-port", type=int, default=8080, help="port of the SUT's HTTP contract inside the pod")
+    g.addoption("--policy", default=None, help="run the world with this ACL policy (HuJSON) instead of the "
+                "guide's; the ACL clauses still assert the guide's intent")
+    g.addoption("--spec", default=None, help="environment spec (YAML) whose spec.connectivity the SUT clauses use")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -77,8 +80,21 @@ def world(pytestconfig, report_dir):
     from .world.topology import guide_topology
 
     vlan = os.environ.get("MESHCERT_VLAN")  # two sessions on one engine need different VLANs
-    w = World(topology=guide_topology(vlan) if vlan else guide_topology(),
-              sut_image=pytestconfig.getoption("--sut-image"), sut_port=pytestconfig.getoption("--sut-port"))
+    topo = guide_topology(vlan) if vlan else guide_topology()
+    try:
+        if pytestconfig.getoption("--policy"):
+            from .policy import load_policy
+            topo.policy = json.loads(load_policy(pytestconfig.getoption("--policy")).to_json())
+        spec = None
+        if pytestconfig.getoption("--spec"):
+            from .spec import load_spec
+            spec = load_spec(pytestconfig.getoption("--spec"))
+    except MeshcertError as e:
+        pytestconfig._meshcert_input_error = e.one_line()
+        pytest.exit(f"meshcert: {e.one_line()}", returncode=2)
+    w = World(topology=topo, sut_image=pytestconfig.getoption("--sut-image"),
+              sut_port=pytestconfig.getoption("--sut-port"))
+    w.connectivity_spec = spec
     w.log_root = report_dir / "logs"
     try:
         w.start()
@@ -103,6 +119,11 @@ def steady_world(world):
 def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
+    from .errors import InputError
+    if call.excinfo is not None and isinstance(call.excinfo.value, InputError):
+        # Bad input (a SUT answering garbage, a malformed file): one clear error ends the run.
+        item.config._meshcert_input_error = call.excinfo.value.one_line()
+        item.session.shouldstop = f"input error: {call.excinfo.value.one_line()}"
     if rep.when != "call" and not (rep.when == "setup" and rep.outcome != "passed"):
         return
     clauses = [c for m in item.iter_markers("clause") for c in m.args]
@@ -124,7 +145,7 @@ def pytest_runtest_makereport(item, call):
 def pytest_sessionfinish(session, exitstatus) -> None:
     res = getattr(session.config, "_meshcert_results", None)
     extra = getattr(session.config, "_meshcert_extra", None)
-    if not res and not extra:
+    if not res and not extra and not getattr(session.config, "_meshcert_input_error", None):
         return
     from .catalog import load_catalog
     from .report import write_report
@@ -132,5 +153,7 @@ def pytest_sessionfinish(session, exitstatus) -> None:
     d = session.config._meshcert_report_dir
     d.mkdir(parents=True, exist_ok=True)
     results = {"finished": time.time(), "clauses": res or {}}
-    (d / "results.json").write_text(redact(json.dumps({**results, "extra": extra}, indent=1)))
+    input_error = getattr(session.config, "_meshcert_input_error", None)
+    (d / "results.json").write_text(redact(json.dumps({**results, "extra": extra, "input_error": input_error},
+                                                      indent=1)))
     write_report(d, results, load_catalog(), extra=extra)

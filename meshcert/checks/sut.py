@@ -44,9 +44,18 @@ def clause(world, cid: str):
 
 
 def mesh_spec(world, kind: str = "headscale") -> dict:
-    control = world.login_server() if kind == "headscale" else ""
-    return {"type": kind, "headscale": {"controlServer": control, "authKeySecretRef": SECRET_REF,
-                                        "tags": ["tag:agent-runtime"], "acceptRoutes": True}}
+    """The connectivity block the SUT is given: the guide's example, or the user's (certify --spec)
+    with its controlServer pointed at this world's headscale."""
+    user = getattr(world, "connectivity_spec", None)
+    hs = dict(user["headscale"]) if user and user.get("type") != "direct" else \
+        {"authKeySecretRef": SECRET_REF, "tags": ["tag:agent-runtime"], "acceptRoutes": True}
+    hs["controlServer"] = world.login_server() if kind == "headscale" else ""
+    return {"type": kind, "headscale": hs}
+
+
+def secret_ref(world) -> str:
+    user = getattr(world, "connectivity_spec", None)
+    return user["headscale"]["authKeySecretRef"] if user and user.get("type") != "direct" else SECRET_REF
 
 
 def ep(world, node: str, port: int, critical: bool = True) -> dict:
@@ -244,9 +253,10 @@ def trouble1_missing_secret(world, pod: str = "agent") -> None:
         try:
             code, ans = sut.prerun(mesh_spec(world), {"server": ep(world, "server", 22)}, deadline_s=DEADLINE_S)
             warn = [x.get("msg", "") for x in ans.get("logs") or [] if x.get("level") == "warning"]
-            e.that(_mentions(warn, SECRET_REF), f"a warning naming the Secret {SECRET_REF}", warn)
-            e.that(_mentions(ans.get("agent_context") or [], SECRET_REF),
-                   f"the agent told that {SECRET_REF} is missing", ans.get("agent_context"))
+            ref = secret_ref(world)
+            e.that(_mentions(warn, ref), f"a warning naming the Secret {ref}", warn)
+            e.that(_mentions(ans.get("agent_context") or [], ref),
+                   f"the agent told that {ref} is missing", ans.get("agent_context"))
         finally:
             world.start_sut(pod)
             world.start_sidecar(pod)

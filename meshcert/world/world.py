@@ -332,6 +332,7 @@ class World:
         self.timings: dict[str, float] = {}
         self.user_id: int | None = None
         self.log_root: Path | None = None  # where failing clauses save container logs (set by the plugin)
+        self.connectivity_spec: dict | None = None  # a user's spec.connectivity (certify --spec), else the guide's
         self._failures = 0
 
     # ---------------------------------------------------------------- building
