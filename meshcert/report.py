@@ -91,7 +91,10 @@ class Summary:
     def verdict(self) -> str:
         if self.totals.get("failed") or any(r.outcome == "failed" for r in self.outside):
             return "failed"
-        return "passed" if self.totals.get("passed") else "incomplete"
+        # Like `meshcert certify`: a clause with no test (or only skips) makes the run incomplete.
+        if self.totals.get(NO_TEST) or self.totals.get("skipped") or not self.totals.get("passed"):
+            return "incomplete"
+        return "passed"
 
 
 def _outcome(entry: dict) -> str:

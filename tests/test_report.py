@@ -260,3 +260,15 @@ def test_load_results_malformed(tmp_path, text, message):
     assert e.value.what.endswith("results.json") and e.value.message.startswith(message)
     with pytest.raises(InputError):
         load_results(tmp_path / "absent")
+
+
+def test_verdict_is_incomplete_while_a_clause_has_no_test():
+    from meshcert.report import summarize
+    catalog = load_catalog()
+    first = catalog[0].id
+    all_passed = {"clauses": {c.id: {"outcome": "passed", "tests": []} for c in catalog}}
+    assert summarize(all_passed, catalog).verdict == "passed"
+    del all_passed["clauses"][first]
+    assert summarize(all_passed, catalog).verdict == "incomplete"
+    all_passed["clauses"][catalog[1].id]["outcome"] = "failed"
+    assert summarize(all_passed, catalog).verdict == "failed"
