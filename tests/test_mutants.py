@@ -30,6 +30,8 @@ TARGETS = {
     "tailscale-requires-control": ("TYPE-3", "agent"),
     "direct-checks-sidecar": ("DIRECT-1", "agent"),
     "wrong-port": ("TYPE-6", "agent"),
+    "headscale-strict-schema": ("TYPE-2", "agent"),
+    "silent-missing-secret": ("TROUBLE-1", "agent"),
 }
 
 

@@ -887,6 +887,19 @@ def _no_validation(kit, mutant):
     return _status(kit, mutant, connectivity={"type": "headscale", "headscale": {"authKeySecretRef": "k"}})
 
 
+@case("headscale-strict-schema", faithful=200, mutated=400)
+def _strict_schema(kit, mutant):
+    return _status(kit, mutant, connectivity={"type": "headscale", "headscale": {
+        "controlServer": "https://headscale.example.com", "authKeySecretRef": "k", "tags": ["tag:agent-runtime"],
+        "acceptRoutes": True}})
+
+
+@case("silent-missing-secret", faithful=True, mutated=False)
+def _silent_secret(kit, mutant):
+    answer = kit.sut(SUT_MUTANT=mutant).prerun(connectivity=HEADSCALE, endpoints={})[1]
+    return any("headscale-auth-key" in line for line in answer["agent_context"])
+
+
 @case("tailscale-requires-control", faithful=200, mutated=400)
 def _requires_control(kit, mutant):
     return _status(kit, mutant, connectivity={"type": "tailscale",

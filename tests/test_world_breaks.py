@@ -64,3 +64,55 @@ def test_secrets_never_in_failure_messages(steady_world):
     saved = "".join(p.read_text() for p in e.value.logs.iterdir())
     for k in keys:
         assert k not in str(e.value) and k not in saved
+
+
+def test_route2_fails_when_the_vlan_route_is_not_approved(steady_world):
+    from meshcert.checks import world_clauses
+    steady_world.set_route_approval("router", [])
+    with pytest.raises(ClauseFailure) as e:
+        world_clauses.route2_new_vlan_host_reachable(steady_world)
+    assert e.value.clause == "ROUTE-2" and "legacy2" in str(e.value)
+    assert "legacy2" not in steady_world.boxes, "the added host must be removed even when the clause fails"
+
+
+def test_type7_fails_when_the_agent_is_retagged(steady_world):
+    from meshcert.checks import world_clauses
+    from meshcert.world import wait_for
+    from meshcert.world.topology import AGENT_TAG
+    w = steady_world
+    hs, node = w.headscale, w.nodes["agent"]
+    agent_id = hs.node_id("agent")
+    hs.cli("nodes", "tag", "-i", str(agent_id), "-t", SERVER_TAG)
+    try:
+        wait_for("agent's own status to show the new tag",
+                 lambda: SERVER_TAG in (node.status().get("Self", {}).get("Tags") or []), 30)
+        with pytest.raises(ClauseFailure) as e:
+            world_clauses.type7_agent_carries_its_tags(w)
+        assert e.value.clause == "TYPE-7" and AGENT_TAG in str(e.value)
+    finally:
+        hs.cli("nodes", "tag", "-i", str(agent_id), "-t", AGENT_TAG)
+        wait_for("agent's tag restored", lambda: node.status().get("Self", {}).get("Tags") == [AGENT_TAG], 30)
+
+
+class _OldHeadscale:
+    """A headscale box whose CLI accepts everything, as one before 0.26 would accept the guide's commands."""
+
+    def __init__(self, box):
+        self._box = box
+
+    def exec(self, cmd, *a, **k):
+        if cmd[:2] == ["headscale", "routes"] or (cmd[:3] == ["headscale", "preauthkeys", "create"]
+                                                   and "-o" not in cmd):
+            return 0, ""
+        return self._box.exec(cmd, *a, **k)
+
+
+@pytest.mark.parametrize("check,clause_id", [("errata1_routes_enable_is_gone", "ERRATA-1"),
+                                             ("errata2_preauthkey_user_is_an_id", "ERRATA-2")])
+def test_errata_clauses_fail_on_a_headscale_that_still_takes_the_guide_commands(world, monkeypatch, check,
+                                                                               clause_id):
+    from meshcert.checks import world_clauses
+    monkeypatch.setattr(world.headscale, "box", _OldHeadscale(world.headscale.box))
+    with pytest.raises(ClauseFailure) as e:
+        getattr(world_clauses, check)(world)
+    assert e.value.clause == clause_id

@@ -56,6 +56,8 @@ MUTANTS = {
     "tailscale-requires-control": "type tailscale with an empty controlServer is rejected (400)",
     "direct-checks-sidecar": "direct mode checks a sidecar and is not ready when there is none",
     "wrong-port": "every dial goes to port+1 (the wrong service)",
+    "headscale-strict-schema": "type headscale rejected when it carries the optional tags/acceptRoutes fields",
+    "silent-missing-secret": "a missing auth key Secret is not named: a generic warning, nothing told to the agent",
 }
 
 TYPES = ("direct", "headscale", "tailscale")
@@ -544,6 +546,8 @@ class Runtime:
         if tags is not None and not all(isinstance(t, str) for t in tags):
             raise BadRequest(f"{field}.tags", "expected a list of strings like 'tag:agent-runtime'")
         accept_routes = _opt(block, "acceptRoutes", bool, "true or false", field)
+        if self.mutant == "headscale-strict-schema" and (tags is not None or accept_routes is not None):
+            raise BadRequest(f"{field}.acceptRoutes", "unknown field")  # mutant headscale-strict-schema
         required = ["controlServer", "authKeySecretRef"] if ctype == "headscale" else ["authKeySecretRef"]
         if ctype == "headscale" and self.mutant == "headscale-no-validation":
             required = []  # mutant headscale-no-validation
@@ -725,6 +729,8 @@ class Runtime:
             self.log(logs, "info", f"auth key secret {ref} is available to the pod ({source})", component="auth")
             if self.mutant == "leak-authkey":  # mutant leak-authkey
                 self.log(logs, "info", f"tailscale up --login-server={spec.control_server} --auth-key={key}")
+        elif not sidecar["ready"] and self.mutant == "silent-missing-secret":  # mutant silent-missing-secret
+            self.log(logs, "warning", "mesh not connected")
         elif not sidecar["ready"]:
             self.log(logs, "warning", f"auth key secret {ref} not available to the pod", component="auth",
                      secret=ref)

@@ -1,0 +1,28 @@
+"""The tailnet the guide sets up: the agent's tags, routes to every VLAN host, the guide's errata."""
+
+import pytest
+
+from meshcert.checks import world_clauses as c
+
+pytestmark = [pytest.mark.engine]
+
+
+@pytest.mark.clause("TYPE-7")
+def test_agent_joins_carrying_its_tags(world):
+    c.type7_agent_carries_its_tags(world)
+
+
+@pytest.mark.route
+@pytest.mark.clause("ROUTE-2")
+def test_a_vlan_host_added_after_approval_is_reachable(world):
+    c.route2_new_vlan_host_reachable(world)
+
+
+@pytest.mark.clause("ERRATA-1")
+def test_guide_routes_enable_is_gone_and_approve_routes_works(steady_world):
+    c.errata1_routes_enable_is_gone(steady_world)
+
+
+@pytest.mark.clause("ERRATA-2")
+def test_guide_preauthkey_user_name_is_rejected_and_id_works(world):
+    c.errata2_preauthkey_user_is_an_id(world)
