@@ -900,6 +900,17 @@ def _silent_secret(kit, mutant):
     return any("headscale-auth-key" in line for line in answer["agent_context"])
 
 
+@case("generic-errors", faithful=True, mutated=False)
+def _generic_errors(kit, mutant):
+    kit.localapi("Running")  # its Peer map is empty: no tailnet peer has 100.64.0.77
+    closed = kit.closed_port()
+    proxy = kit.socks(routes={("100.64.0.77", 22): ("127.0.0.1", closed)})  # never leaves loopback
+    sut = kit.sut(SUT_MUTANT=mutant, SUT_PROXY=proxy.url, TS_AUTHKEY=AUTHKEY)
+    answer = sut.prerun(connectivity=HEADSCALE, deadline_s=1,
+                        endpoints={"ghost": {"url": "tcp://100.64.0.77:22", "critical": True}})[1]
+    return "not on the tailnet" in (answer["endpoints"]["ghost"]["error"] or "")
+
+
 @case("tailscale-requires-control", faithful=200, mutated=400)
 def _requires_control(kit, mutant):
     return _status(kit, mutant, connectivity={"type": "tailscale",
@@ -929,3 +940,26 @@ def test_mutant_differs_from_faithful(new_kit, mutant):
     observe, faithful, mutated = MUTANT_CASES[mutant]
     assert observe(new_kit(), "") == faithful
     assert observe(new_kit(), mutant) == mutated
+
+
+# ------------------------------------------------------------------ tailnet diagnosis of failed dials
+STATUS = {"BackendState": "Running", "Peer": {
+    "k1": {"HostName": "server", "TailscaleIPs": ["100.64.0.1"], "Online": True},
+    "k2": {"HostName": "gone", "TailscaleIPs": ["100.64.0.9"], "Online": False},
+    "k3": {"HostName": "router", "TailscaleIPs": ["100.64.0.4"], "Online": True, "PrimaryRoutes": ["10.20.5.0/24"]}}}
+
+
+@pytest.mark.parametrize("host,port,needle", [
+    ("100.64.0.77", 22, "not on the tailnet"),                       # TROUBLE-5
+    ("100.64.0.1", 80, "on the tailnet and online"),                  # TROUBLE-4 (ACL)
+    ("server", 80, "on the tailnet and online"),                      # by peer name
+    ("100.64.0.9", 22, "offline"),
+    ("10.30.0.5", 22, "no tailnet route to 10.30.0.5"),               # TROUBLE-3 (unapproved)
+    ("10.20.5.10", 22, "routed via subnet router router"),
+])
+def test_diagnose_failed_mesh_dials(host, port, needle):
+    assert needle in rt.diagnose(STATUS, host, port)
+
+
+def test_diagnose_says_nothing_of_unknown_names():
+    assert rt.diagnose(STATUS, "db.internal.example", 5432) == ""

@@ -262,6 +262,46 @@ def trouble1_missing_secret(world, pod: str = "agent") -> None:
             world.start_sidecar(pod)
 
 
+def _error_of(world, pod: str, name: str, url_ep: dict) -> tuple[dict, str]:
+    code, ans = world.sut(pod).prerun(mesh_spec(world), {name: url_ep}, deadline_s=DEADLINE_S)
+    res = (ans.get("endpoints") or {}).get(name, {})
+    return res, str(res.get("error") or "")
+
+
+GHOST = "100.64.0.250"  # inside this headscale's prefix, held by no node (allocation is sequential from .1)
+
+
+def trouble3_unapproved_route_points_at_routing(world, pod: str = "agent") -> None:
+    legacy = world.topology.hosts[0]
+    approved = world.topology.node("router").approve_routes
+    with clause(world, "TROUBLE-3") as e:
+        world.set_route_approval("router", [])
+        try:
+            res, err = _error_of(world, pod, "legacy", {"url": f"tcp://{legacy.address}:22", "critical": True})
+        finally:
+            world.set_route_approval("router", approved)
+        e.that(res.get("reachable") is False, "the VLAN host unreachable with the route unapproved", res)
+        e.that("route" in err.lower() and legacy.address in err,
+               f"an error that points at routing (no tailnet route to {legacy.address}), not a bare timeout", err)
+
+
+def trouble4_acl_deny_told_apart(world, pod: str = "agent") -> None:
+    with clause(world, "TROUBLE-4") as e:
+        _, denied = _error_of(world, pod, "web", ep(world, "server", 80))
+        _, ghost = _error_of(world, pod, "ghost", {"url": f"tcp://{GHOST}:22", "critical": True})
+        e.that("online" in denied.lower() and "not on the tailnet" not in denied.lower(),
+               "an ACL-denied port of an online peer says the peer is on the tailnet and online", denied)
+        e.that(denied != ghost and denied.split(";")[-1] != ghost.split(";")[-1],
+               "the ACL-deny error told apart from the not-on-the-tailnet error", f"{denied!r} vs {ghost!r}")
+
+
+def trouble5_not_on_tailnet(world, pod: str = "agent") -> None:
+    with clause(world, "TROUBLE-5") as e:
+        res, err = _error_of(world, pod, "ghost", {"url": f"tcp://{GHOST}:22", "critical": True})
+        e.that(res.get("reachable") is False and "not on the tailnet" in err.lower(),
+               f"{GHOST} (no node has it) reported as not on the tailnet", err)
+
+
 SUT_CHECKS = {
     "TYPE-1": type1_direct_is_default, "TYPE-2": type2_headscale_accepted, "TYPE-3": type3_tailscale_empty_control,
     "TYPE-4": type4_unknown_rejected, "TYPE-5": type5_headscale_incomplete_rejected,
@@ -270,4 +310,6 @@ SUT_CHECKS = {
     "HEALTH-3": health3_not_ready_is_a_warning, "HEALTH-4": health4_critical_told_to_agent,
     "HEALTH-5": health5_noncritical_only_logged, "DIRECT-1": direct1_no_sidecar,
     "CRED-1": cred1_auth_key_never_shown, "TROUBLE-1": trouble1_missing_secret,
+    "TROUBLE-3": trouble3_unapproved_route_points_at_routing, "TROUBLE-4": trouble4_acl_deny_told_apart,
+    "TROUBLE-5": trouble5_not_on_tailnet,
 }

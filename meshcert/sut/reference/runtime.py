@@ -58,6 +58,7 @@ MUTANTS = {
     "wrong-port": "every dial goes to port+1 (the wrong service)",
     "headscale-strict-schema": "type headscale rejected when it carries the optional tags/acceptRoutes fields",
     "silent-missing-secret": "a missing auth key Secret is not named: a generic warning, nothing told to the agent",
+    "generic-errors": "failed mesh dials are reported as bare timeouts, with no tailnet diagnosis",
 }
 
 TYPES = ("direct", "headscale", "tailscale")
@@ -317,6 +318,11 @@ def localapi_get(sock_path: str, path: str, timeout: float):
 
 
 def query_backend_state(sock_path: str, timeout: float) -> str:
+    return query_status(sock_path, timeout)["BackendState"]
+
+
+def query_status(sock_path: str, timeout: float) -> dict:
+    """The LocalAPI's /status document (BackendState, Self, Peer map)."""
     status, body = localapi_get(sock_path, "/localapi/v0/status", timeout)
     if status != 200:
         text = body[:200].decode("utf-8", "replace").strip()
@@ -328,7 +334,52 @@ def query_backend_state(sock_path: str, timeout: float) -> str:
     state = doc.get("BackendState") if isinstance(doc, dict) else None
     if not isinstance(state, str):
         raise SidecarError("LocalAPI /status answer has no BackendState")
-    return state
+    return doc
+
+
+TAILNET_PREFIXES = (ipaddress.ip_network("100.64.0.0/10"), ipaddress.ip_network("fd7a:115c:a1e0::/48"))
+
+
+def diagnose(status: dict, host: str, port: int) -> str:
+    """Why a mesh dial may have failed, from the sidecar's own view of the tailnet (the guide's
+    troubleshooting: target not on the tailnet / ACL / unapproved route), so the operator is not
+    left with a bare timeout."""
+    peers = [p for p in (status.get("Peer") or {}).values() if isinstance(p, dict)]
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        named = [p for p in peers if host.rstrip(".").lower() in
+                 {str(p.get("HostName", "")).lower(), str(p.get("DNSName", "")).rstrip(".").lower()}]
+        if not named:
+            return ""
+        ips = named[0].get("TailscaleIPs") or []
+        if not ips:
+            return ""
+        ip = ipaddress.ip_address(ips[0])
+    if any(ip in net for net in TAILNET_PREFIXES):
+        owner = next((p for p in peers if str(ip) in (p.get("TailscaleIPs") or [])), None)
+        if owner is None:
+            return (f"{ip} is not on the tailnet: no peer has this address "
+                    f"(check `headscale nodes list`; is the target's tailscale client up?)")
+        name = owner.get("HostName") or str(ip)
+        if not owner.get("Online"):
+            return f"peer {name} is on the tailnet but offline"
+        return (f"peer {name} is on the tailnet and online, but the connection to port {port} was not "
+                f"allowed or not answered (check the ACL policy lets this agent's tags reach {name}:{port})")
+    routers = []
+    for p in peers:
+        for cidr in p.get("PrimaryRoutes") or []:
+            try:
+                if ip in ipaddress.ip_network(cidr, strict=False):
+                    routers.append((p.get("HostName") or "?", cidr))
+            except ValueError:
+                continue
+    if not routers:
+        return (f"no tailnet route to {ip}: no subnet router serves it (is the route advertised and "
+                f"approved? `headscale nodes list-routes`)")
+    name, cidr = routers[0]
+    return (f"{cidr} is routed via subnet router {name}, but the connection was not allowed or not "
+            f"answered (is acceptRoutes on? does the ACL policy allow {ip}:{port}?)")
 
 
 # ----------------------------------------------------------------------------- dialling
@@ -604,7 +655,9 @@ class Runtime:
                 result["detail"] = f"127.0.0.1:41112: {_describe(exc, LOCALAPI_TIMEOUT_S)}"
             return result
         try:
-            state = query_backend_state(self.socket_path, LOCALAPI_TIMEOUT_S)
+            status = query_status(self.socket_path, LOCALAPI_TIMEOUT_S)
+            state = status["BackendState"]
+            result["_status"] = status  # kept for diagnosing failed dials; removed from the answer
         except SidecarError as exc:
             result["detail"] = str(exc)
             return result
@@ -685,7 +738,13 @@ class Runtime:
         if spec.mesh:
             self._check_auth_key(spec, sidecar, logs, context)
 
+        status = sidecar.pop("_status", None)
         results = self.probe_all(endpoints, deadline, via_proxy=spec.mesh)
+        if spec.mesh and status and self.mutant != "generic-errors":  # mutant generic-errors: bare timeouts
+            for name, ep in endpoints.items():
+                why = "" if results[name]["reachable"] else diagnose(status, ep.host, ep.port)
+                if why:
+                    results[name]["error"] = f"{results[name]['error']}; {why}"
         for name, ep in endpoints.items():
             res = results[name]
             if res["reachable"]:
