@@ -26,3 +26,9 @@ def test_guide_routes_enable_is_gone_and_approve_routes_works(steady_world):
 @pytest.mark.clause("ERRATA-2")
 def test_guide_preauthkey_user_name_is_rejected_and_id_works(world):
     c.errata2_preauthkey_user_is_an_id(world)
+
+
+@pytest.mark.acl
+@pytest.mark.clause("ERRATA-3")
+def test_guide_untagged_key_gets_no_acl_and_a_tagged_key_does(steady_world):
+    c.errata3_guide_untagged_key_grants_nothing(steady_world)

@@ -27,3 +27,8 @@ def test_acl_denied_target_is_told_apart_from_a_missing_one(world):
 @pytest.mark.clause("TROUBLE-5")
 def test_target_not_on_the_tailnet_is_said_so(world):
     c.trouble5_not_on_tailnet(world)
+
+
+@pytest.mark.clause("TROUBLE-2")
+def test_expired_preauth_key_is_reported_with_the_daemon_state(steady_world):
+    c.trouble2_expired_key(steady_world)

@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.engine, pytest.mark.slow]
 TARGETS = {
     "health-socket-exists": ("HEALTH-1", "agent"),
     "health-tcp-41112": ("HEALTH-1", "agent"),
-    "health-ignores-state": ("HEALTH-1", "agent"),
+    "health-ignores-state": (("HEALTH-1", "TROUBLE-2"), "agent"),
     "sequential-dials": ("HEALTH-2", "agent"),
     "no-proxy": ("TYPE-6", "agent-us"),
     "sidecar-error-aborts": ("HEALTH-3", "agent"),

@@ -116,3 +116,16 @@ def test_errata_clauses_fail_on_a_headscale_that_still_takes_the_guide_commands(
     with pytest.raises(ClauseFailure) as e:
         getattr(world_clauses, check)(world)
     assert e.value.clause == clause_id
+
+
+def test_errata3_fails_when_the_policy_grants_the_guide_user(steady_world):
+    """If the policy granted the guide's untagged (user-owned) agent, the erratum would not hold."""
+    from meshcert.checks import world_clauses
+    w = steady_world
+    granted = copy.deepcopy(w.topology.policy)
+    granted["acls"].append({"action": "accept", "src": [f"{w.topology.user}@"], "dst": [f"{SERVER_TAG}:22"]})
+    w.set_policy(granted)
+    with pytest.raises(ClauseFailure) as e:
+        world_clauses.errata3_guide_untagged_key_grants_nothing(w)
+    assert e.value.clause == "ERRATA-3" and "agent-guide -> server" in str(e.value)
+    assert "agent-guide" not in w.pods, "the extra pod must be removed even when the clause fails"

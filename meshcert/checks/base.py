@@ -45,7 +45,7 @@ def _fail(world, clause: str, problems: list[str]):
 
 
 def check_reachability(world, clause: str, probes: list[Probe], *, negative_timeout: float = 3.0,
-                       positive_deadline: float = 10.0) -> dict[Probe, dict]:
+                       positive_deadline: float = 10.0, proven_alive: tuple[str, ...] = ()) -> dict[Probe, dict]:
     """Dial every probe from inside its source node, concurrently per source.
 
     Positives are retried until ``positive_deadline`` (a fresh WireGuard path may need a
@@ -53,7 +53,8 @@ def check_reachability(world, clause: str, probes: list[Probe], *, negative_time
     dial of ``negative_timeout`` s; each end of a negative must take part in a positive probe
     of the same check, so a negative cannot pass merely because the mesh is down.
     """
-    alive = {x for q in probes if q.expect for x in (q.src, q.dst, q.via) if x}
+    # proven_alive: nodes whose data path a positive probe of the same test proved just before.
+    alive = {x for q in probes if q.expect for x in (q.src, q.dst, q.via) if x} | set(proven_alive)
     for n in probes:
         if not n.expect and not {n.src, n.dst} <= alive:
             raise ValueError(f"{clause}: negative probe {n} lacks a positive control: each of its ends must take "

@@ -262,6 +262,29 @@ def trouble1_missing_secret(world, pod: str = "agent") -> None:
             world.start_sidecar(pod)
 
 
+def trouble2_expired_key(world, pod: str = "agent") -> None:
+    """An extra pod whose Secret holds an expired pre-auth key (its SUT the same build as ``pod``'s):
+    the sidecar cannot log in, and the pre-run says not ready with the daemon's state."""
+    from ..world.topology import AGENT_TAG, AgentSpec
+    spec = AgentSpec(name="agent-expired", tags=(AGENT_TAG,))
+    key = world.headscale.preauth_key((AGENT_TAG,), reusable=False, expiration="1h")
+    world.headscale.expire_preauth_key(key)
+    with clause(world, "TROUBLE-2") as e:
+        node = world.add_pod(spec, key, expect_join=False, mutant=world.pods[pod].sut_config[0])
+        try:
+            state = node.backend_state()
+            e.that(state == "NeedsLogin", "the sidecar with an expired key stays NeedsLogin", state)
+            code, ans = world.sut(spec.name).prerun(mesh_spec(world), {"server": ep(world, "server", 22)},
+                                                   deadline_s=DEADLINE_S)
+            text = f"{ans.get('message', '')} {(ans.get('sidecar') or {}).get('detail', '')}"
+            e.that(ans.get("ready") is False, "pre-run not ready", ans.get("ready"))
+            e.that((ans.get("sidecar") or {}).get("ready") is False, "the sidecar reported not ready",
+                   ans.get("sidecar"))
+            e.that("NeedsLogin" in text, "the daemon's state (NeedsLogin) in the pre-run's message", text)
+        finally:
+            world.remove_pod(spec.name)
+
+
 def _error_of(world, pod: str, name: str, url_ep: dict) -> tuple[dict, str]:
     code, ans = world.sut(pod).prerun(mesh_spec(world), {name: url_ep}, deadline_s=DEADLINE_S)
     res = (ans.get("endpoints") or {}).get(name, {})
@@ -309,7 +332,7 @@ SUT_CHECKS = {
     "HEALTH-1": health1_running_means_ready, "HEALTH-2": health2_concurrent_deadlines,
     "HEALTH-3": health3_not_ready_is_a_warning, "HEALTH-4": health4_critical_told_to_agent,
     "HEALTH-5": health5_noncritical_only_logged, "DIRECT-1": direct1_no_sidecar,
-    "CRED-1": cred1_auth_key_never_shown, "TROUBLE-1": trouble1_missing_secret,
+    "CRED-1": cred1_auth_key_never_shown, "TROUBLE-1": trouble1_missing_secret, "TROUBLE-2": trouble2_expired_key,
     "TROUBLE-3": trouble3_unapproved_route_points_at_routing, "TROUBLE-4": trouble4_acl_deny_told_apart,
     "TROUBLE-5": trouble5_not_on_tailnet,
 }

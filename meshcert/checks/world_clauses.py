@@ -74,3 +74,37 @@ def errata2_preauthkey_user_is_an_id(world) -> None:
             except (ValueError, KeyError):
                 pass
         e.that(ok, f"`preauthkeys create --user {world.user_id}` (the numeric id) to work", f"exit {code}")
+
+
+def errata3_guide_untagged_key_grants_nothing(world) -> None:
+    """ERRATA-3: the guide's own setup (`preauthkeys create --user legator`, no tags) gives an agent
+    node without tag:agent-runtime, which the guide's ACLs grant nothing; a key created with
+    `--tags tag:agent-runtime` (the world's agents) makes them apply."""
+    from ..world.topology import AgentSpec
+    spec = AgentSpec(name="agent-guide", tags=())
+    key = world.headscale.preauth_key((), user_id=world.user_id, expiration="1h")
+    world.add_pod(spec, key)
+    try:
+        with clause(world, "ERRATA-3") as e:
+            nodes = {n.get("given_name") or n.get("name"): n for n in world.headscale.nodes()}
+            e.that(not (nodes.get(spec.name, {}).get("tags") or []),
+                   "the node joined with the guide's untagged key carries no tag", nodes.get(spec.name))
+        # Positive control for the new node: once a rule grants its user, it reaches the server.
+        guide = world.policy
+        grant = json.loads(json.dumps(guide))
+        grant["acls"].append({"action": "accept", "src": [f"{world.topology.user}@"],
+                              "dst": ["tag:managed-servers:22", "tag:managed-databases:5432"]})
+        world.set_policy(grant)
+        try:
+            check_reachability(world, "ERRATA-3", [
+                Probe(spec.name, "server", 22, True, "positive control: a rule granting its user")])
+        finally:
+            world.set_policy(guide)
+        check_reachability(world, "ERRATA-3", [
+            Probe("agent", "server", 22, True, "tagged key: the guide's ACL applies"),
+            Probe(spec.name, "server", 22, False, "the guide's untagged key: no ACL grants this node anything"),
+            Probe(spec.name, "database", 5432, False, "the guide's untagged key: no ACL grants this node anything"),
+            Probe("agent", "database", 5432, True, "tagged key: the guide's ACL applies")],
+            proven_alive=(spec.name,))
+    finally:
+        world.remove_pod(spec.name)

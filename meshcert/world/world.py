@@ -212,6 +212,7 @@ class Headscale:
     def __init__(self, box: Box, ip: str):
         self.box = box
         self.ip = ip
+        self.key_ids: dict[str, int] = {}
 
     def cli(self, *args: str) -> Any:
         code, out = self.box.exec(["headscale", *args, "-o", "json"])
@@ -250,7 +251,12 @@ class Headscale:
         if tags:
             args += ["--tags", ",".join(tags)]
         out = self.cli(*args)
-        return Secret(out["key"], "pre-auth key")
+        secret = Secret(out["key"], "pre-auth key")
+        self.key_ids[secret.reveal()] = int(out.get("id") or 0)
+        return secret
+
+    def expire_preauth_key(self, key: Secret) -> None:
+        self.cli("preauthkeys", "expire", "--id", str(self.key_ids[key.reveal()]))
 
     def set_policy_text(self, text: str) -> None:
         self.box.put({"/tmp/meshcert-policy.hujson": (text.encode(), 0o600)})
@@ -461,25 +467,7 @@ class World:
                              network=spec.network, hostname=spec.name, ipv4_address=spec.address,
                              environment={"MESHCERT_NAME": spec.name})
 
-        def start_pod(a) -> Pod:
-            vol = c.volumes.create(self._cname(f"{a.name}-tailscale-socket"), labels=self._labels())
-            self.volumes.append(vol)
-            pause = self._run(f"{a.name}-pause", host_img, ["sleep", "infinity"], network="wan",
-                              aliases=[a.name], hostname=a.name)
-            netns = {"network_mode": f"container:{pause.container.id}"}
-            mount = {"volumes": {vol.name: {"bind": "/var/run/tailscale", "mode": "rw"}}}
-            if a.userspace:
-                sidecar = self._run(f"{a.name}-tailscale", ts_img,
-                                    ["sh", "-c", f"exec {self._tailscaled(a.name, userspace=a.socks5_port)}"],
-                                    environment=self._ts_env(a.name), files=ca_file, **netns, **mount)
-            else:
-                sidecar = self._run(f"{a.name}-tailscale", ts_img, ["sh", "-c", f"exec {self._tailscaled(a.name)}"],
-                                    environment=self._ts_env(a.name), files=ca_file, **cap, **netns, **mount)
-            probe = self._run(f"{a.name}-probe", host_img,
-                              ["python3", "/opt/meshcert/nodeagent.py", "--banner",
-                               ",".join(map(str, a.banner_ports))],
-                              environment={"MESHCERT_NAME": a.name}, **netns, **mount)
-            return Pod(a, pause, sidecar, probe, vol.name, netns, mount)
+        start_pod = self._start_pod
 
         with progress.step(f"world {self.run_id}: starting containers"):
             with concurrent.futures.ThreadPoolExecutor(max_workers=8) as ex:
@@ -533,6 +521,69 @@ class World:
         self._wait_mesh()
         self.timings["converge"] = time.monotonic() - t
 
+    CAPS = {"cap_add": ["NET_ADMIN", "NET_RAW"], "devices": ["/dev/net/tun:/dev/net/tun:rwm"]}
+
+    def _start_pod(self, a) -> "Pod":
+        """pause (owns the netns) + tailscale sidecar + probe, sharing the socket volume."""
+        c, ts_img, host_img = self.client, self.images["tailscale"], self.images["host"]
+        ca_file = {"/etc/meshcert/ca.pem": (self.certs.ca_pem, 0o644)}
+        vol = c.volumes.create(self._cname(f"{a.name}-tailscale-socket"), labels=self._labels())
+        self.volumes.append(vol)
+        pause = self._run(f"{a.name}-pause", host_img, ["sleep", "infinity"], network="wan",
+                          aliases=[a.name], hostname=a.name)
+        netns = {"network_mode": f"container:{pause.container.id}"}
+        mount = {"volumes": {vol.name: {"bind": "/var/run/tailscale", "mode": "rw"}}}
+        if a.userspace:
+            sidecar = self._run(f"{a.name}-tailscale", ts_img,
+                                ["sh", "-c", f"exec {self._tailscaled(a.name, userspace=a.socks5_port)}"],
+                                environment=self._ts_env(a.name), files=ca_file, **netns, **mount)
+        else:
+            sidecar = self._run(f"{a.name}-tailscale", ts_img, ["sh", "-c", f"exec {self._tailscaled(a.name)}"],
+                                environment=self._ts_env(a.name), files=ca_file, **self.CAPS, **netns, **mount)
+        probe = self._run(f"{a.name}-probe", host_img,
+                          ["python3", "/opt/meshcert/nodeagent.py", "--banner", ",".join(map(str, a.banner_ports))],
+                          environment={"MESHCERT_NAME": a.name}, **netns, **mount)
+        return Pod(a, pause, sidecar, probe, vol.name, netns, mount)
+
+    def add_pod(self, spec, key: Secret | None = None, *, expect_join: bool = True, mutant: str = "") -> "TailnetNode":
+        """An extra agent pod for one test, joined with ``key`` (default: a key for its tags).
+        ``expect_join=False``: `tailscale up` may fail (an expired key); nothing is waited for."""
+        pod = self._start_pod(spec)
+        self.pods[spec.name] = pod
+        pod.ip = self._ip(pod.pause, "wan")
+        node = TailnetNode(spec.name, spec.tags, pod.sidecar, NodeAPI(spec.name, pod.ip), pod.ip, spec.accept_routes,
+                           socks5=f"127.0.0.1:{spec.socks5_port}" if spec.userspace else None)
+        self.nodes[spec.name] = node
+        wait_for(f"node agent on {spec.name}", node.api.healthy, 30)
+        if expect_join:
+            self._join(node, key)
+        else:
+            try:
+                self._join(node, key, up_timeout="15s", wait=False)
+            except WorldError:
+                pass
+        self.start_sut(spec.name, key=key, mutant=mutant)
+        return node
+
+    def remove_pod(self, name: str) -> None:
+        pod = self.pods.pop(name)
+        self.nodes.pop(name, None)
+        for role in (f"{name}-sut", f"{name}-probe", f"{name}-tailscale", f"{name}-pause"):
+            box = self.boxes.pop(role, None)
+            if box is not None:
+                try:
+                    box.container.remove(force=True)
+                except docker.errors.NotFound:
+                    pass
+        try:
+            self.client.volumes.get(pod.socket_volume).remove(force=True)
+        except docker.errors.NotFound:
+            pass
+        try:
+            self.headscale.cli("nodes", "delete", "-i", str(self.headscale.node_id(name)), "--force")
+        except WorldError:
+            pass  # it never registered
+
     def _key_for(self, tags: tuple[str, ...]) -> Secret:
         k = tuple(sorted(tags))
         if k not in self.keys:
@@ -542,18 +593,19 @@ class World:
     def login_server(self) -> str:
         return f"https://{CONTROL_ALIAS}:{HEADSCALE_PORT}"
 
-    def _join(self, node: TailnetNode) -> None:
-        key = self._key_for(node.tags)
+    def _join(self, node: TailnetNode, key: Secret | None = None, up_timeout: str = "90s", wait: bool = True) -> None:
+        key = key or self._key_for(node.tags)
         node.ts_box.put({"/run/meshcert/authkey": (key.reveal().encode(), 0o600)})
         args = ["up", f"--login-server={self.login_server()}", "--auth-key=file:/run/meshcert/authkey",
                 f"--hostname={node.name}", "--accept-dns=false",
-                f"--accept-routes={'true' if node.accept_routes else 'false'}", "--timeout=90s"]
+                f"--accept-routes={'true' if node.accept_routes else 'false'}", f"--timeout={up_timeout}"]
         if node.advertise_routes:
             args.append(f"--advertise-routes={','.join(node.advertise_routes)}")
         node.up_args = tuple(args)
         node.tailscale(*args)
-        wait_for(f"{node.name} BackendState Running", lambda: node.backend_state() == "Running", 60,
-                 describe=node.backend_state)
+        if wait:
+            wait_for(f"{node.name} BackendState Running", lambda: node.backend_state() == "Running", 60,
+                     describe=node.backend_state)
 
     def _approve_routes(self) -> None:
         hs = self.headscale
@@ -682,7 +734,7 @@ class World:
     SECRET_PATH = "/run/secrets/meshcert/authkey"
 
     def start_sut(self, pod_name: str = "agent", mutant: str = "", with_secret: bool = True,
-                  extra_env: dict[str, str] | None = None) -> "SutClient":
+                  extra_env: dict[str, str] | None = None, key: Secret | None = None) -> "SutClient":
         """(Re)start the SUT container of a pod, joined to its network namespace and socket volume.
 
         The pod's auth key is mounted as a file (as a Kubernetes Secret volume is) unless
@@ -702,7 +754,7 @@ class World:
         files = {}
         if with_secret:
             env["TS_AUTHKEY_FILE"] = self.SECRET_PATH
-            files[self.SECRET_PATH] = (self._key_for(pod.spec.tags).reveal().encode(), 0o400)
+            files[self.SECRET_PATH] = ((key or self._key_for(pod.spec.tags)).reveal().encode(), 0o400)
         env.update(extra_env or {})
         image = self.sut_image or self.images["sut-reference"]
         command = None if self.sut_image else ["python3", "/opt/sut/runtime.py"]
