@@ -202,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
         args = ap.parse_args(argv)
     # SIGTERM behaves like Ctrl-C so every `finally` tears the world down.
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    # A shell starts background jobs with SIGINT ignored; Ctrl-C/SIGINT must still tear down.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         handler = {"doctor": cmd_doctor, "setup": lambda a: cmd_setup(a) or 0, "test": lambda a: cmd_test(a.pytest_args),
                    "certify": cmd_certify, "world": cmd_world, "sweep": cmd_sweep,

@@ -129,3 +129,17 @@ def test_errata3_fails_when_the_policy_grants_the_guide_user(steady_world):
         world_clauses.errata3_guide_untagged_key_grants_nothing(w)
     assert e.value.clause == "ERRATA-3" and "agent-guide -> server" in str(e.value)
     assert "agent-guide" not in w.pods, "the extra pod must be removed even when the clause fails"
+
+
+def test_perf3_fails_when_derp_is_unreachable(steady_world):
+    """With the DERP (served by headscale behind toxiproxy) cut, blocking direct UDP leaves no path."""
+    from meshcert.checks import perf
+    w = steady_world
+    proxy = w.toxiproxy.client().get_proxy("control")
+    proxy.disable()
+    try:
+        with pytest.raises(ClauseFailure) as e:
+            perf.perf3_derp_fallback(w, {})
+        assert e.value.clause == "PERF-3" and "through DERP" in str(e.value)
+    finally:
+        proxy.enable()
