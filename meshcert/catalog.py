@@ -47,7 +47,7 @@ PREFIXES: dict[str, str] = {
     "PERF": "performance",
 }
 REQUIRED = ("id", "group", "guide", "must", "since", "tests")
-OPTIONAL = ("section", "notes")
+OPTIONAL = ("section", "notes", "out_of_scope")
 TOP_LEVEL = ("guide", "clauses")
 DEFAULT_TEST_DIRS = ("conformance", "scenarios")
 
@@ -66,6 +66,7 @@ class Clause:
     tests: tuple[str, ...]
     section: str = ""
     notes: str = ""
+    out_of_scope: str = ""  # why the connectivity layer cannot be held to it (never a silent gap)
 
     @property
     def title(self) -> str:
@@ -214,12 +215,18 @@ def _clause(item, index: int, what: str, seen: dict[str, int]) -> Clause:
         if not isinstance(t, str) or not NODEID_RE.match(t):
             raise InputError(what, f"{where}: {t!r} is not a pytest node id like path/test_x.py::test_name",
                              "list test functions by node id, without parameter ids like [a]")
+    oos = item.get("out_of_scope", "") or ""
+    if not isinstance(oos, str):
+        raise InputError(what, f"{where}: out_of_scope must be a sentence saying why", "")
+    if oos and tests:
+        raise InputError(what, f"{where}: out_of_scope but lists tests", "drop out_of_scope or the tests")
     dups = sorted({t for t in tests if tests.count(t) > 1})
     if dups:
         raise InputError(what, f"{where}: lists {', '.join(dups)} more than once", "list each test once")
 
     return Clause(id=cid, group=group, guide=guide.strip() if guide else None, must=" ".join(must.split()),
-                  since=since, tests=tuple(tests), section=section, notes=" ".join(notes.split()))
+                  since=since, tests=tuple(tests), section=section, notes=" ".join(notes.split()),
+                  out_of_scope=" ".join(oos.split()))
 
 
 def by_id(catalog: Iterable[Clause]) -> dict[str, Clause]:

@@ -114,10 +114,14 @@ def cmd_certify(args) -> int:
         return 2
     clauses = results.get("clauses", {})
     failed = sorted(c for c, v in clauses.items() if v.get("outcome") == "failed")
-    gaps = sorted(c.id for c in catalog if c.id not in clauses or clauses[c.id].get("outcome") == "skipped")
+    gaps = sorted(c.id for c in catalog if not c.out_of_scope and
+                  (c.id not in clauses or clauses[c.id].get("outcome") == "skipped"))
+    out = sorted(c.id for c in catalog if c.out_of_scope)
     passed = sorted(c for c, v in clauses.items() if v.get("outcome") == "passed")
     print(f"certification: {len(passed)} clauses passed, {len(failed)} failed, {len(gaps)} without a passing "
           f"run (no test yet or skipped); report: {report}/report.html")
+    if out:
+        print("out of the connectivity layer's scope (listed in the report with the reason): " + ", ".join(out))
     if failed:
         print("failed: " + ", ".join(failed))
         return 1
@@ -133,7 +137,7 @@ def cmd_certify(args) -> int:
 def cmd_clauses(args) -> int:
     from .catalog import load_catalog
     for c in load_catalog():
-        tests = f"{len(c.tests)} test(s)" if c.tests else "NO TEST"
+        tests = f"{len(c.tests)} test(s)" if c.tests else ("out-scope" if c.out_of_scope else "NO TEST")
         print(f"{c.id:<10} {c.group:<16} {tests:<10} {' '.join(c.must.split())[:110]}")
     return 0
 

@@ -29,6 +29,7 @@ from .secrets import redact
 
 OUTCOMES = ("passed", "failed", "skipped")
 NO_TEST = "no test"
+OUT_OF_SCOPE = "out of scope"
 GUIDE_LATENCY_CLAIM = "~3-5 ms added latency"
 GUIDE_LATENCY_SENTENCE = "WireGuard overhead is minimal (~3-5ms added latency)"
 GUIDE_LATENCY_MS = (3.0, 5.0)
@@ -112,11 +113,13 @@ def _outcome(entry: dict) -> str:
 def summarize(results: dict, catalog: Iterable[Clause]) -> Summary:
     clauses = (results or {}).get("clauses") or {}
     groups: dict[str, list[Row]] = {g: [] for g in GROUPS}
-    totals = {o: 0 for o in (*OUTCOMES, NO_TEST)}
+    totals = {o: 0 for o in (*OUTCOMES, NO_TEST, OUT_OF_SCOPE)}
     catalog = list(catalog)
     for c in catalog:
         entry = clauses.get(c.id)
-        if entry is None:
+        if entry is None and c.out_of_scope:
+            row = Row(c.id, c.must, OUT_OF_SCOPE, [], c.out_of_scope, c)
+        elif entry is None:
             detail = (f"not run in this session (the catalog lists {len(c.tests)} test"
                       f"{'s' if len(c.tests) != 1 else ''})" if c.tests else "no test asserts this clause yet")
             row = Row(c.id, c.must, NO_TEST, [], detail, c)
@@ -250,7 +253,7 @@ def render_markdown(summary: Summary, catalog: list[Clause], extra: dict | None 
            f"- Run finished: {_when(summary.finished)}",
            f"- Verdict: **{summary.verdict}**",
            f"- Clauses in the catalog: {t['clauses']} — passed {t['passed']}, failed {t['failed']}, "
-           f"skipped {t['skipped']}, no test {t[NO_TEST]}"]
+           f"skipped {t['skipped']}, no test {t[NO_TEST]}, out of scope {t[OUT_OF_SCOPE]}"]
     if summary.outside:
         out.append(f"- Clauses outside the catalog: {len(summary.outside)}")
     out += ["", "## Clause matrix", ""]
@@ -371,7 +374,7 @@ ul.tests{list-style:none;margin:0;padding:0}ul.tests li{margin:.1rem 0}
 
 
 def _badge(outcome: str) -> str:
-    cls = "notest" if outcome == NO_TEST else re.sub(r"[^a-z]", "", outcome) or "notest"
+    cls = "notest" if outcome in (NO_TEST, OUT_OF_SCOPE) else re.sub(r"[^a-z]", "", outcome) or "notest"
     return f'<span class="badge {cls}">{_h(outcome)}</span>'
 
 
@@ -383,9 +386,9 @@ def render_html(summary: Summary, catalog: list[Clause], extra: dict | None = No
          "<h1>meshcert report</h1>",
          f'<p class="muted">Run finished {_h(_when(summary.finished))} · verdict {_badge(summary.verdict)}</p>',
          '<table class="totals"><thead><tr><th>Clauses</th><th>passed</th><th>failed</th><th>skipped</th>'
-         "<th>no test</th>" + ("<th>outside the catalog</th>" if summary.outside else "") + "</tr></thead>",
+         "<th>no test</th><th>out of scope</th>" + ("<th>outside the catalog</th>" if summary.outside else "") + "</tr></thead>",
          f"<tbody><tr><td>{t['clauses']}</td><td>{t['passed']}</td><td>{t['failed']}</td><td>{t['skipped']}</td>"
-         f"<td>{t[NO_TEST]}</td>" + (f"<td>{len(summary.outside)}</td>" if summary.outside else "")
+         f"<td>{t[NO_TEST]}</td><td>{t[OUT_OF_SCOPE]}</td>" + (f"<td>{len(summary.outside)}</td>" if summary.outside else "")
          + "</tr></tbody></table>",
          '<h2 id="matrix">Clause matrix</h2>']
     for group, rows in summary.groups.items():

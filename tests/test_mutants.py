@@ -33,6 +33,7 @@ TARGETS = {
     "headscale-strict-schema": ("TYPE-2", "agent"),
     "silent-missing-secret": ("TROUBLE-1", "agent"),
     "generic-errors": (("TROUBLE-3", "TROUBLE-4", "TROUBLE-5"), "agent"),
+    "transcript-shows-credential": ("CRED-2", "agent"),
 }
 
 

@@ -911,6 +911,16 @@ def _generic_errors(kit, mutant):
     return "not on the tailnet" in (answer["endpoints"]["ghost"]["error"] or "")
 
 
+@case("transcript-shows-credential", faithful=False, mutated=True)
+def _cred_in_transcript(kit, mutant):
+    target = kit.banner()
+    sut = kit.sut(SUT_MUTANT=mutant)
+    secret = "s3cr3t-db-pass-" + "x" * 8
+    status, answer = sut.connect(url=target.url, credential={"user": "run42", "secret": secret})
+    assert status == 200 and answer["ok"] and secret not in json.dumps(answer)
+    return secret in json.dumps(sut.transcript()) or secret in sut.stderr.getvalue()
+
+
 @case("tailscale-requires-control", faithful=200, mutated=400)
 def _requires_control(kit, mutant):
     return _status(kit, mutant, connectivity={"type": "tailscale",

@@ -244,6 +244,23 @@ def cred1_auth_key_never_shown(world, pod: str = "agent") -> None:
             e.that(key not in text, f"the pre-auth key absent from the {where}", "it appears there (redacted here)")
 
 
+def cred2_run_credentials_never_shown(world, pod: str = "agent") -> None:
+    """CRED-2: a per-run credential the tool layer injects into a connection never reaches the
+    transcript, the connect result, or the SUT's log."""
+    import secrets as pysecrets
+    from ..secrets import Secret
+    sut = world.sut(pod)
+    secret = Secret("run-" + pysecrets.token_urlsafe(18), "run credential")
+    with clause(world, "CRED-2") as e:
+        r = sut.connect(world.address("database"), 5432, credential={"user": "legator-run", "secret": secret.reveal()})
+        e.that(r.get("ok") is True, "the credentialed connection to database:5432 succeeds", r)
+        places = {"connect result": str(r), "transcript": str(sut.transcript()),
+                  "SUT container log": world.raw_logs(f"{pod}-sut")}
+        for where, text in places.items():
+            e.that(secret.reveal() not in text, f"the run credential absent from the {where}",
+                   "it appears there (redacted here)")
+
+
 # ------------------------------------------------------------------ troubleshooting
 def trouble1_missing_secret(world, pod: str = "agent") -> None:
     """No auth key reaches the pod (and so no sidecar runs): the pre-run names the Secret."""
@@ -332,7 +349,7 @@ SUT_CHECKS = {
     "HEALTH-1": health1_running_means_ready, "HEALTH-2": health2_concurrent_deadlines,
     "HEALTH-3": health3_not_ready_is_a_warning, "HEALTH-4": health4_critical_told_to_agent,
     "HEALTH-5": health5_noncritical_only_logged, "DIRECT-1": direct1_no_sidecar,
-    "CRED-1": cred1_auth_key_never_shown, "TROUBLE-1": trouble1_missing_secret, "TROUBLE-2": trouble2_expired_key,
+    "CRED-1": cred1_auth_key_never_shown, "CRED-2": cred2_run_credentials_never_shown, "TROUBLE-1": trouble1_missing_secret, "TROUBLE-2": trouble2_expired_key,
     "TROUBLE-3": trouble3_unapproved_route_points_at_routing, "TROUBLE-4": trouble4_acl_deny_told_apart,
     "TROUBLE-5": trouble5_not_on_tailnet,
 }

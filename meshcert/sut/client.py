@@ -74,8 +74,11 @@ class SutClient:
             if not isinstance(line, dict) or not isinstance(line.get("level"), str) or not isinstance(line.get("msg"), str):
                 raise InputError(what, f"logs[{i}] must be an object with string level and msg", "")
 
-    def connect(self, host: str, port: int, timeout_s: float = 3.0) -> dict:
-        code, data = self._call("POST", "/connect", {"host": host, "port": port, "timeout_s": timeout_s})
+    def connect(self, host: str, port: int, timeout_s: float = 3.0, credential: dict | None = None) -> dict:
+        body = {"host": host, "port": port, "timeout_s": timeout_s}
+        if credential is not None:
+            body["credential"] = credential  # what the tool layer injects (Vault-issued, per run)
+        code, data = self._call("POST", "/connect", body)
         if code != 200 or not isinstance(data, dict) or not isinstance(data.get("ok"), bool):
             raise InputError(f"{self.name} POST /connect", f"HTTP {code}, answer without boolean \"ok\"",
                              "see README: The SUT contract")

@@ -59,6 +59,7 @@ MUTANTS = {
     "headscale-strict-schema": "type headscale rejected when it carries the optional tags/acceptRoutes fields",
     "silent-missing-secret": "a missing auth key Secret is not named: a generic warning, nothing told to the agent",
     "generic-errors": "failed mesh dials are reported as bare timeouts, with no tailnet diagnosis",
+    "transcript-shows-credential": "the tool layer's injected credential is written into the transcript",
 }
 
 TYPES = ("direct", "headscale", "tailscale")
@@ -816,6 +817,13 @@ class Runtime:
         else:
             raise BadRequest("url", "expected 'url' (e.g. 'tcp://host:port') or 'host' and 'port'")
         timeout = parse_seconds(body.get("timeout_s"), "timeout_s", DEFAULT_DEADLINE_S)
+        cred = body.get("credential")
+        if cred is not None:
+            if not (isinstance(cred, dict) and isinstance(cred.get("user"), str) and isinstance(cred.get("secret"), str)):
+                raise BadRequest("credential", "expected {\"user\": str, \"secret\": str} (injected by the tool layer)")
+            if self.mutant != "transcript-shows-credential":
+                with self._lock:
+                    self._secrets.add(cred["secret"])  # the LLM never sees it: redacted everywhere
         # The tools use the mode of the latest pre-run: direct dials directly; a mesh run (or no
         # pre-run yet) goes through the sidecar's proxy when there is one.
         via_proxy = self._run_type != "direct"
@@ -828,10 +836,19 @@ class Runtime:
         else:
             try:
                 banner = read_banner(sock, timeout)
+                if cred is not None:  # the tool layer authenticates; the target may already have closed
+                    try:
+                        sock.sendall(f"AUTH {cred['user']} {cred['secret']}\r\n".encode())
+                    except OSError:
+                        pass
             finally:
                 sock.close()
             result = {"ok": True, "error": None, "latency_ms": round(latency, 3), "banner": banner}
-            text = f"connect {address}: connected in {latency:.1f} ms" + (
+            who = ""
+            if cred is not None:
+                who = f" as {cred['user']}" + (f":{cred['secret']}" if self.mutant == "transcript-shows-credential"
+                                               else "")  # mutant transcript-shows-credential
+            text = f"connect {address}{who}: connected in {latency:.1f} ms" + (
                 f"; banner: {banner.strip()!r}" if banner else "; no banner")
         self._tell("connect", text)
         self.log(None, "info" if result["ok"] else "warning", text, component="connect")
