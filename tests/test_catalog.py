@@ -307,3 +307,21 @@ def test_derived_clause_with_notes_loads():
                             .replace("guide: None", "guide: null")))
     assert c[0].guide is None and c[0].notes == "derived from the type list"
     assert gaps(c) == c
+
+
+def test_out_of_scope_needs_a_reason_and_no_tests():
+    c = parse_catalog(_yaml(_clause("CRED-3", "credentials", extra="  out_of_scope: the credential layer's job\n")))
+    assert c[0].out_of_scope == "the credential layer's job"
+    with pytest.raises(InputError, match="out_of_scope but lists tests"):
+        parse_catalog(_yaml(_clause("CRED-3", "credentials", tests=("conformance/test_x.py::test_y",),
+                                    extra="  out_of_scope: not ours\n")))
+
+
+def test_out_of_scope_clause_is_shown_with_its_reason_not_as_a_gap(tmp_path):
+    from meshcert.report import OUT_OF_SCOPE, summarize, write_report
+    catalog = parse_catalog(_yaml(_clause("CRED-3", "credentials", extra="  out_of_scope: layer 3\n"),
+                                  _clause("CRED-1", "credentials")))
+    s = summarize({"clauses": {"CRED-1": {"outcome": "passed", "tests": []}}}, catalog)
+    assert s.totals[OUT_OF_SCOPE] == 1 and s.verdict == "passed"
+    write_report(tmp_path, {"clauses": {}}, catalog)
+    assert "layer 3" in (tmp_path / "report.md").read_text()
