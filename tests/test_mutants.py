@@ -42,8 +42,14 @@ def _clauses(mutant: str) -> tuple[str, ...]:
     return (c,) if isinstance(c, str) else c
 
 
+# mutant -> the chaos scenario that exists to catch it (meshcert/scenarios.py)
+SCENARIO_TARGETS = {
+    "health-dials-control": "control-plane outage",
+}
+
+
 def test_every_mutant_has_a_target_clause():
-    assert set(TARGETS) == set(MUTANTS), "a mutant without a target clause cannot be scored"
+    assert set(TARGETS) | set(SCENARIO_TARGETS) == set(MUTANTS), "a mutant without a target cannot be scored"
     assert {c for m in TARGETS for c in _clauses(m)} <= set(SUT_CHECKS)
 
 
@@ -69,6 +75,40 @@ def test_mutant_is_killed_by_its_clause(steady_world, scoreboard, mutant):
             failed.append(e.clause)
     scoreboard[mutant] = {"killed": not survived, "clauses": failed}
     assert not survived, f"mutant {mutant} ({MUTANTS[mutant]}) survived clause(s) {survived}"
+
+
+@pytest.mark.chaos
+@pytest.mark.parametrize("mutant", sorted(SCENARIO_TARGETS))
+def test_mutant_is_killed_by_its_scenario(steady_world, scoreboard, mutant):
+    from meshcert.scenarios import SCENARIOS
+    name = SCENARIO_TARGETS[mutant]
+    steady_world.start_sut("agent", mutant=mutant)
+    try:
+        SCENARIOS[name](steady_world, {})
+    except AssertionError as e:  # ClauseFailure is one too
+        scoreboard[mutant] = {"killed": True, "clauses": [f"scenario: {name}"]}
+        print(f"\n{mutant} killed by scenario {name}: {str(e).splitlines()[0]}")
+        return
+    scoreboard[mutant] = {"killed": False, "clauses": []}
+    pytest.fail(f"mutant {mutant} ({MUTANTS[mutant]}) survived scenario {name}")
+
+
+@pytest.mark.chaos
+@pytest.mark.parametrize("mutant,name", [("sidecar-error-aborts", "sidecar crash"),
+                                         ("ignore-critical", "partition")])
+def test_scenarios_also_catch_clause_mutants(steady_world, mutant, name):
+    """Each scenario fails against a mutant it exists to catch (not only against clause checks)."""
+    from meshcert.scenarios import SCENARIOS
+    steady_world.start_sut("agent", mutant=mutant)
+    with pytest.raises(AssertionError):
+        SCENARIOS[name](steady_world, {})
+
+
+def test_control_plane_latency_scenario_fails_when_the_control_plane_is_cut(steady_world):
+    """A broken setting: a `timeout` toxic holds the control connection; no new node can register."""
+    from meshcert.scenarios import control_plane_latency
+    with pytest.raises(AssertionError, match="could not register"):
+        control_plane_latency(steady_world, {}, kind="timeout", timeout=0)
 
 
 def test_reference_sut_passes_every_sut_clause(steady_world):

@@ -921,6 +921,15 @@ def _cred_in_transcript(kit, mutant):
     return secret in json.dumps(sut.transcript()) or secret in sut.stderr.getvalue()
 
 
+@case("health-dials-control", faithful=True, mutated=False)
+def _dials_control(kit, mutant):
+    kit.localapi("Running")
+    spec = {"type": "headscale", "headscale": {"controlServer": f"https://127.0.0.1:{kit.closed_port()}",
+                                               "authKeySecretRef": "k"}}
+    answer = kit.sut(SUT_MUTANT=mutant, TS_AUTHKEY=AUTHKEY).prerun(connectivity=spec, endpoints={})[1]
+    return answer["sidecar"]["ready"]
+
+
 @case("tailscale-requires-control", faithful=200, mutated=400)
 def _requires_control(kit, mutant):
     return _status(kit, mutant, connectivity={"type": "tailscale",

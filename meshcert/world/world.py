@@ -566,7 +566,7 @@ class World:
         return node
 
     def remove_pod(self, name: str) -> None:
-        pod = self.pods.pop(name)
+        pod = self.pods.pop(name, None)
         self.nodes.pop(name, None)
         for role in (f"{name}-sut", f"{name}-probe", f"{name}-tailscale", f"{name}-pause"):
             box = self.boxes.pop(role, None)
@@ -576,7 +576,8 @@ class World:
                 except docker.errors.NotFound:
                     pass
         try:
-            self.client.volumes.get(pod.socket_volume).remove(force=True)
+            if pod is not None:
+                self.client.volumes.get(pod.socket_volume).remove(force=True)
         except docker.errors.NotFound:
             pass
         try:

@@ -60,6 +60,8 @@ MUTANTS = {
     "silent-missing-secret": "a missing auth key Secret is not named: a generic warning, nothing told to the agent",
     "generic-errors": "failed mesh dials are reported as bare timeouts, with no tailnet diagnosis",
     "transcript-shows-credential": "the tool layer's injected credential is written into the transcript",
+    "health-dials-control": "sidecar healthy only if the control server accepts a TCP connection (the mesh "
+                            "works without it)",
 }
 
 TYPES = ("direct", "headscale", "tailscale")
@@ -736,6 +738,12 @@ class Runtime:
                                                 f"({sidecar['detail']})", {}, logs, context, started)
             else:
                 self.log(logs, "warning", f"tailscale sidecar not ready: {sidecar['detail']}", component="sidecar")
+            if sidecar["ready"] and self.mutant == "health-dials-control" and spec.control_server:
+                target = urlsplit(spec.control_server)  # mutant health-dials-control
+                try:
+                    self.dial(target.hostname or "", target.port or 443, LOCALAPI_TIMEOUT_S, True)[0].close()
+                except DialError as exc:
+                    sidecar.update(ready=False, detail=f"control server unreachable: {exc}")
         if spec.mesh:
             self._check_auth_key(spec, sidecar, logs, context)
 
