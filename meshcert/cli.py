@@ -77,7 +77,7 @@ def _pytest(pytest_args: list[str]) -> int:
 def cmd_test(pytest_args: list[str]) -> int:
     cmd_setup()
     if not any(not a.startswith("-") and os.path.exists(REPO / a.split("::")[0]) for a in pytest_args):
-        pytest_args = [*pytest_args, "tests", "conformance"]
+        pytest_args = [*pytest_args, "tests", "conformance", "scenarios"]
     return _pytest(pytest_args)
 
 
@@ -97,7 +97,7 @@ def cmd_certify(args) -> int:
     catalog = load_catalog()
     cmd_setup()
     report = Path(args.report_dir or Path("reports") / time.strftime("%Y%m%d-%H%M%S"))
-    pytest_args = ["conformance", "-q", "--report-dir", str(report)]
+    pytest_args = ["conformance", *(["scenarios"] if args.chaos else []), "-q", "--report-dir", str(report)]
     for opt in ("sut_image", "policy", "spec"):
         if getattr(args, opt):
             pytest_args += [f"--{opt.replace('_', '-')}", str(getattr(args, opt))]
@@ -185,11 +185,12 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("doctor", help="one line per prerequisite: present, missing, or how it will be obtained")
     sub.add_parser("setup", help="install/build what is missing (engine, Go tools, images)")
     sub.add_parser("test", help="set up, then run pytest (every further argument goes to pytest; "
-                                "default paths: tests conformance)")
+                                "default paths: tests conformance scenarios)")
     cf = sub.add_parser("certify", help="the main job: certify the SUT against every clause and write the report")
     cf.add_argument("--sut-image", help="certify this image instead of the bundled reference SUT")
     cf.add_argument("--sut-port", type=int, default=8080)
     cf.add_argument("--report-dir")
+    cf.add_argument("--chaos", action="store_true", help="also run the chaos scenarios (scenarios/)")
     cf.add_argument("--policy", help="run the world with this ACL policy (HuJSON); ACL clauses assert the guide's intent")
     cf.add_argument("--spec", help="an environment spec (YAML) whose spec.connectivity the SUT is given")
     sub.add_parser("clauses", help="list the clause catalog (clauses.yaml) with each clause's test count")
