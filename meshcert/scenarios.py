@@ -102,3 +102,69 @@ def partition_one_target(world, report_extra):
 
 SCENARIOS = {"control-plane outage": control_plane_outage, "control-plane latency": control_plane_latency,
              "sidecar crash": sidecar_crash, "partition": partition_one_target}
+
+
+def slow_and_dead_endpoints_direct(world, report_extra, counts=(2, 10)):
+    """Direct mode, targets behind toxiproxy on the cluster network: a dead endpoint (proxy
+    disabled: refused), slow ones (their SYNs dropped by nftables in the agent pod -- a TCP proxy
+    accepts every connect itself, so only a packet filter can make a connect hang). The pre-run
+    marks them unreachable within the deadline, and its duration does not grow with their number."""
+    from meshcert.world.world import TOXI_API  # noqa: F401  (the proxies live on the toxiproxy server)
+    tp = world.toxiproxy
+    srv_ip, db_ip = world.nodes["server"].wan_ip, world.nodes["database"].wan_ip
+    ok_proxy = tp.ensure_proxy("direct-ssh", "0.0.0.0:10022", f"{srv_ip}:22")
+    dead_proxy = tp.ensure_proxy("direct-db", "0.0.0.0:15432", f"{db_ip}:5432")
+    sut = world.sut("agent")
+    bound = DEADLINE_S + MARGIN_S  # direct mode: no sidecar check; the margin covers HTTP + threads
+    try:
+        with scenario(world, "slow and dead endpoints (direct)", report_extra, steady) as (faults, j):
+            faults.proxy_down("direct-db")
+            faults.nft("agent-pause", f"  chain out {{ type filter hook output priority 0; ip daddr {tp.ip} "
+                                      f"tcp dport 15500-15599 drop; }}", "drop SYNs to toxiproxy ports 15500-15599")
+            for n in counts:
+                eps = {"ssh": {"url": f"tcp://{tp.ip}:10022", "critical": True},
+                       "db": {"url": f"tcp://{tp.ip}:15432", "critical": True}}
+                eps.update({f"slow{i}": {"url": f"tcp://{tp.ip}:{15500 + i}", "critical": False} for i in range(n)})
+                t0 = time.monotonic()
+                code, ans = sut.prerun({"type": "direct"}, eps, deadline_s=DEADLINE_S)
+                took = time.monotonic() - t0
+                j.figures[f"prerun_s_with_{n}_slow"] = round(took, 2)
+                j.log("pre-run", slow_endpoints=n, seconds=round(took, 2))
+                got = ans["endpoints"]
+                assert got["ssh"]["reachable"] is True, f"the live endpoint through toxiproxy: {got['ssh']}"
+                assert got["db"]["reachable"] is False, f"the dead endpoint (proxy disabled): {got['db']}"
+                assert all(got[f"slow{i}"]["reachable"] is False for i in range(n)), "slow endpoints unreachable"
+                assert took <= bound, (f"pre-run with {n} slow endpoints took {took:.2f} s; bound {bound} s "
+                                       f"(deadline {DEADLINE_S} s + margin {MARGIN_S} s), whatever their number")
+    finally:
+        ok_proxy.destroy()
+        dead_proxy.destroy()
+
+
+def derp_latency_visible(world, report_extra, latency_ms=40):
+    """DERP only: direct UDP blocked in the agent pod, the DERP path (headscale behind toxiproxy)
+    slowed by ``latency_ms``: the added latency shows in the connect latency measured from the pod."""
+    from meshcert.checks.perf import measure
+    from meshcert.world.extra import BLOCK_UDP
+    host = world.address("server")
+    with scenario(world, "DERP only, slowed", report_extra, steady) as (faults, j):
+        faults.nft("agent-pause", BLOCK_UDP, "drop all UDP from/to the agent pod (no direct WireGuard path)")
+        wait_for("agent -> server through DERP", lambda: world.dial("agent", [(host, 22)], timeout=2)[0]["ok"], 30)
+        plain = measure(world, "agent", host, 22, n=15)
+        faults.toxic("control", "latency", "downstream", latency=latency_ms, jitter=0)
+        slowed = measure(world, "agent", host, 22, n=15)
+        import statistics
+        p50_plain, p50_slow = statistics.median(plain), statistics.median(slowed)
+        j.figures.update(derp_p50_ms=round(p50_plain, 2), derp_p50_slowed_ms=round(p50_slow, 2))
+        j.log("measured", derp_p50_ms=round(p50_plain, 2), slowed_p50_ms=round(p50_slow, 2))
+        # The SYN-ACK crosses the slowed downstream at least once: p50 must rise by >= latency_ms.
+        assert p50_slow - p50_plain >= latency_ms, (
+            f"DERP connect p50 {p50_plain:.1f} ms -> {p50_slow:.1f} ms with {latency_ms} ms on the DERP path: "
+            f"the added latency must show (>= {latency_ms} ms)")
+    report_extra.setdefault("latency", []).append(
+        {"path": "derp + toxiproxy latency", "target": f"server:22 (+{latency_ms} ms on DERP)",
+         "p50_ms": round(p50_slow, 3), "p95_ms": round(sorted(slowed)[int(0.95 * (len(slowed) - 1))], 3),
+         "n": len(slowed)})
+
+
+SCENARIOS.update({"slow and dead endpoints": slow_and_dead_endpoints_direct, "derp latency": derp_latency_visible})

@@ -22,3 +22,11 @@ def test_sidecar_crash_is_a_warning_and_recovers(world, report_extra):
 
 def test_partition_between_agent_and_one_target(world, report_extra):
     s.partition_one_target(world, report_extra)
+
+
+def test_slow_and_dead_endpoints_in_direct_mode(world, report_extra):
+    s.slow_and_dead_endpoints_direct(world, report_extra)
+
+
+def test_derp_only_with_latency_on_the_derp_path(world, report_extra):
+    s.derp_latency_visible(world, report_extra)

@@ -62,7 +62,7 @@ def scoreboard(report_extra):
     report_extra["mutants"] = board
 
 
-@pytest.mark.parametrize("mutant", sorted(MUTANTS))
+@pytest.mark.parametrize("mutant", sorted(TARGETS))
 def test_mutant_is_killed_by_its_clause(steady_world, scoreboard, mutant):
     pod = TARGETS[mutant][1]
     steady_world.start_sut(pod, mutant=mutant)
@@ -95,7 +95,9 @@ def test_mutant_is_killed_by_its_scenario(steady_world, scoreboard, mutant):
 
 @pytest.mark.chaos
 @pytest.mark.parametrize("mutant,name", [("sidecar-error-aborts", "sidecar crash"),
-                                         ("ignore-critical", "partition")])
+                                         ("ignore-critical", "partition"),
+                                         ("sequential-dials", "slow and dead endpoints"),
+                                         ("wrong-port", "slow and dead endpoints")])
 def test_scenarios_also_catch_clause_mutants(steady_world, mutant, name):
     """Each scenario fails against a mutant it exists to catch (not only against clause checks)."""
     from meshcert.scenarios import SCENARIOS

@@ -265,8 +265,9 @@ def cred2_run_credentials_never_shown(world, pod: str = "agent") -> None:
 def trouble1_missing_secret(world, pod: str = "agent") -> None:
     """No auth key reaches the pod (and so no sidecar runs): the pre-run names the Secret."""
     with clause(world, "TROUBLE-1") as e:
+        mutant = world.pods[pod].sut_config[0]  # the same SUT build, minus its Secret
         world.stop_sidecar(pod)
-        sut = world.start_sut(pod, with_secret=False)
+        sut = world.start_sut(pod, with_secret=False, mutant=mutant)
         try:
             code, ans = sut.prerun(mesh_spec(world), {"server": ep(world, "server", 22)}, deadline_s=DEADLINE_S)
             warn = [x.get("msg", "") for x in ans.get("logs") or [] if x.get("level") == "warning"]
@@ -275,7 +276,7 @@ def trouble1_missing_secret(world, pod: str = "agent") -> None:
             e.that(_mentions(ans.get("agent_context") or [], ref),
                    f"the agent told that {ref} is missing", ans.get("agent_context"))
         finally:
-            world.start_sut(pod)
+            world.start_sut(pod, mutant=mutant)
             world.start_sidecar(pod)
 
 
