@@ -1,0 +1,228 @@
+"""meshcert's own tests of the HELM checks and of the pod runner they run charts on.
+
+- the reference chart passes every HELM render clause and lints clean;
+- each broken variant in tests/charts/ fails exactly the clause its one defect breaks (a
+  ClauseFailure with that id, the rendered manifests saved as evidence) and passes the others;
+- a chart's sidecar settings are read the same whatever the convention (flags in args, in
+  TS_EXTRA_ARGS, in a script with $VAR, or environment variables);
+- the pod runner resolves env as the kubelet does (no engine), and on the engine: a pod the
+  kubelet would refuse pieces of is reported, and nothing is left after removal; the
+  no-controller-proxy variant is caught by HELM-6 on a running pod too.
+"""
+
+from pathlib import Path
+
+import pytest
+
+from meshcert import podrunner
+from meshcert.checks import ClauseFailure
+from meshcert.checks import helm as h
+
+CHARTS = Path(__file__).parent / "charts"
+VARIANTS = {
+    "sidecar-when-disabled": "HELM-7",
+    "wrong-secret-key": "HELM-2",
+    "login-server-always": "HELM-3",
+    "no-controller-proxy": "HELM-6",
+    "accept-routes-ignored": "HELM-5",
+}
+
+
+# ----------------------------------------------------------------------------- render clauses
+def test_reference_chart_passes_every_render_clause(tmp_path):
+    chart = h.Chart(h.REFERENCE_CHART, log_root=tmp_path)
+    for check in h.RENDER_CHECKS.values():
+        check(chart)
+    assert not any(tmp_path.iterdir()), "a passing check saves nothing"
+
+
+def test_reference_chart_lints_clean():
+    out = h.helm("lint", "--strict", str(h.REFERENCE_CHART), "--set", "connectivity.enabled=true",
+                 "--set", "connectivity.controlServer=https://headscale.example.com")
+    assert "0 chart(s) failed" in out
+
+
+def test_every_variant_folder_is_listed():
+    assert {p.name for p in CHARTS.iterdir() if (p / "Chart.yaml").is_file()} == set(VARIANTS)
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_broken_variant_is_the_reference_chart_with_one_changed_template(variant):
+    ref, var = h.REFERENCE_CHART, CHARTS / variant
+    files = {p.relative_to(ref) for p in ref.rglob("*") if p.is_file()} | \
+        {p.relative_to(var) for p in var.rglob("*") if p.is_file()}
+    differ = sorted(str(f) for f in files if not ((ref / f).is_file() and (var / f).is_file()
+                                                  and (ref / f).read_bytes() == (var / f).read_bytes()))
+    assert differ[0] == "Chart.yaml" and len(differ) == 2 and differ[1].startswith("templates/"), (
+        f"{variant} must be charts/reference-agent with one template changed; differing files: {differ} "
+        f"(after changing the reference chart, carry the change into tests/charts/{variant})")
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_broken_variant_is_caught_by_its_clause_and_only_by_it(variant, tmp_path):
+    cid = VARIANTS[variant]
+    chart = h.Chart(CHARTS / variant, log_root=tmp_path)
+    with pytest.raises(ClauseFailure) as ei:
+        h.RENDER_CHECKS[cid](chart)
+    assert ei.value.clause == cid and str(ei.value).startswith(f"[{cid}]")
+    assert ei.value.logs is not None and sorted(p.name for p in ei.value.logs.iterdir())[:2] == [
+        "01-manifests.yaml", "01-values.yaml"], "the rendered manifests are saved as the failure's evidence"
+    for other, check in h.RENDER_CHECKS.items():
+        if other != cid:
+            check(chart)  # the variant's defect is its only one
+
+
+def test_a_chart_that_does_not_render_fails_the_clause_naming_helm(tmp_path):
+    broken = tmp_path / "chart"
+    (broken / "templates").mkdir(parents=True)
+    (broken / "Chart.yaml").write_text("apiVersion: v2\nname: broken\nversion: 0.1.0\n")
+    (broken / "values.yaml").write_text("connectivity: {}\n")
+    (broken / "templates" / "x.yaml").write_text('{{ fail "no sidecar for you" }}\n')
+    with pytest.raises(ClauseFailure) as ei:
+        h.helm1_sidecar_rendered(h.Chart(broken))
+    assert ei.value.clause == "HELM-1" and "no sidecar for you" in str(ei.value)
+
+
+def test_a_chart_with_no_workload_fails_the_clause(tmp_path):
+    chart = tmp_path / "chart"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: empty\nversion: 0.1.0\n")
+    (chart / "templates" / "cm.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n")
+    with pytest.raises(ClauseFailure) as ei:
+        h.helm6_socket_shared(h.Chart(chart))
+    assert "exactly one workload" in str(ei.value) and "ConfigMap/x" in str(ei.value)
+
+
+# ----------------------------------------------------------------------------- reading a sidecar
+def _c(**kw):
+    return {"name": "tailscale", "image": "tailscale/tailscale:v1", **kw}
+
+
+@pytest.mark.parametrize("container", [
+    _c(args=["--login-server=https://hs.example", "--hostname=agent", "--accept-routes"]),
+    _c(args=["--login-server", "https://hs.example", "--hostname", "agent", "--accept-routes=true"]),
+    _c(env=[{"name": "TS_EXTRA_ARGS", "value": "--login-server=https://hs.example --accept-routes"},
+            {"name": "TS_HOSTNAME", "value": "agent"}]),
+    _c(command=["/bin/sh", "-c", 'tailscale up --login-server="$LS" --hostname=${HN} --accept-routes=$(AR)'],
+       env=[{"name": "LS", "value": "https://hs.example"}, {"name": "HN", "value": "agent"},
+            {"name": "AR", "value": "true"}]),
+], ids=["flags", "flags-with-space", "containerboot-env", "script-with-vars"])
+def test_sidecar_settings_are_read_whatever_the_convention(container):
+    assert h.setting(container, "login-server")[0] == "https://hs.example"
+    assert h.setting(container, "hostname")[0] == "agent"
+    assert h.truthy(h.setting(container, "accept-routes")[0])
+    assert h.setting(container, "advertise-tags") == (None, "absent")
+
+
+def test_userspace_and_socket_defaults():
+    assert not h.userspace(_c(args=["--tun=tailscale0"]))
+    assert h.userspace(_c(env=[{"name": "TS_USERSPACE", "value": "true"}]))
+    assert h.socket_path(_c()) == h.DEFAULT_SOCKET
+    assert h.socket_path(_c(env=[{"name": "TS_SOCKET", "value": "/tmp/tailscaled.sock"}])) == "/tmp/tailscaled.sock"
+    assert h.runs_tailscale({"name": "x", "image": "busybox", "command": ["tailscaled", "--state=mem:"]})
+    assert not h.runs_tailscale({"name": "controller", "image": "legator/runtime:1"})
+
+
+def test_split_image():
+    assert h.split_image("meshcert/tailscale:99bc8") == ("meshcert/tailscale", "99bc8")
+    assert h.split_image("registry:5000/a/b") == ("registry:5000/a/b", "")
+    assert h.split_image("registry:5000/a/b:v1") == ("registry:5000/a/b", "v1")
+
+
+# ----------------------------------------------------------------------------- the pod runner (no engine)
+SECRETS = {"auth": {"key": b"hskey-secret-value"}}
+FIELDS = {"metadata.name": "p", "metadata.namespace": "ns", "status.podIP": "10.0.0.9", "labels:app": "agent"}
+
+
+def _env(spec, secrets=SECRETS, cms=None):
+    return podrunner.resolve_env(spec, secrets=secrets, config_maps=cms or {}, namespace="ns", fields=FIELDS)
+
+
+def test_env_resolved_like_the_kubelet():
+    env = _env({"env": [
+        {"name": "A", "value": "a"},
+        {"name": "B", "value": "$(A)-$(UNSET)-$$(A)"},
+        {"name": "K", "valueFrom": {"secretKeyRef": {"name": "auth", "key": "key"}}},
+        {"name": "IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+        {"name": "APP", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['app']"}}},
+        {"name": "O", "valueFrom": {"secretKeyRef": {"name": "gone", "key": "k", "optional": True}}},
+    ], "envFrom": [{"configMapRef": {"name": "cm"}, "prefix": "CM_"}]}, cms={"cm": {"x": "1"}})
+    assert env == {"CM_x": "1", "A": "a", "B": "a-$(UNSET)-$(A)", "K": "hskey-secret-value", "IP": "10.0.0.9",
+                   "APP": "agent"}
+
+
+@pytest.mark.parametrize("ref,reason", [
+    ({"name": "gone", "key": "key"}, 'secret "gone" not found'),
+    ({"name": "auth", "key": "other"}, "couldn't find key other in Secret ns/auth"),
+])
+def test_a_missing_secret_or_key_refuses_the_container(ref, reason):
+    with pytest.raises(podrunner.ConfigError, match=reason):
+        _env({"env": [{"name": "TS_AUTHKEY", "valueFrom": {"secretKeyRef": ref}}]})
+
+
+def test_pod_template_wants_exactly_one_workload():
+    dep = {"kind": "Deployment", "metadata": {"name": "d", "namespace": "n"},
+           "spec": {"template": {"metadata": {}, "spec": {"containers": [{"name": "c"}]}}}}
+    tpl, ns = podrunner.pod_template([{"kind": "Service"}, dep])
+    assert tpl["spec"]["containers"][0]["name"] == "c" and ns == "n"
+    with pytest.raises(podrunner.PodRunError, match="exactly one workload"):
+        podrunner.pod_template([dep, dep])
+
+
+# ----------------------------------------------------------------------------- on the engine
+@pytest.mark.engine
+def test_pod_runner_reports_what_the_kubelet_refuses_and_leaves_nothing(world):
+    from meshcert.world import labels as lbl
+    host = world.images["host"]
+    template = {"metadata": {"labels": {"app": "t"}}, "spec": {
+        "securityContext": {"fsGroup": 2000},
+        "containers": [
+            {"name": "reader", "image": host, "command": ["sleep", "infinity"],
+             "securityContext": {"runAsUser": 1000, "readOnlyRootFilesystem": True},
+             "env": [{"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
+             "volumeMounts": [{"name": "key", "mountPath": "/run/key", "readOnly": True},
+                              {"name": "scratch", "mountPath": "/scratch"}]},
+            {"name": "rooted", "image": host, "command": ["sleep", "infinity"],
+             "securityContext": {"runAsNonRoot": True}},
+            {"name": "needs-secret", "image": host, "command": ["sleep", "infinity"],
+             "env": [{"name": "K", "valueFrom": {"secretKeyRef": {"name": "absent", "key": "k"}}}]},
+            {"name": "no-image", "image": "meshcert/not-there:0", "command": ["true"]},
+        ],
+        "volumes": [{"name": "key", "secret": {"secretName": "auth", "defaultMode": 0o400}},
+                    {"name": "scratch", "emptyDir": {}}]}}
+    with podrunner.run_in_world(world, template, "runner-t", secrets={"auth": {"key": "s3cret-value"}}) as pod:
+        assert pod.not_started() == {
+            "rooted": "CreateContainerConfigError: container has runAsNonRoot and image will run as root",
+            "needs-secret": 'CreateContainerConfigError: secret "absent" not found',
+            "no-image": "ErrImageNeverPull: image 'meshcert/not-there:0' is not on this engine "
+                        "(meshcert never pulls images)"}
+        assert pod.exec("reader", ["cat", "/run/key/key"]) == (0, "s3cret-value")  # 0400|0440, group fsGroup
+        assert pod.exec("reader", ["stat", "-c", "%u:%g %a", "/run/key/key"])[1].strip() == "0:2000 440"
+        assert pod.exec("reader", ["sh", "-c", "echo x > /scratch/f && echo $POD && id -u"])[1].split() == [
+            "runner-t", "1000"]
+        assert pod.exec("reader", ["touch", "/etc/x"])[0] != 0  # readOnlyRootFilesystem
+        assert "runner-t-reader" in world.boxes
+        name = pod.run("reader").container.name
+    assert "runner-t-reader" not in world.boxes
+    left = lbl.leftovers(world.client, world.run_id)
+    assert not [x for kind in left.values() for x in kind if "runner-t" in x], left
+    assert name not in left["containers"]
+
+
+@pytest.mark.engine
+def test_no_controller_proxy_variant_is_caught_by_helm6_on_the_engine(world):
+    with pytest.raises(ClauseFailure) as ei:
+        h.pod_joins_tailnet(world, h.Chart(CHARTS / "no-controller-proxy"), userspace=True)
+    assert ei.value.clause == "HELM-6"
+    assert "the controller's own dial reaches server:22 through the mesh" in str(ei.value)
+
+
+@pytest.mark.engine
+def test_advertised_tags_with_a_preauth_key_are_refused_by_headscale(world):
+    """Why the reference chart's connectivity.tags defaults to []: headscale >= 0.28 refuses a
+    pre-auth key registration that also advertises tags (the key's tags are the node's)."""
+    from meshcert.world.world import wait_for
+    with h.chart_pod(world, h.Chart(h.REFERENCE_CHART), tags=[h.AGENT_TAG]) as cp:
+        wait_for("the sidecar's login refused", lambda: "are invalid or not permitted" in cp.pod.logs("tailscale"),
+                 60, describe=lambda: cp.pod.logs("tailscale")[-600:])
+        assert cp.backend_state() != "Running"

@@ -1,0 +1,130 @@
+"""The parts of the kind path that need no cluster: the kind config in the repo is valid for
+meshcert, the image list, the node image decision (never a pull, never a dial out unless
+allowed), and the manifests applied to a cluster."""
+
+import base64
+
+import pytest
+import yaml
+
+from meshcert import kind
+from meshcert.checks import helm as h
+from meshcert.components import COMPONENTS
+from meshcert.secrets import Secret, redact
+
+
+def test_the_repo_kind_config_is_valid():
+    doc = kind.load_config()
+    assert kind.config_problems(doc) == []
+    assert doc["nodes"][0]["role"] == "control-plane"
+
+
+@pytest.mark.parametrize("change,problem", [
+    (lambda d: d.update(kind="Pod"), "kind must be Cluster"),
+    (lambda d: d.update(apiVersion="kind.x-k8s.io/v1alpha3"), "apiVersion must be kind.x-k8s.io/v1alpha4"),
+    (lambda d: d["nodes"].append({"role": "control-plane"}), "exactly one control-plane"),
+    (lambda d: d["nodes"].append({"role": "boss"}), "neither control-plane nor worker"),
+    (lambda d: d["nodes"][0].update(image="kindest/node:v1.34.0"), "chosen at run time"),
+    (lambda d: d["networking"].update(apiServerAddress="0.0.0.0"), "must be loopback"),
+    (lambda d: d["networking"].update(podSubnet="10.20.0.0/16"), "overlaps meshcert's VLANs"),
+    (lambda d: d["networking"].update(serviceSubnet="10.244.128.0/24"), "overlap"),
+    (lambda d: d["nodes"][0].update(extraPortMappings=[{"containerPort": 80, "hostPort": 80}]), "beyond loopback"),
+    (lambda d: d.update(nodez=[]), "unknown field 'nodez'"),
+])
+def test_config_problems_are_named(change, problem):
+    doc = kind.load_config()
+    change(doc)
+    assert any(problem in p for p in kind.config_problems(doc)), kind.config_problems(doc)
+
+
+def test_the_pinned_kind_has_a_known_node_image():
+    assert COMPONENTS["kind"].version in kind.NODE_IMAGES
+    assert kind.pinned_node_image().startswith("kindest/node:v1.") and "@sha256:" in kind.pinned_node_image()
+
+
+def test_images_to_load_are_the_charts_two_images():
+    images = {"tailscale": "meshcert/tailscale:1", "sut-reference": "meshcert/sut-reference:2", "host": "h"}
+    assert kind.images_to_load(images) == ["meshcert/tailscale:1", "meshcert/sut-reference:2"]
+    assert kind.images_to_load(images, "me/runtime:dev") == ["meshcert/tailscale:1", "me/runtime:dev"]
+
+
+class _Images:
+    def __init__(self, tags):
+        self.tags = tags
+
+    def list(self, name=None):
+        return [type("I", (), {"tags": [t]})() for t in self.tags if t.startswith(name or "")]
+
+    def get(self, ref):
+        import docker.errors
+        if ref not in self.tags:
+            raise docker.errors.ImageNotFound(ref)
+
+
+class _Engine:
+    def __init__(self, *tags):
+        self.images = _Images(list(tags))
+
+
+def _never_dial():
+    raise AssertionError("the registry must not be dialled unless MESHCERT_KIND_PULL=1")
+
+
+def test_no_node_image_and_no_pulls_means_cannot_in_one_line():
+    a = kind.node_image_availability(_Engine("meshcert/host:1"), env={}, registry_probe=_never_dial)
+    assert not a.ok and a.node_image is None
+    assert a.reason.startswith("kind cannot run here: no kindest/node image on the engine") and "\n" not in a.reason
+
+
+def test_a_node_image_on_the_engine_is_used_the_pinned_tag_first():
+    pinned = kind.pinned_node_image().split("@")[0]
+    a = kind.node_image_availability(_Engine("kindest/node:v1.20.0", pinned), env={}, registry_probe=_never_dial)
+    assert a.ok and a.node_image == pinned
+    a = kind.node_image_availability(_Engine("kindest/node:v1.20.0"), env={}, registry_probe=_never_dial)
+    assert a.ok and a.node_image == "kindest/node:v1.20.0"
+
+
+def test_an_explicit_node_image_must_be_on_the_engine():
+    env = {"MESHCERT_KIND_NODE_IMAGE": "my/node:1"}
+    a = kind.node_image_availability(_Engine("my/node:1"), env=env, registry_probe=_never_dial)
+    assert a.ok and a.node_image == "my/node:1"
+    a = kind.node_image_availability(_Engine(), env=env, registry_probe=_never_dial)
+    assert not a.ok and "MESHCERT_KIND_NODE_IMAGE=my/node:1 is not on the engine" in a.reason
+
+
+def test_pulls_only_when_allowed_and_the_registry_answers():
+    env = {"MESHCERT_KIND_PULL": "1"}
+    a = kind.node_image_availability(_Engine(), env=env, registry_probe=lambda: True)
+    assert a.ok and a.node_image == kind.pinned_node_image()
+    a = kind.node_image_availability(_Engine(), env=env, registry_probe=lambda: False)
+    assert not a.ok and "does not answer" in a.reason
+
+
+def test_cluster_manifests_carry_the_key_only_in_the_secret():
+    chart = h.Chart(h.REFERENCE_CHART)
+    values = h.guide_values(controlServer="https://control:8443", authKeySecret="hs-auth", authKeySecretKey="key")
+    values["hostAliases"] = [{"ip": "172.30.0.5", "hostnames": ["control"]}]
+    rendered = chart.render(values).docs
+    key = Secret("hskey-auth-" + "x" * 40, "test key")
+    docs = kind.cluster_manifests(rendered, namespace="meshcert-agent", secret_name="hs-auth", secret_key="key",
+                                  auth_key=key, ca_configmap=h.CA_CONFIGMAP, ca_pem=b"-----BEGIN CERTIFICATE-----\n")
+    kinds = [d["kind"] for d in docs]
+    assert kinds[:3] == ["Namespace", "Secret", "ConfigMap"] and "Deployment" in kinds
+    assert all(d["metadata"]["namespace"] == "meshcert-agent" for d in docs[1:])
+    secret = docs[1]
+    assert base64.b64decode(secret["data"]["key"]).decode() == key.reveal()
+    text = yaml.safe_dump_all(docs)
+    assert key.reveal() not in text  # only base64 inside the Secret
+    assert key.reveal() not in redact(str(docs))
+    dep = next(d for d in docs if d["kind"] == "Deployment")
+    spec = dep["spec"]["template"]["spec"]
+    assert spec["hostAliases"] == [{"ip": "172.30.0.5", "hostnames": ["control"]}]
+    side = next(c for c in spec["containers"] if c["name"] == "tailscale")
+    assert h.env_item(side, "TS_AUTHKEY")["valueFrom"]["secretKeyRef"] == {"name": "hs-auth", "key": "key"}
+    assert rendered[0]["metadata"].get("namespace") != "meshcert-agent", "the rendered docs are not modified"
+
+
+def test_this_machine_gives_one_skip_line_or_a_node_image():
+    """What `pytest -m kind` prints here: one line, never a traceback."""
+    reason = kind.skip_reason()
+    assert reason is None or (reason.startswith("kind cannot run here: ") and "\n" not in reason)
