@@ -15,7 +15,7 @@ from . import progress
 from .errors import MeshcertError
 from .paths import REPO
 
-GO_TOOLS = ("tailscale", "headscale", "toxiproxy")
+GO_TOOLS = ("tailscale", "headscale", "toxiproxy", "helm")  # kind: built only for --cluster kind
 
 
 def cmd_doctor(args) -> int:
