@@ -54,7 +54,12 @@ def cmd_doctor(args) -> int:
          "" if os.path.exists("/dev/net/tun") else "tailnet nodes need TUN (kernel mode)")
     nft = shutil.which("nft") or os.path.exists("/usr/sbin/nft")
     line("nftables", "present" if nft else "missing", "" if nft else "will apt-get install nftables")
-    line("kind node image", "missing", "no container registry here: kind tests skip (one-line reason)")
+    from .kind import node_image_availability
+    a = node_image_availability(c) if c is not None else None
+    if a is not None and a.ok:
+        line("kind node image", "present", a.node_image or "")
+    else:
+        line("kind node image", "missing", a.reason if a else "no engine to look in: kind tests skip")
     return 0 if ok else 2
 
 
