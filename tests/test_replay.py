@@ -1,0 +1,401 @@
+"""Fast tests (no engine) of replay files: format, load/save, validation errors, and run_replay
+against a small in-memory stand-in for the world that behaves as the oracle says."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import given, settings
+
+from meshcert.errors import InputError
+from meshcert.oracle import Host, Node, Oracle, Verdict
+from meshcert.policy import parse_policy
+from meshcert.property import (Difference, Example, Observation, Outcome, Pair, RouteSettings, Shape,
+                               edge_examples, examples, probe_matrix, resolve_data)
+from meshcert.replay import (Replay, ReplayMismatch, ReplayProbe, dumps_replay, load_replay,
+                             replay_from_data, run_replay, save_replay)
+from meshcert.world.topology import AGENT_TAG, SERVER_TAG, guide_topology
+
+SHAPE = Shape.of(guide_topology())
+OWNERS = {t: ["meshcert@"] for t in ("tag:agent-runtime", "tag:managed-servers", "tag:managed-databases",
+                                     "tag:subnet-router")}
+POLICY = {"tagOwners": OWNERS,
+          "acls": [{"action": "accept", "src": [AGENT_TAG], "dst": [f"{SERVER_TAG}:22", "${net:vlan}:22"]},
+                   {"action": "accept", "src": ["${ip:server}"], "dst": ["${ip:database}:5432"]}]}
+
+
+def _doc(**changes) -> dict:
+    doc = {
+        "meshcert_replay": 1,
+        "name": "example",
+        "topology": "guide",
+        "policy": POLICY,
+        "routes": {"approved": {"router": ["${net:vlan}"]}, "accept_routes": {"agent": True, "agent-us": False}},
+        "faults": [],
+        "probes": [{"src": "agent", "dst": "server", "port": 22, "expect": "allowed", "reason": "acls[0]"},
+                   {"src": "agent", "dst": "server", "port": 80, "expect": "denied"},
+                   {"src": "agent", "dst": "legacy", "port": 22, "expect": "allowed"},
+                   {"src": "agent-us", "dst": "legacy", "port": 22, "expect": "denied"},
+                   {"src": "server", "dst": "database", "port": 5432, "expect": "allowed"}],
+    }
+    for k, v in changes.items():
+        if v is None:
+            doc.pop(k)
+        else:
+            doc[k] = v
+    return doc
+
+
+# ------------------------------------------------------------------------------ format
+
+def test_a_document_loads_into_a_replay():
+    r = replay_from_data(_doc(), "t")
+    assert r.topology == "guide" and r.policy == POLICY and r.faults == ()
+    assert r.routes == RouteSettings({"router": ("${net:vlan}",)}, {"agent": True, "agent-us": False})
+    assert r.probes[0] == ReplayProbe("agent", "server", 22, True, "acls[0]")
+    assert r.expectations[Pair("agent", "server", 80)] == Verdict(False, "as the replay file expects")
+
+
+def test_save_and_load_round_trip(tmp_path):
+    r = replay_from_data(_doc(seed=7, description="d", finding="f",
+                              faults=[{"kind": "toxic", "proxy": "control", "latency": 500}]), "t")
+    path = save_replay(r, tmp_path / "x.yaml")
+    assert path == tmp_path / "x.yaml"
+    back = load_replay(path)
+    assert back == r
+    assert back.source == f"replay file {path}"
+    text = path.read_text()
+    assert text.startswith("# meshcert replay file")
+    assert "- {src: agent, dst: server, port: 22, expect: allowed, reason: 'acls[0]'}" in text  # one line a probe
+
+
+def test_save_into_a_folder_names_the_file_after_the_replay(tmp_path):
+    r = replay_from_data(_doc(name="property-abc"), "t")
+    assert save_replay(r, tmp_path) == tmp_path / "property-abc.yaml"
+    assert save_replay(r, tmp_path / "new-folder") == tmp_path / "new-folder" / "property-abc.yaml"
+
+
+def test_a_replay_from_an_outcome_keeps_symbols_and_records_what_was_seen(tmp_path):
+    ex = Example(POLICY, RouteSettings({"router": ("${net:vlan}",)}, {"agent": True, "agent-us": True}))
+    verdicts = {Pair("agent", "server", 22): Verdict(True, "acls[0] allows"),
+                Pair("agent", "server", 80): Verdict(False, "no rule matches")}
+    obs = {Pair("agent", "server", 22): Observation(False, None, "TimeoutError", None, 3),
+           Pair("agent", "server", 80): Observation(True, "meshcert-banner host=server port=80", None, 1.0)}
+    p22 = Pair("agent", "server", 22)
+    diffs = [Difference(p22, True, "acls[0] allows", obs[p22].describe())]
+    outcome = Outcome(ex, {"acls": []}, {"router": ("10.20.9.0/24",)}, {"agent": True}, verdicts, obs, diffs,
+                      {"server": "100.64.0.1"})
+    r = Replay.from_outcome(outcome, seed=42)
+    assert r.name.startswith("property-") and r.seed == 42
+    assert r.policy == POLICY  # symbols, not this world's addresses
+    assert [(p.pair, p.expect) for p in r.probes] == [(Pair("agent", "server", 22), True),
+                                                    (Pair("agent", "server", 80), False)]
+    assert r.recorded["differences"] == [{"src": "agent", "dst": "server", "port": 22, "expect": "allowed",
+                                          "observed": "not reachable (TimeoutError) after 3 attempts"}]
+    back = load_replay(save_replay(r, tmp_path))
+    assert back.recorded == r.recorded and back.probes == r.probes
+    # same example, same name: a rerun overwrites rather than piling up files
+    assert Replay.from_outcome(outcome).name == r.name
+
+
+def _round_trips_and_resolves(ex: Example) -> None:
+    r = Replay("x", "guide", ex.policy, ex.routes,
+               tuple(ReplayProbe(p.src, p.dst, p.port, False) for p in probe_matrix(SHAPE)))
+    assert replay_from_data(yaml.safe_load(dumps_replay(r)), "t") == r
+    parse_policy(json.dumps(resolve_data(ex.policy, FakeWorld())))  # valid once resolved in a world
+
+
+def test_edge_examples_make_valid_replay_files():
+    for ex in edge_examples(SHAPE):
+        _round_trips_and_resolves(ex)
+
+
+@settings(max_examples=40, database=None, deadline=None)
+@given(ex=examples(SHAPE))
+def test_drawn_examples_make_valid_replay_files(ex):
+    _round_trips_and_resolves(ex)
+
+
+def test_probe_matrix_of_the_guide_world():
+    m = probe_matrix(SHAPE)
+    assert len(m) == 41  # 5 sources x (9 tailnet targets + legacy:22), minus each node's own ports
+    assert Pair("agent", "legacy", 22) in m and Pair("router", "legacy", 22) in m
+    assert not any(p.src == p.dst for p in m)
+
+
+# ------------------------------------------------------------------------------ validation
+
+@pytest.mark.parametrize(("doc", "words"), [
+    (_doc(meshcert_replay=2), ["meshcert_replay", "format 2 is not supported"]),
+    (_doc(name=None), ["name: missing"]),
+    (_doc(name=""), ["name", "non-empty string"]),
+    (_doc(extra=1), ["extra: unknown field"]),
+    (_doc(topology="mesh"), ["topology", "unknown topology 'mesh'", "guide"]),
+    (_doc(seed="x"), ["seed", "integer"]),
+    (_doc(policy=[]), ["policy", "expected a mapping"]),
+    (_doc(policy={"acls": [{"action": "accept", "src": ["tag:nope"], "dst": ["*:22"]}]}), ["tag:nope"]),
+    (_doc(policy={**POLICY, "acls": [{"action": "accept", "src": ["*"], "dst": ["${host:x}:22"]}]}),
+     ["unknown symbol ${host:x}"]),
+    (_doc(policy={**POLICY, "acls": [{"action": "accept", "src": ["*"], "dst": ["${ip:server:22"]}]}),
+     ["malformed symbol"]),
+    (_doc(routes={"approved": {"server": ["10.0.0.0/8"]}}), ["routes.approved.server", "not a subnet router"]),
+    (_doc(routes={"approved": {"router": ["10.0.0.0/33"]}}), ["routes.approved.router[0]", "not a CIDR"]),
+    (_doc(routes={"approved": {"router": "10.0.0.0/8"}}), ["routes.approved.router", "list of CIDRs"]),
+    (_doc(routes={"accept_routes": {"agent": "yes"}}), ["routes.accept_routes.agent", "true or false"]),
+    (_doc(routes={"accept_routes": {"ghost": True}}), ["routes.accept_routes.ghost", "not a tailnet node"]),
+    (_doc(routes={"approve": {}}), ["routes.approve", "unknown field"]),
+    (_doc(faults={"kind": "x"}), ["faults", "expected a list"]),
+    (_doc(faults=[{"proxy": "control"}]), ["faults[0]", "missing kind"]),
+    (_doc(probes=[]), ["probes", "non-empty list"]),
+    (_doc(probes=[{"src": "legacy", "dst": "server", "port": 22, "expect": "allowed"}]),
+     ["probes[0].src", "'legacy' is not a tailnet node"]),
+    (_doc(probes=[{"src": "agent", "dst": "nowhere", "port": 22, "expect": "allowed"}]),
+     ["probes[0].dst", "neither a node nor a host"]),
+    (_doc(probes=[{"src": "agent", "dst": "server", "port": 0, "expect": "allowed"}]),
+     ["probes[0].port", "1-65535"]),
+    (_doc(probes=[{"src": "agent", "dst": "server", "port": True, "expect": "allowed"}]), ["probes[0].port"]),
+    (_doc(probes=[{"src": "agent", "dst": "server", "port": 22, "expect": "yes"}]),
+     ["probes[0].expect", "allowed or denied"]),
+    (_doc(probes=[{"src": "agent", "dst": "server", "port": 22}]), ["probes[0]", "missing expect"]),
+    (_doc(probes=[{"src": "agent", "dst": "server", "port": 22, "expect": "allowed", "why": "x"}]),
+     ["probes[0].why", "unknown field"]),
+    (_doc(probes=[{"src": "agent", "dst": "server", "port": 22, "expect": "allowed"}] * 2),
+     ["probes[1]", "listed twice"]),
+    (_doc(recorded=[1]), ["recorded", "expected a mapping"]),
+    ("just text", ["expected a mapping"]),
+])
+def test_validation_errors_name_the_field(doc, words):
+    with pytest.raises(InputError) as e:
+        replay_from_data(doc, "replay file r.yaml")
+    msg = str(e.value)
+    assert "r.yaml" in msg
+    for w in words:
+        assert w in msg, msg
+
+
+def test_load_reports_yaml_syntax_errors_with_their_line(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("meshcert_replay: 1\nname: [unclosed\ntopology: guide\n")
+    with pytest.raises(InputError) as e:
+        load_replay(p)
+    assert "bad.yaml" in str(e.value) and "not valid YAML" in str(e.value) and "line " in str(e.value)
+
+
+def test_load_reports_a_missing_file(tmp_path):
+    with pytest.raises(InputError) as e:
+        load_replay(tmp_path / "nope.yaml")
+    assert "cannot read it" in str(e.value)
+
+
+def test_save_refuses_what_it_could_not_read_back(tmp_path):
+    bad = replay_from_data(_doc(), "t")
+    bad = Replay(bad.name, bad.topology, bad.policy, bad.routes, bad.probes + (bad.probes[0],))
+    with pytest.raises(InputError, match="listed twice"):
+        save_replay(bad, tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------------------ run_replay
+
+class _Node:
+    def __init__(self, world, name, tags, ip, accept, routes=()):
+        self.world, self.name, self.tags, self.ts_ip = world, name, tags, ip
+        self.accept_routes, self.advertise_routes = accept, routes
+
+    def set_accept_routes(self, on):
+        self.world.log.append(f"accept {self.name} {on}")
+        self.accept_routes = on
+
+    socks5 = None  # "kernel mode": meshcert.property.wait_datapath asks its OS routes
+
+    def status(self):
+        return {"Peer": {}}
+
+    @property
+    def ts_box(self):
+        return self
+
+    def exec(self, cmd):  # `ip route get` of the addresses asked for: nothing goes via tailscale0 here
+        addrs = [part.split(" ", 1)[0] for part in cmd[-1].split("echo ")[1:]]
+        return 0, "".join(f"{a} {a} dev eth0 src 172.20.0.2 uid 0\n" for a in addrs)
+
+
+class _Headscale:
+    def __init__(self, world):
+        self.world = world
+        self.approved = {"router": ["10.20.9.0/24"]}
+
+    def routes(self):
+        return [{"given_name": r, "approved_routes": list(c)} for r, c in self.approved.items()]
+
+    def node_id(self, name):
+        return 4
+
+    def approve_routes(self, node_id, cidrs):
+        self.world.log.append(f"approve {list(cidrs)}")
+        self.approved["router"] = list(cidrs)
+
+
+class FakeWorld:
+    """Behaves exactly as the oracle says, except for pairs listed in ``wrong`` (flipped)."""
+
+    def __init__(self, wrong=()):
+        self.topology = guide_topology("10.20.9.0/24")
+        self.log: list[str] = []
+        self.wrong = set(wrong)
+        self.headscale = _Headscale(self)
+        self.nodes = {}
+        for i, spec in enumerate((*self.topology.nodes, *self.topology.pods), start=1):
+            self.nodes[spec.name] = _Node(self, spec.name, spec.tags, f"100.64.0.{i}", spec.accept_routes,
+                                          getattr(spec, "advertise_routes", ()))
+        self.host_addresses = {h.name: h.address for h in self.topology.hosts}
+        self.policy = self.topology.policy
+
+    def address(self, name):
+        return self.nodes[name].ts_ip if name in self.nodes else self.host_addresses[name]
+
+    def set_policy(self, policy):
+        self.log.append("policy")
+        self.policy = policy
+
+    def reset(self):
+        self.log.append("reset")
+
+    def _oracle(self) -> Oracle:
+        nodes = [Node(n.name, frozenset(n.tags), None, (n.ts_ip,), tuple(n.advertise_routes),
+                      tuple(self.headscale.approved.get(n.name, ())), n.accept_routes) for n in self.nodes.values()]
+        key = json.dumps([self.policy, [repr(n) for n in nodes]])
+        if getattr(self, "_cached", (None,))[0] != key:
+            hosts = [Host(h, a) for h, a in self.host_addresses.items()]
+            self._cached = (key, Oracle(parse_policy(json.dumps(self.policy)), nodes, hosts))
+        return self._cached[1]
+
+    def dial(self, src, targets, timeout):
+        o = self._oracle()
+        names = {self.address(n): n for n in (*self.nodes, *self.host_addresses)}
+        out = []
+        for addr, port in targets:
+            ok = o.allowed(src, addr, port).allowed != ((src, names[addr], port) in self.wrong)
+            out.append({"ok": ok, "banner": f"meshcert-banner host={names[addr]} port={port}" if ok else None,
+                        "error": None if ok else "TimeoutError: timed out", "latency_ms": 1.0 if ok else None})
+        return out
+
+
+def test_run_replay_applies_the_settings_and_passes_in_a_conforming_world(tmp_path):
+    w = FakeWorld()
+    path = save_replay(replay_from_data(_doc(), "t"), tmp_path)
+    result = run_replay(path, w)
+    assert result.ok
+    assert w.log == ["accept agent-us False", "policy", "reset"]  # approval already as wanted
+    assert w.policy["acls"][0]["dst"] == ["tag:managed-servers:22", "10.20.9.0/24:22"]  # symbols resolved
+    assert w.policy["acls"][1]["src"] == ["100.64.0.1"]
+
+
+def test_run_replay_fails_naming_the_differing_pairs(tmp_path):
+    w = FakeWorld(wrong={("agent", "server", 80)})
+    path = save_replay(replay_from_data(_doc(), "t"), tmp_path)
+    with pytest.raises(ReplayMismatch) as e:
+        run_replay(path, w)
+    assert "agent -> server:80: oracle says denied" in str(e.value) and "observed connected" in str(e.value)
+    assert "1 of 5 pairs differ from the replay file's expectations" in str(e.value)
+    assert str(path) in str(e.value)
+    assert e.value.result.differing_pairs() == {("agent", "server", 80)}
+    assert w.log[-1] == "reset"
+
+
+def test_run_replay_can_judge_with_an_oracle_instead_of_the_file(tmp_path):
+    doc = _doc(probes=[{"src": "agent", "dst": "server", "port": 22, "expect": "denied"}])  # a wrong expectation
+    path = save_replay(replay_from_data(doc, "t"), tmp_path)
+    assert not run_replay(path, FakeWorld(), check=False).ok
+    assert run_replay(path, FakeWorld(), oracle=Oracle).ok
+
+
+def test_faults_are_applied_after_the_settings_and_undone_in_reverse(tmp_path):
+    w = FakeWorld()
+    doc = _doc(faults=[{"kind": "cut", "what": "a"}, {"kind": "cut", "what": "b"}])
+    path = save_replay(replay_from_data(doc, "t"), tmp_path)
+
+    def cut(world, fault):
+        world.log.append(f"cut {fault['what']}")
+        return lambda: world.log.append(f"heal {fault['what']}")
+
+    run_replay(path, w, fault_handlers={"cut": cut})
+    assert w.log == ["accept agent-us False", "policy", "cut a", "cut b", "heal b", "heal a", "reset"]
+
+
+def test_a_fault_without_a_handler_is_refused_before_touching_the_world(tmp_path):
+    w = FakeWorld()
+    path = save_replay(replay_from_data(_doc(faults=[{"kind": "partition"}]), "t"), tmp_path)
+    with pytest.raises(InputError, match="partition have no handler"):
+        run_replay(path, w)
+    assert w.log == []
+
+
+def test_a_replay_for_another_topology_is_refused(tmp_path):
+    from dataclasses import replace
+    w = FakeWorld()
+    w.topology = replace(w.topology, pods=w.topology.pods[:1])
+    with pytest.raises(InputError, match="not built from topology 'guide'"):
+        run_replay(replay_from_data(_doc(), "t"), w)
+    assert w.log == []
+
+
+def test_symbols_resolve_against_the_world():
+    w = FakeWorld()
+    got = resolve_data(["${ip:agent}", "${ip:legacy}:22", "${net:vlan}", "${net:vlan/16}:*", "${tailnet}"], w)
+    assert got == ["100.64.0.4", "10.20.9.10:22", "10.20.9.0/24", "10.20.0.0/16:*", "100.64.0.0/10"]
+    with pytest.raises(InputError, match="no node or host 'ghost'"):
+        resolve_data("${ip:ghost}", w)
+    with pytest.raises(InputError, match="no network 'lan'"):
+        resolve_data("${net:lan}", w)
+
+
+def test_findings_dir_replays_are_valid():
+    """Every committed replay file (known findings) loads."""
+    for p in sorted((Path(__file__).parent.parent / "conformance" / "replays").glob("*.yaml")):
+        load_replay(p)
+
+
+def test_route_settings_are_changed_only_where_they_differ(tmp_path):
+    w = FakeWorld()
+    doc = _doc(routes={"approved": {"router": []}, "accept_routes": {"agent": True}})
+    run_replay(replay_from_data(doc, "t"), w, check=False, retry_window=0)
+    assert w.log == ["approve []", "policy", "reset"]
+
+
+def test_the_runner_saves_the_shrunk_failure_and_its_replay_fails_alone(tmp_path):
+    """Offline twin of tests/test_property_oracle_flip.py: a world that lets agent reach
+    server:80 against the policy is caught, and the saved file reproduces it."""
+    from hypothesis import HealthCheck
+    from meshcert.property import PropertyMismatch, Runner
+
+    w = FakeWorld(wrong={("agent", "server", 80)})
+    runner = Runner(w, tmp_path, seed=1, retry_window=0)
+
+    @settings(max_examples=30, database=None, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(ex=examples(SHAPE))
+    def prop(ex):
+        runner.check(ex)
+
+    with pytest.raises(PropertyMismatch) as e:
+        prop()
+    assert e.value.replay_path is not None and runner.replay_path == e.value.replay_path
+    assert [p.name for p in tmp_path.iterdir()] == [Path(e.value.replay_path).name]  # only the final one
+    assert {tuple(d.pair) for d in e.value.outcome.differences} == {("agent", "server", 80)}
+    r = load_replay(e.value.replay_path)
+    assert r.recorded["differences"][0]["src"] == "agent" and r.seed == 1
+    with pytest.raises(ReplayMismatch):
+        run_replay(e.value.replay_path, FakeWorld(wrong={("agent", "server", 80)}), retry_window=0)
+    run_replay(e.value.replay_path, FakeWorld(), retry_window=0)  # a conforming world passes it
+
+
+def test_pairs_recorded_as_connecting_are_retried_when_replayed():
+    doc = _doc(recorded={"differences": [
+        {"src": "agent", "dst": "server", "port": 80, "expect": "denied", "observed": "connected, banner 'x'"},
+        {"src": "agent", "dst": "server", "port": 22, "expect": "allowed", "observed": "not reachable (t)"},
+        {"src": "agent", "dst": "database", "port": 1, "expect": "denied", "observed": "connected"},  # not a probe
+        "garbage"]})
+    assert replay_from_data(doc, "t").seen_connecting() == {Pair("agent", "server", 80)}
