@@ -31,12 +31,10 @@ a killed run left) and removed by :meth:`RunningPod.remove`.
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import shlex
 import socket
-import tarfile
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -52,6 +50,7 @@ from testcontainers.core.container import DockerContainer  # noqa: E402
 from . import progress
 from .errors import MeshcertError
 from .secrets import redact
+from .world.world import tar_files
 
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "Pod")
 VOLUME_ROOT = "/.meshcert/volumes"  # where the pause container holds every pod volume
@@ -506,13 +505,7 @@ def _fill(pause, vname: str, kind: str, src: dict, penv: PodEnv, fs_group: int |
         files = {k: (_as_bytes(v), mode) for k, v in obj.items()}
     if fs_group is not None:  # the kubelet makes a read-only volume's files group-readable by fsGroup
         files = {p: (d, m | 0o440) for p, (d, m) in files.items()}
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tf:
-        for path, (data, m) in files.items():
-            info = tarfile.TarInfo(path.lstrip("/"))
-            info.size, info.mode, info.mtime = len(data), m, int(time.time())
-            tf.addfile(info, io.BytesIO(data))
-    if files and not pause.put_archive(f"{VOLUME_ROOT}/{vname}", buf.getvalue()):
+    if files and not pause.put_archive(f"{VOLUME_ROOT}/{vname}", tar_files(files)):
         raise PodRunError(f"could not write the files of volume {vname}")
     owner = f"0:{fs_group if fs_group is not None else 0}"
     code, out = pause.exec_run(["chown", "-R", owner, f"{VOLUME_ROOT}/{vname}"])

@@ -109,7 +109,6 @@ def slow_and_dead_endpoints_direct(world, report_extra, counts=(2, 10)):
     disabled: refused), slow ones (their SYNs dropped by nftables in the agent pod -- a TCP proxy
     accepts every connect itself, so only a packet filter can make a connect hang). The pre-run
     marks them unreachable within the deadline, and its duration does not grow with their number."""
-    from meshcert.world.world import TOXI_API  # noqa: F401  (the proxies live on the toxiproxy server)
     tp = world.toxiproxy
     srv_ip, db_ip = world.nodes["server"].wan_ip, world.nodes["database"].wan_ip
     ok_proxy = tp.ensure_proxy("direct-ssh", "0.0.0.0:10022", f"{srv_ip}:22")

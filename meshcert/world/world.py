@@ -74,7 +74,8 @@ def wait_for(what: str, fn: Callable[[], T | None], timeout: float, interval: fl
         time.sleep(interval)
 
 
-def _tar(files: dict[str, tuple[bytes, int]]) -> bytes:
+def tar_files(files: dict[str, tuple[bytes, int]]) -> bytes:
+    """A tar of {path: (bytes, mode)} for put_archive."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tf:
         for path, (data, mode) in files.items():
@@ -91,13 +92,13 @@ class Box:
     container: Any  # docker.models.containers.Container
     role: str
 
-    def exec(self, cmd: list[str], timeout_hint: str = "") -> tuple[int, str]:
+    def exec(self, cmd: list[str]) -> tuple[int, str]:
         r = self.container.exec_run(cmd, demux=False)
         out = r.output.decode(errors="replace") if r.output else ""
         return r.exit_code, out
 
     def put(self, files: dict[str, tuple[bytes, int]]) -> None:
-        if not self.container.put_archive("/", _tar(files)):
+        if not self.container.put_archive("/", tar_files(files)):
             raise WorldError(f"could not copy files into {self.name}")
 
     def ip(self, network: str) -> str:
@@ -315,7 +316,6 @@ class Toxiproxy:
 class World:
     topology: Topology = field(default_factory=guide_topology)
     run_id: str = field(default_factory=lambda: "mc" + pysecrets.token_hex(3))
-    start_timeout: float = 120.0
     sut_image: str | None = None   # None: the bundled reference SUT
     sut_port: int = 8080
 
