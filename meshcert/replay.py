@@ -12,10 +12,18 @@ A replay file is YAML::
     routes:
       approved: {router: ["${net:vlan}"]}        # exactly these routes approved per router
       accept_routes: {agent: true, agent-us: false}
-    faults: []                     # chaos: [{kind: NAME, ...params}], applied after the
-                                   # settings hold and before probing, undone afterwards
-    probes:                        # what to dial and what must happen
+    scenario: partition            # optional: the chaos scenario that wrote the file
+    faults: []                     # chaos: [{kind: NAME, ...params}] (meshcert.chaos.FAULTS),
+                                   # applied after the settings hold and before probing,
+                                   # undone afterwards
+    probes:                        # what to dial and what must happen (may be empty when
+                                   # prerun is given)
       - {src: agent, dst: server, port: 22, expect: allowed, reason: "acls[0] allows ..."}
+    prerun:                        # optional: pre-runs of a pod's SUT, with the faults held
+      - pod: agent
+        connectivity: headscale    # or direct
+        endpoints: {ssh: {url: "tcp://${ip:server}:22", critical: true}}
+        expect: {ready: false, reachable: {ssh: false}, warning: sidecar, within_s: 3.5}
     recorded: {...}                # optional, informative only: what was observed when saved
 
 Symbols (``${ip:NAME}``, ``${net:NAME}``, ``${net:NAME/LEN}``, ``${tailnet}``) are resolved
@@ -47,8 +55,8 @@ from .world.topology import Topology, guide_topology
 
 FORMAT = 1
 TOPOLOGIES: dict[str, Callable[[], Topology]] = {"guide": guide_topology}
-FIELDS = ("meshcert_replay", "name", "description", "finding", "topology", "seed", "policy", "routes",
-          "faults", "probes", "recorded")
+FIELDS = ("meshcert_replay", "name", "description", "finding", "topology", "seed", "scenario", "policy",
+          "routes", "faults", "probes", "prerun", "recorded")
 REQUIRED = ("meshcert_replay", "name", "topology", "policy", "routes", "probes")
 EXPECT = {"allowed": True, "denied": False}
 
@@ -82,6 +90,8 @@ class Replay:
     seed: int | None = None
     recorded: dict = field(default_factory=dict)
     source: str = field(default="<replay>", compare=False)
+    prerun: tuple[dict, ...] = ()
+    scenario: str = ""
 
     @property
     def example(self) -> Example:
@@ -111,12 +121,16 @@ class Replay:
         data["topology"] = self.topology
         if self.seed is not None:
             data["seed"] = self.seed
+        if self.scenario:
+            data["scenario"] = self.scenario
         data["policy"] = self.policy
         data["routes"] = self.routes.to_data()
         data["faults"] = [dict(f) for f in self.faults]
         data["probes"] = [{"src": p.src, "dst": p.dst, "port": p.port,
                            "expect": "allowed" if p.expect else "denied",
                            **({"reason": p.reason} if p.reason else {})} for p in self.probes]
+        if self.prerun:
+            data["prerun"] = [dict(x) for x in self.prerun]
         if self.recorded:
             data["recorded"] = self.recorded
         return data
@@ -275,15 +289,25 @@ def replay_from_data(data: Any, source: str = "<replay>") -> Replay:
     faults = top.get("faults", [])
     if not isinstance(faults, list):
         raise w.error("faults", f"expected a list, found {_kind(faults)}")
+    from .chaos import validate_fault
     for i, f in enumerate(faults):
         w.mapping(f"faults[{i}]", f)
         if "kind" not in f:
             raise w.error(f"faults[{i}]", "missing kind", "each fault is {kind: NAME, ...its parameters}")
         w.string(f"faults[{i}].kind", f["kind"])
+        validate_fault(f, source, f"faults[{i}]")
+    extra_pods = [f["name"] for f in faults if f["kind"] == "extra_pod"]
+    scenario = w.string("scenario", top.get("scenario", ""), empty=True)
+    prerun = top.get("prerun", [])
+    if not isinstance(prerun, list):
+        raise w.error("prerun", f"expected a list, found {_kind(prerun)}")
+    for i, x in enumerate(prerun):
+        _check_prerun(w, f"prerun[{i}]", x, (*shape.pods, *extra_pods))
 
     raw_probes = top["probes"]
-    if not isinstance(raw_probes, list) or not raw_probes:
-        raise w.error("probes", f"expected a non-empty list, found {_kind(raw_probes)}")
+    if not isinstance(raw_probes, list) or not (raw_probes or prerun):
+        raise w.error("probes", f"expected a non-empty list, found {_kind(raw_probes)}",
+                      "list probes, or give a prerun section")
     probes = []
     seen = set()
     for i, p in enumerate(raw_probes):
@@ -316,7 +340,46 @@ def replay_from_data(data: Any, source: str = "<replay>") -> Replay:
     recorded = top.get("recorded") or {}
     w.mapping("recorded", recorded)
     return Replay(name, topo_name, policy, RouteSettings(approved, accept), tuple(probes),
-                  tuple(dict(f) for f in faults), description, finding, seed, recorded, source)
+                  tuple(dict(f) for f in faults), description, finding, seed, recorded, source,
+                  tuple(dict(x) for x in prerun), scenario)
+
+
+PRERUN_FIELDS = ("pod", "connectivity", "deadline_s", "endpoints", "expect")
+PRERUN_EXPECT = {"ready": bool, "reachable": dict, "warning": str, "message": str, "context": list,
+                 "within_s": (int, float)}
+
+
+def _check_prerun(w: _Where, path: str, x: Any, pods: tuple[str, ...]) -> None:
+    w.mapping(path, x)
+    for k in x:
+        if k not in PRERUN_FIELDS:
+            raise w.error(f"{path}.{k}", "unknown field", f"use {', '.join(PRERUN_FIELDS)}")
+    if x.get("pod", "agent") not in pods:
+        raise w.error(f"{path}.pod", f"{x.get('pod')!r} is not an agent pod here", f"pods: {', '.join(pods)}")
+    if x.get("connectivity", "headscale") not in ("headscale", "direct"):
+        raise w.error(f"{path}.connectivity", f"{x['connectivity']!r}", "use headscale or direct")
+    d = x.get("deadline_s", 1.0)
+    if not isinstance(d, (int, float)) or isinstance(d, bool) or not 0 < d <= 60:
+        raise w.error(f"{path}.deadline_s", f"expected seconds in (0, 60], found {_kind(d)}")
+    eps = w.mapping(f"{path}.endpoints", x.get("endpoints"))
+    if not eps:
+        raise w.error(f"{path}.endpoints", "empty", "name at least one endpoint {url, critical}")
+    for n, e in eps.items():
+        w.mapping(f"{path}.endpoints.{n}", e)
+        url = w.string(f"{path}.endpoints.{n}.url", e.get("url"))
+        if not url.startswith("tcp://"):
+            raise w.error(f"{path}.endpoints.{n}.url", f"{url!r}", "use tcp://HOST:PORT (symbols allowed)")
+        if not isinstance(e.get("critical", True), bool):
+            raise w.error(f"{path}.endpoints.{n}.critical", f"expected true or false, found {_kind(e['critical'])}")
+    want = w.mapping(f"{path}.expect", x.get("expect", {}))
+    for k, v in want.items():
+        if k not in PRERUN_EXPECT:
+            raise w.error(f"{path}.expect.{k}", "unknown field", f"use {', '.join(PRERUN_EXPECT)}")
+        if not isinstance(v, PRERUN_EXPECT[k]) or (isinstance(v, bool) and k == "within_s"):
+            raise w.error(f"{path}.expect.{k}", f"unexpected {_kind(v)}")
+    for n, r in (want.get("reachable") or {}).items():
+        if n not in eps or not isinstance(r, bool):
+            raise w.error(f"{path}.expect.reachable.{n}", "must name an endpoint and say true or false")
 
 
 def load_replay(path: str | os.PathLike) -> Replay:
@@ -353,6 +416,9 @@ _Dumper.add_representer(dict, _represent_dict)
 def dumps_replay(replay: Replay) -> str:
     header = ("# meshcert replay file (format 1): rerun alone with\n"
               "#   MESHCERT_REPLAY=<this file> pytest conformance/test_property.py::test_replay_file\n")
+    if replay.scenario or replay.faults:
+        header = ("# meshcert replay file (format 1): rerun alone with\n"
+                  "#   ./meshcert.sh replay <this file>\n")
     return header + yaml.dump(replay.to_data(), Dumper=_Dumper, sort_keys=False, width=4096,
                               default_flow_style=False, allow_unicode=True)
 
@@ -376,14 +442,18 @@ class ReplayMismatch(AssertionError):
 
     def __init__(self, result: ReplayResult, against: str = "the replay file's expectations"):
         self.result = result
-        super().__init__(f"replay {result.replay.name} ({result.replay.source}): "
-                         + result.outcome.summary(against))
+        text = result.outcome.summary(against) if result.outcome.differences or not result.prerun_problems \
+            else "the probes held"
+        for p in result.prerun_problems:
+            text += f"\n  prerun: {p}"
+        super().__init__(f"replay {result.replay.name} ({result.replay.source}): " + text)
 
 
 @dataclass
 class ReplayResult:
     replay: Replay
     outcome: Outcome
+    prerun_problems: list[str] = field(default_factory=list)
 
     @property
     def differences(self):
@@ -391,7 +461,7 @@ class ReplayResult:
 
     @property
     def ok(self) -> bool:
-        return not self.outcome.differences
+        return not self.outcome.differences and not self.prerun_problems
 
     def differing_pairs(self) -> set[tuple[str, str, int]]:
         return {tuple(d.pair) for d in self.outcome.differences}
@@ -413,13 +483,15 @@ def run_replay(path: str | os.PathLike | Replay, world, *, oracle=None,
     Sets the file's routes and policy (waiting until they hold), applies its faults, dials its
     probes and compares with its expectations -- or, when ``oracle`` (an Oracle class) is given,
     with that oracle's verdicts in this world. ``fault_handlers`` maps a fault kind to a function
-    ``(world, fault) -> undo``; a file with a fault kind that has no handler is refused before the
-    world is touched. ``check``: raise :class:`ReplayMismatch` on any difference. ``restore``:
+    ``(world, fault) -> undo`` (default: every kind of :data:`meshcert.chaos.FAULTS`); a file with
+    a fault kind that has no handler is refused before the world is touched. The file's pre-runs
+    run after the probes, with the faults still held. ``check``: raise :class:`ReplayMismatch` on any difference. ``restore``:
     return the world to its topology's steady state afterwards (World.reset).
     """
     replay = path if isinstance(path, Replay) else load_replay(path)
     check_topology(replay, world)
-    handlers = dict(fault_handlers or {})
+    from .chaos import FAULT_HANDLERS, prerun_problems
+    handlers = dict(FAULT_HANDLERS if fault_handlers is None else fault_handlers)
     missing = sorted({f["kind"] for f in replay.faults} - set(handlers))
     if missing:
         raise InputError(replay.source, f"faults of kind {', '.join(missing)} have no handler here",
@@ -438,12 +510,14 @@ def run_replay(path: str | os.PathLike | Replay, world, *, oracle=None,
         else:
             kwargs["oracle"] = oracle
         outcome = run_example(world, replay.example, **kwargs)
+        problems = [f"prerun[{i}] (pod {x.get('pod', 'agent')}): {p}" for i, x in enumerate(replay.prerun)
+                    for p in prerun_problems(world, x)[2]]
     finally:
         for u in reversed(undo):
             u()
         if restore:
             world.reset()
-    result = ReplayResult(replay, outcome)
+    result = ReplayResult(replay, outcome, problems)
     if check and not result.ok:
         raise ReplayMismatch(result, "the replay file's expectations" if oracle is None
                              else f"oracle {getattr(oracle, '__name__', oracle)}")

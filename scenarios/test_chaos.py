@@ -30,3 +30,11 @@ def test_slow_and_dead_endpoints_in_direct_mode(world, report_extra):
 
 def test_derp_only_with_latency_on_the_derp_path(world, report_extra):
     s.derp_latency_visible(world, report_extra)
+
+
+def test_expired_key_and_expired_node_are_told_clearly(world, report_extra):
+    s.expired_key(world, report_extra)
+
+
+def test_subnet_router_ha_failover(world, report_extra):
+    s.subnet_router_ha(world, report_extra)

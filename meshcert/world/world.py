@@ -429,9 +429,7 @@ class World:
             except docker.errors.APIError as e:
                 raise WorldError(f"could not create network {net.name} ({net.subnet or 'auto'}): {e.explanation}",
                                  "a leftover network may hold the subnet: run `meshcert sweep`") from None
-        ca_file = {"/etc/meshcert/ca.pem": (self.certs.ca_pem, 0o644)}
-        ts_img, host_img = self.images["tailscale"], self.images["host"]
-        cap = {"cap_add": ["NET_ADMIN", "NET_RAW"], "devices": ["/dev/net/tun:/dev/net/tun:rwm"]}
+        host_img = self.images["host"]
 
         def start_headscale() -> Box:
             return self._run("headscale", self.images["headscale"],
@@ -446,20 +444,6 @@ class World:
                              ["toxiproxy-server", "-host", "0.0.0.0", "-port", str(TOXI_API)],
                              network="wan", aliases=[CONTROL_ALIAS])
 
-        def start_node(spec) -> Box:
-            banners = ",".join(map(str, spec.banner_ports))
-            kw = dict(cap)
-            if spec.advertise_routes:
-                kw["sysctls"] = {"net.ipv4.ip_forward": "1"}
-            box = self._run(spec.name, ts_img,
-                            ["sh", "-c", f"{self._tailscaled(spec.name)} & exec python3 /opt/meshcert/nodeagent.py "
-                                         f"--banner '{banners}'"],
-                            network=spec.networks[0], environment=self._ts_env(spec.name), files=ca_file,
-                            hostname=spec.name, **kw)
-            for extra in spec.networks[1:]:
-                self.networks[extra].connect(box.container, aliases=[spec.name])
-            return box
-
         def start_host(spec) -> Box:
             return self._run(spec.name, host_img,
                              ["python3", "/opt/meshcert/nodeagent.py", "--banner",
@@ -467,14 +451,12 @@ class World:
                              network=spec.network, hostname=spec.name, ipv4_address=spec.address,
                              environment={"MESHCERT_NAME": spec.name})
 
-        start_pod = self._start_pod
-
         with progress.step(f"world {self.run_id}: starting containers"):
             with concurrent.futures.ThreadPoolExecutor(max_workers=8) as ex:
                 f_hs, f_tp = ex.submit(start_headscale), ex.submit(start_toxiproxy)
-                f_nodes = {s.name: ex.submit(start_node, s) for s in topo.nodes}
+                f_nodes = {s.name: ex.submit(self._start_node, s) for s in topo.nodes}
                 f_hosts = {s.name: ex.submit(start_host, s) for s in topo.hosts}
-                f_pods = {a.name: ex.submit(start_pod, a) for a in topo.pods}
+                f_pods = {a.name: ex.submit(self._start_pod, a) for a in topo.pods}
                 hs_box, tp_box = f_hs.result(), f_tp.result()
                 node_boxes = {n: f.result() for n, f in f_nodes.items()}
                 host_boxes = {n: f.result() for n, f in f_hosts.items()}
@@ -523,6 +505,21 @@ class World:
 
     CAPS = {"cap_add": ["NET_ADMIN", "NET_RAW"], "devices": ["/dev/net/tun:/dev/net/tun:rwm"]}
 
+    def _start_node(self, spec) -> Box:
+        """A tailnet node container: tailscaled (kernel TUN) + meshcert's node agent."""
+        banners = ",".join(map(str, spec.banner_ports))
+        kw = dict(self.CAPS)
+        if spec.advertise_routes:
+            kw["sysctls"] = {"net.ipv4.ip_forward": "1"}
+        box = self._run(spec.name, self.images["tailscale"],
+                        ["sh", "-c", f"{self._tailscaled(spec.name)} & exec python3 /opt/meshcert/nodeagent.py "
+                                     f"--banner '{banners}'"],
+                        network=spec.networks[0], environment=self._ts_env(spec.name),
+                        files={"/etc/meshcert/ca.pem": (self.certs.ca_pem, 0o644)}, hostname=spec.name, **kw)
+        for extra in spec.networks[1:]:
+            self.networks[extra].connect(box.container, aliases=[spec.name])
+        return box
+
     def _start_pod(self, a) -> "Pod":
         """pause (owns the netns) + tailscale sidecar + probe, sharing the socket volume."""
         c, ts_img, host_img = self.client, self.images["tailscale"], self.images["host"]
@@ -567,19 +564,56 @@ class World:
 
     def remove_pod(self, name: str) -> None:
         pod = self.pods.pop(name, None)
+        self._forget(name, (f"{name}-sut", f"{name}-probe", f"{name}-tailscale", f"{name}-pause"))
+        try:
+            if pod is not None:
+                self.client.volumes.get(pod.socket_volume).remove(force=True)
+        except docker.errors.NotFound:
+            pass
+
+    def add_node(self, spec) -> "TailnetNode":
+        """An extra tailnet node for one test (e.g. a standby subnet router): started, joined, and
+        its ``approve_routes`` approved. Undo with :meth:`remove_node`."""
+        box = self._start_node(spec)
+        ip = self._ip(box, "wan")
+        node = TailnetNode(spec.name, spec.tags, box, NodeAPI(spec.name, ip), ip, spec.accept_routes,
+                           spec.advertise_routes)
+        self.nodes[spec.name] = node
+        wait_for(f"node agent on {spec.name}", node.api.healthy, 30, describe=lambda: box.logs()[-800:])
+        self._join(node)
+        if spec.approve_routes:
+            self._approve_advertised(spec)
+        return node
+
+    def remove_node(self, name: str) -> None:
+        self._forget(name, (name,))
+
+    def restart_node(self, name: str) -> None:
+        """Start a stopped or killed node container again (its tailscaled state is kept in the
+        container) and wait until it is Running; its WAN address is read again (the engine may
+        give another one)."""
+        node = self.nodes[name]
+        box = node.ts_box
+        box.container.reload()
+        if box.container.status != "running":
+            box.container.start()
+            box.container.reload()
+        node.wan_ip = self._ip(box, "wan")
+        node.api = NodeAPI(name, node.wan_ip)
+        wait_for(f"node agent on {name} after its restart", node.api.healthy, 30, describe=lambda: box.logs()[-800:])
+        wait_for(f"{name} BackendState Running after its restart", lambda: node.backend_state() == "Running", 60,
+                 describe=node.backend_state)
+
+    def _forget(self, name: str, roles: Iterable[str]) -> None:
+        """Remove a node's containers and delete it from headscale (if it ever registered)."""
         self.nodes.pop(name, None)
-        for role in (f"{name}-sut", f"{name}-probe", f"{name}-tailscale", f"{name}-pause"):
+        for role in roles:
             box = self.boxes.pop(role, None)
             if box is not None:
                 try:
                     box.container.remove(force=True)
                 except docker.errors.NotFound:
                     pass
-        try:
-            if pod is not None:
-                self.client.volumes.get(pod.socket_volume).remove(force=True)
-        except docker.errors.NotFound:
-            pass
         try:
             self.headscale.cli("nodes", "delete", "-i", str(self.headscale.node_id(name)), "--force")
         except WorldError:
@@ -609,20 +643,24 @@ class World:
                      describe=node.backend_state)
 
     def _approve_routes(self) -> None:
-        hs = self.headscale
         for spec in self.topology.nodes:
-            if not spec.approve_routes:
-                continue
-            def advertised() -> dict | None:
-                for r in hs.routes():
-                    if r.get("given_name", r.get("name")) == spec.name and \
-                            set(spec.approve_routes) <= set(r.get("available_routes") or []):
-                        return r
-                return None
-            r = wait_for(f"headscale to see {spec.name} advertise {spec.approve_routes}", advertised, 30,
-                         describe=lambda: json.dumps(hs.routes()))
-            hs.approve_routes(int(r["id"]), spec.approve_routes)
+            if spec.approve_routes:
+                self._approve_advertised(spec)
         self.wait_routes_seen()
+
+    def _approve_advertised(self, spec) -> None:
+        """Wait until headscale sees ``spec``'s node advertise its routes, then approve them."""
+        hs = self.headscale
+
+        def advertised() -> dict | None:
+            for r in hs.routes():
+                if r.get("given_name", r.get("name")) == spec.name and \
+                        set(spec.approve_routes) <= set(r.get("available_routes") or []):
+                    return r
+            return None
+        r = wait_for(f"headscale to see {spec.name} advertise {spec.approve_routes}", advertised, 30,
+                     describe=lambda: json.dumps(hs.routes()))
+        hs.approve_routes(int(r["id"]), spec.approve_routes)
 
     def expected_primary_routes(self) -> dict[str, set[str]]:
         return {s.name: set(s.approve_routes) for s in self.topology.nodes if s.approve_routes}
