@@ -79,8 +79,33 @@ def _replay_paths() -> list:
 
 
 @pytest.mark.parametrize("path", _replay_paths())
-def test_replay_file(steady_world, path):
-    run_replay(path, steady_world)
+def test_replay_file(steady_world, report_extra, path):
+    """Reruns one replay file (``meshcert replay FILE`` runs this); its journal goes into the
+    report's scenarios section: each probe as observed, each pre-run problem."""
+    import time
+    t0 = time.monotonic()
+    entry = {"scenario": f"replay {Path(path).name}", "outcome": "running", "figures": {}, "events": []}
+    report_extra.setdefault("scenarios", {})[entry["scenario"]] = entry
+    try:
+        result = run_replay(path, steady_world, check=False)
+    except BaseException as e:
+        entry.update(outcome="failed", events=[{"t_s": round(time.monotonic() - t0, 2), "event": "error",
+                                                "error": str(e)[:600]}])
+        raise
+    finally:
+        entry["duration_s"] = round(time.monotonic() - t0, 2)
+    for pair, obs in result.outcome.observations.items():
+        verdict = result.outcome.verdicts[pair]
+        entry["events"].append({"t_s": obs.after_s, "event": "probe", "pair": f"{pair.src} -> {pair.dst}:{pair.port}",
+                                "expected": "allowed" if verdict.allowed else "denied",
+                                "observed": "connected" if obs.reached(pair) else (obs.error or "no banner"),
+                                "attempts": obs.attempts})
+    entry["events"] += [{"t_s": entry["duration_s"], "event": "pre-run problem", "problem": p}
+                        for p in result.prerun_problems]
+    entry["figures"] = {k + "_s": round(v, 2) for k, v in result.outcome.seconds.items()}
+    entry["outcome"] = "passed" if result.ok else "failed"
+    if not result.ok:
+        raise ReplayMismatch(result)
 
 
 def _findings() -> list:

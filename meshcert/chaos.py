@@ -219,6 +219,8 @@ def prerun_problems(world, spec: Mapping[str, Any]) -> tuple[dict, float, list[s
         return ans, took, [f"pre-run answered HTTP {code}: {redact(json.dumps(ans))[:300]}"]
     if "ready" in want and ans.get("ready") is not want["ready"]:
         problems.append(f"ready: expected {want['ready']}, observed {ans.get('ready')} ({ans.get('message')!r})")
+    if "sidecar_ready" in want and (ans.get("sidecar") or {}).get("ready") is not want["sidecar_ready"]:
+        problems.append(f"sidecar ready: expected {want['sidecar_ready']}, observed {ans.get('sidecar')}")
     got = ans.get("endpoints") or {}
     for n, r in (want.get("reachable") or {}).items():
         if (got.get(n) or {}).get("reachable") is not r:

@@ -1,4 +1,4 @@
-"""The `meshcert` command: doctor, setup, test, certify, world, sweep."""
+"""The `meshcert` command: doctor, setup, test, certify, replay, world, sweep, clauses."""
 
 from __future__ import annotations
 
@@ -139,6 +139,32 @@ def cmd_certify(args) -> int:
     return 0
 
 
+def cmd_replay(args) -> int:
+    """Rerun replay files alone (a failed chaos scenario's, a property example's, a field bug's)
+    in a fresh world. Exit 0: the world did what every file expects; 1: it did not (the report
+    says where); 2: a file is malformed (refused before anything starts)."""
+    from .chaos import FAULTS
+    from .errors import InputError
+    from .replay import load_replay
+    paths = [Path(p).resolve() for p in args.files]
+    for p in paths:
+        r = load_replay(p)  # one clear error naming the file and the field
+        for i, f in enumerate(r.faults):
+            if f["kind"] not in FAULTS:
+                raise InputError(r.source, f"faults[{i}].kind: unknown fault kind {f['kind']!r}",
+                                 f"use one of {', '.join(FAULTS)}")
+        print(f"replay {r.name}: {len(r.faults)} fault(s), {len(r.probes)} probe(s), {len(r.prerun)} pre-run(s)"
+              + (f" (scenario {r.scenario})" if r.scenario else ""))
+    cmd_setup()
+    report = Path(args.report_dir or Path("reports") / time.strftime("replay-%Y%m%d-%H%M%S"))
+    os.environ["MESHCERT_REPLAY"] = os.pathsep.join(str(p) for p in paths)
+    rc = _pytest(["conformance/test_property.py::test_replay_file", "-q", "-p", "no:cacheprovider",
+                  "--report-dir", str(report), *(["--keep-world"] if args.keep_world else [])])
+    print(("replayed: the world does what the file(s) expect" if rc == 0 else
+           "replayed: the world differs from what the file(s) expect") + f"; report: {report}/report.html")
+    return 0 if rc == 0 else 1
+
+
 def cmd_clauses(args) -> int:
     from .catalog import load_catalog
     for c in load_catalog():
@@ -198,6 +224,12 @@ def main(argv: list[str] | None = None) -> int:
     cf.add_argument("--chaos", action="store_true", help="also run the chaos scenarios (scenarios/)")
     cf.add_argument("--policy", help="run the world with this ACL policy (HuJSON); ACL clauses assert the guide's intent")
     cf.add_argument("--spec", help="an environment spec (YAML) whose spec.connectivity the SUT is given")
+    rp = sub.add_parser("replay", help="rerun replay files alone in a fresh world (exit 0 as expected, 1 differs, "
+                                       "2 malformed file)")
+    rp.add_argument("files", nargs="+", metavar="FILE", help="replay file(s) (YAML; a failed scenario writes one "
+                                                            "into <report>/replays/)")
+    rp.add_argument("--report-dir")
+    rp.add_argument("--keep-world", action="store_true", help="leave the world running afterwards for inspection")
     sub.add_parser("clauses", help="list the clause catalog (clauses.yaml) with each clause's test count")
     w = sub.add_parser("world", help="build the guide's world, print its timings, tear it down")
     w.add_argument("--hold", action="store_true", help="keep it until Ctrl-C / SIGTERM / stdin closes")
@@ -216,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         handler = {"doctor": cmd_doctor, "setup": lambda a: cmd_setup(a) or 0, "test": lambda a: cmd_test(a.pytest_args),
-                   "certify": cmd_certify, "world": cmd_world, "sweep": cmd_sweep,
+                   "certify": cmd_certify, "replay": cmd_replay, "world": cmd_world, "sweep": cmd_sweep,
                    "clauses": cmd_clauses}[args.cmd]
         return handler(args)
     except MeshcertError as e:

@@ -8,7 +8,7 @@ self-contained file: inline CSS, no script, nothing loaded from elsewhere.
 
     results = load_results("reports/20261125-120105")
     write_report(Path("reports/20261125-120105"), results, load_catalog(),
-                 extra={"latency": [...], "mutants": {...}})
+                 extra={"latency": [...], "mutants": {...}, "scenarios": {name: journal}})
 """
 
 from __future__ import annotations
@@ -180,8 +180,10 @@ def _md_code(value) -> str:
     return f"{fence}\n{text}\n{fence}"
 
 
-def _md_inline_code(value) -> str:
-    text = _md_cell(value)
+def _md_inline_code(value, cell: bool = True) -> str:
+    """`value` as an inline code span; ``cell`` escapes it for a table cell (outside a table a
+    backslash inside a code span is shown as is, so it is left out there)."""
+    text = _md_cell(value) if cell else " ".join(_t(value).splitlines())
     ticks = "`" * (max((len(m) for m in re.findall(r"`+", text)), default=0) + 1)
     pad = " " if text.startswith("`") or text.endswith("`") else ""
     return f"{ticks}{pad}{text}{pad}{ticks}"
@@ -245,6 +247,81 @@ def _mutants(extra: dict | None) -> list[tuple[str, bool, list[str], str]]:
     return sorted(rows, key=lambda r: (r[1], r[0]))  # survivors first
 
 
+# ----------------------------------------------------------------------------- chaos scenarios
+
+def _amount(v: float) -> str:
+    """A number with at most two decimals and no trailing zeros: 11.5, 31.03, 120."""
+    text = f"{v:.2f}".rstrip("0").rstrip(".")
+    return "0" if text == "-0" else text
+
+
+def _duration(v) -> str:
+    """Seconds, readably: 0.18 s, 31.03 s, 2 min 5.5 s; "–" for no number."""
+    v = _num(v)
+    if v is None:
+        return "–"
+    v = round(v, 2)
+    if v < 60:
+        return f"{_amount(v)} s"
+    minutes, rest = divmod(v, 60)
+    return f"{int(minutes)} min {_amount(rest)} s"
+
+
+def _value(v) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k}: {_value(x)}" for k, x in v.items()) + "}"
+    if isinstance(v, float) and _num(v) is not None:
+        return _amount(v)
+    return str(v)
+
+
+def _figure(key, v) -> str:
+    """key=value; a key ending in _s is seconds and one ending in _ms milliseconds, so the
+    value gets the unit instead of the key: failover_s 11.5 -> "failover=11.5 s"."""
+    key = str(key)
+    if key.endswith("_ms") and len(key) > 3 and _num(v) is not None:
+        return f"{key[:-3]}={_amount(float(v))} ms"
+    if key.endswith("_s") and len(key) > 2 and _num(v) is not None:
+        return f"{key[:-2]}={_duration(v)}"
+    return f"{key}={_value(v)}"
+
+
+def _scenarios(extra: dict | None) -> list[tuple[str, dict, list[str], list[tuple[str, str, list[str]]]]]:
+    """(name, journal, figures as key=value, events as (time, event, [key=value, ...])) in the
+    order the scenarios ran."""
+    book = (extra or {}).get("scenarios") or {}
+    if not isinstance(book, dict):
+        return []
+    out = []
+    for name, j in book.items():
+        j = j if isinstance(j, dict) else {}
+        figures = j.get("figures") if isinstance(j.get("figures"), dict) else {}
+        events = []
+        for e in j.get("events") if isinstance(j.get("events"), list) else []:
+            e = e if isinstance(e, dict) else {"event": e}
+            t = _num(e.get("t_s"))
+            events.append((f"{t:.2f} s" if t is not None else "–", str(e.get("event", "–")),
+                           [_figure(k, v) for k, v in e.items() if k not in ("t_s", "event")]))
+        out.append((str(name), j, [_figure(k, v) for k, v in figures.items()], events))
+    return out
+
+
+def _scenario_outcome(j: dict) -> str:
+    return str(j.get("outcome") or "unknown")
+
+
+def _scenario_tally(rows: list) -> str:
+    counts: dict[str, int] = {}
+    for _, j, _, _ in rows:
+        counts[_scenario_outcome(j)] = counts.get(_scenario_outcome(j), 0) + 1
+    return (f"{len(rows)} scenario{'s' if len(rows) != 1 else ''}: "
+            + ", ".join(f"{n} {o}" for o, n in counts.items()) + ".")
+
+
 # ----------------------------------------------------------------------------- markdown
 
 def render_markdown(summary: Summary, catalog: list[Clause], extra: dict | None = None) -> str:
@@ -276,6 +353,7 @@ def render_markdown(summary: Summary, catalog: list[Clause], extra: dict | None 
             out += [f"### {_md_cell(cid)}: {_md_inline_code(test.get('test'))}", "",
                     _md_code(test.get("message") or "(no message)"), ""]
     out += _md_latency(extra)
+    out += _md_scenarios(extra)
     out += _md_mutants(extra)
     out += _md_errata(summary)
     return redact("\n".join(out).rstrip() + "\n")
@@ -312,6 +390,28 @@ def _md_latency(extra: dict | None) -> list[str]:
         for a in added:
             out.append(f"| {_md_cell(a['target'])} | {_md_cell(a['path'])} | {a['added_ms']:+.1f} | "
                        f"{_md_cell(a['verdict'])} |")
+    out.append("")
+    return out
+
+
+def _md_scenarios(extra: dict | None) -> list[str]:
+    rows = _scenarios(extra)
+    if not rows:
+        return []
+    out = ["## Chaos scenarios", "", _md_cell(_scenario_tally(rows)), "",
+           "| Scenario | Outcome | Duration | Figures | Replay file |", "|---|---|---|---|---|"]
+    for name, j, figures, _ in rows:
+        outcome = _scenario_outcome(j)
+        badge = _md_cell(outcome) if outcome == "passed" else f"**{_md_cell(outcome)}**"
+        replay = _md_inline_code(j["replay_file"]) if j.get("replay_file") else "–"
+        out.append(f"| {_md_cell(name)} | {badge} | {_duration(j.get('duration_s'))} | "
+                   f"{_md_cell(', '.join(figures) or '–')} | {replay} |")
+    for name, j, _, events in rows:
+        out += ["", f"### Journal: {_md_cell(name)}", ""]
+        for t, event, detail in events:
+            out.append(f"- {t} **{_md_cell(event)}**" + "".join(f" {_md_inline_code(d, cell=False)}" for d in detail))
+        if not events:
+            out.append("- (no events)")
     out.append("")
     return out
 
@@ -370,6 +470,8 @@ white-space:nowrap}
 .muted{color:#57606a;font-size:.85rem}
 .quote{color:#57606a;font-style:italic}
 ul.tests{list-style:none;margin:0;padding:0}ul.tests li{margin:.1rem 0}
+details{margin:.3rem 0}summary{cursor:pointer}
+ul.journal{list-style:none;margin:.2rem 0 .6rem;padding-left:1rem;font-size:.88rem}ul.journal li{margin:.1rem 0}
 """
 
 
@@ -400,6 +502,7 @@ def render_html(summary: Summary, catalog: list[Clause], extra: dict | None = No
         h.append('<h3 id="outside">Outside the catalog</h3>')
         h.append(_html_table(summary.outside, "Note", use_detail=True))
     h += _html_latency(extra)
+    h += _html_scenarios(extra)
     h += _html_mutants(extra)
     h += _html_errata(summary)
     h += ["</body>", "</html>"]
@@ -453,6 +556,38 @@ def _html_latency(extra: dict | None) -> list[str]:
             out.append(f"<tr><td>{_h(a['target'])}</td><td>{_h(a['path'])}</td><td>{a['added_ms']:+.1f}</td>"
                        f"<td>{_h(a['verdict'])}</td></tr>")
         out.append("</tbody></table>")
+    return out
+
+
+def _scenario_badge(outcome: str) -> str:
+    cls = {"passed": "passed", "running": "skipped"}.get(outcome, "failed")
+    return f'<span class="badge {cls}">{_h(outcome)}</span>'
+
+
+def _html_scenarios(extra: dict | None) -> list[str]:
+    rows = _scenarios(extra)
+    if not rows:
+        return []
+    out = ['<h2 id="scenarios">Chaos scenarios</h2>', f"<p>{_h(_scenario_tally(rows))}</p>",
+           "<table><thead><tr><th>Scenario</th><th>Outcome</th><th>Duration</th><th>Figures</th>"
+           "<th>Replay file</th></tr></thead><tbody>"]
+    for i, (name, j, figures, _) in enumerate(rows, 1):
+        replay = f"<code>{_h(j['replay_file'])}</code>" if j.get("replay_file") else "–"
+        out.append(f'<tr><td><a href="#scenario-{i}">{_h(name)}</a></td>'
+                   f"<td>{_scenario_badge(_scenario_outcome(j))}</td><td>{_h(_duration(j.get('duration_s')))}</td>"
+                   f"<td>{_h(', '.join(figures) or '–')}</td><td>{replay}</td></tr>")
+    out.append("</tbody></table>")
+    for i, (name, j, _, events) in enumerate(rows, 1):
+        opened = " open" if _scenario_outcome(j) != "passed" else ""
+        out += [f'<details id="scenario-{i}"{opened}><summary>Journal: <strong>{_h(name)}</strong> '
+                f'{_scenario_badge(_scenario_outcome(j))} <span class="muted">{len(events)} event'
+                f'{"s" if len(events) != 1 else ""}</span></summary>', '<ul class="journal">']
+        for t, event, detail in events:
+            out.append(f'<li><span class="muted">{_h(t)}</span> <strong>{_h(event)}</strong>'
+                       + "".join(f" <code>{_h(d)}</code>" for d in detail) + "</li>")
+        if not events:
+            out.append('<li class="muted">(no events)</li>')
+        out += ["</ul>", "</details>"]
     return out
 
 

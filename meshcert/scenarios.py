@@ -178,7 +178,7 @@ def slow_and_dead_endpoints_direct(world, report_extra, counts=(2, 10)):
                                                 "endpoints": eps,
                                                 "expect": {"reachable": want, "within_s": bound}},
                                                f"pre-run with {n} slow endpoints")
-                j.figures[f"prerun_s_with_{n}_slow"] = round(took, 2)
+                j.figures[f"prerun_with_{n}_slow_s"] = round(took, 2)
     finally:
         ok_proxy.destroy()
         dead_proxy.destroy()
@@ -193,7 +193,7 @@ def sidecar_crash(world, report_extra):
         _, took = faults.expect_prerun({"pod": "agent", "endpoints": ssh(world), "deadline_s": DEADLINE_S,
                                         "expect": {"ready": False, "warning": "sidecar", "within_s": PRERUN_BOUND}},
                                        "pre-run with the sidecar dead")
-        j.figures["prerun_s_sidecar_dead"] = round(took, 2)
+        j.figures["prerun_sidecar_dead_s"] = round(took, 2)
     # The rollback restarted the sidecar and waited until it was Running (its seconds are in the
     # journal); the steady state after the experiment includes a ready pre-run.
 
@@ -227,7 +227,8 @@ def expired_key(world, report_extra):
             j.log(f"{name}'s sidecar", state=state)
             assert state == "NeedsLogin", f"{name} ({key}): the sidecar must need a login; its state is {state}"
             faults.expect_prerun({"pod": name, "endpoints": ssh(world), "deadline_s": DEADLINE_S,
-                                  "expect": {"ready": False, "message": "NeedsLogin", "within_s": PRERUN_BOUND}},
+                                  "expect": {"ready": False, "sidecar_ready": False, "message": "NeedsLogin",
+                                             "within_s": PRERUN_BOUND}},
                                  f"pre-run in {name} ({key})")
         faults.expect_reachable("ACL-1", acl1_probes(world))
 

@@ -97,7 +97,8 @@ def test_mutant_is_killed_by_its_scenario(steady_world, scoreboard, mutant):
 @pytest.mark.parametrize("mutant,name", [("sidecar-error-aborts", "sidecar crash"),
                                          ("ignore-critical", "partition"),
                                          ("sequential-dials", "slow and dead endpoints"),
-                                         ("wrong-port", "slow and dead endpoints")])
+                                         ("wrong-port", "slow and dead endpoints"),
+                                         ("health-ignores-state", "expired key")])
 def test_scenarios_also_catch_clause_mutants(steady_world, mutant, name):
     """Each scenario fails against a mutant it exists to catch (not only against clause checks)."""
     from meshcert.scenarios import SCENARIOS
@@ -111,6 +112,24 @@ def test_control_plane_latency_scenario_fails_when_the_control_plane_is_cut(stea
     from meshcert.scenarios import control_plane_latency
     with pytest.raises(AssertionError, match="could not register"):
         control_plane_latency(steady_world, {}, kind="timeout", timeout=0)
+
+
+@pytest.mark.chaos
+def test_ha_scenario_fails_when_the_standby_route_is_not_approved(steady_world):
+    """A broken setting: the standby advertises the VLAN but its route is never approved, so
+    nothing can take over when the primary dies; the failover bound must catch it."""
+    from meshcert.scenarios import subnet_router_ha
+    with pytest.raises(AssertionError, match="ROUTE HA: the legacy host must be reachable through router-b"):
+        subnet_router_ha(steady_world, {}, approve_standby=False)
+
+
+@pytest.mark.chaos
+def test_derp_scenario_fails_when_direct_udp_is_not_blocked(steady_world):
+    """A broken setting: without the UDP block the agent talks to server directly; the scenario
+    must notice it is not measuring DERP at all."""
+    from meshcert.scenarios import derp_latency_visible
+    with pytest.raises(AssertionError, match="through DERP"):
+        derp_latency_visible(steady_world, {}, block_udp=False)
 
 
 def test_reference_sut_passes_every_sut_clause(steady_world):

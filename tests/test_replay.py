@@ -27,6 +27,9 @@ POLICY = {"tagOwners": OWNERS,
                    {"action": "accept", "src": ["${ip:server}"], "dst": ["${ip:database}:5432"]}]}
 
 
+PRERUN = {"pod": "agent", "endpoints": {"ssh": {"url": "tcp://${ip:server}:22", "critical": True}}, "expect": {"ready": False}}
+
+
 def _doc(**changes) -> dict:
     doc = {
         "meshcert_replay": 1,
@@ -61,7 +64,7 @@ def test_a_document_loads_into_a_replay():
 
 def test_save_and_load_round_trip(tmp_path):
     r = replay_from_data(_doc(seed=7, description="d", finding="f",
-                              faults=[{"kind": "toxic", "proxy": "control", "latency": 500}]), "t")
+                              faults=[{"kind": "toxic", "proxy": "control", "type": "latency", "attributes": {"latency": 500}}]), "t")
     path = save_replay(r, tmp_path / "x.yaml")
     assert path == tmp_path / "x.yaml"
     back = load_replay(path)
@@ -165,6 +168,26 @@ def test_probe_matrix_of_the_guide_world():
     (_doc(probes=[{"src": "agent", "dst": "server", "port": 22, "expect": "allowed"}] * 2),
      ["probes[1]", "listed twice"]),
     (_doc(recorded=[1]), ["recorded", "expected a mapping"]),
+    (_doc(faults=[{"kind": "toxic", "proxy": "control"}]), ["faults[0]", "toxic needs type"]),
+    (_doc(faults=[{"kind": "toxic", "proxy": "control", "type": "latency", "latency": 5}]),
+     ["faults[0].latency", "not a parameter of fault toxic", "attributes"]),
+    (_doc(faults=[{"kind": "toxic", "proxy": "control", "type": "latency", "stream": "sideways"}]),
+     ["faults[0].stream", "downstream or upstream"]),
+    (_doc(faults=[{"kind": "nft", "netns": "agent-pause", "rules": 7}]), ["faults[0].rules", "expected str"]),
+    (_doc(faults=[{"kind": "standby_router", "name": "router-b", "approve": "yes"}]),
+     ["faults[0].approve", "expected bool"]),
+    (_doc(faults=[{"kind": "extra_pod", "name": "p", "key": "stolen"}]), ["faults[0].key", "expired-node"]),
+    (_doc(prerun={"pod": "agent"}), ["prerun", "expected a list"]),
+    (_doc(prerun=[{**PRERUN, "pod": "ghost"}]), ["prerun[0].pod", "not an agent pod", "agent-us"]),
+    (_doc(prerun=[{**PRERUN, "when": 1}]), ["prerun[0].when", "unknown field"]),
+    (_doc(prerun=[{**PRERUN, "connectivity": "vpn"}]), ["prerun[0].connectivity", "headscale or direct"]),
+    (_doc(prerun=[{**PRERUN, "deadline_s": 0}]), ["prerun[0].deadline_s", "(0, 60]"]),
+    (_doc(prerun=[{**PRERUN, "endpoints": {}}]), ["prerun[0].endpoints", "empty"]),
+    (_doc(prerun=[{**PRERUN, "endpoints": {"x": {"url": "http://a:1"}}}]), ["prerun[0].endpoints.x.url", "tcp://"]),
+    (_doc(prerun=[{**PRERUN, "expect": {"ready": "no"}}]), ["prerun[0].expect.ready"]),
+    (_doc(prerun=[{**PRERUN, "expect": {"reachable": {"db": True}}}]),
+     ["prerun[0].expect.reachable.db", "must name an endpoint"]),
+    (_doc(prerun=[{**PRERUN, "expect": {"soon": True}}]), ["prerun[0].expect.soon", "unknown field"]),
     ("just text", ["expected a mapping"]),
 ])
 def test_validation_errors_name_the_field(doc, words):
@@ -399,3 +422,25 @@ def test_pairs_recorded_as_connecting_are_retried_when_replayed():
         {"src": "agent", "dst": "database", "port": 1, "expect": "denied", "observed": "connected"},  # not a probe
         "garbage"]})
     assert replay_from_data(doc, "t").seen_connecting() == {Pair("agent", "server", 80)}
+
+
+def test_a_scenario_file_needs_no_probes_when_it_has_a_prerun_and_round_trips(tmp_path):
+    doc = _doc(probes=[], scenario="sidecar crash", prerun=[PRERUN],
+               faults=[{"kind": "kill", "container": "agent-tailscale"},
+                       {"kind": "extra_pod", "name": "agent-x", "key": "expired-node"}])
+    doc["prerun"].append({**PRERUN, "pod": "agent-x"})  # an extra pod of the file's faults is a pod too
+    r = replay_from_data(doc, "t")
+    assert r.scenario == "sidecar crash" and r.probes == () and len(r.prerun) == 2
+    path = save_replay(r, tmp_path)
+    assert "meshcert.sh replay" in path.read_text()
+    back = load_replay(path)
+    assert back.prerun == r.prerun and back.faults == r.faults and back.scenario == r.scenario
+
+
+def test_the_bundled_scenario_replay_files_load():
+    from pathlib import Path
+    files = sorted((Path(__file__).parents[1] / "scenarios" / "replays").glob("*.yaml"))
+    assert files, "scenarios/replays/ holds example scenario files"
+    for f in files:
+        r = load_replay(f)
+        assert r.faults and (r.probes or r.prerun), f

@@ -84,6 +84,23 @@ EXTRA = {
         "sequential-dials": {"killed": True, "clauses": ["HEALTH-2"]},
         "wrong-port": {"killed": False, "clauses": []},
     },
+    "scenarios": {
+        "subnet router HA failover": {
+            "scenario": "subnet router HA failover", "outcome": "passed", "duration_s": 31.03,
+            "figures": {"failover_s": 11.5, "derp_p50_ms": 2.4, "slow_probe_s": 125.25, "probes": 41},
+            "events": [
+                {"t_s": 0.18, "event": "inject", "kind": "toxic", "proxy": "control", "what": "latency 40 ms"},
+                {"t_s": 12.4, "event": "rollback", "what": "toxic on control", "seconds": 0.5},
+            ]},
+        "partition agent | server": {
+            "scenario": "partition agent | server", "outcome": "failed", "duration_s": 7.5, "figures": {},
+            "replay_file": "/tmp/reports/replays/scenario-partition.yaml",
+            "events": [
+                {"t_s": 0.2, "event": "inject", "kind": "nft", "what": "drop agent -> server"},
+                {"t_s": 6.9, "event": "failed",
+                 "error": f"AssertionError: <script>alert(1)</script> with key {REGISTERED}"},
+            ]},
+    },
 }
 
 
@@ -212,6 +229,36 @@ def test_mutation_score_section(report):
     assert "<strong>2/3</strong>" in page and '<span class="badge survived">survived</span>' in page
 
 
+def test_chaos_scenarios_section(report):
+    md, page = report
+    assert "## Chaos scenarios" in md and 'id="scenarios"' in page
+    assert "2 scenarios: 1 passed, 1 failed." in md
+    # one row per scenario; figures with their units, the replay file of the failed one
+    assert "| subnet router HA failover | passed | 31.03 s | failover=11.5 s, derp_p50=2.4 ms, " \
+           "slow_probe=2 min 5.25 s, probes=41 | – |" in md
+    assert "| partition agent \\| server | **failed** | 7.5 s | – | " \
+           "`/tmp/reports/replays/scenario-partition.yaml` |" in md
+    # the journals, as lists
+    assert "### Journal: subnet router HA failover" in md
+    assert "- 0.18 s **inject** `kind=toxic` `proxy=control` `what=latency 40 ms`" in md
+    assert "- 12.40 s **rollback** `what=toxic on control` `seconds=0.5`" in md
+    assert "- 6.90 s **failed** `error=AssertionError: <script>alert(1)</script> with key «redacted»`" in md
+    # html: the table, the journals in <details>, the failed one open, the error escaped and redacted
+    assert "<td>failover=11.5 s, derp_p50=2.4 ms, slow_probe=2 min 5.25 s, probes=41</td>" in page
+    assert "<td><code>/tmp/reports/replays/scenario-partition.yaml</code></td>" in page
+    assert '<details id="scenario-1"><summary>' in page and '<details id="scenario-2" open><summary>' in page
+    assert "<code>error=AssertionError: &lt;script&gt;alert(1)&lt;/script&gt; with key «redacted»</code>" in page
+    assert "<script>" not in page and REGISTERED not in page and REGISTERED not in md
+    section = page[page.index('id="scenarios"'):page.index('id="mutants"')]
+    assert section.count("<details") == 2 and section.count("<li>") == 4
+    assert _parse(page).errors == []
+
+
+def test_no_scenarios_section_without_journals(tmp_path):
+    md, page = write_report(tmp_path, RESULTS, CATALOG, extra={"scenarios": {}})
+    assert "Chaos scenarios" not in md.read_text() and "Chaos scenarios" not in page.read_text()
+
+
 def test_errata_section(report):
     md, page = report
     assert "## Guide errata" in md
@@ -224,7 +271,7 @@ def test_errata_section(report):
 def test_sections_absent_without_extra(tmp_path):
     md, page = write_report(tmp_path, {"clauses": {}}, CATALOG)
     md = md.read_text()
-    assert "## Latency" not in md and "## Mutation score" not in md
+    assert "## Latency" not in md and "## Mutation score" not in md and "## Chaos scenarios" not in md
     assert "Run finished: unknown" in md and "no test 6" in md and "Verdict: **incomplete**" in md
     assert _parse(page.read_text()).errors == []
 
