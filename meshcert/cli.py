@@ -207,6 +207,12 @@ def cmd_sweep(args) -> int:
     c = engine.ensure_engine(install=False)
     counts = labels.remove_run(c) if args.all else labels.sweep(c)
     print(f"removed {counts}")
+    if args.images:
+        from .images import remove_stale_images
+        removed, kept = remove_stale_images(c)
+        print(f"removed {len(removed)} stale image(s)" + "".join(f"\n  {r}" for r in removed))
+        for k in kept:
+            print(f"kept (in use): {k}")
     return 0
 
 
@@ -236,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     w.add_argument("--vlan", help="the subnet router's VLAN CIDR (default the guide's 10.20.5.0/24)")
     s = sub.add_parser("sweep", help="remove containers/networks/volumes left by killed runs")
     s.add_argument("--all", action="store_true", help="remove every meshcert object, live runs' too")
+    s.add_argument("--images", action="store_true", help="also remove meshcert images this checkout no longer uses "
+                                                         "(older hash tags)")
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `meshcert clauses | head` ends quietly
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["test"]:  # everything after `test` belongs to pytest, untouched

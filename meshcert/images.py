@@ -13,12 +13,10 @@ No container registry is reachable on our machines, so every image is built here
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import re
 import shutil
 import subprocess
-import tarfile
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -179,3 +177,30 @@ def ensure_images(c: docker.DockerClient, names: tuple[str, ...] = ("host", "tai
         if n in names or any(recipes()[m].parent == n for m in names):
             built[n] = build(c, n, built)
     return built
+
+
+def stale_images(c: docker.DockerClient) -> list:
+    """meshcert's own images that this checkout does not use (older hash tags), oldest first.
+    Only ``meshcert/<name>`` images labelled ``io.meshcert.image=<name>`` count: an image built
+    FROM one of ours inherits the label but not the name (a user's SUT image is never touched).
+    The current ones are computed by :func:`ensure_images` (so this builds what is missing)."""
+    keep = set(ensure_images(c, tuple(recipes())).values())
+    stale = []
+    for img in c.images.list(filters={"label": LABEL}):
+        own = [t for t in img.tags if t.split(":")[0] == f"meshcert/{(img.labels or {}).get(LABEL)}"]
+        if own and not set(img.tags) & keep:
+            stale.append(img)
+    return sorted(stale, key=lambda i: i.attrs.get("Created", ""))
+
+
+def remove_stale_images(c: docker.DockerClient) -> tuple[list[str], list[str]]:
+    """Remove stale images; those a container still uses are kept. Returns (removed, kept)."""
+    removed, kept = [], []
+    for img in stale_images(c):
+        name = (img.tags or [img.short_id])[0]
+        try:
+            c.images.remove(img.id, noprune=False)
+            removed.append(name)
+        except docker.errors.APIError as e:  # in use by a container (of a live run)
+            kept.append(f"{name} ({e.explanation or e})")
+    return removed, kept
