@@ -1,0 +1,131 @@
+"""Fast tests (no engine) of the chaos library: pre-run expectations, fault validation, symbols,
+rollback order and the journal."""
+
+from __future__ import annotations
+
+import pytest
+
+from meshcert import chaos
+from meshcert.errors import InputError
+
+
+class FakeSut:
+    def __init__(self, answer: dict, code: int = 200):
+        self.answer, self.code, self.calls = answer, code, []
+
+    def prerun(self, conn, eps, deadline_s):
+        self.calls.append((conn, eps, deadline_s))
+        return self.code, self.answer
+
+
+class FakeNode:
+    def __init__(self, wan_ip):
+        self.wan_ip = wan_ip
+
+
+class FakeWorld:
+    def __init__(self, answer: dict, code: int = 200):
+        from meshcert.world.topology import guide_topology
+        self.topology = guide_topology()
+        self.nodes = {"server": FakeNode("172.18.0.5")}
+        self.toxiproxy = type("T", (), {"ip": "172.18.0.9"})()
+        self.headscale = type("H", (), {"ip": "172.18.0.2"})()
+        self._sut = FakeSut(answer, code)
+        self.connectivity_spec = None
+
+    def sut(self, pod):
+        return self._sut
+
+    def login_server(self):
+        return "https://control:8443"
+
+    def address(self, name):
+        return {"server": "100.64.0.3", "database": "100.64.0.4", "legacy": "10.20.5.10"}[name]
+
+
+GOOD = {"ready": False, "message": "not ready: sidecar BackendState is NeedsLogin",
+        "sidecar": {"ready": False, "detail": "BackendState is NeedsLogin"},
+        "endpoints": {"ssh": {"reachable": False}, "db": {"reachable": True}},
+        "logs": [{"level": "warning", "msg": "tailscale sidecar not ready"}], "agent_context": ["ssh unreachable"]}
+SPEC = {"pod": "agent", "endpoints": {"ssh": {"url": "tcp://${ip:server}:22"},
+                                      "db": {"url": "tcp://${wan:server}:5432", "critical": False}},
+        "expect": {"ready": False, "sidecar_ready": False, "reachable": {"ssh": False, "db": True},
+                   "warning": "sidecar", "message": "NeedsLogin", "context": ["ssh"], "within_s": 30}}
+
+
+def test_a_matching_answer_has_no_problems_and_symbols_are_resolved():
+    w = FakeWorld(GOOD)
+    ans, took, problems = chaos.prerun_problems(w, SPEC)
+    assert problems == [] and ans is GOOD
+    conn, eps, deadline = w._sut.calls[0]
+    assert eps == {"ssh": {"url": "tcp://100.64.0.3:22", "critical": True},
+                   "db": {"url": "tcp://172.18.0.5:5432", "critical": False}}
+    assert conn["type"] == "headscale" and conn["headscale"]["controlServer"] == "https://control:8443"
+
+
+@pytest.mark.parametrize(("change", "word"), [
+    ({"ready": True}, "ready: expected False"),
+    ({"sidecar": {"ready": True}}, "sidecar ready: expected False"),
+    ({"endpoints": {"ssh": {"reachable": True}, "db": {"reachable": True}}}, "endpoint ssh"),
+    ({"logs": [{"level": "info", "msg": "sidecar"}]}, "a warning mentioning 'sidecar'"),
+    ({"message": "not ready", "sidecar": {"ready": False, "detail": "down"}}, "to say 'NeedsLogin'"),
+    ({"agent_context": []}, "the agent told about 'ssh'"),
+])
+def test_each_expectation_catches_its_violation(change, word):
+    _, _, problems = chaos.prerun_problems(FakeWorld({**GOOD, **change}), SPEC)
+    assert len(problems) == 1 and word in problems[0], problems
+
+
+def test_an_http_error_is_one_problem():
+    _, _, problems = chaos.prerun_problems(FakeWorld({"error": "boom"}, code=500), SPEC)
+    assert problems == ['pre-run answered HTTP 500: {"error": "boom"}']
+
+
+def test_the_time_bound_is_checked(monkeypatch):
+    t = iter([0.0, 9.0])
+    monkeypatch.setattr(chaos.time, "monotonic", lambda: next(t))
+    _, took, problems = chaos.prerun_problems(FakeWorld(GOOD), {**SPEC, "expect": {"within_s": 3.5}})
+    assert took == 9.0 and problems == ["the pre-run to end within 3.5 s: it took 9.00 s"]
+
+
+def test_wan_symbols_of_unknown_containers_are_one_clear_error():
+    with pytest.raises(InputError, match=r"\$\{wan:ghost\}"):
+        chaos.resolve(FakeWorld(GOOD), "tcp://${wan:ghost}:1")
+    assert chaos.resolve(FakeWorld(GOOD), "${wan:toxiproxy} ${wan:headscale} ${ip:legacy}") == \
+        "172.18.0.9 172.18.0.2 10.20.5.10"
+
+
+def test_faults_are_undone_in_reverse_and_a_failing_undo_does_not_stop_the_others(monkeypatch):
+    log = []
+
+    def handler(tag, fail=False):
+        def h(world, fault):
+            log.append(f"inject {tag}")
+
+            def undo():
+                log.append(f"undo {tag}")
+                if fail:
+                    raise RuntimeError(f"{tag} would not heal")
+            return undo
+        return h
+    kinds = {"a": handler("a"), "b": handler("b", fail=True), "c": handler("c")}
+    monkeypatch.setattr(chaos, "FAULTS", {k: chaos.FaultKind(h, {}, {}, k) for k, h in kinds.items()})
+    j = chaos.Journal("t")
+    f = chaos.Faults(object(), j)
+    for k in "abc":
+        f.inject(k)
+    with pytest.raises(RuntimeError, match="rollback incomplete: b"):
+        f.undo_all()
+    assert log == ["inject a", "inject b", "inject c", "undo c", "undo b", "undo a"]
+    assert [e["event"] for e in j.events] == ["inject"] * 3 + ["rollback", "rollback failed", "rollback"]
+    assert f.recorded == [{"kind": "a"}, {"kind": "b"}, {"kind": "c"}]
+
+
+def test_validate_fault_accepts_the_scenarios_faults():
+    for f in ({"kind": "toxic", "proxy": "control", "type": "latency", "stream": "upstream",
+               "attributes": {"latency": 500}},
+              {"kind": "proxy_down", "proxy": "control"}, {"kind": "kill", "container": "router"},
+              {"kind": "nft", "netns": "agent-pause", "rules": "chain x {}"},
+              {"kind": "standby_router", "name": "router-b", "approve": False},
+              {"kind": "extra_pod", "name": "p", "key": "expired-node"}):
+        chaos.validate_fault(f, "t", "faults[0]")
