@@ -9,7 +9,7 @@ routes, faults, the probes and pre-run it expected) into the report.
 
 Fault kinds (see :data:`FAULTS`): toxiproxy toxics and a disabled proxy; nftables in a
 container's network namespace (nsenter from the host, the container needs no NET_ADMIN);
-container kills; a standby subnet router; an extra agent pod with a bad key.
+container kills and freezes; a standby subnet router; an extra agent pod with a bad key.
 """
 
 from __future__ import annotations
@@ -111,6 +111,26 @@ def _kill(world, f: Mapping[str, Any]) -> Undo:
     return restart
 
 
+def _freeze(world, f: Mapping[str, Any]) -> Undo:
+    """``docker pause`` (cgroup freezer): the processes stop answering but their sockets stay,
+    so a client without a timeout of its own hangs -- a kill makes them refuse instead."""
+    role = f["container"]
+    if role not in world.boxes:
+        raise InputError("fault freeze", f"no container {role!r} in this world",
+                         f"use one of {', '.join(sorted(world.boxes))}")
+    world.boxes[role].container.pause()
+    pod = role[: -len("-tailscale")] if role.endswith("-tailscale") else None
+
+    def thaw() -> None:
+        world.boxes[role].container.unpause()
+        if pod in world.pods:
+            from .world import wait_for
+            node = world.nodes[pod]
+            wait_for(f"{pod}'s sidecar Running after the thaw", lambda: node.backend_state() == "Running", 60,
+                     describe=node.backend_state)
+    return thaw
+
+
 def _standby_router(world, f: Mapping[str, Any]) -> Undo:
     from .world.topology import ROUTER_TAG, NodeSpec
     name = f["name"]
@@ -158,6 +178,7 @@ FAULTS: dict[str, FaultKind] = {
     "nft": FaultKind(_nft, {"netns": _STR, "rules": _STR}, {},
                      "nftables chains loaded into a container's network namespace"),
     "kill": FaultKind(_kill, {"container": _STR}, {}, "kill -9 of a container; the undo starts it again"),
+    "freeze": FaultKind(_freeze, {"container": _STR}, {}, "a container frozen (docker pause); the undo thaws it"),
     "standby_router": FaultKind(_standby_router, {"name": _STR}, {"approve": bool, "advertise": list, "networks": list},
                                 "a second subnet router advertising the VLAN (approved unless approve: false)"),
     "extra_pod": FaultKind(_extra_pod, {"name": _STR}, {"key": _STR},
@@ -197,6 +218,8 @@ FAULT_HANDLERS: dict[str, FaultHandler] = {k: v.handler for k, v in FAULTS.items
 
 # ------------------------------------------------------------------------------------ pre-run expectations
 
+HANG_GRACE_S = 5.0  # a pre-run with a time bound is abandoned this long after its bound
+
 def prerun_problems(world, spec: Mapping[str, Any]) -> tuple[dict, float, list[str]]:
     """Run a pre-run as ``spec`` says and compare with its ``expect``; returns (answer, seconds, problems).
 
@@ -211,10 +234,19 @@ def prerun_problems(world, spec: Mapping[str, Any]) -> tuple[dict, float, list[s
     conn = mesh_spec(world) if spec.get("connectivity", "headscale") == "headscale" else {"type": "direct"}
     eps = {n: {"url": resolve(world, e["url"]), "critical": bool(e.get("critical", True))}
            for n, e in spec["endpoints"].items()}
-    t0 = time.monotonic()
-    code, ans = world.sut(pod).prerun(conn, eps, deadline_s=spec.get("deadline_s", DEADLINE_S))
-    took = time.monotonic() - t0
     want, problems = spec.get("expect", {}), []
+    client = world.sut(pod)
+    if want.get("within_s") is not None:
+        client.timeout = want["within_s"] + HANG_GRACE_S  # a hung pre-run is a finding, not a stuck run
+    t0 = time.monotonic()
+    try:
+        code, ans = client.prerun(conn, eps, deadline_s=spec.get("deadline_s", DEADLINE_S))
+    except InputError as e:
+        if "Timeout" not in e.message:
+            raise
+        took = time.monotonic() - t0
+        return {}, took, [f"the pre-run to end within {want['within_s']} s: no answer after {took:.1f} s (it hangs)"]
+    took = time.monotonic() - t0
     if code != 200:
         return ans, took, [f"pre-run answered HTTP {code}: {redact(json.dumps(ans))[:300]}"]
     if "ready" in want and ans.get("ready") is not want["ready"]:

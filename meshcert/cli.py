@@ -73,10 +73,29 @@ def cmd_setup(args=None) -> None:
 
 
 def _pytest(pytest_args: list[str]) -> int:
+    """Run pytest as a child in a session of its own, so Ctrl-C reaches it exactly once: from us.
+
+    (subprocess.call would SIGKILL the child on our KeyboardInterrupt, leaving its world for the
+    next run to sweep; a terminal's Ctrl-C sent to both of us could interrupt its teardown twice.)
+    On Ctrl-C or SIGTERM we send the child one SIGINT and wait until it has torn its world down.
+    """
     env = dict(os.environ)
     cmd = [sys.executable, "-m", "pytest", *pytest_args]
     progress.say("running: " + " ".join(cmd[2:]))
-    return subprocess.call(cmd, cwd=str(REPO), env=env)
+    child = subprocess.Popen(cmd, cwd=str(REPO), env=env, start_new_session=True)
+    try:
+        return child.wait()
+    except KeyboardInterrupt:
+        if child.poll() is None:
+            progress.say("interrupted: pytest is tearing its world down ...")
+            child.send_signal(signal.SIGINT)
+        while True:
+            try:
+                child.wait()
+                break
+            except KeyboardInterrupt:
+                progress.say("still tearing down; waiting (a kill -9 leaves it for the next run to sweep)")
+        raise
 
 
 def cmd_test(pytest_args: list[str]) -> int:

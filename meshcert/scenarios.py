@@ -111,7 +111,7 @@ def derp_latency_visible(world, report_extra, latency_ms=40, block_udp=True):
     """DERP only: direct UDP blocked in the agent pod; the status shows the relay; the DERP path
     (headscale behind toxiproxy) slowed by ``latency_ms`` shows in the connect latency measured
     from the pod. ``block_udp=False`` is the broken setting this scenario must catch."""
-    from meshcert.checks.perf import measure
+    from meshcert.checks.perf import _peer, measure
     from meshcert.world.extra import BLOCK_UDP
     host = world.address("server")
     with scenario(world, "DERP only, slowed", report_extra, steady) as (faults, j):
@@ -120,7 +120,8 @@ def derp_latency_visible(world, report_extra, latency_ms=40, block_udp=True):
                           netns="agent-pause", rules=BLOCK_UDP)
         faults.expect_reachable("ACL-1", [Probe("agent", "server", 22, True, "through DERP")],
                                 positive_deadline=30)
-        path = _path(world, "agent", "server")
+        peer = _peer(world, "agent", "server")
+        path = {"relay": peer.get("Relay") or "", "direct": peer.get("CurAddr") or ""}
         j.log("agent's path to server", **path)
         assert path["relay"] and not path["direct"], \
             f"with direct UDP blocked the agent must reach server through DERP: status shows {path}"
@@ -139,14 +140,6 @@ def derp_latency_visible(world, report_extra, latency_ms=40, block_udp=True):
         {"path": "derp + toxiproxy latency", "target": f"server:22 (+{latency_ms} ms on DERP)",
          "p50_ms": round(p50_slow, 3), "p95_ms": round(sorted(slowed)[int(0.95 * (len(slowed) - 1))], 3),
          "n": len(slowed)})
-
-
-def _path(world, src: str, dst: str) -> dict:
-    """The source's view of its path to ``dst``: the DERP relay in use, the direct address (if any)."""
-    for p in (world.nodes[src].status().get("Peer") or {}).values():
-        if p.get("HostName") == dst:
-            return {"relay": p.get("Relay") or "", "direct": p.get("CurAddr") or ""}
-    return {"relay": "", "direct": "", "error": f"{dst} is not a peer of {src}"}
 
 
 # ------------------------------------------------------------------------------------ 4. slow and dead (direct)
@@ -186,9 +179,35 @@ def slow_and_dead_endpoints_direct(world, report_extra, counts=(2, 10)):
 
 # ------------------------------------------------------------------------------------ 5. sidecar crash
 
+IN_FLIGHT_DEADLINE_S = 3.0
+
+
 def sidecar_crash(world, report_extra):
+    """The sidecar is killed while a pre-run is in flight (its dials held by a blackholed
+    endpoint): that pre-run still answers within its bound. While the sidecar is down a new
+    pre-run warns and is not ready; after the restart the pod is ready again (steady state)."""
+    import concurrent.futures
+    sut = world.sut("agent")
+    eps = {**{"ssh": ep(world, "server", 22)}, "blackhole": ep(world, "server", 80, critical=False)}
+    # Bound for the pre-run in flight: its deadline + the 1 s sidecar check + 1.5 s margin.
+    in_flight_bound = IN_FLIGHT_DEADLINE_S + LOCALAPI_BOUND_S + MARGIN_S
     with scenario(world, "sidecar crash and restart", report_extra, steady) as (faults, j):
-        faults.inject("kill", "the agent pod's tailscale sidecar killed", container="agent-tailscale")
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as ex:
+            t0 = time.monotonic()
+            pending = ex.submit(lambda: (sut.prerun(mesh_spec(world), eps, deadline_s=IN_FLIGHT_DEADLINE_S),
+                                         time.monotonic() - t0))
+            j.log("a pre-run in flight (a blackholed endpoint holds it for its deadline)")
+            faults.inject("kill", "the agent pod's tailscale sidecar killed", container="agent-tailscale")
+            try:
+                (code, ans), took = pending.result(timeout=in_flight_bound + 10)
+            except concurrent.futures.TimeoutError:
+                raise AssertionError(f"a pre-run in flight when the sidecar died has not answered after "
+                                     f"{in_flight_bound + 10:.1f} s: it hangs") from None
+        j.figures["prerun_in_flight_s"] = round(took, 2)
+        j.log("the pre-run in flight answered", seconds=round(took, 2), code=code, ready=ans.get("ready"))
+        assert code == 200, f"the pre-run in flight when the sidecar died answered HTTP {code}: {ans}"
+        assert took <= in_flight_bound, (f"the pre-run in flight when the sidecar died took {took:.2f} s "
+                                         f"(bound {in_flight_bound} s: deadline + sidecar check + margin)")
         # Bound: deadline + the 1 s sidecar check + 1.5 s margin: nothing hangs on a dead sidecar.
         _, took = faults.expect_prerun({"pod": "agent", "endpoints": ssh(world), "deadline_s": DEADLINE_S,
                                         "expect": {"ready": False, "warning": "sidecar", "within_s": PRERUN_BOUND}},
@@ -196,6 +215,19 @@ def sidecar_crash(world, report_extra):
         j.figures["prerun_sidecar_dead_s"] = round(took, 2)
     # The rollback restarted the sidecar and waited until it was Running (its seconds are in the
     # journal); the steady state after the experiment includes a ready pre-run.
+
+
+def sidecar_frozen(world, report_extra):
+    """The sidecar frozen (its socket still accepts, nothing answers): the pre-run must not wait
+    on it beyond its own LocalAPI timeout -- it warns, is not ready, and ends within its bound."""
+    with scenario(world, "sidecar frozen", report_extra, steady) as (faults, j):
+        faults.inject("freeze", "the agent pod's tailscale sidecar frozen (docker pause)", container="agent-tailscale")
+        # Bound: deadline + the 1 s sidecar check + 1.5 s margin.
+        _, took = faults.expect_prerun({"pod": "agent", "endpoints": ssh(world), "deadline_s": DEADLINE_S,
+                                        "expect": {"ready": False, "sidecar_ready": False, "warning": "sidecar",
+                                                   "within_s": PRERUN_BOUND}},
+                                       "pre-run with the sidecar frozen")
+        j.figures["prerun_sidecar_frozen_s"] = round(took, 2)
 
 
 # ------------------------------------------------------------------------------------ 6. partition
@@ -274,6 +306,7 @@ SCENARIOS = {
     "derp latency": derp_latency_visible,
     "slow and dead endpoints": slow_and_dead_endpoints_direct,
     "sidecar crash": sidecar_crash,
+    "sidecar frozen": sidecar_frozen,
     "partition": partition_one_target,
     "expired key": expired_key,
     "subnet router HA": subnet_router_ha,

@@ -20,6 +20,10 @@ def test_sidecar_crash_is_a_warning_and_recovers(world, report_extra):
     s.sidecar_crash(world, report_extra)
 
 
+def test_frozen_sidecar_does_not_hold_the_prerun(world, report_extra):
+    s.sidecar_frozen(world, report_extra)
+
+
 def test_partition_between_agent_and_one_target(world, report_extra):
     s.partition_one_target(world, report_extra)
 

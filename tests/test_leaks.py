@@ -75,3 +75,47 @@ def test_killed_run_is_swept_by_the_next_run():
     assert p2.wait(timeout=120) == 0
     _nothing_left(c, killed)
     _nothing_left(c, run2)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupting_meshcert_test_tears_the_world_down(sig):
+    """Ctrl-C (SIGINT to the command's process group, as a terminal sends it) or SIGTERM to
+    `meshcert test` while pytest has a world up: pytest tears it down before the command ends."""
+    c = engine.ensure_engine()
+    env = {**os.environ, "MESHCERT_VLAN": _free_vlan()}
+    p = subprocess.Popen([sys.executable, "-m", "meshcert.cli", "test", "-q", "-p", "no:cacheprovider",
+                          "conformance/test_acl.py", "--report-dir", "/tmp/meshcert-leak-test-report"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+                         start_new_session=True)
+    run = None
+    deadline = time.monotonic() + 240
+    while run is None and time.monotonic() < deadline and p.poll() is None:
+        # the world's containers carry their owner: the pytest process the command started
+        owners = {labels.owner_token(pid) for pid in _children(p.pid)}
+        for ctr in c.containers.list(filters={"label": labels.LABEL + "=1"}):
+            if ctr.labels.get(labels.OWNER) in owners:
+                run = ctr.labels[labels.RUN]
+        time.sleep(0.5)  # polling the engine for the world to appear, not waiting on time
+    assert run, "no world came up: " + (p.stderr.read()[-2000:] if p.poll() is not None else "(still running)")
+    assert labels.leftovers(c, run)["containers"], "the world should be up"
+    if sig == signal.SIGINT:
+        os.killpg(p.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+    else:
+        p.send_signal(signal.SIGTERM)
+    rest = p.stderr.read()
+    assert p.wait(timeout=180) != 0
+    assert "interrupted" in rest, rest[-1500:]
+    _nothing_left(c, run)
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        out.append(int(d))
+            except (OSError, ValueError, IndexError):
+                continue
+    return out

@@ -45,6 +45,7 @@ def _clauses(mutant: str) -> tuple[str, ...]:
 # mutant -> the chaos scenario that exists to catch it (meshcert/scenarios.py)
 SCENARIO_TARGETS = {
     "health-dials-control": "control-plane outage",
+    "localapi-no-timeout": "sidecar frozen",
 }
 
 

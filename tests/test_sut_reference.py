@@ -252,11 +252,11 @@ class SUT:
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True).start()
 
-    def request(self, method: str, path: str, body=None, raw: bytes | None = None):
-        return http_json(self.port, method, path, body, raw)
+    def request(self, method: str, path: str, body=None, raw: bytes | None = None, timeout: float = 30):
+        return http_json(self.port, method, path, body, raw, timeout)
 
-    def prerun(self, **body):
-        return self.request("POST", "/prerun", body)
+    def prerun(self, timeout: float = 30, **body):
+        return self.request("POST", "/prerun", body, timeout=timeout)
 
     def connect(self, **body):
         return self.request("POST", "/connect", body)
@@ -274,8 +274,8 @@ class SUT:
         self.server.server_close()
 
 
-def http_json(port: int, method: str, path: str, body=None, raw: bytes | None = None):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+def http_json(port: int, method: str, path: str, body=None, raw: bytes | None = None, timeout: float = 30):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
         conn.request(method, path, body=data, headers={"Content-Type": "application/json"})
@@ -308,6 +308,13 @@ class Kit:
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.bind(self.socket_path)
         s.close()
+
+    def frozen_socket(self):
+        """The socket accepts (the kernel's backlog) but nobody ever answers (tailscaled frozen)."""
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.bind(self.socket_path)
+        s.listen(16)
+        self._keep(s)
 
     def banner(self, text="banner", port=0) -> Banner:
         return self._keep(Banner(text, port))
@@ -928,6 +935,19 @@ def _dials_control(kit, mutant):
                                                "authKeySecretRef": "k"}}
     answer = kit.sut(SUT_MUTANT=mutant, TS_AUTHKEY=AUTHKEY).prerun(connectivity=spec, endpoints={})[1]
     return answer["sidecar"]["ready"]
+
+
+@case("localapi-no-timeout", faithful=True, mutated=False)
+def _localapi_no_timeout(kit, mutant):
+    """Faithful: a frozen sidecar costs the pre-run at most its 1 s LocalAPI timeout."""
+    kit.frozen_socket()
+    sut = kit.sut(SUT_MUTANT=mutant, TS_AUTHKEY=AUTHKEY)
+    spec = {"type": "headscale", "headscale": {"controlServer": "https://control:8443", "authKeySecretRef": "k"}}
+    try:
+        sut.prerun(connectivity=spec, endpoints={}, timeout=4)
+    except OSError:  # no answer within 4 s: held by the frozen sidecar
+        return False
+    return True
 
 
 @case("tailscale-requires-control", faithful=200, mutated=400)

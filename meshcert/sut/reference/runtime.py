@@ -62,6 +62,7 @@ MUTANTS = {
     "transcript-shows-credential": "the tool layer's injected credential is written into the transcript",
     "health-dials-control": "sidecar healthy only if the control server accepts a TCP connection (the mesh "
                             "works without it)",
+    "localapi-no-timeout": "the LocalAPI is asked with no timeout of its own: a frozen sidecar holds the pre-run",
 }
 
 TYPES = ("direct", "headscale", "tailscale")
@@ -658,7 +659,8 @@ class Runtime:
                 result["detail"] = f"127.0.0.1:41112: {_describe(exc, LOCALAPI_TIMEOUT_S)}"
             return result
         try:
-            status = query_status(self.socket_path, LOCALAPI_TIMEOUT_S)
+            no_timeout = self.mutant == "localapi-no-timeout"  # mutant localapi-no-timeout
+            status = query_status(self.socket_path, 3600.0 if no_timeout else LOCALAPI_TIMEOUT_S)
             state = status["BackendState"]
             result["_status"] = status  # kept for diagnosing failed dials; removed from the answer
         except SidecarError as exc:
