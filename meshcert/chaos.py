@@ -84,22 +84,24 @@ def _proxy_down(world, f: Mapping[str, Any]) -> Undo:
     return p.enable
 
 
-def _nft(world, f: Mapping[str, Any]) -> Undo:
-    role = f["netns"]
+def _container(world, f: Mapping[str, Any], param: str) -> tuple[str, str | None]:
+    """The container a fault names (checked), and the pod whose sidecar it is (if it is one)."""
+    role = f[param]
     if role not in world.boxes:
-        raise InputError("fault nft", f"no container {role!r} in this world",
+        raise InputError(f"fault {f['kind']}", f"{param}: no container {role!r} in this world",
                          f"use one of {', '.join(sorted(world.boxes))}")
+    return role, (role[: -len("-tailscale")] if role.endswith("-tailscale") else None)
+
+
+def _nft(world, f: Mapping[str, Any]) -> Undo:
+    role, _ = _container(world, f, "netns")
     netns_nft(world, role, resolve(world, f["rules"]))
     return lambda: netns_heal(world, role)
 
 
 def _kill(world, f: Mapping[str, Any]) -> Undo:
-    role = f["container"]
-    if role not in world.boxes:
-        raise InputError("fault kill", f"no container {role!r} in this world",
-                         f"use one of {', '.join(sorted(world.boxes))}")
+    role, pod = _container(world, f, "container")
     world.boxes[role].container.kill()
-    pod = role[: -len("-tailscale")] if role.endswith("-tailscale") else None
 
     def restart() -> None:
         if role in world.nodes:
@@ -114,12 +116,8 @@ def _kill(world, f: Mapping[str, Any]) -> Undo:
 def _freeze(world, f: Mapping[str, Any]) -> Undo:
     """``docker pause`` (cgroup freezer): the processes stop answering but their sockets stay,
     so a client without a timeout of its own hangs -- a kill makes them refuse instead."""
-    role = f["container"]
-    if role not in world.boxes:
-        raise InputError("fault freeze", f"no container {role!r} in this world",
-                         f"use one of {', '.join(sorted(world.boxes))}")
+    role, pod = _container(world, f, "container")
     world.boxes[role].container.pause()
-    pod = role[: -len("-tailscale")] if role.endswith("-tailscale") else None
 
     def thaw() -> None:
         world.boxes[role].container.unpause()

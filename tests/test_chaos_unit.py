@@ -129,3 +129,13 @@ def test_validate_fault_accepts_the_scenarios_faults():
               {"kind": "standby_router", "name": "router-b", "approve": False},
               {"kind": "extra_pod", "name": "p", "key": "expired-node"}):
         chaos.validate_fault(f, "t", "faults[0]")
+
+
+@pytest.mark.parametrize("fault", [{"kind": "kill", "container": "ghost"}, {"kind": "freeze", "container": "ghost"},
+                                   {"kind": "nft", "netns": "ghost", "rules": "x"}])
+def test_a_fault_on_a_container_the_world_lacks_is_one_clear_error(fault):
+    w = FakeWorld(GOOD)
+    w.boxes = {"agent-tailscale": object(), "router": object()}
+    with pytest.raises(InputError) as e:
+        chaos.FAULTS[fault["kind"]].handler(w, fault)
+    assert "'ghost'" in str(e.value) and "agent-tailscale, router" in str(e.value)
