@@ -66,7 +66,8 @@ def main() -> int:
             for k, v in (j.get("figures") or {}).items():
                 if isinstance(v, (int, float)):
                     figs.setdefault(k, []).append(float(v))
-        lines.append(f"| {n} | {sum(j['outcome'] == 'passed' for j in js)}/{len(runs)} | "
+        cell = n.replace("|", "\\|")
+        lines.append(f"| {cell} | {sum(j['outcome'] == 'passed' for j in js)}/{len(runs)} | "
                      f"{_stats([j['duration_s'] for j in js if j.get('duration_s') is not None])} | "
                      + "; ".join(f"{k}: {_stats(v)}" for k, v in sorted(figs.items())) + " |")
     text = "\n".join(lines) + "\n"
