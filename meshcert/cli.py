@@ -106,9 +106,9 @@ def cmd_test(pytest_args: list[str]) -> int:
 
 
 def cmd_certify(args) -> int:
-    """Exit 0: every catalog clause passed. 1: a clause failed. 2: bad input (policy, spec, a SUT
-    answering garbage). 3: nothing failed but some clauses have no test yet (an incomplete
-    certification is not a pass)."""
+    """Exit 0: every catalog clause (and with --chaos every scenario) passed. 1: a clause or a
+    scenario failed. 2: bad input (policy, spec, a SUT answering garbage). 3: nothing failed but
+    some clauses have no test yet (an incomplete certification is not a pass)."""
     import json
     from .catalog import load_catalog
     # Bad input is refused before anything is built or started.
@@ -146,8 +146,17 @@ def cmd_certify(args) -> int:
           f"run (no test yet or skipped); report: {report}/report.html")
     if out:
         print("out of the connectivity layer's scope (listed in the report with the reason): " + ", ".join(out))
+    scenarios = (results.get("extra") or {}).get("scenarios") or {}
+    bad_scenarios = sorted(n for n, j in scenarios.items() if j.get("outcome") != "passed")
+    if args.chaos:
+        print(f"chaos: {len(scenarios) - len(bad_scenarios)}/{len(scenarios)} scenarios passed"
+              + "".join(f"\n  not passed: {n} ({scenarios[n].get('outcome')})"
+                        + (f", replay: ./meshcert.sh replay {scenarios[n]['replay_file']}"
+                           if scenarios[n].get("replay_file") else "") for n in bad_scenarios))
     if failed:
         print("failed: " + ", ".join(failed))
+        return 1
+    if bad_scenarios:
         return 1
     if rc not in (0,):
         print(f"pytest exited {rc} with no failed clause: see {report}")
