@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import signal
 
 import pytest
 
@@ -15,6 +16,17 @@ def _results(scenarios: dict, failed_clause: str = "") -> dict:
     clauses = {c.id: {"outcome": "failed" if c.id == failed_clause else "passed", "tests": []}
                for c in load_catalog() if not c.out_of_scope}
     return {"finished": 0, "clauses": clauses, "extra": {"scenarios": scenarios}, "input_error": None}
+
+
+@pytest.fixture(autouse=True)
+def _keep_signal_handlers():
+    """cli.main sets process-wide handlers (SIGPIPE default: die silently on a closed pipe);
+    this pytest process must get its own back, or a later test's write to a closed socket
+    would end the whole run without a word."""
+    saved = {s: signal.getsignal(s) for s in (signal.SIGPIPE, signal.SIGTERM, signal.SIGINT)}
+    yield
+    for s, h in saved.items():
+        signal.signal(s, h)
 
 
 @pytest.fixture
