@@ -82,28 +82,28 @@ def _replay_paths() -> list:
 def test_replay_file(steady_world, report_extra, path):
     """Reruns one replay file (``meshcert replay FILE`` runs this); its journal goes into the
     report's scenarios section: each probe as observed, each pre-run problem."""
-    import time
-    t0 = time.monotonic()
-    entry = {"scenario": f"replay {Path(path).name}", "outcome": "running", "figures": {}, "events": []}
-    report_extra.setdefault("scenarios", {})[entry["scenario"]] = entry
+    from meshcert.chaos import Journal
+    journal = Journal(f"replay {Path(path).name}")
+    book = report_extra.setdefault("scenarios", {})
+    book[journal.scenario] = journal.to_data()
     try:
         result = run_replay(path, steady_world, check=False)
     except BaseException as e:
-        entry.update(outcome="failed", events=[{"t_s": round(time.monotonic() - t0, 2), "event": "error",
-                                                "error": str(e)[:600]}])
+        journal.outcome = "failed"
+        journal.log("error", error=str(e)[:600])
         raise
     finally:
-        entry["duration_s"] = round(time.monotonic() - t0, 2)
+        book[journal.scenario] = journal.to_data()
     for pair, obs in result.outcome.observations.items():
-        verdict = result.outcome.verdicts[pair]
-        entry["events"].append({"t_s": obs.after_s, "event": "probe", "pair": f"{pair.src} -> {pair.dst}:{pair.port}",
-                                "expected": "allowed" if verdict.allowed else "denied",
-                                "observed": "connected" if obs.reached(pair) else (obs.error or "no banner"),
-                                "attempts": obs.attempts})
-    entry["events"] += [{"t_s": entry["duration_s"], "event": "pre-run problem", "problem": p}
-                        for p in result.prerun_problems]
-    entry["figures"] = {k + "_s": round(v, 2) for k, v in result.outcome.seconds.items()}
-    entry["outcome"] = "passed" if result.ok else "failed"
+        journal.events.append({"t_s": obs.after_s, "event": "probe", "pair": f"{pair.src} -> {pair.dst}:{pair.port}",
+                               "expected": "allowed" if result.outcome.verdicts[pair].allowed else "denied",
+                               "observed": "connected" if obs.reached(pair) else (obs.error or "no banner"),
+                               "attempts": obs.attempts})
+    for p in result.prerun_problems:
+        journal.log("pre-run problem", problem=p)
+    journal.figures.update({k + "_s": round(v, 2) for k, v in result.outcome.seconds.items()})
+    journal.outcome = "passed" if result.ok else "failed"
+    book[journal.scenario] = journal.to_data()
     if not result.ok:
         raise ReplayMismatch(result)
 

@@ -378,9 +378,10 @@ def save_scenario_replay(world, name: str, faults: Faults, error: BaseException)
                             if s.advertise_routes},
                            {p.name: p.accept_routes for p in world.topology.pods})
     slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    first_line = redact(str(error)).splitlines()[0][:300] if str(error) else ""
     replay = Replay(f"scenario-{slug}", "guide", symbolic(world.policy), routes, tuple(probes.values()),
-                    tuple(faults.recorded), description=f"chaos scenario {name!r} failed: "
-                    + redact(str(error)).splitlines()[0][:300] if str(error) else f"chaos scenario {name!r} failed",
+                    tuple(faults.recorded),
+                    description=f"chaos scenario {name!r} failed" + (f": {first_line}" if first_line else ""),
                     prerun=tuple(faults.preruns), scenario=name)
     root = (world.log_root.parent if world.log_root else Path("reports")) / "replays"
     return save_replay(replay, root)
