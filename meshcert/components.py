@@ -19,7 +19,7 @@ from pathlib import Path
 
 from . import progress
 from .errors import EnvironmentProblem
-from .paths import cache_dir, tools_dir
+from .paths import cache_dir, cache_lock, tools_dir
 
 # tool folder -> {binary name produced by go build: name we install it under}
 BINARIES: dict[str, dict[str, str]] = {
@@ -83,6 +83,12 @@ class Component:
     def ensure(self) -> dict[str, Path]:
         if self.present():
             return self.paths()
+        with cache_lock(f"go-{self.name}", progress.say):
+            if self.present():  # built by the process we waited for
+                return self.paths()
+            return self._build()
+
+    def _build(self) -> dict[str, Path]:
         tmp = self.out_dir.with_name(self.out_dir.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import docker
 
-from . import components, progress
+from . import components, paths, progress
 from .errors import EnvironmentProblem
 from .paths import REPO, cache_dir
 
@@ -78,6 +78,13 @@ def base_image(c: docker.DockerClient) -> str:
     tag = f"meshcert/base:{_hash(suite, 'minbase', *BASE_PACKAGES)}"
     if _exists(c, tag):
         return tag
+    with paths.cache_lock("image-base", progress.say):
+        if not _exists(c, tag):  # another process may have built it while we waited
+            _debootstrap_base(c, tag)
+    return tag
+
+
+def _debootstrap_base(c: docker.DockerClient, tag: str) -> None:
     mirror, suite = apt_mirror_and_suite()
     if not shutil.which("debootstrap") and not os.path.exists("/usr/sbin/debootstrap"):
         raise EnvironmentProblem("debootstrap", "not installed", "apt-get install debootstrap (meshcert does this when root)")
@@ -99,7 +106,6 @@ def base_image(c: docker.DockerClient) -> str:
                 raise EnvironmentProblem("base image", f"docker import failed: {img}", "")
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    return tag
 
 
 @dataclass
@@ -154,6 +160,13 @@ def build(c: docker.DockerClient, name: str, built: dict[str, str]) -> str:
     tag = f"meshcert/{name}:{_hash(df, *(d + _file_digest(p) for d, p in sorted(r.files.items())))}"
     if _exists(c, tag):
         return tag
+    with paths.cache_lock(f"image-{name}", progress.say):
+        if not _exists(c, tag):  # another process may have built it while we waited
+            _build_image(c, name, r, df, tag)
+    return tag
+
+
+def _build_image(c: docker.DockerClient, name: str, r, df: str, tag: str) -> None:
     with progress.step(f"building image {tag}"):
         with tempfile.TemporaryDirectory(prefix="meshcert-ctx-") as ctx:
             ctxp = Path(ctx)
@@ -167,7 +180,6 @@ def build(c: docker.DockerClient, name: str, built: dict[str, str]) -> str:
             except docker.errors.BuildError as e:
                 logs = "".join(str(x.get("stream", x.get("error", ""))) for x in e.build_log)[-2000:]
                 raise EnvironmentProblem(f"image {name}", f"docker build failed: {e.msg}\n{logs}", "") from None
-    return tag
 
 
 def ensure_images(c: docker.DockerClient, names: tuple[str, ...] = ("host", "tailscale", "headscale", "toxiproxy")) -> dict[str, str]:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable, Iterator
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -22,3 +25,24 @@ def tools_dir() -> Path:
 
 def images_dir() -> Path:
     return REPO / "images"
+
+
+@contextmanager
+def cache_lock(name: str, waiting: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Hold an exclusive lock on ``<cache>/locks/<name>`` while building something into the
+    shared cache: two meshcert processes (two checkouts, CI beside a developer) then build a
+    component once instead of racing on the same temporary folder. ``waiting`` is told once
+    when another process holds it."""
+    d = cache_dir() / "locks"
+    d.mkdir(exist_ok=True)
+    with open(d / f"{name}.lock", "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if waiting:
+                waiting(f"another meshcert process is building {name}; waiting for it")
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
