@@ -15,11 +15,11 @@ def test_legacy_host_reachable_with_route_approved_and_accepted(world):
 
 @pytest.mark.clause("ROUTE-1")
 def test_legacy_host_unreachable_when_agent_does_not_accept_routes(steady_world):
-    steady_world.nodes["agent"].set_accept_routes(False)
-    route.legacy_unreachable(steady_world, "ROUTE-1", "acceptRoutes off on the agent")
+    route.legacy_unreachable(steady_world, "ROUTE-1", "acceptRoutes off on the agent",
+                             lambda: steady_world.nodes["agent"].set_accept_routes(False))
 
 
 @pytest.mark.clause("ROUTE-1")
 def test_legacy_host_unreachable_when_route_not_approved(steady_world):
-    steady_world.set_route_approval("router", [])
-    route.legacy_unreachable(steady_world, "ROUTE-1", f"route {GUIDE_VLAN} advertised but not approved")
+    route.legacy_unreachable(steady_world, "ROUTE-1", f"route {GUIDE_VLAN} advertised but not approved",
+                             lambda: steady_world.set_route_approval("router", []))

@@ -271,6 +271,17 @@ def prerun_problems(world, spec: Mapping[str, Any]) -> tuple[dict, float, list[s
 
 # ------------------------------------------------------------------------------------ journal, faults
 
+class SteadyStateBroken(ClauseFailure):
+    """The steady-state hypothesis did not hold BEFORE a scenario injected anything: the world
+    or the SUT breaks the clause named (``clause``), not the scenario. Whoever scores a fault
+    attributes it to that clause; the scenario itself was never run."""
+
+    def __init__(self, scenario: str, failure: ClauseFailure):
+        self.scenario = scenario
+        super().__init__(failure.clause, [f"steady state of scenario {scenario!r} broken before any fault: {p}"
+                                          for p in failure.problems], failure.logs)
+
+
 @dataclass
 class Journal:
     scenario: str
@@ -405,9 +416,9 @@ def scenario(world, name: str, report_extra: dict, steady: Callable[[Any], None]
         journal.log("steady state holds (before)")
     except ClauseFailure as e:
         journal.outcome = "steady state broken before"
-        journal.log("steady state broken before the experiment", error=str(e))
+        journal.log("steady state broken before the experiment", clause=e.clause, error=str(e))
         report_extra["scenarios"][name] = journal.to_data()
-        raise
+        raise SteadyStateBroken(name, e) from e
     faults = Faults(world, journal)
     try:
         try:

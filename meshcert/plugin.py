@@ -151,10 +151,13 @@ def pytest_runtest_makereport(item, call):
 
 def pytest_sessionfinish(session, exitstatus) -> None:
     tr = session.config.pluginmanager.get_plugin("terminalreporter")
-    if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED and tr is not None and tr.stats.get("skipped"):
-        # e.g. `pytest -m kind` where kind cannot run: its module skipped itself with a reason;
-        # that is a skip, not "no tests".
-        session.exitstatus = pytest.ExitCode.OK
+    if tr is not None and exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+        ran = sum(len(tr.stats.get(k, ())) for k in ("passed", "failed", "error", "xfailed", "xpassed"))
+        if not ran and tr.stats.get("skipped"):
+            # e.g. `pytest -m kind` where kind cannot run: every selected test skipped with its
+            # reason (the skip line says why). A run that tested nothing is not a success: exit 5
+            # (pytest's "no tests ran"), whatever was skipped.
+            session.exitstatus = pytest.ExitCode.NO_TESTS_COLLECTED
     res = getattr(session.config, "_meshcert_results", None)
     extra = getattr(session.config, "_meshcert_extra", None)
     if not res and not extra and not getattr(session.config, "_meshcert_input_error", None):

@@ -445,6 +445,7 @@ class Observation:
     latency_ms: float | None
     attempts: int = 1
     after_s: float = 0.0      # seconds from the first dial of the example to this (last) result
+    judged: bool = True       # False: a denial with no live positive control between the two nodes
 
     def reached(self, pair: Pair) -> bool:
         if not self.ok:
@@ -456,7 +457,23 @@ class Observation:
         if self.ok:
             return f"connected, banner {self.banner!r}"
         tries = f" after {self.attempts} attempts" if self.attempts > 1 else ""
-        return f"not reachable ({self.error}){tries}"
+        unjudged = "" if self.judged else " (unjudged: no positive control between the two nodes)"
+        return f"not reachable ({self.error}){tries}{unjudged}"
+
+
+def controls(pairs: Iterable[Pair], expect: Mapping[Pair, bool]) -> dict[Pair, Pair | None]:
+    """Each denied pair's positive control: an allowed pair between the same two nodes (either
+    direction, another port; same direction first), or None when the example allows nothing
+    between them (such a denial cannot be proven live: see :func:`probe`)."""
+    pairs = list(pairs)
+    out: dict[Pair, Pair | None] = {}
+    for p in pairs:
+        if expect[p]:
+            continue
+        same = sorted((q for q in pairs if expect[q] and {q.src, q.dst} == {p.src, p.dst}),
+                      key=lambda q: (q.src != p.src, q.port))
+        out[p] = same[0] if same else None
+    return out
 
 
 def probe(world, pairs: list[Pair], expect: Mapping[Pair, bool], *, timeout: float = NEGATIVE_TIMEOUT,
@@ -473,35 +490,57 @@ def probe(world, pairs: list[Pair], expect: Mapping[Pair, bool], *, timeout: flo
     examples: about one example in six had such pairs; they connected 5.1-7.7 s after the first
     dial, and in 4 examples only after 16-17 s (three initiations). A pair that works costs
     nothing extra; only a real difference (oracle allows, world denies) pays the whole window.
+
+    Denied pairs are judged live: a denied pair with a positive control (an allowed pair between
+    the same two nodes) is dialled once, ``timeout`` s, only in the round after its control
+    connected -- their WireGuard session is then up, so a handshake still in flight cannot pass
+    for a denial. One whose control never connects is not dialled (the control is a difference
+    already). A denied pair the example allows nothing between is dialled in the first round: a
+    connection is a difference, but no connection proves no denial -- it is marked unjudged
+    (``Observation.judged``) and counted in the test's figures.
     """
     addr = {d: world.address(d) for d in {p.dst for p in pairs}}
     results: dict[Pair, Observation] = {}
     t0 = time.monotonic()
+    patient = set(patient)
+    control = {p: c for p, c in controls(pairs, expect).items() if p not in patient}
 
-    def round_(todo: list[Pair], t: float) -> None:
-        by_src: dict[str, list[Pair]] = defaultdict(list)
-        for p in todo:
-            by_src[p.src].append(p)
+    def round_(todo: list[tuple[Pair, float]]) -> None:
+        by_src: dict[tuple[str, float], list[Pair]] = defaultdict(list)
+        for p, t in todo:
+            by_src[(p.src, t)].append(p)
         with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(by_src))) as ex:
-            futs = {src: ex.submit(world.dial, src, [(addr[p.dst], p.port) for p in ps], t)
-                    for src, ps in by_src.items()}
-            for src, ps in by_src.items():
-                for p, r in zip(ps, futs[src].result()):
+            futs = {k: ex.submit(world.dial, k[0], [(addr[p.dst], p.port) for p in ps], k[1])
+                    for k, ps in by_src.items()}
+            for k, ps in by_src.items():
+                for p, r in zip(ps, futs[k].result()):
                     prev = results.get(p)
                     results[p] = Observation(r["ok"], r.get("banner"), r.get("error"), r.get("latency_ms"),
-                                             (prev.attempts + 1) if prev else 1, round(time.monotonic() - t0, 2))
+                                             (prev.attempts + 1) if prev else 1, round(time.monotonic() - t0, 2),
+                                             judged=not (p in control and control[p] is None))
 
-    round_(pairs, timeout)
+    def ready(p: Pair) -> bool:  # a controlled negative not yet dialled whose control has connected
+        c = control[p]
+        return p not in results and c is not None and c in results and results[c].reached(c)
+
+    wanted = [p for p in pairs if expect[p] or p in patient]
+    round_([(p, timeout) for p in pairs if p not in control or control[p] is None])
     deadline = time.monotonic() + retry_window
-    patient = set(patient)
     while True:
-        again = [p for p in pairs if (expect[p] or p in patient) and not results[p].reached(p)]
-        if not again or time.monotonic() >= deadline:
-            return results
+        again = [p for p in wanted if not results[p].reached(p)]
+        due = [p for p in control if ready(p)]
+        if (not again and not due) or time.monotonic() >= deadline:
+            break
         started = time.monotonic()
-        round_(again, min(retry_timeout, max(0.2, deadline - time.monotonic())))
+        round_([(p, min(retry_timeout, max(0.2, deadline - time.monotonic()))) for p in again] +
+               [(p, timeout) for p in due])
         if time.monotonic() - started < 0.3:
             time.sleep(0.3)  # poll interval of a condition wait (a fast refusal must not spin)
+    for p, c in control.items():
+        if p not in results:
+            results[p] = Observation(False, None, f"not dialled: its control {c} never connected", None, 0,
+                                     round(time.monotonic() - t0, 2), judged=False)
+    return results
 
 
 # ------------------------------------------------------------------------------------ comparing
@@ -680,6 +719,9 @@ class Runner:
     retried_examples: int = 0
     retried_pairs: int = 0
     recovered_pairs: int = 0
+    denials_judged: int = 0     # denied pairs dialled after a positive control between the same nodes
+    denials_unjudged: int = 0   # denied pairs the example allowed nothing between (see probe())
+    slowest_handshake_s: float = 0.0  # the latest an allowed pair first connected (after_s of a retried pair)
 
     def __repr__(self) -> str:  # Hypothesis prints the test's arguments: keep it to one line
         return f"Runner(oracle={getattr(self.oracle, '__name__', self.oracle)}, seed={self.seed})"
@@ -699,6 +741,14 @@ class Runner:
                                     "retried": {str(p): [o.attempts, o.after_s, o.describe()] for p, o in
                                                 ((p, outcome.observations[p]) for p in retried)},
                                     "differences": [str(d) for d in outcome.differences]}) + "\n")
+        for p, o in outcome.observations.items():
+            if not outcome.verdicts[p].allowed:
+                if o.judged:
+                    self.denials_judged += 1
+                else:
+                    self.denials_unjudged += 1
+            elif o.attempts > 1 and o.reached(p):
+                self.slowest_handshake_s = max(self.slowest_handshake_s, o.after_s)
         if retried:
             self.retried_examples += 1
             self.retried_pairs += len(retried)
@@ -727,4 +777,6 @@ class Runner:
                 "phase_s_median": {k: round(sorted(v)[len(v) // 2], 2) for k, v in self.phases.items()},
                 "retried_examples": self.retried_examples, "retried_pairs": self.retried_pairs,
                 "recovered_on_retry": self.recovered_pairs,
+                "denials_judged_live": self.denials_judged, "denials_unjudged": self.denials_unjudged,
+                "slowest_first_connect_s": self.slowest_handshake_s,
                 "replay": os.fspath(self.replay_path) if self.replay_path else None}

@@ -233,18 +233,57 @@ def _mutant_descriptions() -> dict[str, str]:
     return dict(MUTANTS)
 
 
-def _mutants(extra: dict | None) -> list[tuple[str, bool, list[str], str]]:
+MUTANT_KINDS = {"mutant": "mutants of the reference SUT", "world": "broken world settings",
+                "chart": "broken charts"}
+
+
+@dataclass(frozen=True)
+class FaultRow:
+    """One fault of the scoreboard (tests/faults.py): killed only when its target's assertion failed."""
+    name: str
+    kind: str
+    target: list[str]
+    killed: bool
+    caught_by: list[str]
+    why: str      # why it is not killed (empty when killed)
+    about: str
+
+
+def _mutants(extra: dict | None) -> list[FaultRow]:
     zoo = (extra or {}).get("mutants") or {}
     if not isinstance(zoo, dict):
         return []
     about = _mutant_descriptions()
+
+    def strs(v) -> list[str]:
+        return [str(c) for c in v] if isinstance(v, (list, tuple)) else ([str(v)] if v else [])
     rows = []
     for name, info in zoo.items():
         info = info if isinstance(info, dict) else {}
-        clauses = info.get("clauses") or []
-        clauses = [str(c) for c in clauses] if isinstance(clauses, (list, tuple)) else [str(clauses)]
-        rows.append((str(name), bool(info.get("killed")), clauses, about.get(str(name), "")))
-    return sorted(rows, key=lambda r: (r[1], r[0]))  # survivors first
+        name = str(name)
+        kind = str(info.get("kind") or "mutant")
+        short = name.split(":", 1)[1] if ":" in name else name
+        killed = bool(info.get("killed"))
+        rows.append(FaultRow(name, kind, strs(info.get("target")), killed, strs(info.get("clauses")),
+                             "" if killed else str(info.get("why") or "not killed"),
+                             str(info.get("about") or about.get(short, ""))))
+    return sorted(rows, key=lambda r: (r.killed, r.kind, r.name))  # not killed first
+
+
+def _mutant_score(rows: list[FaultRow]) -> tuple[str, str]:
+    """(the score, its breakdown by kind): the denominator is every fault of the board."""
+    killed = sum(1 for r in rows if r.killed)
+    pct = 100.0 * killed / len(rows) if rows else 0.0
+    parts = []
+    for kind, label in MUTANT_KINDS.items():
+        of = [r for r in rows if r.kind == kind]
+        if of:
+            parts.append(f"{label} {sum(1 for r in of if r.killed)}/{len(of)}")
+    return f"{killed}/{len(rows)} faults killed ({pct:.0f}%)", ", ".join(parts)
+
+
+def _caught_text(r: FaultRow) -> str:
+    return f"caught by {', '.join(r.caught_by)}" if r.killed else f"not killed: {r.why}"
 
 
 # ----------------------------------------------------------------------------- chaos scenarios
@@ -420,13 +459,15 @@ def _md_mutants(extra: dict | None) -> list[str]:
     rows = _mutants(extra)
     if not rows:
         return []
-    killed = sum(1 for r in rows if r[1])
+    score, parts = _mutant_score(rows)
     out = ["## Mutation score", "",
-           f"{killed}/{len(rows)} mutants killed ({100.0 * killed / len(rows):.0f}%).", "",
-           "| Mutant | Result | Clauses | Fault |", "|---|---|---|---|"]
-    for name, k, clauses, about in rows:
-        out.append(f"| {_md_cell(name)} | {'killed' if k else '**survived**'} | "
-                   f"{_md_cell(', '.join(clauses) or '–')} | {_md_cell(about or '–')} |")
+           f"{score}: {parts}. The denominator is every fault meshcert must catch (tests/faults.py); a "
+           "fault whose test failed, errored, was skipped or not run counts as not killed.", "",
+           "| Fault | Kind | Target | Result | Fault description |", "|---|---|---|---|---|"]
+    for r in rows:
+        result = _caught_text(r) if r.killed else f"**{_caught_text(r)}**"
+        out.append(f"| {_md_cell(r.name)} | {_md_cell(r.kind)} | {_md_cell(', '.join(r.target) or '–')} | "
+                   f"{_md_cell(result)} | {_md_cell(r.about or '–')} |")
     out.append("")
     return out
 
@@ -595,13 +636,17 @@ def _html_mutants(extra: dict | None) -> list[str]:
     rows = _mutants(extra)
     if not rows:
         return []
-    killed = sum(1 for r in rows if r[1])
+    score, parts = _mutant_score(rows)
     out = ['<h2 id="mutants">Mutation score</h2>',
-           f"<p><strong>{killed}/{len(rows)}</strong> mutants killed ({100.0 * killed / len(rows):.0f}%).</p>",
-           "<table><thead><tr><th>Mutant</th><th>Result</th><th>Clauses</th><th>Fault</th></tr></thead><tbody>"]
-    for name, k, clauses, about in rows:
-        out.append(f"<tr><td><code>{_h(name)}</code></td><td>{_badge('killed' if k else 'survived')}</td>"
-                   f"<td>{_h(', '.join(clauses) or '–')}</td><td>{_h(about or '–')}</td></tr>")
+           f"<p><strong>{_h(score)}</strong>: {_h(parts)}. The denominator is every fault meshcert must catch "
+           "(tests/faults.py); a fault whose test failed, errored, was skipped or not run counts as not killed.</p>",
+           "<table><thead><tr><th>Fault</th><th>Kind</th><th>Target</th><th>Result</th><th>Fault description</th>"
+           "</tr></thead><tbody>"]
+    for r in rows:
+        out.append(f"<tr><td><code>{_h(r.name)}</code></td><td>{_h(r.kind)}</td>"
+                   f"<td>{_h(', '.join(r.target) or '–')}</td>"
+                   f"<td>{_badge('killed' if r.killed else 'survived')} {_h(_caught_text(r))}</td>"
+                   f"<td>{_h(r.about or '–')}</td></tr>")
     out.append("</tbody></table>")
     return out
 

@@ -12,7 +12,7 @@ import time
 from meshcert.chaos import scenario
 from meshcert.checks import acl
 from meshcert.checks.base import Probe, check_reachability
-from meshcert.checks.sut import DEADLINE_S, LOCALAPI_BOUND_S, MARGIN_S, ep, mesh_spec
+from meshcert.checks.sut import DEADLINE_S, LOCALAPI_BOUND_S, MARGIN_S, clause, ep, mesh_spec
 from meshcert.world import WorldError, wait_for
 
 PRERUN_BOUND = DEADLINE_S + LOCALAPI_BOUND_S + MARGIN_S
@@ -29,10 +29,17 @@ def ssh(world, name: str = "ssh") -> dict:
 
 
 def steady(world) -> None:
-    """The hypothesis: the agent pods reach what the guide allows, and the pre-run is ready."""
+    """The hypothesis: the agent pods reach what the guide allows (ACL-1), and the agent's pre-run
+    through the mesh is ready with server:22 reachable (TYPE-6: its dials travel the mesh). Each
+    part fails as a ClauseFailure naming its clause, so a broken steady state is attributed to it."""
     acl.acl1(world)
     code, ans = world.sut("agent").prerun(mesh_spec(world), {"ssh": ep(world, "server", 22)}, deadline_s=3)
-    assert code == 200 and ans["ready"], f"steady state: pre-run not ready: {ans.get('message')}"
+    with clause(world, "TYPE-6") as e:
+        e.that(code == 200 and ans.get("ready") is True and
+               ((ans.get("endpoints") or {}).get("ssh") or {}).get("reachable") is True,
+               "the agent's pre-run through the mesh ready with server:22 reachable (steady state)",
+               f"HTTP {code}, ready={ans.get('ready')}, ssh={(ans.get('endpoints') or {}).get('ssh')}, "
+               f"message={ans.get('message')!r}")
 
 
 def steady_with_vlan(world) -> None:
@@ -234,12 +241,15 @@ def sidecar_frozen(world, report_extra):
 
 def partition_one_target(world, report_extra):
     with scenario(world, "partition agent | server", report_extra, steady) as (faults, j):
+        # the path the partition cuts, proven before the change: the negative below is judged live
+        check_reachability(world, "ACL-1", [Probe("agent", "server", 22, True, "before the partition")])
         faults.inject("nft", "drop everything from the agent pod to server", netns="agent-pause",
                       rules="  chain out { type filter hook output priority 0; ip daddr ${ip:server} drop; }")
         faults.expect_reachable("ACL-1", [
             Probe("agent", "server", 22, False, "partitioned"),
             Probe("agent", "database", 5432, True, "the other targets are unaffected"),
-            Probe("agent-us", "server", 22, True, "server itself is up: another pod reaches it")])
+            Probe("agent-us", "server", 22, True, "server itself is up: another pod reaches it")],
+            proven=[("agent", "server")])
         faults.expect_prerun({"pod": "agent", "deadline_s": DEADLINE_S,
                               "endpoints": {**ssh(world), "db": {"url": "tcp://${ip:database}:5432", "critical": True}},
                               "expect": {"ready": False, "reachable": {"ssh": False, "db": True}, "context": ["ssh"]}},

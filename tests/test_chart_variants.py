@@ -17,6 +17,7 @@ import pytest
 from meshcert import podrunner
 from meshcert.checks import ClauseFailure
 from meshcert.checks import helm as h
+from tests.faults import aims_at, param
 
 CHARTS = Path(__file__).parent / "charts"
 VARIANTS = {
@@ -58,8 +59,16 @@ def test_broken_variant_is_the_reference_chart_with_one_changed_template(variant
         f"(after changing the reference chart, carry the change into tests/charts/{variant})")
 
 
-@pytest.mark.parametrize("variant", sorted(VARIANTS))
-def test_broken_variant_is_caught_by_its_clause_and_only_by_it(variant, tmp_path):
+def _about(variant: str) -> str:
+    """The defect, from the variant's row in tests/charts/README.md."""
+    for line in (CHARTS / "README.md").read_text().splitlines():
+        if line.startswith(f"| `{variant}` |"):
+            return line.split("|")[2].strip()
+    return f"tests/charts/{variant}"
+
+
+@pytest.mark.parametrize("variant", [param(v, "chart", v, VARIANTS[v], _about(v)) for v in sorted(VARIANTS)])
+def test_broken_variant_is_caught_by_its_clause_and_only_by_it(variant, tmp_path, caught):
     cid = VARIANTS[variant]
     chart = h.Chart(CHARTS / variant, log_root=tmp_path)
     with pytest.raises(ClauseFailure) as ei:
@@ -70,9 +79,11 @@ def test_broken_variant_is_caught_by_its_clause_and_only_by_it(variant, tmp_path
     for other, check in h.RENDER_CHECKS.items():
         if other != cid:
             check(chart)  # the variant's defect is its only one
+    caught(ei.value.clause)
 
 
-def test_a_chart_that_does_not_render_fails_the_clause_naming_helm(tmp_path):
+@aims_at("chart", "does-not-render", "HELM-1", "a chart whose template fails to render")
+def test_a_chart_that_does_not_render_fails_the_clause_naming_helm(tmp_path, caught):
     broken = tmp_path / "chart"
     (broken / "templates").mkdir(parents=True)
     (broken / "Chart.yaml").write_text("apiVersion: v2\nname: broken\nversion: 0.1.0\n")
@@ -81,9 +92,11 @@ def test_a_chart_that_does_not_render_fails_the_clause_naming_helm(tmp_path):
     with pytest.raises(ClauseFailure) as ei:
         h.helm1_sidecar_rendered(h.Chart(broken))
     assert ei.value.clause == "HELM-1" and "no sidecar for you" in str(ei.value)
+    caught(ei.value.clause)
 
 
-def test_a_chart_with_no_workload_fails_the_clause(tmp_path):
+@aims_at("chart", "no-workload", "HELM-6", "a chart that renders no workload")
+def test_a_chart_with_no_workload_fails_the_clause(tmp_path, caught):
     chart = tmp_path / "chart"
     (chart / "templates").mkdir(parents=True)
     (chart / "Chart.yaml").write_text("apiVersion: v2\nname: empty\nversion: 0.1.0\n")
@@ -91,6 +104,7 @@ def test_a_chart_with_no_workload_fails_the_clause(tmp_path):
     with pytest.raises(ClauseFailure) as ei:
         h.helm6_socket_shared(h.Chart(chart))
     assert "exactly one workload" in str(ei.value) and "ConfigMap/x" in str(ei.value)
+    caught(ei.value.clause)
 
 
 # ----------------------------------------------------------------------------- reading a sidecar

@@ -1,15 +1,19 @@
 """The mutant zoo: every deliberately broken SUT must be caught by the clause it breaks.
 
 Each mutant runs in the real world (its pod, the real sidecar); the clause checks are the same
-functions the conformance tests call. A mutant is killed when its clause fails; the mutation
-score (killed/total) is printed and written to the report.
+functions the conformance tests call. A mutant is killed when every clause it targets fails with
+a ClauseFailure of that clause (a scenario target: when the scenario fails after its steady state
+held). The mutation score is computed by tests/conftest.py over every fault of tests/faults.py
+(every mutant, broken world setting and broken chart), printed and written to the report.
 """
 
 import pytest
 
+from meshcert.chaos import SteadyStateBroken
 from meshcert.checks import ClauseFailure
 from meshcert.checks.sut import SUT_CHECKS
 from meshcert.sut.reference import MUTANTS
+from tests.faults import aims_at
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 
@@ -54,17 +58,12 @@ def test_every_mutant_has_a_target_clause():
     assert {c for m in TARGETS for c in _clauses(m)} <= set(SUT_CHECKS)
 
 
-@pytest.fixture(scope="module")
-def scoreboard(report_extra):
-    board = {}
-    yield board
-    killed = sum(1 for v in board.values() if v["killed"])
-    print(f"\nmutation score: {killed}/{len(board)} killed")
-    report_extra["mutants"] = board
+def _mutant_params(names):
+    return [pytest.param(m, marks=pytest.mark.fault(f"mutant:{m}"), id=m) for m in sorted(names)]
 
 
-@pytest.mark.parametrize("mutant", sorted(TARGETS))
-def test_mutant_is_killed_by_its_clause(steady_world, scoreboard, mutant):
+@pytest.mark.parametrize("mutant", _mutant_params(TARGETS))
+def test_mutant_is_killed_by_its_clause(steady_world, caught, mutant):
     pod = TARGETS[mutant][1]
     steady_world.start_sut(pod, mutant=mutant)
     failed, survived = [], []
@@ -73,24 +72,28 @@ def test_mutant_is_killed_by_its_clause(steady_world, scoreboard, mutant):
             SUT_CHECKS[clause](steady_world, pod)
             survived.append(clause)
         except ClauseFailure as e:
-            failed.append(e.clause)
-    scoreboard[mutant] = {"killed": not survived, "clauses": failed}
+            # the kill counts only when the assertion of THIS clause failed
+            (failed if e.clause == clause else survived).append(e.clause if e.clause == clause else
+                                                                 f"{clause} (failed as {e.clause})")
     assert not survived, f"mutant {mutant} ({MUTANTS[mutant]}) survived clause(s) {survived}"
+    caught(*failed)
 
 
 @pytest.mark.chaos
-@pytest.mark.parametrize("mutant", sorted(SCENARIO_TARGETS))
-def test_mutant_is_killed_by_its_scenario(steady_world, scoreboard, mutant):
+@pytest.mark.parametrize("mutant", _mutant_params(SCENARIO_TARGETS))
+def test_mutant_is_killed_by_its_scenario(steady_world, caught, mutant):
     from meshcert.scenarios import SCENARIOS
     name = SCENARIO_TARGETS[mutant]
     steady_world.start_sut("agent", mutant=mutant)
     try:
         SCENARIOS[name](steady_world, {})
+    except SteadyStateBroken as e:
+        pytest.fail(f"mutant {mutant} was caught by {e.clause} in the steady state before scenario {name!r} "
+                    f"injected anything, not by the scenario: {str(e).splitlines()[0]}")
     except AssertionError as e:  # ClauseFailure is one too
-        scoreboard[mutant] = {"killed": True, "clauses": [f"scenario: {name}"]}
         print(f"\n{mutant} killed by scenario {name}: {str(e).splitlines()[0]}")
+        caught(f"scenario: {name}")
         return
-    scoreboard[mutant] = {"killed": False, "clauses": []}
     pytest.fail(f"mutant {mutant} ({MUTANTS[mutant]}) survived scenario {name}")
 
 
@@ -98,39 +101,63 @@ def test_mutant_is_killed_by_its_scenario(steady_world, scoreboard, mutant):
 @pytest.mark.parametrize("mutant,name", [("sidecar-error-aborts", "sidecar crash"),
                                          ("ignore-critical", "partition"),
                                          ("sequential-dials", "slow and dead endpoints"),
-                                         ("wrong-port", "slow and dead endpoints"),
                                          ("health-ignores-state", "expired key")])
 def test_scenarios_also_catch_clause_mutants(steady_world, mutant, name):
-    """Each scenario fails against a mutant it exists to catch (not only against clause checks)."""
+    """Each scenario fails against a mutant it exists to catch (not only against clause checks),
+    in its experiment: a failure of the steady state before any fault is not the scenario's."""
     from meshcert.scenarios import SCENARIOS
     steady_world.start_sut("agent", mutant=mutant)
-    with pytest.raises(AssertionError):
+    with pytest.raises(AssertionError) as e:
         SCENARIOS[name](steady_world, {})
-
-
-def test_control_plane_latency_scenario_fails_when_the_control_plane_is_cut(steady_world):
-    """A broken setting: a `timeout` toxic holds the control connection; no new node can register."""
-    from meshcert.scenarios import control_plane_latency
-    with pytest.raises(AssertionError, match="could not register"):
-        control_plane_latency(steady_world, {}, kind="timeout", timeout=0)
+    assert not isinstance(e.value, SteadyStateBroken), \
+        f"{mutant} was caught by {e.value.clause} in the steady state before {name!r}, not by the scenario"
 
 
 @pytest.mark.chaos
-def test_ha_scenario_fails_when_the_standby_route_is_not_approved(steady_world):
+def test_a_steady_state_failure_names_its_clause_not_the_scenario(steady_world):
+    """wrong-port dials port+1: the steady state's pre-run (server:22 through the mesh) already
+    fails, before "slow and dead endpoints" injects anything -- the failure names TYPE-6."""
+    from meshcert.scenarios import SCENARIOS
+    steady_world.start_sut("agent", mutant="wrong-port")
+    with pytest.raises(SteadyStateBroken) as e:
+        SCENARIOS["slow and dead endpoints"](steady_world, {})
+    assert e.value.clause == "TYPE-6" and e.value.scenario == "slow and dead endpoints"
+    assert "steady state of scenario 'slow and dead endpoints' broken before any fault" in str(e.value)
+
+
+@aims_at("world", "control-plane-held-by-timeout-toxic", "scenario: control-plane latency",
+         "a `timeout` toxic holds the control connection: no new node can register")
+def test_control_plane_latency_scenario_fails_when_the_control_plane_is_cut(steady_world, caught):
+    """A broken setting: a `timeout` toxic holds the control connection; no new node can register."""
+    from meshcert.scenarios import control_plane_latency
+    with pytest.raises(AssertionError, match="could not register") as e:
+        control_plane_latency(steady_world, {}, kind="timeout", timeout=0)
+    assert not isinstance(e.value, SteadyStateBroken)
+    caught("scenario: control-plane latency")
+
+
+@pytest.mark.chaos
+@aims_at("world", "standby-route-not-approved", "scenario: subnet router HA",
+         "the standby router advertises the VLAN but its route is never approved")
+def test_ha_scenario_fails_when_the_standby_route_is_not_approved(steady_world, caught):
     """A broken setting: the standby advertises the VLAN but its route is never approved, so
     nothing can take over when the primary dies; the failover bound must catch it."""
     from meshcert.scenarios import subnet_router_ha
     with pytest.raises(AssertionError, match="ROUTE HA: the legacy host must be reachable through router-b"):
         subnet_router_ha(steady_world, {}, approve_standby=False)
+    caught("scenario: subnet router HA")
 
 
 @pytest.mark.chaos
-def test_derp_scenario_fails_when_direct_udp_is_not_blocked(steady_world):
+@aims_at("world", "direct-udp-not-blocked", "scenario: derp latency",
+         "the DERP scenario run without its UDP block: it would measure the direct path")
+def test_derp_scenario_fails_when_direct_udp_is_not_blocked(steady_world, caught):
     """A broken setting: without the UDP block the agent talks to server directly; the scenario
     must notice it is not measuring DERP at all."""
     from meshcert.scenarios import derp_latency_visible
     with pytest.raises(AssertionError, match="through DERP"):
         derp_latency_visible(steady_world, {}, block_udp=False)
+    caught("scenario: derp latency")
 
 
 def test_reference_sut_passes_every_sut_clause(steady_world):

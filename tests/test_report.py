@@ -224,9 +224,28 @@ def test_latency_section(report):
 
 def test_mutation_score_section(report):
     md, page = report
-    assert "## Mutation score" in md and "2/3 mutants killed (67%)." in md
-    assert "| wrong-port | **survived** | – | every dial goes to port+1 (the wrong service) |" in md
-    assert "<strong>2/3</strong>" in page and '<span class="badge survived">survived</span>' in page
+    assert "## Mutation score" in md and "2/3 faults killed (67%): mutants of the reference SUT 2/3." in md
+    assert ("| wrong-port | mutant | – | **not killed: not killed** | every dial goes to port+1 (the wrong "
+            "service) |") in md
+    assert "| health-tcp-41112 | mutant | – | caught by HEALTH-1 |" in md
+    assert "<strong>2/3 faults killed (67%)</strong>" in page and '<span class="badge survived">survived</span>' in page
+
+
+def test_mutation_score_names_why_and_what_caught(tmp_path):
+    """A board of every kind: the denominator counts them all, each row says what caught it or why not."""
+    from meshcert.report import render_markdown
+    board = {"mutant:a": {"kind": "mutant", "target": ["HEALTH-1"], "killed": True, "clauses": ["HEALTH-1"],
+                          "why": "", "about": "fault a"},
+             "world:b": {"kind": "world", "target": ["ACL-2"], "killed": False, "clauses": [],
+                         "why": "its test was deselected (-k/-m)", "about": "fault b"},
+             "chart:c": {"kind": "chart", "target": ["HELM-2"], "killed": False, "clauses": [],
+                         "why": "its test was skipped: no helm", "about": "fault c"}}
+    from meshcert.report import summarize
+    md = render_markdown(summarize({"clauses": {}}, []), [], {"mutants": board})
+    assert ("1/3 faults killed (33%): mutants of the reference SUT 1/1, broken world settings 0/1, "
+            "broken charts 0/1.") in md
+    assert "| world:b | world | ACL-2 | **not killed: its test was deselected (-k/-m)** | fault b |" in md
+    assert "| mutant:a | mutant | HEALTH-1 | caught by HEALTH-1 | fault a |" in md
 
 
 def test_chaos_scenarios_section(report):

@@ -7,6 +7,7 @@ import pytest
 
 from meshcert.checks import ClauseFailure, acl, route
 from meshcert.world.topology import DB_TAG, SERVER_TAG
+from tests.faults import aims_at
 
 pytestmark = [pytest.mark.engine]
 
@@ -19,7 +20,8 @@ def _flip(policy: dict, old: str, new: str) -> dict:
     return p
 
 
-def test_flipping_the_servers_acl_line_fails_acl1_and_acl2(steady_world):
+@aims_at("world", "servers-acl-line-flipped", ("ACL-1", "ACL-2"), "the ACL grants servers:80 instead of :22")
+def test_flipping_the_servers_acl_line_fails_acl1_and_acl2(steady_world, caught):
     w = steady_world
     w.set_policy(_flip(w.topology.policy, f"{SERVER_TAG}:22", f"{SERVER_TAG}:80"))
     with pytest.raises(ClauseFailure) as e1:
@@ -33,9 +35,11 @@ def test_flipping_the_servers_acl_line_fails_acl1_and_acl2(steady_world):
     msg = str(e2.value)
     assert "[ACL-2]" in msg and "agent -> server" in msg and ":80" in msg
     assert "expected unreachable" in msg and "observed reachable" in msg
+    caught(e1.value.clause, e2.value.clause)
 
 
-def test_opening_redis_fails_acl2_only(steady_world):
+@aims_at("world", "redis-opened", "ACL-2", "the ACL also grants databases:6379")
+def test_opening_redis_fails_acl2_only(steady_world, caught):
     w = steady_world
     w.set_policy(_flip(w.topology.policy, f"{DB_TAG}:5432,3306", f"{DB_TAG}:5432,3306,6379"))
     acl.acl1(w)  # still holds
@@ -45,13 +49,42 @@ def test_opening_redis_fails_acl2_only(steady_world):
     assert len(e.value.problems) == len(pods), e.value.problems
     for pod, problem in zip(sorted(pods), sorted(e.value.problems)):
         assert problem.startswith(f"{pod} -> database") and ":6379" in problem
+    caught(e.value.clause)
 
 
-def test_route_negative_fails_when_the_route_is_in_fact_usable(world):
+@aims_at("world", "agent-to-server-path-cut", "ACL-2",
+         "every packet from the agent pod to server's tailnet address dropped: denials there prove nothing")
+def test_acl2_cannot_pass_denials_on_a_path_that_is_cut(steady_world, caught):
+    """A broken world: everything from the agent pod to server's tailnet address dropped (nftables
+    in the pod's namespace). The old ACL-2 dialled the denials in its first round and counted
+    "agent -> server:80 unreachable" (and server -> agent) as held; a denial on a path that never
+    worked proves nothing, so ACL-2 must fail naming the missing positive control."""
+    from meshcert.world.extra import netns_heal, netns_nft
+    w = steady_world
+    netns_nft(w, "agent-pause", "  chain out { type filter hook output priority 0; "
+                                f"ip daddr {w.address('server')} drop; }}")
+    try:
+        with pytest.raises(ClauseFailure) as e:
+            acl.acl2(w)
+    finally:
+        netns_heal(w, "agent-pause")
+    assert e.value.clause == "ACL-2"
+    unjudged = [p for p in e.value.problems if "cannot judge" in p and "no positive control between" in p]
+    assert any(p.startswith("agent -> server") and ":80:" in p and "between agent and server" in p
+               for p in unjudged), e.value.problems
+    assert any(p.startswith("server -> agent ") and "between server and agent" in p for p in unjudged), \
+        e.value.problems
+    caught(e.value.clause)
+
+
+@aims_at("world", "route-in-fact-usable", "ROUTE-1",
+         "the ROUTE-1 negative asserted while the route is approved and accepted (nothing changed)")
+def test_route_negative_fails_when_the_route_is_in_fact_usable(world, caught):
     """The unapproved-route assertion is not vacuous: in the steady state it fails."""
     with pytest.raises(ClauseFailure) as e:
-        route.legacy_unreachable(world, "ROUTE-1", "pretend the route is not approved")
+        route.legacy_unreachable(world, "ROUTE-1", "pretend the route is not approved", lambda: None)
     assert "agent -> legacy" in str(e.value) and "observed reachable" in str(e.value)
+    caught(e.value.clause)
 
 
 def test_secrets_never_in_failure_messages(steady_world):
@@ -66,16 +99,19 @@ def test_secrets_never_in_failure_messages(steady_world):
         assert k not in str(e.value) and k not in saved
 
 
-def test_route2_fails_when_the_vlan_route_is_not_approved(steady_world):
+@aims_at("world", "vlan-route-not-approved", "ROUTE-2", "the router's VLAN route is not approved")
+def test_route2_fails_when_the_vlan_route_is_not_approved(steady_world, caught):
     from meshcert.checks import world_clauses
     steady_world.set_route_approval("router", [])
     with pytest.raises(ClauseFailure) as e:
         world_clauses.route2_new_vlan_host_reachable(steady_world)
     assert e.value.clause == "ROUTE-2" and "legacy2" in str(e.value)
     assert "legacy2" not in steady_world.boxes, "the added host must be removed even when the clause fails"
+    caught(e.value.clause)
 
 
-def test_type7_fails_when_the_agent_is_retagged(steady_world):
+@aims_at("world", "agent-retagged", "TYPE-7", "the agent node retagged tag:managed-servers")
+def test_type7_fails_when_the_agent_is_retagged(steady_world, caught):
     from meshcert.checks import world_clauses
     from meshcert.world import wait_for
     from meshcert.world.topology import AGENT_TAG
@@ -89,6 +125,7 @@ def test_type7_fails_when_the_agent_is_retagged(steady_world):
         with pytest.raises(ClauseFailure) as e:
             world_clauses.type7_agent_carries_its_tags(w)
         assert e.value.clause == "TYPE-7" and AGENT_TAG in str(e.value)
+        caught(e.value.clause)
     finally:
         hs.cli("nodes", "tag", "-i", str(agent_id), "-t", AGENT_TAG)
         wait_for("agent's tag restored", lambda: node.status().get("Self", {}).get("Tags") == [AGENT_TAG], 30)
@@ -107,18 +144,23 @@ class _OldHeadscale:
         return self._box.exec(cmd, *a, **k)
 
 
-@pytest.mark.parametrize("check,clause_id", [("errata1_routes_enable_is_gone", "ERRATA-1"),
-                                             ("errata2_preauthkey_user_is_an_id", "ERRATA-2")])
-def test_errata_clauses_fail_on_a_headscale_that_still_takes_the_guide_commands(world, monkeypatch, check,
+@pytest.mark.parametrize("check,clause_id", [
+    pytest.param("errata1_routes_enable_is_gone", "ERRATA-1", id="ERRATA-1", marks=aims_at(
+        "world", "headscale-takes-routes-enable", "ERRATA-1", "a headscale whose CLI still takes `routes enable`")),
+    pytest.param("errata2_preauthkey_user_is_an_id", "ERRATA-2", id="ERRATA-2", marks=aims_at(
+        "world", "headscale-takes-user-name", "ERRATA-2", "a headscale that still takes `preauthkeys --user NAME`"))])
+def test_errata_clauses_fail_on_a_headscale_that_still_takes_the_guide_commands(world, monkeypatch, caught, check,
                                                                                clause_id):
     from meshcert.checks import world_clauses
     monkeypatch.setattr(world.headscale, "box", _OldHeadscale(world.headscale.box))
     with pytest.raises(ClauseFailure) as e:
         getattr(world_clauses, check)(world)
     assert e.value.clause == clause_id
+    caught(e.value.clause)
 
 
-def test_errata3_fails_when_the_policy_grants_the_guide_user(steady_world):
+@aims_at("world", "policy-grants-guide-user", "ERRATA-3", "the policy grants the guide's untagged user")
+def test_errata3_fails_when_the_policy_grants_the_guide_user(steady_world, caught):
     """If the policy granted the guide's untagged (user-owned) agent, the erratum would not hold."""
     from meshcert.checks import world_clauses
     w = steady_world
@@ -129,9 +171,11 @@ def test_errata3_fails_when_the_policy_grants_the_guide_user(steady_world):
         world_clauses.errata3_guide_untagged_key_grants_nothing(w)
     assert e.value.clause == "ERRATA-3" and "agent-guide -> server" in str(e.value)
     assert "agent-guide" not in w.pods, "the extra pod must be removed even when the clause fails"
+    caught(e.value.clause)
 
 
-def test_perf3_fails_when_derp_is_unreachable(steady_world):
+@aims_at("world", "derp-cut", "PERF-3", "the DERP relay (headscale behind toxiproxy) cut")
+def test_perf3_fails_when_derp_is_unreachable(steady_world, caught):
     """With the DERP (served by headscale behind toxiproxy) cut, blocking direct UDP leaves no path."""
     from meshcert.checks import perf
     w = steady_world
@@ -141,5 +185,6 @@ def test_perf3_fails_when_derp_is_unreachable(steady_world):
         with pytest.raises(ClauseFailure) as e:
             perf.perf3_derp_fallback(w, {})
         assert e.value.clause == "PERF-3" and "through DERP" in str(e.value)
+        caught(e.value.clause)
     finally:
         proxy.enable()

@@ -6,12 +6,24 @@ import concurrent.futures
 import re
 import time
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..secrets import redact
 
 BANNER = re.compile(r"meshcert-banner host=(\S+) port=(\d+)")
+
+# How long a positive probe is retried. After a policy or route change the first WireGuard
+# handshake between two peers is often lost and re-sent after REKEY_TIMEOUT = 5 s; the worst
+# measured here (property test, ~190 examples) connected 16-17 s after the first dial (three
+# initiations). 25 s = that worst case + 8 s for a loaded 2-core machine (the same window as the
+# property test's RETRY_WINDOW).
+POSITIVE_DEADLINE_S = 25.0
+# One dial of a negative. It is dialled only after a positive control between the same two nodes
+# connected (their WireGuard session is up, so the first-handshake loss cannot make it fail); a
+# connection that is allowed completes in milliseconds over a live session, 3 s is > 100x that.
+NEGATIVE_TIMEOUT_S = 3.0
 
 
 class ClauseFailure(AssertionError):
@@ -33,10 +45,18 @@ class Probe:
     port: int
     expect: bool  # True: must connect and the banner must name dst:port
     why: str = ""
-    via: str = ""  # a node the positive path crosses (a subnet router): it proves that node alive too
+    via: str = ""  # a node the positive path crosses (a subnet router), for the reader
+    # A negative's positive control: a probe expected to connect between the SAME two nodes
+    # (either direction, another allowed port). None: the check finds one among its probes.
+    control: Probe | None = None
 
     def label(self, addr: str) -> str:
         return f"{self.src} -> {self.dst} ({addr}):{self.port}"
+
+
+def pair(a: str, b: str) -> frozenset[str]:
+    """The two nodes of a path, whatever the direction (one WireGuard session serves both)."""
+    return frozenset((a, b))
 
 
 def _fail(world, clause: str, problems: list[str]):
@@ -44,47 +64,90 @@ def _fail(world, clause: str, problems: list[str]):
     raise ClauseFailure(clause, problems, logs)
 
 
-def check_reachability(world, clause: str, probes: list[Probe], *, negative_timeout: float = 3.0,
-                       positive_deadline: float = 10.0, proven_alive: tuple[str, ...] = ()) -> dict[Probe, dict]:
+def controls_for(probes: Iterable[Probe], proven: Iterable[tuple[str, str]] = ()) -> dict[Probe, Probe | None]:
+    """Each negative's positive control: its own ``control``, else a positive probe of the same
+    list between the same two nodes (same direction first); None when ``proven`` (pairs whose
+    path a positive control proved just before a change) covers it. A negative with neither is a
+    programming error: it could never be judged."""
+    probes = list(probes)
+    proven_pairs = {pair(a, b) for a, b in proven}
+    out: dict[Probe, Probe | None] = {}
+    for n in probes:
+        if n.expect:
+            continue
+        c = n.control
+        if c is None:
+            same = [q for q in probes if q.expect and pair(q.src, q.dst) == pair(n.src, n.dst)]
+            same.sort(key=lambda q: (q.src != n.src, q.port))
+            c = same[0] if same else None
+        if c is not None and (not c.expect or pair(c.src, c.dst) != pair(n.src, n.dst)):
+            raise ValueError(f"negative probe {n}: its control {c} must be a positive probe between the same "
+                             f"two nodes")
+        if c is None and pair(n.src, n.dst) not in proven_pairs:
+            raise ValueError(f"negative probe {n} has no positive control between {n.src} and {n.dst}: give it "
+                             f"one (another allowed port, or the same path proven before the change)")
+        out[n] = c
+    return out
+
+
+def check_reachability(world, clause: str, probes: list[Probe], *, negative_timeout: float = NEGATIVE_TIMEOUT_S,
+                       positive_deadline: float = POSITIVE_DEADLINE_S,
+                       proven: Iterable[tuple[str, str]] = ()) -> dict[Probe, dict]:
     """Dial every probe from inside its source node, concurrently per source.
 
-    Positives are retried until ``positive_deadline`` (a fresh WireGuard path may need a
-    handshake) and must present the banner of the intended host and port. Negatives get one
-    dial of ``negative_timeout`` s; each end of a negative must take part in a positive probe
-    of the same check, so a negative cannot pass merely because the mesh is down.
+    Positives are retried until ``positive_deadline`` and must present the banner of the
+    intended host and port. A negative is judged live: it is dialled (once, ``negative_timeout``
+    s, all ready negatives at once) only in the round after its positive control -- a probe
+    between the same two nodes -- connected, so a path that simply never completed a WireGuard
+    handshake cannot pass as "denied". A negative whose control never connects before the
+    deadline fails the clause ("cannot judge"). ``proven``: (src, dst) pairs whose path a
+    positive probe proved just before a change (a policy or route change the negative is about);
+    their negatives are dialled in the first round.
     """
-    # proven_alive: nodes whose data path a positive probe of the same test proved just before.
-    alive = {x for q in probes if q.expect for x in (q.src, q.dst, q.via) if x} | set(proven_alive)
-    for n in probes:
-        if not n.expect and not {n.src, n.dst} <= alive:
-            raise ValueError(f"{clause}: negative probe {n} lacks a positive control: each of its ends must take "
-                             f"part in a positive probe of the same check")
+    probes = list(dict.fromkeys(probes))
+    controls = controls_for(probes, proven)
+    for c in controls.values():
+        if c is not None and c not in probes:
+            probes.append(c)
     addr = {p.dst: world.address(p.dst) for p in probes}
     results: dict[Probe, dict] = {}
-    pending = list(probes)
+    positives = [p for p in probes if p.expect]
+    negatives = [p for p in probes if not p.expect]
     deadline = time.monotonic() + positive_deadline
     while True:
-        by_src: dict[str, list[Probe]] = defaultdict(list)
-        for p in pending:
-            by_src[p.src].append(p)
-        with concurrent.futures.ThreadPoolExecutor(max_workers=len(by_src)) as ex:
-            futs = {src: ex.submit(world.dial, src, [(addr[p.dst], p.port) for p in ps], negative_timeout)
-                    for src, ps in by_src.items()}
-            for src, ps in by_src.items():
-                for p, r in zip(ps, futs[src].result()):
-                    results[p] = r
-        # Negatives are dialled once; positives that failed are retried until the deadline.
-        pending = [p for p in pending if p.expect and not _good(p, results[p])]
-        if not pending or time.monotonic() >= deadline:
+        # positives not yet good; negatives whose control had connected before this round
+        todo = [p for p in positives if not _good(p, results.get(p))]
+        todo += [n for n in negatives if n not in results and (controls[n] is None or _good(controls[n],
+                                                                                           results.get(controls[n])))]
+        if todo:
+            by_src: dict[str, list[Probe]] = defaultdict(list)
+            for p in todo:
+                by_src[p.src].append(p)
+            with concurrent.futures.ThreadPoolExecutor(max_workers=len(by_src)) as ex:
+                futs = {src: ex.submit(world.dial, src, [(addr[p.dst], p.port) for p in ps], negative_timeout)
+                        for src, ps in by_src.items()}
+                for src, ps in by_src.items():
+                    for p, r in zip(ps, futs[src].result()):
+                        results[p] = r
+        waiting = [p for p in positives if not _good(p, results.get(p))] + [n for n in negatives if n not in results]
+        if not waiting or time.monotonic() >= deadline:
             break
-        time.sleep(0.5)  # poll interval of a condition wait, not a fixed wait
+        if not todo:
+            time.sleep(0.5)  # poll interval of a condition wait, not a fixed wait
     problems = []
     for p in probes:
-        r = results[p]
+        r = results.get(p)
         if p.expect and not _good(p, r):
-            obs = f"connected, but banner {r['banner']!r}" if r["ok"] else f"not reachable ({r['error']})"
+            obs = f"connected, but banner {r['banner']!r}" if r and r["ok"] else \
+                f"not reachable ({r['error'] if r else 'never dialled'})"
             problems.append(f"{p.label(addr[p.dst])}: expected reachable with banner host={p.dst} port={p.port}"
-                            f"{' (' + p.why + ')' if p.why else ''}; observed {obs}")
+                            f"{' (' + p.why + ')' if p.why else ''}; observed {obs} within {positive_deadline:.0f} s")
+        elif not p.expect and r is None:
+            c = controls[p]
+            problems.append(f"{p.label(addr[p.dst])}: cannot judge (expected unreachable"
+                            f"{': ' + p.why if p.why else ''}): no positive control between {p.src} and {p.dst} -- "
+                            f"its control {c.src} -> {c.dst}:{c.port} never connected within "
+                            f"{positive_deadline:.0f} s, so a denial here proves nothing")
         elif not p.expect and r["ok"]:
             problems.append(f"{p.label(addr[p.dst])}: expected unreachable"
                             f"{' (' + p.why + ')' if p.why else ''}; observed reachable, banner {r['banner']!r}")
@@ -93,8 +156,8 @@ def check_reachability(world, clause: str, probes: list[Probe], *, negative_time
     return results
 
 
-def _good(p: Probe, r: dict) -> bool:
-    if not r["ok"]:
+def _good(p: Probe, r: dict | None) -> bool:
+    if not r or not r["ok"]:
         return False
     m = BANNER.search(r.get("banner") or "")
     return bool(m) and m.group(1) == p.dst and int(m.group(2)) == p.port

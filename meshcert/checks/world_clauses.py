@@ -96,8 +96,10 @@ def errata3_guide_untagged_key_grants_nothing(world) -> None:
                               "dst": ["tag:managed-servers:22", "tag:managed-databases:5432"]})
         world.set_policy(grant)
         try:
+            # the same paths the denials below are about, proven before the change
             check_reachability(world, "ERRATA-3", [
-                Probe(spec.name, "server", 22, True, "positive control: a rule granting its user")])
+                Probe(spec.name, "server", 22, True, "positive control: a rule granting its user"),
+                Probe(spec.name, "database", 5432, True, "positive control: a rule granting its user")])
         finally:
             world.set_policy(guide)
         check_reachability(world, "ERRATA-3", [
@@ -105,6 +107,6 @@ def errata3_guide_untagged_key_grants_nothing(world) -> None:
             Probe(spec.name, "server", 22, False, "the guide's untagged key: no ACL grants this node anything"),
             Probe(spec.name, "database", 5432, False, "the guide's untagged key: no ACL grants this node anything"),
             Probe("agent", "database", 5432, True, "tagged key: the guide's ACL applies")],
-            proven_alive=(spec.name,))
+            proven=[(spec.name, "server"), (spec.name, "database")])
     finally:
         world.remove_pod(spec.name)

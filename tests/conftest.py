@@ -1,0 +1,135 @@
+"""The mutation score of meshcert's own tests, over the whole registry of faults (tests/faults.py).
+
+Every fault in the registry is scored, whatever this session selected: killed only when the test
+aimed at it ran, passed, and named (through the ``caught`` fixture) the clause(s) or scenario
+whose assertion failed, covering the fault's target. Otherwise it is not killed and the board
+says why (survived, errored, skipped, deselected, not collected, no target, caught by something
+else). The board goes to the report (``extra.mutants`` of results.json) and is printed.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests import faults as F
+
+CAUGHT = pytest.StashKey[list]()
+OUTCOME = pytest.StashKey[str]()
+
+
+@pytest.fixture
+def caught(request):
+    """``caught(*by)``: the clause ids (or ``scenario: NAME``) whose assertion failed on this
+    test's fault. Call it after the assertions that show the kill."""
+    def record(*by: str) -> None:
+        request.node.stash[CAUGHT] = [str(b) for b in by]
+    return record
+
+
+def _fault_names(item) -> list[str]:
+    return [n for m in item.iter_markers("fault") for n in m.args]
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "fault(name): the test shows this fault of tests/faults.py caught")
+    config._meshcert_faults = {}       # fault name -> {"test", "status", "why", "caught_by"}
+    config._meshcert_fault_tests_seen = False
+
+
+def pytest_deselected(items):
+    for item in items:
+        for name in _fault_names(item):
+            item.config._meshcert_fault_tests_seen = True
+            item.config._meshcert_faults.setdefault(name, {"test": item.nodeid, "status": "deselected",
+                                                           "why": "its test was deselected (-k/-m)", "caught_by": []})
+
+
+def pytest_collection_finish(session):
+    for item in session.items:
+        for name in _fault_names(item):
+            session.config._meshcert_fault_tests_seen = True
+            session.config._meshcert_faults[name] = {"test": item.nodeid, "status": "not run",
+                                                     "why": "its test was selected but never ran (run stopped)",
+                                                     "caught_by": []}
+
+
+def _first_line(rep) -> str:
+    crash = getattr(rep.longrepr, "reprcrash", None)
+    text = crash.message if crash is not None else str(rep.longrepr or "")
+    return (text.strip().splitlines() or [""])[0][:300]
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    names = _fault_names(item)
+    if not names:
+        return
+    board = item.config._meshcert_faults
+    for name in names:
+        entry = board.setdefault(name, {"test": item.nodeid, "caught_by": []})
+        if rep.skipped:
+            reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
+            entry.update(status="skipped", why=f"its test was skipped: {reason}")
+        elif rep.failed and rep.when != "call":
+            entry.update(status="error", why=f"its test errored in {rep.when}: {_first_line(rep)}")
+        elif rep.failed:
+            entry.update(status="failed", why=f"its test failed (survived): {_first_line(rep)}")
+        elif rep.when == "call":
+            entry.update(status="passed", why="", caught_by=list(item.stash.get(CAUGHT, [])))
+
+
+def scoreboard(config) -> dict[str, dict]:
+    """The board over the whole registry: {fault: {kind, target, killed, clauses, why, test}}."""
+    seen = getattr(config, "_meshcert_faults", {})
+    board = {}
+    for name, fault in F.registry().items():
+        s = seen.get(name)
+        caught_by = (s or {}).get("caught_by") or []
+        if not fault.target:
+            killed, why = False, "no target: the mutant has no entry in TARGETS or SCENARIO_TARGETS"
+        elif s is None:
+            killed, why = False, "its test was not collected in this session"
+        elif s["status"] != "passed":
+            killed, why = False, s["why"]
+        elif not caught_by:
+            killed, why = False, "its test passed without naming what caught it (the caught fixture)"
+        elif not set(fault.target) <= set(caught_by):
+            killed, why = False, (f"caught by {', '.join(caught_by)}, not by its target "
+                                  f"{', '.join(fault.target)}")
+        else:
+            killed, why = True, ""
+        board[name] = {"kind": fault.kind, "target": list(fault.target), "killed": killed,
+                       "clauses": caught_by if killed else [], "why": why, "about": fault.about,
+                       "test": (s or {}).get("test", "")}
+    return board
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session):
+    # before meshcert's plugin writes results.json and the report
+    if getattr(session.config, "_meshcert_fault_tests_seen", False):
+        session.config._meshcert_extra["mutants"] = scoreboard(session.config)
+
+
+def score_line(board: dict[str, dict]) -> str:
+    killed = sum(1 for v in board.values() if v["killed"])
+    parts = []
+    for kind, label in F.KINDS.items():
+        rows = [v for v in board.values() if v["kind"] == kind]
+        parts.append(f"{label} {sum(1 for v in rows if v['killed'])}/{len(rows)}")
+    pct = 100.0 * killed / len(board) if board else 0.0
+    return f"mutation score: {killed}/{len(board)} faults killed ({pct:.0f}%): " + ", ".join(parts)
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    board = getattr(config, "_meshcert_extra", {}).get("mutants")
+    if not board:
+        return
+    terminalreporter.write_sep("-", "mutation score (tests/faults.py: every fault meshcert must catch)")
+    terminalreporter.write_line(score_line(board))
+    for name, v in board.items():
+        if not v["killed"]:
+            terminalreporter.write_line(f"  not killed: {name} -> {', '.join(v['target']) or '(no target)'}: "
+                                        f"{v['why']}")

@@ -1,0 +1,83 @@
+"""The faults meshcert must catch -- the mutation score's denominator, derived, never typed.
+
+Three kinds, each with the target whose assertion must fail (a clause id, or ``scenario: NAME``):
+
+- ``mutant:<name>``: every entry of the reference SUT's ``MUTANTS`` (runtime.py); its target comes
+  from ``TARGETS`` / ``SCENARIO_TARGETS`` in tests/test_mutants.py (a mutant with none is still
+  counted, as not killed: "no target");
+- ``world:<name>``: every broken world setting, declared where its test is with :func:`aims_at`
+  (tests/test_world_breaks.py, the broken-setting tests of tests/test_mutants.py);
+- ``chart:<name>``: every broken chart of tests/charts/ (``VARIANTS`` in
+  tests/test_chart_variants.py) and the charts built by its tests, declared with :func:`aims_at`.
+
+A test aimed at a fault carries ``@pytest.mark.fault(NAME)`` and calls the ``caught`` fixture
+with the clause(s) or scenario whose assertion failed. tests/conftest.py scores every fault of
+:func:`registry`: killed only when its test passed and what caught it covers its target; a
+fault whose test failed, errored, was skipped, deselected or not collected counts as not
+killed, with the reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import pytest
+
+KINDS = {"mutant": "mutants of the reference SUT", "world": "broken world settings", "chart": "broken charts"}
+
+
+@dataclass(frozen=True)
+class Fault:
+    name: str                 # kind:short-name
+    kind: str                 # mutant | world | chart
+    target: tuple[str, ...]   # every one of these must be what caught it (clause ids or "scenario: NAME")
+    about: str
+
+    @property
+    def short(self) -> str:
+        return self.name.split(":", 1)[1]
+
+
+_DECLARED: dict[str, Fault] = {}
+
+
+def declare(kind: str, short: str, target: str | tuple[str, ...], about: str) -> str:
+    """Register a fault (module import time); returns its name for ``pytest.mark.fault``."""
+    assert kind in KINDS, kind
+    name = f"{kind}:{short}"
+    target = (target,) if isinstance(target, str) else tuple(target)
+    fault = Fault(name, kind, target, about)
+    if _DECLARED.get(name, fault) != fault:
+        raise ValueError(f"fault {name} declared twice, differently")
+    _DECLARED[name] = fault
+    return name
+
+
+def aims_at(kind: str, short: str, target: str | tuple[str, ...], about: str) -> Callable:
+    """Decorator of the test that must show ``kind:short`` caught by ``target``."""
+    return pytest.mark.fault(declare(kind, short, target, about))
+
+
+def param(value, kind: str, short: str, target: str | tuple[str, ...], about: str):
+    """A ``pytest.param`` aimed at a fault (for parametrized kill tests)."""
+    return pytest.param(value, marks=pytest.mark.fault(declare(kind, short, target, about)), id=str(value))
+
+
+def registry() -> dict[str, Fault]:
+    """Every fault meshcert must catch, from the sources above (imports the test modules that
+    declare them, so a module that is not collected still counts)."""
+    from meshcert.sut.reference import MUTANTS
+    from tests import test_chart_variants, test_mutants, test_world_breaks  # noqa: F401  (they declare)
+    out: dict[str, Fault] = {}
+    for m, about in MUTANTS.items():
+        if m in test_mutants.TARGETS:
+            c = test_mutants.TARGETS[m][0]
+            target = (c,) if isinstance(c, str) else tuple(c)
+        elif m in test_mutants.SCENARIO_TARGETS:
+            target = (f"scenario: {test_mutants.SCENARIO_TARGETS[m]}",)
+        else:
+            target = ()
+        out[f"mutant:{m}"] = Fault(f"mutant:{m}", "mutant", target, about)
+    out.update(_DECLARED)
+    return dict(sorted(out.items()))
