@@ -2,21 +2,27 @@
 """Benchmark: warm start-up of the default (guide) world until every node is Running, converged
 and policy-synced, and its peak memory. Rerun: `.venv/bin/python bench/world_startup.py [-n 3]`.
 
-Figures are measured, printed and written to reports/bench-world-<ts>.json; nothing is asserted
-(the target, under 20 s on a 2-core machine, is compared in the printout only).
+Figures are measured, printed and written to bench/results/world-startup.json (``--out``),
+stamped with the commit and the machine; nothing is asserted (the target, under 20 s on a 2-core
+machine, is compared in the printout only). bench/figures.py runs it and puts the figures in
+the README.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import time
 from pathlib import Path
 
+from stamp import RESULTS, stamp  # bench/stamp.py (this script's folder is on sys.path)
+
 from meshcert import engine, images, progress
 from meshcert.world import World
+from meshcert.world.topology import guide_topology
 
 
 def container_peak_bytes(w: World) -> dict[str, int]:
@@ -31,12 +37,14 @@ def container_peak_bytes(w: World) -> dict[str, int]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("-n", type=int, default=3, help="number of warm starts")
+    ap.add_argument("--out", type=Path, default=RESULTS / "world-startup.json", help="the artifact (JSON)")
     a = ap.parse_args()
     c = engine.ensure_engine()
     images.ensure_images(c)  # warm: the first (cold) build is not what we measure
     runs = []
     for i in range(a.n):
-        w = World()
+        vlan = os.environ.get("MESHCERT_VLAN")  # two worlds on one engine need different VLANs
+        w = World(topology=guide_topology(vlan) if vlan else guide_topology())
         t0 = time.monotonic()
         try:
             w.start()
@@ -50,7 +58,7 @@ def main() -> None:
         progress.say(f"warm start {i + 1}/{a.n}: {total:.1f}s, containers' peak {runs[-1]['containers_peak_mib']} MiB")
     totals = [r["total_s"] for r in runs]
     result = {
-        "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        **stamp(f"bench/world_startup.py -n {a.n}"),
         "runs": runs,
         "median_total_s": statistics.median(totals),
         "max_total_s": max(totals),
@@ -58,8 +66,8 @@ def main() -> None:
         "meshcert_process_peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "target_s": 20,
     }
-    out = Path("reports") / f"bench-world-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.parent.mkdir(exist_ok=True)
+    out = a.out
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
     print(json.dumps({k: v for k, v in result.items() if k != "runs"}, indent=1))
     print(f"written to {out}")

@@ -1,0 +1,259 @@
+#!/usr/bin/env python3
+"""Regenerate every figure the README states, from artifacts this script writes under bench/results/.
+
+    .venv/bin/python bench/figures.py                          # everything (about an hour on 2 cores)
+    .venv/bin/python bench/figures.py --report-dir reports/X   # reuse a full suite run's report
+    .venv/bin/python bench/figures.py --steps world,readme     # some steps only
+
+Steps (in this order; each writes its artifact, stamped with the commit and the machine):
+
+- ``world``   bench/world_startup.py: warm world start-up and memory -> world-startup.json
+- ``suite``   the README's test command (``./meshcert.sh test tests conformance scenarios``, a
+              full run: mutants, property test, performance, scenarios) into a report dir, or
+              ``--report-dir D`` to reuse one; from its results.json: mutants.json (the
+              scoreboard over every fault, with the suite's pytest exit code), latency.json,
+              property.json, scenarios.json
+- ``flake``   bench/scenario_runs.py --runs N (default 10): scenario-runs.json (+ .md)
+- ``readme``  rewrites the README between ``<!-- figures:NAME -->`` and ``<!-- /figures:NAME -->``
+              from the artifacts present; a block with no artifact says so (never a typed figure)
+
+A step that fails is reported and the others still run; exit 1 if any failed. Figures are only
+ever read from artifacts: nothing here types a number into the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from stamp import REPO, RESULTS, describe, stamp  # bench/stamp.py
+
+README = REPO / "README.md"
+PY = sys.executable
+STEPS = ("world", "suite", "flake", "readme")
+
+
+def _write(name: str, data: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    p = RESULTS / name
+    p.write_text(json.dumps(data, indent=1, sort_keys=False) + "\n")
+    print(f"figures: wrote {p.relative_to(REPO)}", flush=True)
+    return p
+
+
+def _read(name: str) -> dict | None:
+    try:
+        return json.loads((RESULTS / name).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+# ------------------------------------------------------------------------------------ steps
+
+def step_world(args) -> None:
+    rc = subprocess.call([PY, str(REPO / "bench" / "world_startup.py"), "-n", str(args.world_runs),
+                          "--out", str(RESULTS / "world-startup.json")], cwd=REPO)
+    if rc != 0:
+        raise RuntimeError(f"bench/world_startup.py exited {rc}")
+
+
+def step_suite(args) -> None:
+    report = args.report_dir
+    rc = None
+    cmd = "(reused report)"
+    if report is None:
+        report = REPO / "reports" / time.strftime("figures-%Y%m%d-%H%M%S")
+        argv = [str(REPO / "meshcert.sh"), "test", "-q", "-p", "no:cacheprovider", "tests", "conformance",
+                "scenarios", "--report-dir", str(report)]
+        cmd = " ".join(["./meshcert.sh", *argv[1:]])
+        rc = subprocess.call(argv, cwd=REPO)
+        print(f"figures: the suite exited {rc}", flush=True)
+    results = json.loads((Path(report) / "results.json").read_text())
+    extra = results.get("extra") or {}
+    base = {**stamp(cmd), "report_dir": str(report), "suite_exit_code": rc}
+    if extra.get("mutants"):
+        _write("mutants.json", {**base, "board": extra["mutants"]})
+    else:
+        print("figures: no mutation scoreboard in that report (were tests/ run?)", flush=True)
+    if extra.get("latency"):
+        _write("latency.json", {**base, "rows": extra["latency"]})
+    prop = {k: extra[k] for k in ("property", "property_oracle_flip") if extra.get(k)}
+    if prop:
+        _write("property.json", {**base, **prop})
+    if extra.get("scenarios"):
+        _write("scenarios.json", {**base, "scenarios": {n: {"outcome": j.get("outcome"),
+                                                            "duration_s": j.get("duration_s"),
+                                                            "figures": j.get("figures", {})}
+                                                        for n, j in extra["scenarios"].items()}})
+    if rc not in (None, 0):
+        raise RuntimeError(f"the suite exited {rc} (its artifacts are written; the README says so)")
+
+
+def step_flake(args) -> None:
+    out = REPO / "reports" / time.strftime("scenario-runs-%Y%m%d-%H%M%S")
+    rc = subprocess.call([PY, str(REPO / "bench" / "scenario_runs.py"), "--runs", str(args.flake_runs),
+                          "--out", str(out)], cwd=REPO)
+    summary = json.loads((out / "summary.json").read_text())
+    _write("scenario-runs.json", {**stamp(f"bench/scenario_runs.py --runs {args.flake_runs}"),
+                                  "exit_code": rc, **summary})
+    md = out / "summary.md"
+    if md.is_file():
+        (RESULTS / "scenario-runs.md").write_text(md.read_text())
+    if rc != 0:
+        raise RuntimeError(f"bench/scenario_runs.py exited {rc}")
+
+
+# ------------------------------------------------------------------------------------ README blocks
+
+def _none(name: str) -> str:
+    return (f"No figure: `bench/results/{name}` has not been generated on this commit yet "
+            f"(`.venv/bin/python bench/figures.py`).")
+
+
+def block_mutants() -> str:
+    a = _read("mutants.json")
+    if not a:
+        return _none("mutants.json")
+    board = a["board"]
+    killed = sum(1 for v in board.values() if v.get("killed"))
+    kinds = {"mutant": "mutants of the reference SUT", "world": "broken world settings", "chart": "broken charts"}
+    parts = []
+    for k, label in kinds.items():
+        rows = [v for v in board.values() if v.get("kind") == k]
+        parts.append(f"{label} {sum(1 for v in rows if v.get('killed'))}/{len(rows)}")
+    pct = 100.0 * killed / len(board) if board else 0.0
+    out = [f"Mutation score: **{killed}/{len(board)} faults killed ({pct:.0f}%)** — {', '.join(parts)} "
+           f"(`bench/results/mutants.json`, {describe(a)}"
+           + (f", suite exit code {a['suite_exit_code']}" if a.get("suite_exit_code") is not None else "")
+           + ").", "", "| fault | target | result |", "|---|---|---|"]
+    for name, v in sorted(board.items(), key=lambda kv: (bool(kv[1].get("killed")), kv[0])):
+        res = f"caught by {', '.join(v.get('clauses') or [])}" if v.get("killed") else \
+            f"**not killed**: {v.get('why', '')}"
+        out.append(f"| `{name}` | {', '.join(v.get('target') or []) or '–'} | {res.replace('|', '/')} |")
+    return "\n".join(out)
+
+
+def block_latency() -> str:
+    a = _read("latency.json")
+    if not a:
+        return _none("latency.json")
+    rows = [f"{r.get('path')} {r.get('p50_ms')} ms (p95 {r.get('p95_ms')} ms, n={r.get('n')}, {r.get('target')})"
+            for r in a["rows"]]
+    return (f"Measured TCP connect p50 from the agent pod (`bench/results/latency.json`, {describe(a)}): "
+            + "; ".join(rows) + ". The guide's \"~3-5 ms\" is compared in the report, never asserted.")
+
+
+def block_world() -> str:
+    a = _read("world-startup.json")
+    if not a:
+        return _none("world-startup.json")
+    return (f"Warm start of the guide's world until every node is Running, routes seen and policy synced: "
+            f"median {a['median_total_s']} s (max {a['max_total_s']} s over {len(a.get('runs', []))} runs); the "
+            f"containers' peak memory {a['median_containers_peak_mib']} MiB in all; meshcert's own process "
+            f"{a['meshcert_process_peak_rss_mib']} MiB peak RSS (`bench/results/world-startup.json`, {describe(a)}).")
+
+
+def block_property() -> str:
+    a = _read("property.json")
+    if not a or not a.get("property"):
+        return _none("property.json")
+    p = a["property"]
+    text = (f"Last full run (`bench/results/property.json`, {describe(a)}): {p.get('examples_run')} examples in "
+            f"{p.get('wall_s')} s (median {p.get('example_s_median')} s an example), "
+            f"{p.get('failing_runs')} failing; denials judged live after a positive control: "
+            f"{p.get('denials_judged_live', '–')}, unjudged (nothing allowed between the two nodes): "
+            f"{p.get('denials_unjudged', '–')}; allowed pairs that needed a retry: {p.get('retried_pairs')}, the "
+            f"slowest first connected after {p.get('slowest_first_connect_s', '–')} s.")
+    f = a.get("property_oracle_flip")
+    if f:
+        text += (f" The flipped oracle rule (`tests/test_property_oracle_flip.py`) was caught at example "
+                 f"{f.get('first_failure_at')}.")
+    return text
+
+
+def block_flake() -> str:
+    a = _read("scenario-runs.json")
+    if not a:
+        return _none("scenario-runs.json")
+    runs = a.get("runs") or []
+    passed = sum(1 for r in runs if r.get("rc") == 0)
+    walls = sorted(r.get("wall_s") for r in runs if r.get("wall_s") is not None)
+    out = [f"{passed}/{len(runs)} consecutive runs passed; wall per run min / median / max "
+           f"{walls[0] if walls else '–'} / {walls[len(walls) // 2] if walls else '–'} / "
+           f"{walls[-1] if walls else '–'} s (`bench/results/scenario-runs.json`, {describe(a)}).", "",
+           "| scenario | passed | figures (min / max over the runs) |", "|---|---|---|"]
+    names = sorted({n for r in runs for n in (r.get("scenarios") or {})})
+    for n in names:
+        js = [r["scenarios"][n] for r in runs if n in (r.get("scenarios") or {})]
+        ok = sum(1 for j in js if j.get("outcome") == "passed")
+        figs = sorted({k for j in js for k in (j.get("figures") or {})})
+        cells = []
+        for k in figs:
+            vals = [j["figures"][k] for j in js if isinstance((j.get("figures") or {}).get(k), (int, float))]
+            if vals:
+                cells.append(f"{k}: {min(vals)} / {max(vals)}")
+        out.append(f"| {n.replace('|', '/')} | {ok}/{len(js)} | {'; '.join(cells) or '–'} |")
+    return "\n".join(out)
+
+
+BLOCKS = {"mutants": block_mutants, "latency": block_latency, "world": block_world,
+          "property": block_property, "flake": block_flake}
+MARKER = re.compile(r"(<!-- figures:(?P<name>[a-z]+) -->)(?P<body>.*?)(<!-- /figures:(?P=name) -->)", re.S)
+
+
+def rewrite_readme(text: str) -> str:
+    seen = set()
+
+    def sub(m: re.Match) -> str:
+        name = m.group("name")
+        if name not in BLOCKS:
+            raise RuntimeError(f"README has a figures block {name!r} this script does not know")
+        seen.add(name)
+        return m.group(1) + "\n" + BLOCKS[name]() + "\n" + m.group(4)
+    out = MARKER.sub(sub, text)
+    missing = set(BLOCKS) - seen
+    if missing:
+        raise RuntimeError(f"README lacks the figures block(s) {sorted(missing)} "
+                           f"(<!-- figures:NAME --> ... <!-- /figures:NAME -->)")
+    return out
+
+
+def step_readme(args) -> None:
+    README.write_text(rewrite_readme(README.read_text()))
+    print("figures: README blocks rewritten from bench/results/", flush=True)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", default=",".join(STEPS), help=f"comma-separated, from {', '.join(STEPS)}")
+    ap.add_argument("--report-dir", type=Path, default=None,
+                    help="reuse this full suite run's report (results.json) instead of running the suite")
+    ap.add_argument("--world-runs", type=int, default=3)
+    ap.add_argument("--flake-runs", type=int, default=10)
+    args = ap.parse_args()
+    steps = [s.strip() for s in args.steps.split(",") if s.strip()]
+    unknown = [s for s in steps if s not in STEPS]
+    if unknown:
+        ap.error(f"unknown step(s) {unknown}; use {', '.join(STEPS)}")
+    failed = []
+    for name in STEPS:
+        if name not in steps:
+            continue
+        print(f"figures: step {name}", flush=True)
+        try:
+            globals()[f"step_{name}"](args)
+        except Exception as e:  # keep going: the other artifacts are still worth having
+            failed.append(f"{name}: {e}")
+            print(f"figures: step {name} FAILED: {e}", flush=True)
+    for f in failed:
+        print(f"figures: failed step {f}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
