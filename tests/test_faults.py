@@ -1,0 +1,74 @@
+"""The mutation score cannot flatter: its denominator is the whole registry of faults, and a fault
+counts as killed only when its test ran, passed and named the target that caught it. Also: a
+run that tested nothing never exits 0 (no engine needed)."""
+
+import subprocess
+import sys
+import textwrap
+from types import SimpleNamespace
+
+from meshcert.sut.reference import MUTANTS
+from tests import conftest as board_mod
+from tests import faults as F
+from tests.test_chart_variants import VARIANTS
+
+
+def test_the_registry_holds_every_mutant_world_break_and_chart():
+    reg = F.registry()
+    assert {n for n, f in reg.items() if f.kind == "mutant"} == {f"mutant:{m}" for m in MUTANTS}
+    assert {f"chart:{v}" for v in VARIANTS} <= {n for n, f in reg.items() if f.kind == "chart"}
+    worlds = {n for n, f in reg.items() if f.kind == "world"}
+    assert {"world:agent-to-server-path-cut", "world:servers-acl-line-flipped",
+            "world:standby-route-not-approved"} <= worlds
+    assert all(f.target for n, f in reg.items() if f.kind != "mutant"), "a declared fault names its target"
+
+
+def _config(seen: dict) -> SimpleNamespace:
+    return SimpleNamespace(_meshcert_faults=seen)
+
+
+def test_scoreboard_counts_what_did_not_run_as_not_killed():
+    reg = F.registry()
+    name = "world:redis-opened"
+    board = board_mod.scoreboard(_config({}))
+    assert len(board) == len(reg) and not any(v["killed"] for v in board.values())
+    assert board[name]["why"] == "its test was not collected in this session"
+    for status, why in (("skipped", "its test was skipped: x"), ("error", "its test errored in setup: y"),
+                        ("failed", "its test failed (survived): z"), ("deselected", "its test was deselected")):
+        b = board_mod.scoreboard(_config({name: {"test": "t", "status": status, "why": why, "caught_by": []}}))
+        assert not b[name]["killed"] and b[name]["why"] == why
+
+
+def test_a_kill_counts_only_when_its_target_caught_it():
+    name = "world:servers-acl-line-flipped"  # target ACL-1 and ACL-2
+
+    def one(caught):
+        return board_mod.scoreboard(_config({name: {"test": "t", "status": "passed", "why": "",
+                                                    "caught_by": caught}}))[name]
+    assert one(["ACL-1", "ACL-2"])["killed"] and one(["ACL-1", "ACL-2"])["clauses"] == ["ACL-1", "ACL-2"]
+    assert not one([])["killed"] and "without naming" in one([])["why"]
+    assert not one(["ACL-1"])["killed"] and "not by its target ACL-1, ACL-2" in one(["ACL-1"])["why"]
+
+
+def test_the_score_line_has_the_full_denominator():
+    board = board_mod.scoreboard(_config({}))
+    line = board_mod.score_line(board)
+    assert line.startswith(f"mutation score: 0/{len(F.registry())} faults killed (0%)")
+    assert f"mutants of the reference SUT 0/{len(MUTANTS)}" in line
+
+
+def test_an_all_skipped_run_does_not_exit_0(tmp_path):
+    (tmp_path / "test_only_skips.py").write_text(textwrap.dedent("""
+        import pytest
+        pytest.skip("cannot run here", allow_module_level=True)
+    """))
+    (tmp_path / "test_skips.py").write_text("import pytest\n\ndef test_x():\n    pytest.skip('no')\n")
+    for target in ("test_only_skips.py", "test_skips.py"):
+        p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", target,
+                            "--report-dir", str(tmp_path / "r")], cwd=tmp_path, capture_output=True, text=True)
+        assert p.returncode == 5, (target, p.returncode, p.stdout[-800:])
+        assert "skipped" in p.stdout
+    (tmp_path / "test_one_passes.py").write_text("def test_y():\n    pass\n")
+    p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", ".",
+                        "--report-dir", str(tmp_path / "r")], cwd=tmp_path, capture_output=True, text=True)
+    assert p.returncode == 0, p.stdout[-800:]
