@@ -121,8 +121,8 @@ def test_a_steady_state_failure_names_its_clause_not_the_scenario(steady_world):
     steady_world.start_sut("agent", mutant="wrong-port")
     with pytest.raises(SteadyStateBroken) as e:
         SCENARIOS["slow and dead endpoints"](steady_world, {})
-    assert e.value.clause == "TYPE-6" and e.value.scenario == "slow and dead endpoints"
-    assert "steady state of scenario 'slow and dead endpoints' broken before any fault" in str(e.value)
+    assert e.value.clause == "TYPE-6" and e.value.scenario == "slow and dead endpoints (direct)"
+    assert "steady state of scenario 'slow and dead endpoints (direct)' broken before any fault" in str(e.value)
 
 
 @aims_at("world", "control-plane-held-by-timeout-toxic", "scenario: control-plane latency",
