@@ -115,6 +115,7 @@ def check_reachability(world, clause: str, probes: list[Probe], *, negative_time
     negatives = [p for p in probes if not p.expect]
     deadline = time.monotonic() + positive_deadline
     while True:
+        started = time.monotonic()
         # positives not yet good; negatives whose control had connected before this round
         todo = [p for p in positives if not _good(p, results.get(p))]
         todo += [n for n in negatives if n not in results and (controls[n] is None or _good(controls[n],
@@ -130,10 +131,12 @@ def check_reachability(world, clause: str, probes: list[Probe], *, negative_time
                     for p, r in zip(ps, futs[src].result()):
                         results[p] = r
         waiting = [p for p in positives if not _good(p, results.get(p))] + [n for n in negatives if n not in results]
-        if not waiting or time.monotonic() >= deadline:
-            break
-        if not todo:
-            time.sleep(0.5)  # poll interval of a condition wait, not a fixed wait
+        ready = [n for n in negatives if n not in results and (controls[n] is None or _good(controls[n],
+                                                                                           results.get(controls[n])))]
+        if not waiting or (time.monotonic() >= deadline and not ready):
+            break  # past the deadline, negatives whose control connected in the last round still get their dial
+        if time.monotonic() - started < 0.5:
+            time.sleep(0.5)  # poll interval of a condition wait (a fast refusal must not spin)
     problems = []
     for p in probes:
         r = results.get(p)

@@ -1,0 +1,55 @@
+"""check_reachability judges a denial only after a positive control between the same two nodes
+connected (a fake world, no engine: the real-world proof is tests/test_world_breaks.py)."""
+
+import pytest
+
+from meshcert.checks.base import ClauseFailure, Probe, check_reachability
+
+
+class FakeWorld:
+    """Port 22 answers with its banner on every path not cut; every other port is dropped."""
+
+    def __init__(self, cut=(), open_ports=(22,)):
+        self.cut, self.open, self.rounds = {frozenset(c) for c in cut}, set(open_ports), []
+
+    def address(self, name):
+        return name
+
+    def dial(self, src, targets, timeout):
+        self.rounds.append((src, list(targets)))
+        return [{"ok": True, "banner": f"meshcert-banner host={h} port={p}", "error": None}
+                if frozenset((src, h)) not in self.cut and p in self.open else
+                {"ok": False, "banner": None, "error": "TimeoutError"} for h, p in targets]
+
+
+PROBES = [Probe("agent", "server", 22, True), Probe("agent", "server", 80, False, "default deny"),
+          Probe("server", "agent", 5000, False, "target -> agent")]
+
+
+def test_denials_are_dialled_only_after_their_control_connected():
+    w = FakeWorld()
+    check_reachability(w, "ACL-2", PROBES)
+    assert w.rounds[0] == ("agent", [("server", 22)]), "the first round dials the control alone"
+    assert sorted(w.rounds[1:]) == [("agent", [("server", 80)]), ("server", [("agent", 5000)])]
+
+
+def test_a_denial_whose_control_never_connects_cannot_pass():
+    w = FakeWorld(cut=[("agent", "server")])
+    with pytest.raises(ClauseFailure) as e:
+        check_reachability(w, "ACL-2", PROBES, positive_deadline=1)
+    unjudged = [p for p in e.value.problems if "cannot judge" in p]
+    assert len(unjudged) == 2 and all("no positive control between" in p for p in unjudged)
+    assert not any(d == [("server", 80)] for _, d in w.rounds), "the denial was never dialled"
+
+
+def test_a_denial_that_connects_fails():
+    with pytest.raises(ClauseFailure, match="expected unreachable.*observed reachable"):
+        check_reachability(FakeWorld(open_ports=(22, 80)), "ACL-2", PROBES[:2])
+
+
+def test_a_denial_without_any_control_is_refused():
+    with pytest.raises(ValueError, match="no positive control between agent and database"):
+        check_reachability(FakeWorld(), "ACL-2", [Probe("agent", "database", 6379, False)])
+    # the same path proven before a change is a control
+    check_reachability(FakeWorld(), "ROUTE-1", [Probe("agent", "database", 6379, False)],
+                       proven=[("agent", "database")])
