@@ -72,3 +72,26 @@ def test_an_all_skipped_run_does_not_exit_0(tmp_path):
     p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", ".",
                         "--report-dir", str(tmp_path / "r")], cwd=tmp_path, capture_output=True, text=True)
     assert p.returncode == 0, p.stdout[-800:]
+
+
+# tests of these modules that show a fault caught but are not themselves a fault of the registry
+NOT_A_FAULT = {
+    "test_world_breaks": {"test_secrets_never_in_failure_messages"},  # a property of every failure message
+}
+
+
+def test_every_world_break_test_is_a_registered_fault():
+    """A broken-setting test added to test_world_breaks.py must be in the denominator: it carries
+    ``@aims_at(...)`` (or is listed in NOT_A_FAULT with the reason)."""
+    from tests import test_world_breaks as mod
+    unmarked = []
+    for name, fn in vars(mod).items():
+        if not name.startswith("test_") or not callable(fn) or name in NOT_A_FAULT["test_world_breaks"]:
+            continue
+        marks = [m for m in getattr(fn, "pytestmark", []) if m.name == "fault"]
+        params = [m for m in getattr(fn, "pytestmark", []) if m.name == "parametrize"]
+        in_params = any(any(mk.name == "fault" for mk in getattr(v, "marks", ())) for m in params
+                        for v in m.args[1])
+        if not marks and not in_params:
+            unmarked.append(name)
+    assert not unmarked, f"broken-setting tests not in the fault registry (add @aims_at): {unmarked}"
