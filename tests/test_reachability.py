@@ -39,7 +39,15 @@ def test_a_denial_whose_control_never_connects_cannot_pass():
         check_reachability(w, "ACL-2", PROBES, positive_deadline=1)
     unjudged = [p for p in e.value.problems if "cannot judge" in p]
     assert len(unjudged) == 2 and all("no positive control between" in p for p in unjudged)
-    assert not any(d == [("server", 80)] for _, d in w.rounds), "the denial was never dialled"
+    assert not any(d == [("server", 80)] for _, d in w.rounds[:-2]), "the denial is not dialled before the end"
+
+
+def test_a_denial_that_connects_fails_as_reachable_even_without_its_control():
+    w = FakeWorld(open_ports=(80,))  # the control (22) is closed, the denial (80) open: a connection is proof
+    with pytest.raises(ClauseFailure) as e:
+        check_reachability(w, "ACL-2", PROBES, positive_deadline=1)
+    assert any(p.startswith("agent -> server (server):80: expected unreachable") and "observed reachable" in p
+               for p in e.value.problems), e.value.problems
 
 
 def test_a_denial_that_connects_fails():

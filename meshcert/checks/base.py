@@ -100,7 +100,8 @@ def check_reachability(world, clause: str, probes: list[Probe], *, negative_time
     s, all ready negatives at once) only in the round after its positive control -- a probe
     between the same two nodes -- connected, so a path that simply never completed a WireGuard
     handshake cannot pass as "denied". A negative whose control never connects before the
-    deadline fails the clause ("cannot judge"). ``proven``: (src, dst) pairs whose path a
+    deadline is dialled once at the end: if it connects it fails as reachable, otherwise it
+    fails the clause as "cannot judge" (never as a pass). ``proven``: (src, dst) pairs whose path a
     positive probe proved just before a change (a policy or route change the negative is about);
     their negatives are dialled in the first round.
     """
@@ -121,15 +122,7 @@ def check_reachability(world, clause: str, probes: list[Probe], *, negative_time
         todo += [n for n in negatives if n not in results and (controls[n] is None or _good(controls[n],
                                                                                            results.get(controls[n])))]
         if todo:
-            by_src: dict[str, list[Probe]] = defaultdict(list)
-            for p in todo:
-                by_src[p.src].append(p)
-            with concurrent.futures.ThreadPoolExecutor(max_workers=len(by_src)) as ex:
-                futs = {src: ex.submit(world.dial, src, [(addr[p.dst], p.port) for p in ps], negative_timeout)
-                        for src, ps in by_src.items()}
-                for src, ps in by_src.items():
-                    for p, r in zip(ps, futs[src].result()):
-                        results[p] = r
+            _dial_round(world, todo, addr, negative_timeout, results)
         waiting = [p for p in positives if not _good(p, results.get(p))] + [n for n in negatives if n not in results]
         ready = [n for n in negatives if n not in results and (controls[n] is None or _good(controls[n],
                                                                                            results.get(controls[n])))]
@@ -137,6 +130,14 @@ def check_reachability(world, clause: str, probes: list[Probe], *, negative_time
             break  # past the deadline, negatives whose control connected in the last round still get their dial
         if time.monotonic() - started < 0.5:
             time.sleep(0.5)  # poll interval of a condition wait (a fast refusal must not spin)
+    # Negatives whose control never connected: one dial each all the same. A connection is a
+    # violation whatever the control did (it needs no proof); no connection judges nothing.
+    unjudged = [n for n in negatives if n not in results]
+    if unjudged:
+        _dial_round(world, unjudged, addr, negative_timeout, results)
+        for n in unjudged:
+            if not results[n]["ok"]:
+                del results[n]  # reported below as "cannot judge"
     problems = []
     for p in probes:
         r = results.get(p)
@@ -157,6 +158,19 @@ def check_reachability(world, clause: str, probes: list[Probe], *, negative_time
     if problems:
         _fail(world, clause, problems)
     return results
+
+
+def _dial_round(world, probes: list[Probe], addr: dict[str, str], timeout: float, results: dict) -> None:
+    """One round: every source dials its probes, all sources at once."""
+    by_src: dict[str, list[Probe]] = defaultdict(list)
+    for p in probes:
+        by_src[p.src].append(p)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(by_src)) as ex:
+        futs = {src: ex.submit(world.dial, src, [(addr[p.dst], p.port) for p in ps], timeout)
+                for src, ps in by_src.items()}
+        for src, ps in by_src.items():
+            for p, r in zip(ps, futs[src].result()):
+                results[p] = r
 
 
 def _good(p: Probe, r: dict | None) -> bool:
