@@ -111,8 +111,8 @@ def step_flake(args) -> None:
 # ------------------------------------------------------------------------------------ README blocks
 
 def _none(name: str) -> str:
-    return (f"No figure: `bench/results/{name}` has not been generated on this commit yet "
-            f"(`.venv/bin/python bench/figures.py`).")
+    return (f"No figure yet: `bench/results/{name}` does not exist (it is written by "
+            f"`.venv/bin/python bench/figures.py`).")
 
 
 def block_mutants() -> str:

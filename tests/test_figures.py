@@ -30,7 +30,7 @@ def test_blocks_read_only_artifacts_and_say_when_there_is_none(figures, tmp_path
     text = "a\n<!-- figures:mutants -->\nold 99/99\n<!-- /figures:mutants -->\n" + "".join(
         f"<!-- figures:{n} -->\n<!-- /figures:{n} -->\n" for n in figures.BLOCKS if n != "mutants")
     out = figures.rewrite_readme(text)
-    assert "99/99" not in out and "No figure: `bench/results/mutants.json`" in out
+    assert "99/99" not in out and "No figure yet: `bench/results/mutants.json`" in out
     st = {"commit": "abc", "machine": {"cores": 2, "memory_mib": 4096}, "generated": "2026-12-01T00:00:00Z"}
     (tmp_path / "mutants.json").write_text(json.dumps({**st, "suite_exit_code": 0, "board": {
         "mutant:a": {"kind": "mutant", "target": ["HEALTH-1"], "killed": True, "clauses": ["HEALTH-1"]},
