@@ -15,6 +15,7 @@ a secret (or a part of it, or something key-shaped) is in a text, never what it 
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import threading
@@ -90,20 +91,30 @@ class Leak:
         return f"{what} at line {line}, column {col}"
 
 
-def _runs(text: str, part: str) -> list[tuple[int, int]]:
-    """Character ranges of ``text`` covered by runs of >= MIN_RUN characters of ``part``
-    (overlapping 8-character pieces merged)."""
-    if len(part) < MIN_RUN or len(text) < MIN_RUN:
+@functools.lru_cache(maxsize=32)
+def _pieces(parts: tuple[str, ...]) -> tuple[frozenset[str], re.Pattern | None]:
+    """Every MIN_RUN-character piece of ``parts``, and a pattern for the stretches of text made
+    only of their characters (the only places a run can be)."""
+    parts = tuple(p for p in parts if len(p) >= MIN_RUN)
+    grams = frozenset(p[i:i + MIN_RUN] for p in parts for i in range(len(p) - MIN_RUN + 1))
+    chars = sorted(set("".join(parts)))
+    if not chars:
+        return grams, None
+    return grams, re.compile("[" + "".join(re.escape(ch) for ch in chars) + f"]{{{MIN_RUN},}}")
+
+
+def _runs(text: str, parts: tuple[str, ...]) -> list[tuple[int, int]]:
+    """Character ranges of ``text`` covered by runs of >= MIN_RUN characters of any of ``parts``
+    (overlapping MIN_RUN-character pieces merged). One pass over the text for all the parts."""
+    grams, stretch = _pieces(parts)
+    if stretch is None or len(text) < MIN_RUN:
         return []
-    grams = {part[i:i + MIN_RUN] for i in range(len(part) - MIN_RUN + 1)}
-    # Only stretches made of the secret's own characters can hold a run: scan those alone.
-    alphabet = "[" + "".join(re.escape(ch) for ch in sorted(set(part))) + "]"
     spans: list[tuple[int, int]] = []
-    for m in re.finditer(f"{alphabet}{{{MIN_RUN},}}", text):
-        s = m.group()
+    for m in stretch.finditer(text):
+        s, base = m.group(), m.start()
         for i in range(len(s) - MIN_RUN + 1):
             if s[i:i + MIN_RUN] in grams:
-                a, b = m.start() + i, m.start() + i + MIN_RUN
+                a, b = base + i, base + i + MIN_RUN
                 if spans and a <= spans[-1][1]:
                     spans[-1] = (spans[-1][0], max(spans[-1][1], b))
                 else:
@@ -133,7 +144,7 @@ def leaks(text: str, secret: str | Secret | Iterable[str | Secret] | None = None
         while start >= 0:
             found.append(Leak(start, start + len(v), "key"))
             start = text.find(v, start + 1)
-        found += [Leak(a, b, "run") for a, b in _runs(text, secret_part(v))]
+    found += [Leak(a, b, "run") for a, b in _runs(text, tuple(sorted({secret_part(v) for v in values if v})))]
     if shapes:
         found += [Leak(m.start(), m.end(), "key-shaped") for m in KEY_SHAPES.finditer(text)]
     rank = {"key": 0, "key-shaped": 1, "run": 2}
