@@ -25,13 +25,15 @@ from pathlib import Path
 
 _lock = threading.Lock()
 _values: set[str] = set()
-# Shapes of auth keys, whoever made them. Headscale >= 0.27 makes `hskey-auth-<prefix>-<secret>`
-# (seen in this world: a 12-character prefix and a 64-character secret, both [A-Za-z0-9]);
+# Shapes of auth keys, whoever made them. Headscale >= 0.27 makes `hskey-auth-<prefix>-<secret>`;
 # Tailscale makes `tskey-<kind>-<id>-<secret>`; headscale < 0.27 made 48 lowercase hex characters.
 KEY_SHAPES = re.compile(r"\b(?:hskey-[A-Za-z0-9_-]+|tskey-[A-Za-z0-9_-]+|[0-9a-f]{48})\b")
+# headscale 0.29's own format (hscontrol/db/preauth_keys.go: a 12-character prefix, `-`, a
+# 64-character secret, both URL-safe base64, so either may hold `-` or `_`).
+HSKEY = re.compile(r"hskey-auth-[A-Za-z0-9_-]{12}-(?P<secret>[A-Za-z0-9_-]{64})\Z")
 MASK = "«redacted»"
-# A run this long of a key's secret part is a leak: with the secret's alphabet (62 characters)
-# a chance match of 8 given characters is about 1 in 2e14 per position, so a hit is a copy,
+# A run this long of a key's secret part is a leak: with the secret's alphabet (64 characters)
+# a chance match of 8 given characters is about 1 in 3e14 per position, so a hit is a copy,
 # while a shorter run (a log truncating a key to "its last 4") would still be guessable from.
 MIN_RUN = 8
 SCAN_MAX_BYTES = 64 << 20  # a file larger than this is read up to here (logs are far smaller)
@@ -68,8 +70,11 @@ def registered() -> list[str]:
 
 def secret_part(value: str) -> str:
     """The part of a key that is secret: the text after its last ``-`` (the whole value when it
-    has none). ``hskey-auth-<prefix>-<secret>`` -> ``<secret>``."""
-    return value.rsplit("-", 1)[-1]
+    has none) -- except for headscale's keys, ``hskey-auth-<12-character prefix>-<64-character
+    secret>`` in URL-safe base64, whose secret may itself hold ``-``: there it is those 64
+    characters (headscale parses its keys by length for the same reason)."""
+    m = HSKEY.match(value)
+    return m.group("secret") if m else value.rsplit("-", 1)[-1]
 
 
 @dataclass(frozen=True)
