@@ -19,13 +19,14 @@ def test_a_vlan_host_added_after_approval_is_reachable(world):
 
 
 @pytest.mark.clause("ERRATA-1")
-def test_guide_routes_enable_is_gone_and_approve_routes_works(steady_world):
+def test_guide_routes_enable_is_gone_and_approve_routes_works(steady_world, pytestconfig):
     c.errata1_routes_enable_is_gone(steady_world)
+    c.errata1_report_names_it(steady_world, {"clauses": pytestconfig._meshcert_results})
 
 
 @pytest.mark.clause("ERRATA-2")
-def test_guide_preauthkey_user_name_is_rejected_and_id_works(world):
-    c.errata2_preauthkey_user_is_an_id(world)
+def test_guide_preauthkey_user_name_is_rejected_and_id_works(steady_world):
+    c.errata2_preauthkey_user_is_an_id(steady_world)
 
 
 @pytest.mark.acl

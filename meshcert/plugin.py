@@ -172,3 +172,48 @@ def pytest_sessionfinish(session, exitstatus) -> None:
     (d / "results.json").write_text(redact(json.dumps({**results, "extra": extra, "input_error": input_error},
                                                       indent=1)))
     write_report(d, results, load_catalog(), extra=extra)
+
+
+@pytest.hookimpl(trylast=True, specname="pytest_sessionfinish")
+def pytest_sessionfinish_no_secret_in_outputs(session, exitstatus) -> None:
+    """CRED-1, meshcert's own half: nothing of a key in results.json, the report, saved logs,
+    replay files or a junit file. Runs last (after the report and junit are written), in the
+    process that made every key of the run, so every secret is known: each file of the report
+    folder (and ``--junitxml``) is searched for every registered secret, any run of >= 8
+    characters of one's secret part, and anything key-shaped. A finding is masked in place (it
+    must not stay on disk), named with its file and position, recorded as a failure of CRED-1
+    in results.json and the report, and fails the session."""
+    from .secrets import describe, scan_files, scrub_file
+    d = getattr(session.config, "_meshcert_report_dir", None)
+    junit = getattr(session.config.option, "xmlpath", None)
+    paths = [p for p in (d, junit) if p and Path(p).exists()]
+    if not paths:
+        return
+    found = scan_files(paths)
+    if not found:
+        return
+    lines = []
+    for f, (text, leaks) in found.items():
+        scrub_file(f, text, leaks)
+        lines.append(f"{f}: {describe(leaks, text)}")
+    message = ("meshcert's own outputs held a secret (masked in place now): " + " | ".join(lines))
+    tr = session.config.pluginmanager.get_plugin("terminalreporter")
+    if tr is not None:
+        tr.write_line(f"meshcert: CRED-1 failed: {message}", red=True, bold=True)
+    if d is not None and Path(d).is_dir():
+        from .catalog import load_catalog
+        from .report import write_report
+        results_file = Path(d) / "results.json"
+        try:
+            doc = json.loads(results_file.read_text())
+        except (OSError, ValueError):  # none written (nothing marked a clause) or unreadable
+            doc = {"finished": time.time(), "clauses": {}, "extra": {}, "input_error": None}
+        entry = doc.setdefault("clauses", {}).setdefault("CRED-1", {"tests": [], "outcome": "failed"})
+        entry["outcome"] = "failed"
+        entry.setdefault("tests", []).append({"test": "meshcert: session-end scan of its own outputs",
+                                              "outcome": "failed", "duration_s": 0.0, "message": message})
+        results_file.write_text(json.dumps(doc, indent=1))
+        write_report(d, {"finished": doc.get("finished"), "clauses": doc["clauses"]}, load_catalog(),
+                     extra=doc.get("extra"))
+    if session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED  # a worse status (bad input: 2) is kept

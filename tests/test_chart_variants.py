@@ -240,3 +240,24 @@ def test_advertised_tags_with_a_preauth_key_are_refused_by_headscale(world):
         wait_for("the sidecar's login refused", lambda: "are invalid or not permitted" in cp.pod.logs("tailscale"),
                  60, describe=lambda: cp.pod.logs("tailscale")[-600:])
         assert cp.backend_state() != "Running"
+
+
+@pytest.mark.engine
+def test_a_pod_joined_with_an_untagged_key_fails_helm4(world):  # i10-cred
+    """A broken setting: the chart's Secret holds an untagged pre-auth key (the guide's own
+    `preauthkeys create --user`). The pod joins under its hostname, but the node carries no tag
+    and tailscale leaves the empty Tags list out of its status: HELM-4 must read that as no tags."""
+    untagged = world.headscale.preauth_key((), user_id=world.user_id, expiration="1h")
+    values = h.guide_values()["connectivity"]
+    try:
+        with h.chart_pod(world, h.Chart(h.REFERENCE_CHART),
+                         secrets={values["authKeySecret"]: {values["authKeySecretKey"]: untagged.reveal()}}) as cp:
+            st = cp.wait_running()
+            assert "Tags" not in (st.get("Self") or {}), "the untagged node's status has no Tags at all"
+            with pytest.raises(ClauseFailure) as ei:
+                h.helm4_joined_under_hostname(world, cp.hostname, st)
+    finally:
+        world.headscale.expire_preauth_key(untagged)
+    assert ei.value.clause == "HELM-4"
+    assert f"the node's own status carries {h.AGENT_TAG} (Self.Tags)" in str(ei.value)
+    assert f"headscale lists {cp.hostname} carrying {h.AGENT_TAG}" in str(ei.value)

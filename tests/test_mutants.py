@@ -38,6 +38,10 @@ TARGETS = {
     "silent-missing-secret": ("TROUBLE-1", "agent"),
     "generic-errors": (("TROUBLE-3", "TROUBLE-4", "TROUBLE-5"), "agent"),
     "transcript-shows-credential": ("CRED-2", "agent"),
+    "leak-key-tail": ("CRED-1", "agent"),  # i10-cred
+    "leak-key-altered": ("CRED-1", "agent"),  # i10-cred
+    "context-shows-credential": ("CRED-2", "agent"),  # i10-cred
+    "missing-secret-ready": ("TROUBLE-1", "agent"),  # i10-cred
 }
 
 

@@ -969,6 +969,45 @@ def _wrong_port(kit, mutant):
     return kit.sut(SUT_MUTANT=mutant).connect(url=right.url, timeout_s=1)[1]["banner"]
 
 
+
+# i10-cred: a part of the key, an altered key, a part of a run credential, a missing Secret reported ready
+def _shown(sut, *answers) -> str:
+    return json.dumps([*answers, sut.transcript()]) + sut.stderr.getvalue()
+
+
+@case("leak-key-tail", faithful=(False, False), mutated=(False, True))
+def _leak_tail(kit, mutant):
+    kit.localapi("Running")
+    sut = kit.sut(SUT_MUTANT=mutant, TS_AUTHKEY=AUTHKEY)
+    shown = _shown(sut, sut.prerun(connectivity=HEADSCALE))
+    return AUTHKEY in shown, AUTHKEY[-12:] in shown
+
+
+@case("leak-key-altered", faithful=(False, False), mutated=(False, True))
+def _leak_altered(kit, mutant):
+    kit.localapi("Running")
+    sut = kit.sut(SUT_MUTANT=mutant, TS_AUTHKEY=AUTHKEY)
+    shown = _shown(sut, sut.prerun(connectivity=HEADSCALE))
+    return AUTHKEY in shown, AUTHKEY[:-1] in shown
+
+
+@case("context-shows-credential", faithful=False, mutated=True)
+def _cred_in_context(kit, mutant):
+    kit.localapi("Running")
+    target = kit.banner()
+    sut = kit.sut(SUT_MUTANT=mutant, TS_AUTHKEY=AUTHKEY)
+    secret = "run-" + "0123456789abcdef" * 2
+    assert sut.connect(url=target.url, credential={"user": "run42", "secret": secret})[1]["ok"]
+    answer = sut.prerun(connectivity=HEADSCALE, endpoints={})[1]
+    return secret[-12:] in json.dumps(answer["agent_context"])
+
+
+@case("missing-secret-ready", faithful=(True, False, False), mutated=(True, True, True))
+def _missing_secret_ready(kit, mutant):
+    answer = kit.sut(SUT_MUTANT=mutant).prerun(connectivity=HEADSCALE, endpoints={})[1]  # no key, no sidecar
+    named = any("headscale-auth-key" in line for line in answer["agent_context"])
+    return named, answer["ready"], answer["sidecar"]["ready"]
+
 def test_every_mutant_has_a_case():
     assert set(MUTANT_CASES) == set(rt.MUTANTS)
     assert all(isinstance(d, str) and d and "\n" not in d for d in rt.MUTANTS.values())

@@ -188,3 +188,14 @@ def test_perf3_fails_when_derp_is_unreachable(steady_world, caught):
         caught(e.value.clause)
     finally:
         proxy.enable()
+
+
+def test_errata2_fails_when_the_id_key_cannot_join(steady_world):  # i10-cred
+    """A broken setting: the `--user <ID>` key is made (all the old check looked at) but expired
+    before the pod uses it; the sidecar never joins, so "a key the sidecar can join with" fails."""
+    from meshcert.checks import world_clauses
+    with pytest.raises(ClauseFailure) as e:
+        world_clauses.errata2_preauthkey_user_is_an_id(steady_world, expire_before_join=True)
+    assert e.value.clause == "ERRATA-2"
+    assert "key reaches BackendState Running" in str(e.value) and "NeedsLogin" in str(e.value)
+    assert "agent-errata2" not in steady_world.pods, "the extra pod must be removed even when the clause fails"

@@ -701,15 +701,7 @@ def pod_joins_tailnet(world, chart: Chart, userspace: bool | None = None) -> Non
                        "the sidecar's process command lines readable (tailscaled among them)", "not readable")
                 for where, text in places.items():
                     e.that(key not in text, f"the pre-auth key absent from {where}", "it appears there (redacted here)")
-        with clause(world, "HELM-4") as e:
-            e.that((st.get("Self") or {}).get("HostName") == cp.hostname, f"the node's HostName is {cp.hostname}",
-                   (st.get("Self") or {}).get("HostName"))
-            nodes = {n.get("given_name"): n for n in world.headscale.nodes()}
-            node = nodes.get(cp.hostname)
-            e.that(node is not None, f"headscale's node list shows {cp.hostname}", sorted(str(k) for k in nodes))
-            if node is not None and (st.get("Self") or {}).get("Tags") is not None:
-                e.that(AGENT_TAG in (st["Self"].get("Tags") or []), f"the node carries {AGENT_TAG}",
-                       st["Self"].get("Tags"))
+        helm4_joined_under_hostname(world, cp.hostname, st)
         with clause(world, "HELM-6") as e:
             ctl = cp.manifests.controller()
             cname = ctl.get("name") if ctl else "controller"
@@ -732,6 +724,23 @@ def pod_joins_tailnet(world, chart: Chart, userspace: bool | None = None) -> Non
             r = _connect_until(sut, world.address("server"), 22, "server")
             e.that(r.get("ok") and "host=server port=22" in (r.get("banner") or ""),
                    "the controller's own dial reaches server:22 through the mesh (the sidecar's data path)", r)
+
+
+def helm4_joined_under_hostname(world, hostname: str, st: dict) -> None:
+    """HELM-4 on a running pod (``st``: its sidecar's `tailscale status --json`): the node's own
+    HostName is ``hostname``; headscale's node list shows it under that name carrying
+    tag:agent-runtime (the tag of the pod's pre-auth key), and its own status carries it too.
+    tailscale leaves an empty list out of its JSON: a status with no ``Tags`` means no tags."""
+    with clause(world, "HELM-4") as e:
+        me = st.get("Self") or {}
+        e.that(me.get("HostName") == hostname, f"the node's HostName is {hostname}", me.get("HostName"))
+        nodes = {n.get("given_name"): n for n in world.headscale.nodes()}
+        node = nodes.get(hostname)
+        if e.that(node is not None, f"headscale's node list shows {hostname}", sorted(str(k) for k in nodes)):
+            e.that(AGENT_TAG in (node.get("tags") or []), f"headscale lists {hostname} carrying {AGENT_TAG}",
+                   node.get("tags") or "no tags")
+        e.that(AGENT_TAG in (me.get("Tags") or []), f"the node's own status carries {AGENT_TAG} (Self.Tags)",
+               me.get("Tags") if "Tags" in me else "no Tags in Self (tailscale omits an empty list): no tags")
 
 
 def pod_accept_routes(world, chart: Chart) -> None:
@@ -889,9 +898,11 @@ def kind_pod_joins(world, cluster, chart: Chart, namespace: str = "meshcert-agen
                          90)
             except MeshcertError as err:
                 e.that(False, "BackendState Running with a valid pre-auth key", err.message)
-        with clause(world, "HELM-4") as e:
-            given = [n.get("given_name") for n in world.headscale.nodes()]
-            e.that(hostname in given, f"headscale's node list shows {hostname}", given)
+        try:
+            st = status()
+        except (MeshcertError, json.JSONDecodeError):
+            st = {}
+        helm4_joined_under_hostname(world, hostname, st)
     finally:
         try:
             cluster.kubectl("delete", "namespace", namespace, "--wait=true", timeout=240)

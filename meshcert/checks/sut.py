@@ -4,10 +4,11 @@ check, direct mode, credentials, troubleshooting. Each check raises ClauseFailur
 
 from __future__ import annotations
 
+import json
 import time
 from contextlib import contextmanager
 
-from ..secrets import redact
+from ..secrets import MIN_RUN, describe, leaks, redact
 from .base import ClauseFailure
 
 SECRET_REF = "headscale-auth-key"
@@ -227,7 +228,24 @@ def direct1_no_sidecar(world, pod: str = "agent") -> None:
 
 
 # ------------------------------------------------------------------ credentials
+def _nothing_of(e: Expect, secret: str, what: str, places: dict[str, str], shapes: bool = True) -> None:
+    """One assertion per place: nothing of ``secret`` there -- not the whole, no run of MIN_RUN or
+    more characters of its secret part (the text after its last `-`), and (``shapes``) nothing
+    shaped like an auth key. The observation names positions only."""
+    rule = (f"not the whole, no run of {MIN_RUN}+ characters of its secret part"
+            + (", nothing key-shaped" if shapes else ""))
+    for where, text in places.items():
+        found = leaks(text, secret, shapes=shapes)
+        e.that(not found, f"nothing of {what} in the {where} ({rule})",
+               f"{describe(found, text)} (positions only; the text is not shown)")
+
+
 def cred1_auth_key_never_shown(world, pod: str = "agent") -> None:
+    """CRED-1, the SUT's half: the pod's pre-auth key -- whole, any run of 8+ characters of its
+    secret part, or anything key-shaped -- in no pre-run answer (logs, message, agent_context
+    included), /connect result, transcript or SUT container log. (meshcert's own half -- its
+    results.json, report, saved logs, junit -- is scanned at the end of every session:
+    meshcert.plugin.pytest_sessionfinish_no_secret_in_outputs.)"""
     sut = world.sut(pod)
     key = world.pod_key(pod)
     with clause(world, "CRED-1") as e:
@@ -237,33 +255,40 @@ def cred1_auth_key_never_shown(world, pod: str = "agent") -> None:
             _, a2 = sut.prerun(mesh_spec(world), {"server": ep(world, "server", 22)}, deadline_s=DEADLINE_S)
         finally:
             world.start_sidecar(pod)
-        sut.connect(world.address("server"), 22)
-        places = {"pre-run answer": str(a1) + str(a2), "transcript": str(sut.transcript()),
+        r = sut.connect(world.address("server"), 22)
+        places = {"pre-run answer (sidecar running)": json.dumps(a1, ensure_ascii=False),
+                  "pre-run answer (sidecar stopped)": json.dumps(a2, ensure_ascii=False),
+                  "/connect result": json.dumps(r, ensure_ascii=False),
+                  "transcript": json.dumps(sut.transcript(), ensure_ascii=False),
                   "SUT container log": world.raw_logs(f"{pod}-sut")}
-        for where, text in places.items():
-            e.that(key not in text, f"the pre-auth key absent from the {where}", "it appears there (redacted here)")
+        _nothing_of(e, key, "the pre-auth key", places)
 
 
 def cred2_run_credentials_never_shown(world, pod: str = "agent") -> None:
-    """CRED-2: a per-run credential the tool layer injects into a connection never reaches the
-    transcript, the connect result, or the SUT's log."""
+    """CRED-2: a per-run credential the tool layer injects into a connection -- whole, or any run
+    of 8+ characters of its secret part -- never reaches the connect result, the transcript, the
+    agent_context of the next pre-run, or the SUT's log."""
     import secrets as pysecrets
     from ..secrets import Secret
     sut = world.sut(pod)
-    secret = Secret("run-" + pysecrets.token_urlsafe(18), "run credential")
+    # hex: no `-` inside the token, so its secret part (after the last `-`) is all 32 characters
+    secret = Secret("run-" + pysecrets.token_hex(16), "run credential")
     with clause(world, "CRED-2") as e:
         r = sut.connect(world.address("database"), 5432, credential={"user": "legator-run", "secret": secret.reveal()})
         e.that(r.get("ok") is True, "the credentialed connection to database:5432 succeeds", r)
-        places = {"connect result": str(r), "transcript": str(sut.transcript()),
+        code, ans = sut.prerun(mesh_spec(world), {"server": ep(world, "server", 22)}, deadline_s=DEADLINE_S)
+        e.that(code == 200, "HTTP 200 for the run's next pre-run", f"HTTP {code}")
+        places = {"connect result": json.dumps(r, ensure_ascii=False),
+                  "agent_context of the next pre-run": json.dumps(ans.get("agent_context"), ensure_ascii=False),
+                  "transcript": json.dumps(sut.transcript(), ensure_ascii=False),
                   "SUT container log": world.raw_logs(f"{pod}-sut")}
-        for where, text in places.items():
-            e.that(secret.reveal() not in text, f"the run credential absent from the {where}",
-                   "it appears there (redacted here)")
+        _nothing_of(e, secret.reveal(), "the run credential", places, shapes=False)
 
 
 # ------------------------------------------------------------------ troubleshooting
 def trouble1_missing_secret(world, pod: str = "agent") -> None:
-    """No auth key reaches the pod (and so no sidecar runs): the pre-run names the Secret."""
+    """No auth key reaches the pod (and so no sidecar runs): the pre-run names the Secret in a
+    warning and to the agent, reports the sidecar not ready, and does not report the mesh ready."""
     with clause(world, "TROUBLE-1") as e:
         mutant = world.pods[pod].sut_config[0]  # the same SUT build, minus its Secret
         world.stop_sidecar(pod)
@@ -272,9 +297,14 @@ def trouble1_missing_secret(world, pod: str = "agent") -> None:
             code, ans = sut.prerun(mesh_spec(world), {"server": ep(world, "server", 22)}, deadline_s=DEADLINE_S)
             warn = [x.get("msg", "") for x in ans.get("logs") or [] if x.get("level") == "warning"]
             ref = secret_ref(world)
+            e.that(code == 200, "HTTP 200 (a missing Secret is reported, not an error)", f"HTTP {code}")
             e.that(_mentions(warn, ref), f"a warning naming the Secret {ref}", warn)
             e.that(_mentions(ans.get("agent_context") or [], ref),
                    f"the agent told that {ref} is missing", ans.get("agent_context"))
+            e.that((ans.get("sidecar") or {}).get("ready") is False, "the sidecar reported not ready (sidecar.ready false)",
+                   ans.get("sidecar"))
+            e.that(ans.get("ready") is False, "the mesh not reported ready (ready false)",
+                   f"ready={ans.get('ready')} message={ans.get('message')!r}")
         finally:
             world.start_sut(pod, mutant=mutant)
             world.start_sidecar(pod)

@@ -63,6 +63,14 @@ MUTANTS = {
     "health-dials-control": "sidecar healthy only if the control server accepts a TCP connection (the mesh "
                             "works without it)",
     "localapi-no-timeout": "the LocalAPI is asked with no timeout of its own: a frozen sidecar holds the pre-run",
+    "leak-key-tail": "logs the last 12 characters of the auth key (\"key …<tail>\"): the exact key never "
+                     "appears",  # i10-cred
+    "leak-key-altered": "logs a copy of the auth key with one character changed and redacts only exact "
+                        "secrets (no key-shaped rule)",  # i10-cred
+    "context-shows-credential": "the tool layer's injected credential's last 12 characters are told to the "
+                                "agent in agent_context",  # i10-cred
+    "missing-secret-ready": "a missing auth key Secret is warned about and told to the agent, but the pre-run "
+                            "still reports the mesh and the sidecar ready",  # i10-cred
 }
 
 TYPES = ("direct", "headscale", "tailscale")
@@ -513,6 +521,7 @@ class Runtime:
         self._secrets: set[str] = set()
         self._transcript: list[dict] = []
         self._run_type = None  # connectivity type of the latest pre-run: the mode the tools use
+        self._last_cred = None  # mutant context-shows-credential: (user, secret) of the latest /connect
         self.auth_key()  # learn the key now so that it is redacted from the very first line
 
     # -- secrets ------------------------------------------------------------------------------
@@ -541,6 +550,8 @@ class Runtime:
                 secrets = [s for s in self._secrets if len(s) >= 4]
             for secret in secrets:
                 obj = obj.replace(secret, REDACTED)
+            if self.mutant == "leak-key-altered":  # mutant leak-key-altered: exact secrets only
+                return obj
             return KEY_LIKE.sub(REDACTED, obj)
         if isinstance(obj, dict):
             return {self.redact(k): self.redact(v) for k, v in obj.items()}
@@ -772,9 +783,15 @@ class Runtime:
                 context.append(f"Endpoint {name} ({ep.address}) is unreachable: {res['error']}. "
                                f"Do not attempt operations against it in this run.")
 
+        if self.mutant == "context-shows-credential" and self._last_cred:  # mutant context-shows-credential
+            user, secret = self._last_cred
+            context.append(f"Tools authenticate as {user} (credential …{secret[-12:]}).")
         sidecar_ok = sidecar["ready"] or not sidecar["checked"]
         down_critical = [n for n, ep in endpoints.items() if ep.critical and not results[n]["reachable"]]
         ready = sidecar_ok and not down_critical
+        if self.mutant == "missing-secret-ready" and spec.mesh and not self.auth_key()[0]:
+            ready = True  # mutant missing-secret-ready
+            sidecar.update(ready=True)
         up = sum(1 for r in results.values() if r["reachable"])
         if spec.type == "direct" and not sidecar["checked"]:
             mode = "direct connectivity"
@@ -799,6 +816,10 @@ class Runtime:
             self.log(logs, "info", f"auth key secret {ref} is available to the pod ({source})", component="auth")
             if self.mutant == "leak-authkey":  # mutant leak-authkey
                 self.log(logs, "info", f"tailscale up --login-server={spec.control_server} --auth-key={key}")
+            if self.mutant == "leak-key-tail":  # mutant leak-key-tail
+                self.log(logs, "info", f"auth key loaded (key …{key[-12:]})", component="auth")
+            if self.mutant == "leak-key-altered":  # mutant leak-key-altered
+                self.log(logs, "info", f"auth key {key[:-1] + ('A' if key[-1] != 'A' else 'B')}", component="auth")
         elif not sidecar["ready"] and self.mutant == "silent-missing-secret":  # mutant silent-missing-secret
             self.log(logs, "warning", "mesh not connected")
         elif not sidecar["ready"]:
@@ -834,6 +855,8 @@ class Runtime:
             if self.mutant != "transcript-shows-credential":
                 with self._lock:
                     self._secrets.add(cred["secret"])  # the LLM never sees it: redacted everywhere
+            if self.mutant == "context-shows-credential":  # mutant context-shows-credential
+                self._last_cred = (cred["user"], cred["secret"])
         # The tools use the mode of the latest pre-run: direct dials directly; a mesh run (or no
         # pre-run yet) goes through the sidecar's proxy when there is one.
         via_proxy = self._run_type != "direct"
