@@ -1045,6 +1045,10 @@ def _undialled(kit, mutant):
     target = kit.banner()
     answer = kit.sut(SUT_MUTANT=mutant, TS_AUTHKEY=AUTHKEY).prerun(
         connectivity=HEADSCALE, endpoints={"srv": {"url": target.url, "critical": False}})[1]
+    # the kernel completes the handshake before the listener's thread accept()s: give it 2 s to count
+    until = time.monotonic() + 2.0
+    while not target.accepted and time.monotonic() < until:
+        time.sleep(0.01)
     return answer["endpoints"]["srv"]["reachable"], target.accepted
 
 
