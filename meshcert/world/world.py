@@ -841,6 +841,20 @@ class World:
         wait_for(f"{pod_name} BackendState Running", lambda: node.backend_state() == "Running", 60,
                  describe=node.backend_state)
 
+    def kill_sidecar(self, pod_name: str = "agent") -> None:
+        """kill -9 of the pod's tailscale container: unlike a stop (tailscaled removes its socket on
+        SIGTERM), the socket file stays in the shared volume and nobody answers it."""
+        pod = self.pods[pod_name]
+        pod.sidecar.container.kill()
+
+        def gone() -> bool:
+            pod.sidecar.container.reload()
+            return pod.sidecar.container.status != "running"
+        wait_for(f"{pod_name}'s tailscale container gone after kill -9", gone, 15)
+        code, out = pod.probe.exec(["test", "-S", TS_SOCKET])
+        if code != 0:
+            raise WorldError(f"{pod_name}: the socket {TS_SOCKET} did not survive kill -9 of the sidecar")
+
     @contextmanager
     def control_plane_down(self):
         """toxiproxy's `control` proxy (the nodes' only way to headscale) disabled: connections to
