@@ -42,6 +42,18 @@ TARGETS = {
     "leak-key-altered": ("CRED-1", "agent"),  # i10-cred
     "context-shows-credential": ("CRED-2", "agent"),  # i10-cred
     "missing-secret-ready": ("TROUBLE-1", "agent"),  # i10-cred
+    "typeless-is-error": ("TYPE-1", "agent"),  # i10-types
+    "omitted-probes-sidecar": ("TYPE-1", "agent"),  # i10-types
+    "unknown-type-vague-error": ("TYPE-4", "agent"),  # i10-types
+    "headscale-empty-accepted": ("TYPE-5", "agent"),  # i10-types
+    "headscale-null-accepted": ("TYPE-5", "agent"),  # i10-types
+    "ready-unless-stopped": ("HEALTH-1", "agent"),  # i10-types
+    "health-41112-fallback": ("HEALTH-1", "agent"),  # i10-types
+    "not-ready-skips-dials": ("HEALTH-3", "agent"),  # i10-types
+    "not-ready-fakes-dials": ("HEALTH-3", "agent"),  # i10-types
+    "noncritical-blocks-ready": ("HEALTH-5", "agent"),  # i10-types
+    "direct-via-proxy": ("DIRECT-1", "agent-us"),  # i10-types
+    "direct-probes-sidecar": ("DIRECT-1", "agent"),  # i10-types
 }
 
 
@@ -167,5 +179,5 @@ def test_derp_scenario_fails_when_direct_udp_is_not_blocked(steady_world, caught
 def test_reference_sut_passes_every_sut_clause(steady_world):
     """The other half of a kill: the faithful SUT passes the same checks (no check fails everyone)."""
     for clause, check in SUT_CHECKS.items():
-        for pod in ("agent", "agent-us") if clause == "TYPE-6" else ("agent",):
+        for pod in ("agent", "agent-us") if clause in ("TYPE-6", "DIRECT-1") else ("agent",):
             check(steady_world, pod)

@@ -132,6 +132,7 @@ class Banner:
 
     def __init__(self, text: str | None = "banner", port: int = 0):
         self.text = text
+        self.accepted = 0  # connections it saw: proves a dial really happened
         self._stop = threading.Event()
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", port))
@@ -147,6 +148,7 @@ class Banner:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
+            self.accepted += 1
             threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
 
     def _handle(self, conn):
@@ -439,6 +441,12 @@ def test_direct_mode_dials_directly_even_with_a_proxy(kit):
      "connectivity.headscale.authKeySecretRef"),
     ({"connectivity": {"type": "headscale", "headscale": {"controlServer": "", "authKeySecretRef": "k"}}},
      "connectivity.headscale.controlServer"),
+    ({"connectivity": {"type": "headscale", "headscale": {"controlServer": None, "authKeySecretRef": "k"}}},
+     "connectivity.headscale.controlServer"),
+    ({"connectivity": {"type": "headscale", "headscale": {"controlServer": "https://hs", "authKeySecretRef": ""}}},
+     "connectivity.headscale.authKeySecretRef"),
+    ({"connectivity": {"type": "headscale", "headscale": {"controlServer": "https://hs", "authKeySecretRef": None}}},
+     "connectivity.headscale.authKeySecretRef"),
     ({"connectivity": {"type": "headscale", "headscale": {"controlServer": "hs.example", "authKeySecretRef": "k"}}},
      "connectivity.headscale.controlServer"),
     ({"connectivity": {"type": "headscale", "headscale": "x"}}, "connectivity.headscale"),
@@ -463,6 +471,12 @@ def test_prerun_validation_is_400_naming_the_field(kit, body, field):
     assert status == 400, answer
     assert answer["error"].startswith(field + ":"), answer
     assert answer["field"] == field
+
+
+@pytest.mark.parametrize("ctype", ["wireguard", "Headscale", 3])
+def test_unknown_type_error_names_the_accepted_values(kit, ctype):
+    status, answer = kit.sut().prerun(connectivity={"type": ctype})
+    assert status == 400 and all(t in answer["error"] for t in ("direct", "headscale", "tailscale")), answer
 
 
 def test_tailscale_may_leave_control_server_empty(kit):
@@ -1007,6 +1021,112 @@ def _missing_secret_ready(kit, mutant):
     answer = kit.sut(SUT_MUTANT=mutant).prerun(connectivity=HEADSCALE, endpoints={})[1]  # no key, no sidecar
     named = any("headscale-auth-key" in line for line in answer["agent_context"])
     return named, answer["ready"], answer["sidecar"]["ready"]
+# -- i10-types: mutants of TYPE-1, TYPE-4, TYPE-5, HEALTH-1, HEALTH-3, HEALTH-5, DIRECT-1
+@case("typeless-is-error", faithful=200, mutated=400)
+def _typeless(kit, mutant):
+    return _status(kit, mutant, connectivity={})
+
+
+@case("omitted-probes-sidecar", faithful=(False, 0), mutated=(True, 1))
+def _omitted_probes(kit, mutant):
+    api = kit.localapi("Running")
+    answer = kit.sut(SUT_MUTANT=mutant).prerun(endpoints={})[1]
+    return answer["sidecar"]["checked"], len(api.requests)
+
+
+@case("unknown-type-vague-error", faithful=(400, True), mutated=(400, False))
+def _vague_type_error(kit, mutant):
+    status, answer = kit.sut(SUT_MUTANT=mutant).prerun(connectivity={"type": "wireguard"})
+    return status, all(t in answer["error"] for t in ("direct", "headscale", "tailscale"))
+
+
+@case("headscale-empty-accepted", faithful=(400, 400, 400), mutated=(200, 200, 400))
+def _empty_accepted(kit, mutant):
+    sut = kit.sut(SUT_MUTANT=mutant)
+    return tuple(sut.prerun(connectivity={"type": "headscale", "headscale": hs})[0] for hs in (
+        {"controlServer": "", "authKeySecretRef": "k"}, {"controlServer": "https://hs", "authKeySecretRef": ""},
+        {"controlServer": None, "authKeySecretRef": "k"}))
+
+
+@case("headscale-null-accepted", faithful=(400, 400, 400), mutated=(200, 200, 400))
+def _null_accepted(kit, mutant):
+    sut = kit.sut(SUT_MUTANT=mutant)
+    return tuple(sut.prerun(connectivity={"type": "headscale", "headscale": hs})[0] for hs in (
+        {"controlServer": None, "authKeySecretRef": "k"}, {"controlServer": "https://hs", "authKeySecretRef": None},
+        {"controlServer": "", "authKeySecretRef": "k"}))
+
+
+def _ready_in_states(kit, mutant, states):
+    api = kit.localapi(states[0])
+    sut = kit.sut(SUT_MUTANT=mutant, TS_AUTHKEY=AUTHKEY)
+    seen = []
+    for state in states:
+        api.state = state
+        seen.append(sut.prerun(connectivity=HEADSCALE)[1]["sidecar"]["ready"])
+    return tuple(seen)
+
+
+@case("ready-unless-stopped", faithful=(False, False, False, False, True),
+      mutated=(True, True, True, False, True))
+def _unless_stopped(kit, mutant):
+    return _ready_in_states(kit, mutant, ("NeedsLogin", "Starting", "NoState", "Stopped", "Running"))
+
+
+@case("health-41112-fallback", faithful=(False, False, True), mutated=(True, True, True))
+def _fallback_41112(kit, mutant):
+    kit.port_41112_accepting()  # something accepts on 41112, but it is not tailscaled
+    return _ready_in_states(kit, mutant, ("Stopped", "NeedsLogin", "Running"))
+
+
+def _undialled(kit, mutant):
+    kit.localapi("NeedsLogin")
+    target = kit.banner()
+    answer = kit.sut(SUT_MUTANT=mutant, TS_AUTHKEY=AUTHKEY).prerun(
+        connectivity=HEADSCALE, endpoints={"srv": {"url": target.url, "critical": False}})[1]
+    # the kernel completes the handshake before the listener's thread accept()s: give it 2 s to count
+    until = time.monotonic() + 2.0
+    while not target.accepted and time.monotonic() < until:
+        time.sleep(0.01)
+    return answer["endpoints"]["srv"]["reachable"], target.accepted
+
+
+@case("not-ready-skips-dials", faithful=(True, 1), mutated=(False, 0))
+def _skips_dials(kit, mutant):
+    return _undialled(kit, mutant)
+
+
+@case("not-ready-fakes-dials", faithful=(True, 1), mutated=(True, 0))
+def _fakes_dials(kit, mutant):
+    return _undialled(kit, mutant)
+
+
+@case("noncritical-blocks-ready", faithful=True, mutated=False)
+def _noncritical_blocks(kit, mutant):
+    ok = kit.banner()
+    answer = kit.sut(SUT_MUTANT=mutant).prerun(endpoints={
+        "ok": {"url": ok.url, "critical": True},
+        "cache": {"url": f"127.0.0.1:{kit.closed_port()}", "critical": False}})[1]
+    return answer["ready"]
+
+
+@case("direct-via-proxy", faithful=(True, 0), mutated=(True, 2))
+def _direct_via_proxy(kit, mutant):
+    target = kit.banner()
+    proxy = kit.socks()
+    sut = kit.sut(SUT_MUTANT=mutant, SUT_PROXY=proxy.url)
+    answer = sut.prerun(connectivity={"type": "direct"}, endpoints={"srv": {"url": target.url, "critical": True}})[1]
+    sut.connect(url=target.url)
+    return answer["endpoints"]["srv"]["reachable"], len(proxy.requests)
+
+
+@case("direct-probes-sidecar", faithful=(True, False, 0), mutated=(True, True, 1))
+def _direct_probes(kit, mutant):
+    api = kit.localapi("Stopped")
+    target = kit.banner()
+    answer = kit.sut(SUT_MUTANT=mutant).prerun(connectivity={"type": "direct"},
+                                               endpoints={"srv": {"url": target.url, "critical": True}})[1]
+    return answer["ready"], answer["sidecar"]["checked"], len(api.requests)
+
 
 def test_every_mutant_has_a_case():
     assert set(MUTANT_CASES) == set(rt.MUTANTS)

@@ -72,16 +72,43 @@ def _mentions(lines, needle: str) -> bool:
 
 
 # ------------------------------------------------------------------ connectivity types
+TYPES = ("direct", "headscale", "tailscale")
+
+
+def _behaviour(ans: dict) -> dict:
+    """What "behave identically" compares: the whole pre-run answer but its wording and timings
+    (type, readiness, the sidecar block, each endpoint's reachability and whether it has an error,
+    the log levels that signal trouble, what the agent is told)."""
+    side = ans.get("sidecar") or {}
+    return {"type": ans.get("type"), "ready": ans.get("ready"),
+            "sidecar": {k: side.get(k) for k in ("checked", "ready", "backend_state")},
+            "endpoints": {n: {"reachable": r.get("reachable"), "error": r.get("error") not in (None, "")}
+                          for n, r in sorted((ans.get("endpoints") or {}).items())},
+            "warnings": sum(1 for lv in _levels(ans) if lv in ("warning", "error")),
+            "agent_context": ans.get("agent_context")}
+
+
 def type1_direct_is_default(world, pod: str = "agent") -> None:
     sut = world.sut(pod)
     target = {"server": {"url": f"tcp://{world.nodes['server'].wan_ip}:22", "critical": True}}
     with clause(world, "TYPE-1") as e:
-        for label, kw in (("no connectivity field", {"omit_connectivity": True, "connectivity": None}),
+        seen = {}
+        for label, kw in (("type: direct", {"connectivity": {"type": "direct"}}),  # the one the others must equal
+                          ("no connectivity field", {"omit_connectivity": True, "connectivity": None}),
                           ("connectivity: null", {"connectivity": None}),
-                          ("type: direct", {"connectivity": {"type": "direct"}})):
+                          ("connectivity without type ({})", {"connectivity": {}})):
             code, ans = sut.prerun(endpoints=target, **kw)
             if e.that(code == 200, f"{label}: HTTP 200", f"HTTP {code} {ans}"):
                 e.that(ans.get("type") == "direct", f"{label}: type direct", ans.get("type"))
+                seen[label] = _behaviour(ans)
+        base = seen.get("type: direct")
+        if base is not None:
+            e.that(base["ready"] is True and base["endpoints"].get("server", {}).get("reachable") is True
+                   and base["warnings"] == 0, "type: direct: ready, the server reached over the cluster network, "
+                   "no warning", base)
+            for label, got in seen.items():
+                e.that(got == base, f"{label}: an answer identical to type: direct's (type, ready, sidecar, "
+                       f"endpoints, warnings, agent_context) {base}", got)
 
 
 def type2_headscale_accepted(world, pod: str = "agent") -> None:
@@ -100,19 +127,27 @@ def type3_tailscale_empty_control(world, pod: str = "agent") -> None:
 
 def type4_unknown_rejected(world, pod: str = "agent") -> None:
     with clause(world, "TYPE-4") as e:
-        code, ans = world.sut(pod).prerun({"type": "wireguard-raw"}, {})
-        e.that(code == 400 and "type" in str(ans.get("error", "")), "HTTP 400 with an error naming the type field",
-               f"HTTP {code} {ans}")
+        for bad in ("wireguard-raw", 42):
+            code, ans = world.sut(pod).prerun({"type": bad}, {})
+            err = str(ans.get("error", "")) if code != 200 else ""
+            missing = [t for t in TYPES if t not in err]
+            e.that(code == 400 and "type" in err and not missing,
+                   f"type {bad!r}: HTTP 400 with an error naming the type field and the accepted values "
+                   f"{', '.join(TYPES)}", f"HTTP {code} {ans}" + (f" (does not name {missing})" if missing else ""))
 
 
 def type5_headscale_incomplete_rejected(world, pod: str = "agent") -> None:
     with clause(world, "TYPE-5") as e:
         for missing in ("controlServer", "authKeySecretRef"):
-            spec = mesh_spec(world)
-            del spec["headscale"][missing]
-            code, ans = world.sut(pod).prerun(spec, {})
-            e.that(code == 400 and missing in str(ans.get("error", "")),
-                   f"HTTP 400 naming {missing} when it is missing", f"HTTP {code} {ans}")
+            for how in ("missing", "null", "empty"):
+                spec = mesh_spec(world)
+                if how == "missing":
+                    del spec["headscale"][missing]
+                else:
+                    spec["headscale"][missing] = None if how == "null" else ""
+                code, ans = world.sut(pod).prerun(spec, {})
+                e.that(code == 400 and missing in str(ans.get("error", "")),
+                       f"HTTP 400 naming {missing} when it is {how}", f"HTTP {code} {ans}")
 
 
 def type6_tools_dial_through_the_mesh(world, pod: str = "agent") -> None:
@@ -130,24 +165,60 @@ def type6_tools_dial_through_the_mesh(world, pod: str = "agent") -> None:
 
 
 # ------------------------------------------------------------------ pre-run health check
+FAKE_LOCALAPI_PORT = 41112  # where a LocalAPI listens on macOS/Windows; on Linux nothing of tailscale's does
+
+
 def health1_running_means_ready(world, pod: str = "agent") -> None:
+    """Running -> ready; then every other state the real sidecar can be driven to, each with
+    something accepting on 127.0.0.1:41112 in the pod, and each must be not ready: Stopped
+    (`tailscale down`), the daemon killed (its socket file left), the start-up state of a
+    tailscaled restarted while the control plane is down (NoState), NeedsLogin (a pod whose
+    pre-auth key expired)."""
+    from ..world.topology import AGENT_TAG, AgentSpec
     sut = world.sut(pod)
     eps = {"server": ep(world, "server", 22)}
     with clause(world, "HEALTH-1") as e:
+        def not_ready(client, how: str, state: str) -> None:
+            code, ans = client.prerun(mesh_spec(world), eps, deadline_s=DEADLINE_S)
+            side = ans.get("sidecar") or {}
+            e.that(code == 200 and ans.get("ready") is False and side.get("ready") is False,
+                   f"{how} (BackendState {state}; 127.0.0.1:{FAKE_LOCALAPI_PORT} accepting in the pod) -> "
+                   f"sidecar not ready and pre-run not ready", f"HTTP {code} ready={ans.get('ready')} sidecar={side}")
+
         code, ans = sut.prerun(mesh_spec(world), eps)
         side = ans.get("sidecar") or {}
         e.that(code == 200 and ans.get("ready") is True and side.get("ready") is True,
                "sidecar Running (LocalAPI BackendState) -> sidecar ready and pre-run ready",
                f"ready={ans.get('ready')} sidecar={side}")
-        world.sidecar_down(pod)  # daemon alive, socket answering, BackendState Stopped
+        node = world.nodes[pod]
+        with world.listening(pod, FAKE_LOCALAPI_PORT, bind="127.0.0.1"):
+            world.sidecar_down(pod)  # daemon alive, socket answering, BackendState Stopped
+            try:
+                not_ready(sut, "after `tailscale down` (the socket still answers)", node.backend_state())
+            finally:
+                world.sidecar_up(pod)
+            try:
+                with world.control_plane_down():
+                    world.kill_sidecar(pod)
+                    not_ready(sut, "tailscaled killed (its socket file left, nobody answering)", "none: no daemon")
+                    # measured: NoState, held for 30 s and more while the control plane stays down
+                    state = world.restart_sidecar_container(pod)
+                    e.that(state != "Running", "a tailscaled restarted with the control plane down is not Running",
+                           state)
+                    not_ready(sut, "tailscaled restarted while the control plane is down", state)
+            finally:
+                world.start_sidecar(pod)
+        spec = AgentSpec(name=f"{pod}-needslogin", tags=(AGENT_TAG,))
+        key = world.headscale.preauth_key((AGENT_TAG,), reusable=False, expiration="1h")
+        world.headscale.expire_preauth_key(key)
+        extra = world.add_pod(spec, key, expect_join=False, mutant=world.pods[pod].sut_config[0])
         try:
-            code, ans = sut.prerun(mesh_spec(world), eps)
-            side = ans.get("sidecar") or {}
-            e.that(ans.get("ready") is False and side.get("ready") is False,
-                   "after `tailscale down` (socket still answers, BackendState Stopped) -> sidecar not ready",
-                   f"ready={ans.get('ready')} sidecar={side}")
+            state = extra.backend_state()
+            e.that(state == "NeedsLogin", "a sidecar given an expired pre-auth key is NeedsLogin", state)
+            with world.listening(spec.name, FAKE_LOCALAPI_PORT, bind="127.0.0.1"):
+                not_ready(world.sut(spec.name), "a sidecar whose pre-auth key expired", state)
         finally:
-            world.sidecar_up(pod)
+            world.remove_pod(spec.name)
 
 
 def health2_concurrent_deadlines(world, pod: str = "agent") -> None:
@@ -170,10 +241,18 @@ def health2_concurrent_deadlines(world, pod: str = "agent") -> None:
                 e.that(got.get(name, {}).get("reachable") is False, f"{name} (blackholed) unreachable", got.get(name))
 
 
+WITNESS_PORT = 47022  # a free port on the server node: a listener there logs who connected
+
+
 def health3_not_ready_is_a_warning(world, pod: str = "agent") -> None:
+    """The sidecar stopped: the pre-run warns, answers, and really dials. The proof of a dial is
+    an endpoint that needs no mesh (the server's cluster address, in the TUN pod: no proxy in
+    the way) reported reachable AND seen by a listener on the server from the pod's address."""
     sut = world.sut(pod)
-    eps = {"server": ep(world, "server", 22, critical=False)}
-    with clause(world, "HEALTH-3") as e:
+    wan = world.nodes["server"].wan_ip
+    eps = {"server": ep(world, "server", 22, critical=False),
+           "server-wan": {"url": f"tcp://{wan}:{WITNESS_PORT}", "critical": False}}
+    with clause(world, "HEALTH-3") as e, world.listening("server", WITNESS_PORT) as peers:
         world.stop_sidecar(pod)
         try:
             code, ans = sut.prerun(mesh_spec(world), eps, deadline_s=DEADLINE_S)
@@ -182,7 +261,14 @@ def health3_not_ready_is_a_warning(world, pod: str = "agent") -> None:
             e.that(any(x.get("level") == "warning" and "sidecar" in x.get("msg", "").lower() for x in logs),
                    "a warning log line about the sidecar", logs)
             e.that("error" not in _levels(ans), "no log line at level error", _levels(ans))
-            e.that("server" in (ans.get("endpoints") or {}), "endpoints still dialled", ans.get("endpoints"))
+            got = ans.get("endpoints") or {}
+            e.that(set(got) == set(eps), f"a result for every endpoint {sorted(eps)}", sorted(got))
+            e.that(got.get("server-wan", {}).get("reachable") is True,
+                   f"server-wan ({wan}:{WITNESS_PORT}, reachable without the mesh) dialled and reported reachable",
+                   got.get("server-wan"))
+            e.that(world.pods[pod].ip in peers(),
+                   f"the server saw a connection on {WITNESS_PORT} from the pod ({world.pods[pod].ip})",
+                   f"peers seen: {peers()}")
             e.that(ans.get("ready") is False, "ready false", ans.get("ready"))
         finally:
             world.start_sidecar(pod)
@@ -210,19 +296,27 @@ def health5_noncritical_only_logged(world, pod: str = "agent") -> None:
 
 # ------------------------------------------------------------------ direct mode
 def direct1_no_sidecar(world, pod: str = "agent") -> None:
-    """Direct mode in a pod with no running sidecar: ready, and the target is reached over the
-    cluster network (the server's WAN address, not its tailnet address)."""
+    """Direct mode in a pod with no running sidecar: ready, the sidecar not probed, and the target
+    reached over the cluster network (the server's WAN address, not its tailnet address) by the
+    pre-run and by the tools. In the userspace pod (SUT_PROXY set) the stopped sidecar takes its
+    SOCKS5 proxy with it, so a dial through the mesh proxy fails there."""
     sut = world.sut(pod)
-    target = {"server": {"url": f"tcp://{world.nodes['server'].wan_ip}:22", "critical": True}}
+    wan = world.nodes["server"].wan_ip
+    target = {"server": {"url": f"tcp://{wan}:22", "critical": True}}
     with clause(world, "DIRECT-1") as e:
         world.stop_sidecar(pod)
         try:
             code, ans = sut.prerun({"type": "direct"}, target, deadline_s=DEADLINE_S)
-            e.that(code == 200 and ans.get("ready") is True, "ready with no sidecar in direct mode",
+            e.that(code == 200 and ans.get("ready") is True, f"pod {pod}: ready with no sidecar in direct mode",
                    f"HTTP {code} ready={ans.get('ready')} message={ans.get('message')!r}")
+            e.that((ans.get("sidecar") or {}).get("checked") is False,
+                   f"pod {pod}: sidecar.checked false (direct mode must not probe a sidecar)", ans.get("sidecar"))
             e.that(ans.get("endpoints", {}).get("server", {}).get("reachable") is True,
-                   "the server reached over the cluster network", ans.get("endpoints"))
+                   f"pod {pod}: the server reached over the cluster network", ans.get("endpoints"))
             e.that("warning" not in _levels(ans), "no warning (nothing is wrong)", ans.get("logs"))
+            r = sut.connect(wan, 22, timeout_s=DEADLINE_S)
+            e.that(r.get("ok") is True and "host=server port=22" in (r.get("banner") or ""),
+                   f"pod {pod}: /connect after a direct pre-run reaches {wan}:22 (server's banner)", r)
         finally:
             world.start_sidecar(pod)
 

@@ -16,6 +16,7 @@ import secrets as pysecrets
 import ssl
 import tarfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
@@ -839,6 +840,86 @@ class World:
         node.tailscale(*node.up_args)
         wait_for(f"{pod_name} BackendState Running", lambda: node.backend_state() == "Running", 60,
                  describe=node.backend_state)
+
+    def kill_sidecar(self, pod_name: str = "agent") -> None:
+        """kill -9 of the pod's tailscale container: unlike a stop (tailscaled removes its socket on
+        SIGTERM), the socket file stays in the shared volume and nobody answers it."""
+        pod = self.pods[pod_name]
+        pod.sidecar.container.kill()
+
+        def gone() -> bool:
+            pod.sidecar.container.reload()
+            return pod.sidecar.container.status != "running"
+        wait_for(f"{pod_name}'s tailscale container gone after kill -9", gone, 15)
+        code, out = pod.probe.exec(["test", "-S", TS_SOCKET])
+        if code != 0:
+            raise WorldError(f"{pod_name}: the socket {TS_SOCKET} did not survive kill -9 of the sidecar")
+
+    @contextmanager
+    def control_plane_down(self):
+        """toxiproxy's `control` proxy (the nodes' only way to headscale) disabled: connections to
+        the control plane are refused until the block exits."""
+        control = self.toxiproxy.client().get_proxy("control")
+        control.disable()
+        try:
+            yield
+        finally:
+            control.enable()
+
+    def restart_sidecar_container(self, pod_name: str = "agent") -> str:
+        """Start the pod's stopped tailscale container and wait until its LocalAPI answers, in
+        whatever state; returns that BackendState (it may not be Running: see HEALTH-1)."""
+        pod, node = self.pods[pod_name], self.nodes[pod_name]
+        pod.sidecar.container.start()
+
+        def answering() -> str | None:
+            state = node.backend_state()
+            return None if state.startswith("unavailable") else state
+        return wait_for(f"{pod_name}'s LocalAPI answering after its restart", answering, 30,
+                        describe=node.backend_state)
+
+    LISTENER = (b"import os, socket, sys\n"
+                b"bind, port, log = sys.argv[1], int(sys.argv[2]), sys.argv[3]\n"
+                b"s = socket.socket(socket.AF_INET6 if ':' in bind else socket.AF_INET)\n"
+                b"s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+                b"s.bind((bind, port))\n"
+                b"s.listen(64)\n"
+                b"open(log, 'w').close()\n"
+                b"open(log + '.pid', 'w').write(str(os.getpid()))\n"
+                b"while True:\n"
+                b"    c, peer = s.accept()\n"
+                b"    with open(log, 'a') as f:\n"
+                b"        f.write(peer[0] + '\\n')\n"
+                b"    try:\n"
+                b"        c.sendall(b'meshcert-listener port %d\\n' % port)\n"
+                b"    except OSError:\n"
+                b"        pass\n"
+                b"    c.close()\n")
+
+    @contextmanager
+    def listening(self, where: str, port: int, bind: str = "0.0.0.0"):
+        """A TCP listener on ``bind:port`` in a pod's network namespace (started in its probe
+        container) or on a node; it greets, closes, and logs each peer address. Yields a function
+        returning the peers seen so far. Stopped (by its pid) on exit."""
+        box = self.pods[where].probe if where in self.pods else self.nodes[where].ts_box
+        log = f"/tmp/meshcert-listener-{port}.log"
+        box.put({"/tmp/meshcert-listener.py": (self.LISTENER, 0o644)})
+        box.exec(["rm", "-f", log, log + ".pid", log + ".err"])
+        box.container.exec_run(["sh", "-c", f"exec python3 /tmp/meshcert-listener.py {bind} {port} {log} "
+                                            f"2>{log}.err"], detach=True)
+
+        def read(path: str) -> str | None:
+            code, out = box.exec(["cat", path])
+            return out if code == 0 else None
+        pid = wait_for(f"a listener on {bind}:{port} in {box.name}", lambda: (read(log + ".pid") or "").strip(), 15,
+                       describe=lambda: (read(log + ".err") or "")[-500:])
+
+        def peers() -> list[str]:
+            return (read(log) or "").split()
+        try:
+            yield peers
+        finally:
+            box.exec(["kill", pid])
 
     # ---------------------------------------------------------------- logs / teardown
     def failure_logs(self, clause: str) -> Path:

@@ -71,6 +71,24 @@ MUTANTS = {
                                 "agent in agent_context",  # i10-cred
     "missing-secret-ready": "a missing auth key Secret is warned about and told to the agent, but the pre-run "
                             "still reports the mesh and the sidecar ready",  # i10-cred
+    "typeless-is-error": "a connectivity object without type ({}) is rejected (400) instead of meaning direct",  # i10-types
+    "omitted-probes-sidecar": "an omitted/null connectivity is reported as direct but still probes the sidecar",  # i10-types
+    "unknown-type-vague-error": "an unknown connectivity.type is rejected with an error naming the field but not "
+                                "the accepted values",  # i10-types
+    "headscale-empty-accepted": "type headscale with an empty-string controlServer or authKeySecretRef is accepted "
+                                "(only a missing or null one is rejected)",  # i10-types
+    "headscale-null-accepted": "type headscale with a null controlServer or authKeySecretRef is accepted (only a "
+                               "missing or empty one is rejected)",  # i10-types
+    "ready-unless-stopped": "the sidecar counts as ready in every BackendState but Stopped (NeedsLogin, Starting, "
+                            "NoState too)",  # i10-types
+    "health-41112-fallback": "the sidecar counts as ready when the LocalAPI says Running or, failing that, TCP "
+                             "127.0.0.1:41112 accepts",  # i10-types
+    "not-ready-skips-dials": "with the sidecar not ready, endpoints are listed unreachable without being dialled",  # i10-types
+    "not-ready-fakes-dials": "with the sidecar not ready, endpoints are listed reachable without being dialled",  # i10-types
+    "noncritical-blocks-ready": "an unreachable non-critical endpoint makes the pre-run not ready",  # i10-types
+    "direct-via-proxy": "direct mode dials through the sidecar's SOCKS5 proxy when SUT_PROXY is set",  # i10-types
+    "direct-probes-sidecar": "direct mode probes the sidecar's LocalAPI (sidecar.checked true) and ignores the "
+                             "result",  # i10-types
 }
 
 TYPES = ("direct", "headscale", "tailscale")
@@ -591,10 +609,14 @@ class Runtime:
             raise BadRequest("connectivity", f"expected an object or null, got {jtype(conn)}")
         ctype = conn.get("type")
         if ctype is None:
+            if self.mutant == "typeless-is-error":  # mutant typeless-is-error
+                raise BadRequest("connectivity.type", f"required; expected one of {', '.join(TYPES)}")
             ctype = "direct"  # type defaults to direct
         if not isinstance(ctype, str):
             raise BadRequest("connectivity.type", f"expected one of {', '.join(TYPES)}, got {jtype(ctype)}")
         if ctype not in TYPES:
+            if self.mutant == "unknown-type-vague-error":  # mutant unknown-type-vague-error
+                raise BadRequest("connectivity.type", f"unknown type {ctype!r}")
             if self.mutant != "accept-unknown-type":
                 raise BadRequest("connectivity.type", f"unknown type {ctype!r}; expected one of {', '.join(TYPES)}")
             ctype = "direct"  # mutant accept-unknown-type
@@ -621,7 +643,12 @@ class Runtime:
             required.insert(0, "controlServer")  # mutant tailscale-requires-control
         values = {"controlServer": control, "authKeySecretRef": ref}
         for key in required:
-            if not values[key]:
+            missing = not values[key]
+            if self.mutant == "headscale-empty-accepted":  # mutant headscale-empty-accepted
+                missing = block.get(key) is None
+            if self.mutant == "headscale-null-accepted":  # mutant headscale-null-accepted
+                missing = block.get(key, "") == ""
+            if missing:
                 what = ("the Headscale server URL" if key == "controlServer"
                         else "the name of the Secret holding the pre-auth key")
                 raise BadRequest(f"{field}.{key}", f"required for type {ctype} ({what})")
@@ -676,12 +703,23 @@ class Runtime:
             result["_status"] = status  # kept for diagnosing failed dials; removed from the answer
         except SidecarError as exc:
             result["detail"] = str(exc)
-            return result
+            return self._fallback_41112(result)
         result["backend_state"] = state
         result["ready"] = state == "Running"
         if self.mutant == "health-ignores-state":  # mutant health-ignores-state
             result["ready"] = True
+        if self.mutant == "ready-unless-stopped":  # mutant ready-unless-stopped
+            result["ready"] = state != "Stopped"
         result["detail"] = f"BackendState is {state}" + ("" if state == "Running" else ", not Running")
+        return self._fallback_41112(result)
+
+    def _fallback_41112(self, result: dict) -> dict:
+        if self.mutant == "health-41112-fallback" and not result["ready"]:  # mutant health-41112-fallback
+            try:
+                socket.create_connection(("127.0.0.1", 41112), timeout=LOCALAPI_TIMEOUT_S).close()
+                result.update(ready=True, detail=f"{result['detail']}; but 127.0.0.1:41112 accepts")
+            except OSError:
+                pass
         return result
 
     # -- dialling -----------------------------------------------------------------------------
@@ -689,6 +727,8 @@ class Runtime:
         """Open a TCP connection the way the tools do; (socket, latency_ms) or DialError."""
         if self.mutant == "wrong-port":  # mutant wrong-port
             port = port % 65535 + 1
+        if self.mutant == "direct-via-proxy":  # mutant direct-via-proxy: the proxy even in direct mode
+            via_proxy = True
         start = time.monotonic()
         if via_proxy and self.proxy and self.mutant != "no-proxy":  # mutant no-proxy skips the proxy
             sock = socks5_connect(self.proxy, host, port, timeout)
@@ -741,7 +781,10 @@ class Runtime:
                                f"deadline {deadline:g} s", type=spec.type)
         sidecar = {"checked": False, "ready": False, "backend_state": None,
                    "detail": "direct mode: no sidecar to check"}
-        if spec.mesh or self.mutant == "direct-checks-sidecar":  # mutant direct-checks-sidecar
+        probe = spec.mesh or self.mutant == "direct-checks-sidecar"  # mutant direct-checks-sidecar
+        if self.mutant == "omitted-probes-sidecar" and body.get("connectivity") is None:
+            probe = True  # mutant omitted-probes-sidecar
+        if probe:
             sidecar = self.check_sidecar()
             if sidecar["ready"]:
                 self.log(logs, "info", f"tailscale sidecar ready: {sidecar['detail']}", component="sidecar")
@@ -757,11 +800,20 @@ class Runtime:
                     self.dial(target.hostname or "", target.port or 443, LOCALAPI_TIMEOUT_S, True)[0].close()
                 except DialError as exc:
                     sidecar.update(ready=False, detail=f"control server unreachable: {exc}")
+        elif self.mutant == "direct-probes-sidecar":  # mutant direct-probes-sidecar: probed, result ignored
+            sidecar = self.check_sidecar()
         if spec.mesh:
             self._check_auth_key(spec, sidecar, logs, context)
 
         status = sidecar.pop("_status", None)
-        results = self.probe_all(endpoints, deadline, via_proxy=spec.mesh)
+        if sidecar["checked"] and not sidecar["ready"] and self.mutant in ("not-ready-skips-dials",
+                                                                            "not-ready-fakes-dials"):
+            fake = self.mutant == "not-ready-fakes-dials"  # mutant not-ready-skips-dials / not-ready-fakes-dials
+            results = {n: {"reachable": fake, "latency_ms": 0.0 if fake else None,
+                           "error": None if fake else "not dialled: tailscale sidecar not ready",
+                           "critical": ep.critical} for n, ep in endpoints.items()}
+        else:
+            results = self.probe_all(endpoints, deadline, via_proxy=spec.mesh)
         if spec.mesh and status and self.mutant != "generic-errors":  # mutant generic-errors: bare timeouts
             for name, ep in endpoints.items():
                 why = "" if results[name]["reachable"] else diagnose(status, ep.host, ep.port)
@@ -787,11 +839,15 @@ class Runtime:
             user, secret = self._last_cred
             context.append(f"Tools authenticate as {user} (credential …{secret[-12:]}).")
         sidecar_ok = sidecar["ready"] or not sidecar["checked"]
+        if not spec.mesh and self.mutant == "direct-probes-sidecar":  # mutant direct-probes-sidecar
+            sidecar_ok = True
         down_critical = [n for n, ep in endpoints.items() if ep.critical and not results[n]["reachable"]]
         ready = sidecar_ok and not down_critical
         if self.mutant == "missing-secret-ready" and spec.mesh and not self.auth_key()[0]:
             ready = True  # mutant missing-secret-ready
             sidecar.update(ready=True)
+        if self.mutant == "noncritical-blocks-ready":  # mutant noncritical-blocks-ready
+            ready = ready and all(r["reachable"] for r in results.values())
         up = sum(1 for r in results.values() if r["reachable"])
         if spec.type == "direct" and not sidecar["checked"]:
             mode = "direct connectivity"
