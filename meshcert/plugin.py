@@ -113,7 +113,8 @@ def world(pytestconfig, report_dir):
             {"reason": f"the world could not be built: {e.one_line()}", "log": []}
         pytestconfig._meshcert_not_tested = data
         pytest.exit(_not_tested_exit_message(data), returncode=2)
-    (report_dir / "world.json").write_text(json.dumps({"run": w.run_id, "timings": w.timings}, indent=1))
+    (report_dir / "world.json").write_text(json.dumps({"run": w.run_id, "timings": w.timings, "images": w.images,
+                                                      "sut_image": w.sut_image}, indent=1))
     try:
         yield w
     finally:

@@ -180,6 +180,7 @@ def summary_rows(summary: Summary, extra: dict | None = None) -> list[tuple[str,
         for _, j, _, _ in scen:
             o = _scenario_outcome(j)
             c["passed" if o == "passed" else NOT_TESTED if o == "running" else "failed"] += 1
+        c[OUT_OF_SCOPE] = None  # a scenario is never out of scope: "–"
         out.append(("chaos scenarios", c))
     return out
 
@@ -187,15 +188,15 @@ def summary_rows(summary: Summary, extra: dict | None = None) -> list[tuple[str,
 def summary_table(summary: Summary, extra: dict | None = None) -> str:
     """The run's summary as a small plain-text table (what `certify` and `meshcert report` print)."""
     rows = summary_rows(summary, extra)
-    cols = [c for c in TABLE_COLUMNS if c != OUT_OF_SCOPE or any(r[OUT_OF_SCOPE] for _, r in rows)]
+    cols = [c for c in TABLE_COLUMNS if c != OUT_OF_SCOPE or any(r.get(OUT_OF_SCOPE) for _, r in rows)]
     w0 = max(len("group"), *(len(label) for label, _ in rows))
     ws = [max(len(c), 3) for c in cols]
     line = lambda cells: "  ".join([cells[0].ljust(w0), *(str(v).rjust(w) for v, w in zip(cells[1:], ws))]).rstrip()
     out = [line(["group", *cols]), line(["-" * w0, *("-" * w for w in ws)])]
     for label, c in rows:
-        out.append(line([label, *(c[k] for k in cols)]))
-        if label == "all clauses":
+        if label in ("all clauses", "chaos scenarios"):
             out.append(line(["-" * w0, *("-" * w for w in ws)]))
+        out.append(line([label, *(c[k] if c.get(k) is not None else "–" for k in cols)]))
     return "\n".join(out)
 
 
@@ -462,7 +463,7 @@ def _md_summary(summary: Summary, extra: dict | None) -> str:
     rows = summary_rows(summary, extra)
     out = ["| Group | " + " | ".join(TABLE_COLUMNS) + " |", "|---|" + "---:|" * len(TABLE_COLUMNS)]
     for label, c in rows:
-        cells = [_md_cell(label), *(str(c[k]) for k in TABLE_COLUMNS)]
+        cells = [_md_cell(label), *("–" if c[k] is None else str(c[k]) for k in TABLE_COLUMNS)]
         if label == "all clauses":
             cells = [f"**{x}**" for x in cells]
         out.append("| " + " | ".join(cells) + " |")
@@ -658,7 +659,7 @@ def _html_summary(summary: Summary, extra: dict | None) -> list[str]:
         for k in TABLE_COLUMNS:
             hot = {"passed": "passed", "failed": "failed", NOT_TESTED: "skipped"}.get(k) if c[k] else None
             attr = f' class="cell-{hot}"' if hot else ""
-            cells.append(f"<td{attr}>{c[k]}</td>")
+            cells.append(f"<td{attr}>{'–' if c[k] is None else c[k]}</td>")
         out.append(f"<tr{cls}><td>{_h(label)}</td>{''.join(cells)}</tr>")
     out.append("</tbody></table>")
     return out
