@@ -430,7 +430,7 @@ def render_markdown(summary: Summary, catalog: list[Clause], extra: dict | None 
     if summary.not_tested:
         nt = summary.not_tested
         out += ["", "## Not tested", "", "The SUT could not be tested; no clause was judged against it.", "",
-                f"Reason: {_md_inline_code(nt['reason'], cell=False)}", ""]
+                f"Reason: {' '.join(_t(nt['reason']).split())}", ""]
         if nt.get("log"):
             out += ["The last lines of the SUT container's log:", "", _md_code("\n".join(nt["log"])), ""]
     out += ["", "## Summary", "", _md_summary(summary, extra), "", "## Clause matrix", ""]
@@ -641,7 +641,7 @@ def _html_not_tested(summary: Summary) -> list[str]:
         return []
     out = ['<div class="nottested"><h2 id="not-tested">Not tested</h2>',
            "<p>The SUT could not be tested; no clause was judged against it.</p>",
-           f"<p><strong>Reason:</strong> <code>{_h(nt['reason'])}</code></p>"]
+           f"<p><strong>Reason:</strong> {md_inline(nt['reason'])}</p>"]
     if nt.get("log"):
         out.append("<p>The last lines of the SUT container's log:</p>")
         out.append(f'<pre class="log">{_h(chr(10).join(nt["log"]))}</pre>')
