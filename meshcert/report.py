@@ -599,7 +599,7 @@ border:1px solid #d0d7de}.lg .dot{border-radius:50%;border:none;width:.6rem;heig
 
 
 def _badge(outcome: str) -> str:
-    cls = "notest" if outcome in (NO_TEST, OUT_OF_SCOPE) else re.sub(r"[^a-z]", "", outcome) or "notest"
+    cls = "notest" if outcome in (NO_TEST, OUT_OF_SCOPE, NOT_TESTED) else re.sub(r"[^a-z]", "", outcome) or "notest"
     return f'<span class="badge {cls}">{_h(outcome)}</span>'
 
 
