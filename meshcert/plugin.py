@@ -111,6 +111,7 @@ def world(pytestconfig, report_dir):
         from .sut.client import SutNotTestable
         data = e.to_data() if isinstance(e, SutNotTestable) else \
             {"reason": f"the world could not be built: {e.one_line()}", "log": []}
+        data["run"] = w.run_id  # its objects are gone: World.start removes what it built
         pytestconfig._meshcert_not_tested = data
         pytest.exit(_not_tested_exit_message(data), returncode=2)
     (report_dir / "world.json").write_text(json.dumps({"run": w.run_id, "timings": w.timings, "images": w.images,

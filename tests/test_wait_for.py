@@ -128,6 +128,8 @@ def test_container_state_labels_the_log_as_the_containers_log():
     assert text.startswith("container mc-x-agent-sut exited with code 1; last 2 log line(s): "), text
     assert "Repeat up to 3 times." in text  # shown as its log, after the state, never as the state
     assert log_tail("a\n\nb\nc\n", 2) == ["b", "c"]
+    assert log_tail("2026-12-01T15:25:09.069040956Z   -l: Show license\n2026-12-01T15:25:09.06904Z\n") == \
+        ["  -l: Show license"]
     assert log_tail("x" * 300, 1, width=10) == ["x" * 10 + " …"]
 
 

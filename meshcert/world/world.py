@@ -12,6 +12,7 @@ import http.client
 import io
 import json
 import os
+import re
 import secrets as pysecrets
 import ssl
 import tarfile
@@ -96,9 +97,13 @@ def http_state(url: str, timeout: float = 2.0, **kw: Any) -> str:
         s.close()
 
 
+_DOCKER_TS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z ?")
+
+
 def log_tail(text: str, lines: int = 5, width: int = 200) -> list[str]:
-    """The last ``lines`` non-empty lines of a log, each cut to ``width`` characters."""
-    out = [ln.rstrip() for ln in (text or "").splitlines() if ln.strip()]
+    """The last ``lines`` non-empty lines of a log (docker's timestamps taken off), each cut to
+    ``width`` characters."""
+    out = [ln.rstrip() for ln in (_DOCKER_TS.sub("", raw) for raw in (text or "").splitlines()) if ln.strip()]
     return [ln if len(ln) <= width else ln[:width] + " …" for ln in out[-lines:]]
 
 
