@@ -32,7 +32,7 @@ from .secrets import redact
 PREFIX = "meshcert-results-"
 SUFFIX = ".tar.gz"
 # Report-folder entries that go into the bundle (logs/ and replays/ with everything under them).
-TOP_FILES = ("results.json", "junit.xml", "report.md", "report.html", "world.json")
+TOP_FILES = ("results.json", "junit.xml", "report.md", "report.html", "world.json", "property-examples.jsonl")
 TREES = ("logs", "replays")
 MAX_FILE_BYTES = 20 << 20  # a runaway log is cut, never the bundle refused (20 MiB per file)
 

@@ -215,19 +215,30 @@ def timeline_svg(journal: dict, width: int = 1000) -> str:
                    f'fill="{colour}"><title>{_x(label)}: {a:.2f}–{b:.2f} s</title></rect>')
         shown.add(kind)
     out.append(f'<rect x="{left}" y="{top}" width="{plot_w}" height="{band_h}" fill="none" stroke="{GRID}"/>')
-    # Numbered markers; a number closer than 14 px to the last one above the band goes below it.
-    last = {0: -1e9, 1: -1e9}
+    # One marker per event; one number label per cluster of events closer than 14 px ("3–5"), above
+    # the band, or below it when it would touch the previous label above.
+    clusters: list[list[tuple[int, float]]] = []
     for i, (t, event) in zip(numbers, evs):
         x = sx(t)
-        row = 0 if x - last[0] >= 14 else 1 if x - last[1] >= 14 else 0
-        last[row] = x
         colour = EVENT_COLOURS.get(_kind(event), MUTED)
-        cy = top + band_h / 2
         out.append(f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{top + band_h}" stroke="{colour}" '
-                   f'stroke-width="1.5"/><circle cx="{x:.1f}" cy="{cy:.1f}" r="3.5" fill="{colour}">'
+                   f'stroke-width="1.5"/><circle cx="{x:.1f}" cy="{top + band_h / 2:.1f}" r="3.5" fill="{colour}">'
                    f'<title>{i}. {t:.2f} s {_x(event)}</title></circle>')
+        if clusters and x - clusters[-1][0][1] < 14:
+            clusters[-1].append((i, x))
+        else:
+            clusters.append([(i, x)])
+    last_end = {0: -1e9, 1: -1e9}
+    for cl in clusters:
+        text = str(cl[0][0]) if len(cl) == 1 else f"{cl[0][0]}–{cl[-1][0]}"
+        x = (cl[0][1] + cl[-1][1]) / 2
+        half = 3.2 * len(text) + 2  # about half the label's width at 10 px
+        row = 0 if x - half > last_end[0] else 1 if x - half > last_end[1] else 0
+        last_end[row] = x + half
         ty = top - 6 if row == 0 else top + band_h + 12
-        out.append(f'<text x="{x:.1f}" y="{ty}" text-anchor="middle" fill="{colour}" font-size="10">{i}</text>')
+        first_kind = _kind(evs[numbers.index(cl[0][0])][1])
+        colour = EVENT_COLOURS.get(first_kind, MUTED) if len(cl) == 1 else INK
+        out.append(f'<text x="{x:.1f}" y="{ty}" text-anchor="middle" fill="{colour}" font-size="10">{text}</text>')
     axis_y = top + band_h + 26
     step = next(s for s in (0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 1e9) if end / s <= 10)
     t = 0.0
