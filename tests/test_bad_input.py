@@ -75,6 +75,10 @@ def test_a_sut_answering_garbage_is_one_clear_error_and_leaves_nothing(tmp_path)
                  env_extra={"MESHCERT_VLAN": _free_vlan()})
     _one_clear_line(p, "SUT in pod", "non-JSON")
     import json
+    doc = json.loads((tmp_path / "report" / "results.json").read_text())
+    assert "non-JSON" in doc["not_tested"]["reason"], doc.get("not_tested")
+    assert not [c for c, v in doc["clauses"].items() if v["outcome"] == "failed"], "bad input is not a failed clause"
+    assert "Verdict: **not tested**" in (tmp_path / "report" / "report.md").read_text()
     run = json.loads((tmp_path / "report" / "world.json").read_text())["run"]
     left = labels.leftovers(c, run)
     assert left == {"containers": [], "networks": [], "volumes": []}, f"the aborted run left {left}"
