@@ -136,8 +136,15 @@ def cmd_certify(args) -> int:
             pytest_args += [f"--{opt.replace('_', '-')}", str(getattr(args, opt))]
     if args.sut_image:
         pytest_args += ["--sut-port", str(args.sut_port)]
+    saved = os.environ.get("MESHCERT_CERTIFY")
     os.environ["MESHCERT_CERTIFY"] = "1"  # the plugin leaves saying why a run was not tested to us
-    rc = _pytest(pytest_args)
+    try:
+        rc = _pytest(pytest_args)
+    finally:
+        if saved is None:
+            os.environ.pop("MESHCERT_CERTIFY", None)
+        else:
+            os.environ["MESHCERT_CERTIFY"] = saved
     try:
         results = json.loads((report / "results.json").read_text())
     except (OSError, ValueError):
