@@ -603,13 +603,20 @@ def _badge(outcome: str) -> str:
     return f'<span class="badge {cls}">{_h(outcome)}</span>'
 
 
+def _verdict_badge(verdict: str) -> str:
+    """The run's verdict; "not tested" in yellow (nothing was judged), not the grey of a row."""
+    if verdict == NOT_TESTED:
+        return f'<span class="badge skipped">{_h(verdict)}</span>'
+    return _badge(verdict)
+
+
 def render_html(summary: Summary, catalog: list[Clause], extra: dict | None = None) -> str:
     t = summary.totals
     h = ['<!DOCTYPE html>', '<html lang="en">', "<head>", '<meta charset="utf-8">',
          '<meta name="viewport" content="width=device-width, initial-scale=1">',
          "<title>meshcert report</title>", f"<style>{CSS}</style>", "</head>", "<body>",
          "<h1>meshcert report</h1>",
-         f'<p class="muted">Run finished {_h(_when(summary.finished))} · verdict {_badge(summary.verdict)}</p>']
+         f'<p class="muted">Run finished {_h(_when(summary.finished))} · verdict {_verdict_badge(summary.verdict)}</p>']
     h += _html_not_tested(summary)
     h += ['<table class="totals"><thead><tr><th>Clauses</th><th>passed</th><th>failed</th><th>skipped</th>'
           "<th>no test</th><th>out of scope</th>" + ("<th>not tested</th>" if t.get(NOT_TESTED) else "")
