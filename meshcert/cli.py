@@ -1,4 +1,4 @@
-"""The `meshcert` command: doctor, setup, test, certify, replay, world, sweep, clauses."""
+"""The `meshcert` command: doctor, setup, test, certify, report, replay, world, sweep, clauses."""
 
 from __future__ import annotations
 
@@ -107,10 +107,13 @@ def cmd_test(pytest_args: list[str]) -> int:
 
 def cmd_certify(args) -> int:
     """Exit 0: every catalog clause (and with --chaos every scenario) passed. 1: a clause or a
-    scenario failed. 2: bad input (policy, spec, a SUT answering garbage). 3: nothing failed but
-    some clauses have no test yet (an incomplete certification is not a pass)."""
+    scenario failed. 2: not tested -- bad input (policy, spec, a SUT answering garbage), a SUT
+    image not on the engine, a SUT that never answers /healthz, a world that could not be built.
+    3: nothing failed but some clauses have no test yet (an incomplete certification is not a
+    pass). The report folder also gets the result bundle (meshcert-results-<ts>.tar.gz)."""
     import json
     from .catalog import load_catalog
+    from .sut.client import SutNotTestable
     # Bad input is refused before anything is built or started.
     if args.policy:
         from .policy import load_policy
@@ -119,36 +122,105 @@ def cmd_certify(args) -> int:
         from .spec import load_spec
         load_spec(args.spec)
     catalog = load_catalog()
-    cmd_setup()
     report = Path(args.report_dir or Path("reports") / time.strftime("%Y%m%d-%H%M%S"))
-    pytest_args = ["conformance", *(["scenarios"] if args.chaos else []), "-q", "--report-dir", str(report)]
+    try:
+        _require_sut_image(args.sut_image, before_setup=True)
+        cmd_setup()
+        _require_sut_image(args.sut_image, before_setup=False)
+    except SutNotTestable as e:
+        return _not_tested(report, e.to_data(), catalog, args)
+    pytest_args = ["conformance", *(["scenarios"] if args.chaos else []), "-q", "--report-dir", str(report),
+                   "--junitxml", str(report / "junit.xml")]
     for opt in ("sut_image", "policy", "spec"):
         if getattr(args, opt):
             pytest_args += [f"--{opt.replace('_', '-')}", str(getattr(args, opt))]
     if args.sut_image:
         pytest_args += ["--sut-port", str(args.sut_port)]
-    rc = _pytest(pytest_args)
+    saved = os.environ.get("MESHCERT_CERTIFY")
+    os.environ["MESHCERT_CERTIFY"] = "1"  # the plugin leaves saying why a run was not tested to us
+    try:
+        rc = _pytest(pytest_args)
+    finally:
+        if saved is None:
+            os.environ.pop("MESHCERT_CERTIFY", None)
+        else:
+            os.environ["MESHCERT_CERTIFY"] = saved
     try:
         results = json.loads((report / "results.json").read_text())
     except (OSError, ValueError):
         print(f"meshcert: certify: pytest ended (exit {rc}) without writing {report / 'results.json'}", file=sys.stderr)
         return 1
-    if results.get("input_error"):
-        print(f"meshcert: {results['input_error']}", file=sys.stderr)
+    bundle = _bundle(report, args.sut_image)
+    return print_verdict(results, catalog, report, bundle, rc=rc, chaos=args.chaos)
+
+
+def _require_sut_image(image: str | None, before_setup: bool) -> None:
+    """A --sut-image the engine does not have is refused before anything starts. Before set-up
+    only when an engine already answers (set-up may be what starts it)."""
+    if not image:
+        return
+    from . import engine
+    from .sut.client import require_image
+    if before_setup:
+        try:
+            c = engine.ensure_engine(install=False)
+        except MeshcertError:
+            return
+    else:
+        c = engine.ensure_engine()
+    require_image(c, image)
+
+
+def _bundle(report: Path, sut_image: str | None) -> Path | None:
+    from .bundle import write_bundle
+    try:
+        return write_bundle(report, sut_image=sut_image)
+    except OSError as e:  # the verdict still stands without its bundle
+        print(f"meshcert: result bundle not written: {e}", file=sys.stderr)
+        return None
+
+
+def _not_tested(report: Path, data: dict, catalog, args) -> int:
+    """Nothing could be tested (refused before the run): results.json and the report say *not
+    tested* with the reason; the bundle is written; exit 2."""
+    import json
+    from .report import write_report
+    from .secrets import redact
+    report.mkdir(parents=True, exist_ok=True)
+    results = {"finished": time.time(), "clauses": {}, "not_tested": data}
+    (report / "results.json").write_text(redact(json.dumps({**results, "extra": {}, "input_error": None}, indent=1)))
+    write_report(report, results, catalog, extra={})
+    bundle = _bundle(report, args.sut_image)
+    return print_verdict(results, catalog, report, bundle, rc=2, chaos=args.chaos)
+
+
+def print_verdict(results: dict, catalog, report: Path | None, bundle: Path | None, rc: int = 0,
+                  chaos: bool = False, where: str = "") -> int:
+    """Print a run's verdict (the summary table, what failed, where the report and the bundle
+    are) and return certify's exit code for it. Shared by `certify` and `meshcert report`."""
+    from .report import NOT_TESTED, summarize, summary_table
+    summary = summarize(results, catalog)
+    extra = results.get("extra") or {}
+    files = "".join([f"; report: {report}/report.html" if report else "", f"; bundle: {bundle}" if bundle else "",
+                     where])
+    if summary.not_tested:
+        print(f"meshcert: {summary.not_tested['reason']}", file=sys.stderr)
+        for line in summary.not_tested.get("log") or []:
+            print(f"  | {line}", file=sys.stderr)
+        print(f"certification: {NOT_TESTED} (no clause was judged against the SUT){files}")
         return 2
+    print(summary_table(summary, extra))
     clauses = results.get("clauses", {})
     failed = sorted(c for c, v in clauses.items() if v.get("outcome") == "failed")
     gaps = sorted(c.id for c in catalog if not c.out_of_scope and
                   (c.id not in clauses or clauses[c.id].get("outcome") == "skipped"))
     out = sorted(c.id for c in catalog if c.out_of_scope)
-    passed = sorted(c for c, v in clauses.items() if v.get("outcome") == "passed")
-    print(f"certification: {len(passed)} clauses passed, {len(failed)} failed, {len(gaps)} without a passing "
-          f"run (no test yet or skipped); report: {report}/report.html")
+    print(f"certification: {summary.verdict}{files}")
     if out:
         print("out of the connectivity layer's scope (listed in the report with the reason): " + ", ".join(out))
-    scenarios = (results.get("extra") or {}).get("scenarios") or {}
+    scenarios = extra.get("scenarios") or {}
     bad_scenarios = sorted(n for n, j in scenarios.items() if j.get("outcome") != "passed")
-    if args.chaos:
+    if chaos or scenarios:
         print(f"chaos: {len(scenarios) - len(bad_scenarios)}/{len(scenarios)} scenarios passed"
               + "".join(f"\n  not passed: {n} ({scenarios[n].get('outcome')})"
                         + (f", replay: ./meshcert.sh replay {scenarios[n]['replay_file']}"
@@ -165,6 +237,32 @@ def cmd_certify(args) -> int:
         print("not certified yet (gaps): " + ", ".join(gaps))
         return 3
     return 0
+
+
+def cmd_report(args) -> int:
+    """Print a run's summary again from its result bundle (or its report folder / results.json);
+    the exit code is the one certify gave it."""
+    from .catalog import load_catalog, parse_catalog
+    src = Path(args.source)
+    if src.is_dir() or src.name.endswith(".json"):
+        from .report import load_results
+        results, catalog, manifest = load_results(src), load_catalog(), {}
+    else:
+        from .bundle import read_bundle
+        doc = read_bundle(src)
+        results, manifest = doc["results"], doc["manifest"]
+        catalog = parse_catalog(doc["catalog_text"], f"{src}:clauses.yaml") if doc["catalog_text"] else load_catalog()
+    from .report import _when
+    sut = manifest.get("sut") or {}
+    v = manifest.get("versions") or {}
+    print(f"meshcert results {src.name}: finished {_when(results.get('finished'))}")
+    if sut:
+        print(f"SUT: {sut.get('image') or '?'}{' (the bundled reference SUT)' if sut.get('reference') else ''}"
+              f"; image id {sut.get('id') or sut.get('error') or '?'}"
+              + (f"; digests {', '.join(sut['repo_digests'])}" if sut.get("repo_digests") else ""))
+    if v:
+        print("versions: " + ", ".join(f"{k} {val}" for k, val in v.items()))
+    return print_verdict(results, catalog, None, None, rc=0, chaos=False)
 
 
 def cmd_replay(args) -> int:
@@ -264,6 +362,9 @@ def main(argv: list[str] | None = None) -> int:
                                                             "into <report>/replays/)")
     rp.add_argument("--report-dir")
     rp.add_argument("--keep-world", action="store_true", help="leave the world running afterwards for inspection")
+    rb = sub.add_parser("report", help="print a run's summary again from its result bundle "
+                                       "(meshcert-results-<ts>.tar.gz), report folder or results.json")
+    rb.add_argument("source", metavar="BUNDLE", help="a meshcert-results-*.tar.gz certify wrote (or a report folder)")
     sub.add_parser("clauses", help="list the clause catalog (clauses.yaml) with each clause's test count")
     w = sub.add_parser("world", help="build the guide's world, print its timings, tear it down")
     w.add_argument("--hold", action="store_true", help="keep it until Ctrl-C / SIGTERM / stdin closes")
@@ -285,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         handler = {"doctor": cmd_doctor, "setup": lambda a: cmd_setup(a) or 0, "test": lambda a: cmd_test(a.pytest_args),
                    "certify": cmd_certify, "replay": cmd_replay, "world": cmd_world, "sweep": cmd_sweep,
-                   "clauses": cmd_clauses}[args.cmd]
+                   "clauses": cmd_clauses, "report": cmd_report}[args.cmd]
         return handler(args)
     except MeshcertError as e:
         print(f"meshcert: {e.one_line()}", file=sys.stderr)

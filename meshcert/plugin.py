@@ -106,13 +106,29 @@ def world(pytestconfig, report_dir):
     try:
         w.start()
     except MeshcertError as e:
-        pytest.fail(f"the world could not be built: {e}", pytrace=False)
-    (report_dir / "world.json").write_text(json.dumps({"run": w.run_id, "timings": w.timings}, indent=1))
+        # Nothing can be tested: not a failed certification. The run stops here (the world is
+        # built once, never again per test), no clause is recorded, results say "not tested".
+        from .sut.client import SutNotTestable
+        data = e.to_data() if isinstance(e, SutNotTestable) else \
+            {"reason": f"the world could not be built: {e.one_line()}", "log": []}
+        data["run"] = w.run_id  # its objects are gone: World.start removes what it built
+        pytestconfig._meshcert_not_tested = data
+        pytest.exit(_not_tested_exit_message(data), returncode=2)
+    (report_dir / "world.json").write_text(json.dumps({"run": w.run_id, "timings": w.timings, "images": w.images,
+                                                      "sut_image": w.sut_image}, indent=1))
     try:
         yield w
     finally:
         if not pytestconfig.getoption("--keep-world"):
             w.stop()
+
+
+def _not_tested_exit_message(data: dict) -> str:
+    """The line pytest prints when it stops; under `meshcert certify` (which prints the reason
+    and the log itself, once) only a pointer, so the reason is not printed twice."""
+    if os.environ.get("MESHCERT_CERTIFY"):
+        return "not tested (meshcert certify says why below)"
+    return "\n".join([f"meshcert: not tested: {data['reason']}", *(f"  | {line}" for line in data.get("log") or [])])
 
 
 @pytest.fixture
@@ -128,9 +144,11 @@ def pytest_runtest_makereport(item, call):
     rep = outcome.get_result()
     from .errors import InputError
     if call.excinfo is not None and isinstance(call.excinfo.value, InputError):
-        # Bad input (a SUT answering garbage, a malformed file): one clear error ends the run.
+        # Bad input (a SUT answering garbage, a malformed file): one clear error ends the run,
+        # which is then "not tested" with that reason -- the clause is not recorded as failed.
         item.config._meshcert_input_error = call.excinfo.value.one_line()
         item.session.shouldstop = f"input error: {call.excinfo.value.one_line()}"
+        return
     if rep.when != "call" and not (rep.when == "setup" and rep.outcome != "passed"):
         return
     clauses = [c for m in item.iter_markers("clause") for c in m.args]
@@ -160,15 +178,18 @@ def pytest_sessionfinish(session, exitstatus) -> None:
             session.exitstatus = pytest.ExitCode.NO_TESTS_COLLECTED
     res = getattr(session.config, "_meshcert_results", None)
     extra = getattr(session.config, "_meshcert_extra", None)
-    if not res and not extra and not getattr(session.config, "_meshcert_input_error", None):
+    input_error = getattr(session.config, "_meshcert_input_error", None)
+    # A run that could not test the SUT (its image missing, no /healthz, bad input): "not tested".
+    not_tested = getattr(session.config, "_meshcert_not_tested", None) or (
+        {"reason": input_error, "log": []} if input_error else None)
+    if not res and not extra and not not_tested:
         return
     from .catalog import load_catalog
     from .report import write_report
     from .secrets import redact
     d = session.config._meshcert_report_dir
     d.mkdir(parents=True, exist_ok=True)
-    results = {"finished": time.time(), "clauses": res or {}}
-    input_error = getattr(session.config, "_meshcert_input_error", None)
+    results = {"finished": time.time(), "clauses": res or {}, "not_tested": not_tested}
     (d / "results.json").write_text(redact(json.dumps({**results, "extra": extra, "input_error": input_error},
                                                       indent=1)))
     write_report(d, results, load_catalog(), extra=extra)

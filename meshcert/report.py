@@ -25,15 +25,17 @@ from pathlib import Path
 
 from .catalog import GROUPS, Clause
 from .errors import InputError
+from .report_svg import latency_svg, timeline_legend_html, timeline_svg
 from .secrets import redact
 
 OUTCOMES = ("passed", "failed", "skipped")
 NO_TEST = "no test"
 OUT_OF_SCOPE = "out of scope"
+NOT_TESTED = "not tested"  # the run could not test the SUT (results' "not_tested": its reason)
 GUIDE_LATENCY_CLAIM = "~3-5 ms added latency"
 GUIDE_LATENCY_SENTENCE = "WireGuard overhead is minimal (~3-5ms added latency)"
 GUIDE_LATENCY_MS = (3.0, 5.0)
-LATENCY_PATHS = ("direct", "mesh", "derp")  # display order; other paths follow, sorted
+LATENCY_PATHS = ("direct", "mesh", "mesh via subnet router", "derp")  # display order; others follow, sorted
 
 
 # ----------------------------------------------------------------------------- input
@@ -87,9 +89,12 @@ class Summary:
     groups: dict[str, list[Row]]  # group -> rows, in GROUPS order, catalog order inside
     outside: list[Row]  # clauses in the results that the catalog does not define
     totals: dict[str, int] = field(default_factory=dict)
+    not_tested: dict | None = None  # {"reason", "log"}: the SUT could not be tested at all
 
     @property
     def verdict(self) -> str:
+        if self.not_tested:
+            return NOT_TESTED
         if self.totals.get("failed") or any(r.outcome == "failed" for r in self.outside):
             return "failed"
         # Like `meshcert certify`: a clause with no test (or only skips) makes the run incomplete.
@@ -112,13 +117,16 @@ def _outcome(entry: dict) -> str:
 
 def summarize(results: dict, catalog: Iterable[Clause]) -> Summary:
     clauses = (results or {}).get("clauses") or {}
+    not_tested = _not_tested(results)
     groups: dict[str, list[Row]] = {g: [] for g in GROUPS}
-    totals = {o: 0 for o in (*OUTCOMES, NO_TEST, OUT_OF_SCOPE)}
+    totals = {o: 0 for o in (*OUTCOMES, NO_TEST, OUT_OF_SCOPE, NOT_TESTED)}
     catalog = list(catalog)
     for c in catalog:
         entry = clauses.get(c.id)
         if entry is None and c.out_of_scope:
             row = Row(c.id, c.must, OUT_OF_SCOPE, [], c.out_of_scope, c)
+        elif entry is None and not_tested:
+            row = Row(c.id, c.must, NOT_TESTED, [], "the run could not test the SUT (see above)", c)
         elif entry is None:
             detail = (f"not run in this session (the catalog lists {len(c.tests)} test"
                       f"{'s' if len(c.tests) != 1 else ''})" if c.tests else "no test asserts this clause yet")
@@ -133,7 +141,63 @@ def summarize(results: dict, catalog: Iterable[Clause]) -> Summary:
                for cid, entry in sorted(clauses.items()) if cid not in known]
     totals["clauses"] = len(catalog)
     finished = results.get("finished") if isinstance(results, dict) else None
-    return Summary(finished if isinstance(finished, (int, float)) else None, groups, outside, totals)
+    return Summary(finished if isinstance(finished, (int, float)) else None, groups, outside, totals, not_tested)
+
+
+def _not_tested(results: dict | None) -> dict | None:
+    """results' "not_tested" ({"reason", "log"}); an older results.json's input_error counts too."""
+    nt = (results or {}).get("not_tested") if isinstance(results, dict) else None
+    if isinstance(nt, dict) and nt.get("reason"):
+        log = nt.get("log") if isinstance(nt.get("log"), list) else []
+        return {"reason": str(nt["reason"]), "log": [str(x) for x in log]}
+    if isinstance(nt, str) and nt:
+        return {"reason": nt, "log": []}
+    ie = (results or {}).get("input_error") if isinstance(results, dict) else None
+    return {"reason": str(ie), "log": []} if ie else None
+
+
+# ----------------------------------------------------------------------------- summary table
+
+TABLE_COLUMNS = ("passed", "failed", NOT_TESTED, OUT_OF_SCOPE)
+
+
+def summary_rows(summary: Summary, extra: dict | None = None) -> list[tuple[str, dict[str, int]]]:
+    """(label, {passed, failed, not tested, out of scope}) per group that has clauses, then the
+    chaos scenarios (when any ran), then the total of the clauses. "not tested" counts every
+    clause without a passing or failing run: skipped, no test yet, or the SUT not testable."""
+    def count(rows: list[Row]) -> dict[str, int]:
+        c = dict.fromkeys(TABLE_COLUMNS, 0)
+        for r in rows:
+            c[r.outcome if r.outcome in ("passed", "failed", OUT_OF_SCOPE) else NOT_TESTED] += 1
+        return c
+    out = [(GROUPS[g], count(rows)) for g, rows in summary.groups.items() if rows]
+    if summary.outside:
+        out.append(("outside the catalog", count(summary.outside)))
+    out.append(("all clauses", {k: sum(c[k] for _, c in out) for k in TABLE_COLUMNS}))
+    scen = _scenarios(extra)
+    if scen:
+        c = dict.fromkeys(TABLE_COLUMNS, 0)
+        for _, j, _, _ in scen:
+            o = _scenario_outcome(j)
+            c["passed" if o == "passed" else NOT_TESTED if o == "running" else "failed"] += 1
+        c[OUT_OF_SCOPE] = None  # a scenario is never out of scope: "–"
+        out.append(("chaos scenarios", c))
+    return out
+
+
+def summary_table(summary: Summary, extra: dict | None = None) -> str:
+    """The run's summary as a small plain-text table (what `certify` and `meshcert report` print)."""
+    rows = summary_rows(summary, extra)
+    cols = [c for c in TABLE_COLUMNS if c != OUT_OF_SCOPE or any(r.get(OUT_OF_SCOPE) for _, r in rows)]
+    w0 = max(len("group"), *(len(label) for label, _ in rows))
+    ws = [max(len(c), 3) for c in cols]
+    line = lambda cells: "  ".join([cells[0].ljust(w0), *(str(v).rjust(w) for v, w in zip(cells[1:], ws))]).rstrip()
+    out = [line(["group", *cols]), line(["-" * w0, *("-" * w for w in ws)])]
+    for label, c in rows:
+        if label in ("all clauses", "chaos scenarios"):
+            out.append(line(["-" * w0, *("-" * w for w in ws)]))
+        out.append(line([label, *(c[k] if c.get(k) is not None else "–" for k in cols)]))
+    return "\n".join(out)
 
 
 # ----------------------------------------------------------------------------- formatting
@@ -146,6 +210,35 @@ def _t(value) -> str:
 def _h(value) -> str:
     """Any value as redacted, HTML-escaped text."""
     return html.escape(_t(value), quote=True)
+
+
+# Inline Markdown of the catalog's sentences: `code`, **bold**, *italic*. Anything else is text.
+_INLINE = re.compile(r"(`+)(.+?)\1|\*\*(?=\S)(.+?)(?<=\S)\*\*|(?<![\w*])\*(?=[^\s*])(.+?)(?<=[^\s*])\*(?![\w*])",
+                     re.S)
+
+
+def md_inline(value) -> str:
+    """Redacted text with its inline Markdown (code spans, bold, italic) as HTML; every other
+    character escaped, so nothing in a sentence can open a tag."""
+    return _inline(_t(value))
+
+
+def _inline(text: str) -> str:
+    out, pos = [], 0
+    for m in _INLINE.finditer(text):
+        out.append(html.escape(text[pos:m.start()], quote=True))
+        if m.group(1):
+            code = m.group(2)
+            if code.startswith(" ") and code.endswith(" ") and code.strip():
+                code = code[1:-1]  # CommonMark: one space each side is padding
+            out.append(f"<code>{html.escape(code, quote=True)}</code>")
+        elif m.group(3) is not None:
+            out.append(f"<strong>{_inline(m.group(3))}</strong>")
+        else:
+            out.append(f"<em>{_inline(m.group(4))}</em>")
+        pos = m.end()
+    out.append(html.escape(text[pos:], quote=True))
+    return "".join(out)
 
 
 def _when(ts: float | None) -> str:
@@ -369,10 +462,17 @@ def render_markdown(summary: Summary, catalog: list[Clause], extra: dict | None 
            f"- Run finished: {_when(summary.finished)}",
            f"- Verdict: **{summary.verdict}**",
            f"- Clauses in the catalog: {t['clauses']} — passed {t['passed']}, failed {t['failed']}, "
-           f"skipped {t['skipped']}, no test {t[NO_TEST]}, out of scope {t[OUT_OF_SCOPE]}"]
+           f"skipped {t['skipped']}, no test {t[NO_TEST]}, out of scope {t[OUT_OF_SCOPE]}"
+           + (f", not tested {t[NOT_TESTED]}" if t.get(NOT_TESTED) else "")]
     if summary.outside:
         out.append(f"- Clauses outside the catalog: {len(summary.outside)}")
-    out += ["", "## Clause matrix", ""]
+    if summary.not_tested:
+        nt = summary.not_tested
+        out += ["", "## Not tested", "", "The SUT could not be tested; no clause was judged against it.", "",
+                f"Reason: {' '.join(_t(nt['reason']).split())}", ""]
+        if nt.get("log"):
+            out += ["The last lines of the SUT container's log:", "", _md_code("\n".join(nt["log"])), ""]
+    out += ["", "## Summary", "", _md_summary(summary, extra), "", "## Clause matrix", ""]
     failures: list[tuple[str, dict]] = []
     for group, rows in summary.groups.items():
         if not rows:
@@ -398,8 +498,19 @@ def render_markdown(summary: Summary, catalog: list[Clause], extra: dict | None 
     return redact("\n".join(out).rstrip() + "\n")
 
 
+def _md_summary(summary: Summary, extra: dict | None) -> str:
+    rows = summary_rows(summary, extra)
+    out = ["| Group | " + " | ".join(TABLE_COLUMNS) + " |", "|---|" + "---:|" * len(TABLE_COLUMNS)]
+    for label, c in rows:
+        cells = [_md_cell(label), *("–" if c[k] is None else str(c[k]) for k in TABLE_COLUMNS)]
+        if label == "all clauses":
+            cells = [f"**{x}**" for x in cells]
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
 def _md_row(r: Row, failures: list, note: str | None = None) -> str:
-    badge = f"**{r.outcome}**" if r.outcome in ("failed", NO_TEST) else r.outcome
+    badge = f"**{r.outcome}**" if r.outcome in ("failed", NO_TEST, NOT_TESTED) else r.outcome
     if r.tests:
         parts = []
         for test in r.tests:
@@ -513,12 +624,31 @@ white-space:nowrap}
 ul.tests{list-style:none;margin:0;padding:0}ul.tests li{margin:.1rem 0}
 details{margin:.3rem 0}summary{cursor:pointer}
 ul.journal{list-style:none;margin:.2rem 0 .6rem;padding-left:1rem;font-size:.88rem}ul.journal li{margin:.1rem 0}
+ol.journal{margin:.2rem 0 .6rem;padding-left:2rem;font-size:.88rem}ol.journal li{margin:.1rem 0}
+.nottested{background:#fff8c5;border:1px solid #d4a72c;border-radius:.4rem;padding:.2rem 1rem .6rem;margin:1rem 0}
+.nottested h2{margin-top:.6rem;border:none}
+pre.log{background:#f6f8fa;border:1px solid #d0d7de}
+table.summary{width:auto;min-width:32rem}table.summary td:not(:first-child),table.summary th:not(:first-child)
+{text-align:right;font-variant-numeric:tabular-nums}
+table.summary tr.total td{font-weight:700;border-top:2px solid #8c959f}
+.cell-passed{color:#116329}.cell-failed{color:#a40e26;font-weight:700}.cell-skipped{color:#7d4e00}
+svg.chart{display:block;max-width:100%;height:auto;margin:.6rem 0}
+p.legend{font-size:.82rem;color:#57606a}.lg{white-space:nowrap;margin-right:1rem}
+.lg .sw,.lg .dot{display:inline-block;width:.8rem;height:.8rem;vertical-align:-.1rem;margin-right:.3rem;
+border:1px solid #d0d7de}.lg .dot{border-radius:50%;border:none;width:.6rem;height:.6rem}
 """
 
 
 def _badge(outcome: str) -> str:
-    cls = "notest" if outcome in (NO_TEST, OUT_OF_SCOPE) else re.sub(r"[^a-z]", "", outcome) or "notest"
+    cls = "notest" if outcome in (NO_TEST, OUT_OF_SCOPE, NOT_TESTED) else re.sub(r"[^a-z]", "", outcome) or "notest"
     return f'<span class="badge {cls}">{_h(outcome)}</span>'
+
+
+def _verdict_badge(verdict: str) -> str:
+    """The run's verdict; "not tested" in yellow (nothing was judged), not the grey of a row."""
+    if verdict == NOT_TESTED:
+        return f'<span class="badge skipped">{_h(verdict)}</span>'
+    return _badge(verdict)
 
 
 def render_html(summary: Summary, catalog: list[Clause], extra: dict | None = None) -> str:
@@ -527,13 +657,16 @@ def render_html(summary: Summary, catalog: list[Clause], extra: dict | None = No
          '<meta name="viewport" content="width=device-width, initial-scale=1">',
          "<title>meshcert report</title>", f"<style>{CSS}</style>", "</head>", "<body>",
          "<h1>meshcert report</h1>",
-         f'<p class="muted">Run finished {_h(_when(summary.finished))} · verdict {_badge(summary.verdict)}</p>',
-         '<table class="totals"><thead><tr><th>Clauses</th><th>passed</th><th>failed</th><th>skipped</th>'
-         "<th>no test</th><th>out of scope</th>" + ("<th>outside the catalog</th>" if summary.outside else "") + "</tr></thead>",
-         f"<tbody><tr><td>{t['clauses']}</td><td>{t['passed']}</td><td>{t['failed']}</td><td>{t['skipped']}</td>"
-         f"<td>{t[NO_TEST]}</td><td>{t[OUT_OF_SCOPE]}</td>" + (f"<td>{len(summary.outside)}</td>" if summary.outside else "")
-         + "</tr></tbody></table>",
-         '<h2 id="matrix">Clause matrix</h2>']
+         f'<p class="muted">Run finished {_h(_when(summary.finished))} · verdict {_verdict_badge(summary.verdict)}</p>']
+    h += _html_not_tested(summary)
+    h += ['<table class="totals"><thead><tr><th>Clauses</th><th>passed</th><th>failed</th><th>skipped</th>'
+          "<th>no test</th><th>out of scope</th>" + ("<th>not tested</th>" if t.get(NOT_TESTED) else "")
+          + ("<th>outside the catalog</th>" if summary.outside else "") + "</tr></thead>",
+          f"<tbody><tr><td>{t['clauses']}</td><td>{t['passed']}</td><td>{t['failed']}</td><td>{t['skipped']}</td>"
+          f"<td>{t[NO_TEST]}</td><td>{t[OUT_OF_SCOPE]}</td>" + (f"<td>{t[NOT_TESTED]}</td>" if t.get(NOT_TESTED) else "")
+          + (f"<td>{len(summary.outside)}</td>" if summary.outside else "") + "</tr></tbody></table>"]
+    h += _html_summary(summary, extra)
+    h += ['<h2 id="matrix">Clause matrix</h2>']
     for group, rows in summary.groups.items():
         if not rows:
             continue
@@ -550,13 +683,43 @@ def render_html(summary: Summary, catalog: list[Clause], extra: dict | None = No
     return redact("\n".join(h) + "\n")
 
 
+def _html_not_tested(summary: Summary) -> list[str]:
+    nt = summary.not_tested
+    if not nt:
+        return []
+    out = ['<div class="nottested"><h2 id="not-tested">Not tested</h2>',
+           "<p>The SUT could not be tested; no clause was judged against it.</p>",
+           f"<p><strong>Reason:</strong> {md_inline(nt['reason'])}</p>"]
+    if nt.get("log"):
+        out.append("<p>The last lines of the SUT container's log:</p>")
+        out.append(f'<pre class="log">{_h(chr(10).join(nt["log"]))}</pre>')
+    out.append("</div>")
+    return out
+
+
+def _html_summary(summary: Summary, extra: dict | None) -> list[str]:
+    rows = summary_rows(summary, extra)
+    out = ['<table class="summary"><thead><tr><th>Group</th>'
+           + "".join(f"<th>{_h(c)}</th>" for c in TABLE_COLUMNS) + "</tr></thead><tbody>"]
+    for label, c in rows:
+        cls = ' class="total"' if label == "all clauses" else ""
+        cells = []
+        for k in TABLE_COLUMNS:
+            hot = {"passed": "passed", "failed": "failed", NOT_TESTED: "skipped"}.get(k) if c[k] else None
+            attr = f' class="cell-{hot}"' if hot else ""
+            cells.append(f"<td{attr}>{'–' if c[k] is None else c[k]}</td>")
+        out.append(f"<tr{cls}><td>{_h(label)}</td>{''.join(cells)}</tr>")
+    out.append("</tbody></table>")
+    return out
+
+
 def _html_table(rows: list[Row], second: str, use_detail: bool = False) -> str:
     out = [f"<table><thead><tr><th>Clause</th><th>{_h(second)}</th><th>Outcome</th><th>Tests</th></tr></thead>",
            "<tbody>"]
     for r in rows:
-        text = _h(r.detail if use_detail else r.must)
+        text = _h(r.detail) if use_detail else md_inline(r.must)
         if r.clause is not None and r.clause.guide and not use_detail:
-            text += f'<br><span class="quote">the guide: “{_h(" ".join(r.clause.guide.split()))}”</span>'
+            text += f'<br><span class="quote">the guide: “{md_inline(" ".join(r.clause.guide.split()))}”</span>'
         if r.tests:
             items = []
             for test in r.tests:
@@ -581,6 +744,8 @@ def _html_latency(extra: dict | None) -> list[str]:
     out = ['<h2 id="latency">Latency</h2>',
            f"<p>The guide: <span class=\"quote\">“{_h(GUIDE_LATENCY_SENTENCE)}”</span> "
            "(PERF-1; measured and reported, not asserted).</p>",
+           latency_svg(sorted(rows, key=lambda r: (_path_order(str(r.get("path"))), str(r.get("target")))),
+                       guide_ms=GUIDE_LATENCY_MS),
            "<table><thead><tr><th>Path</th><th>Target</th><th>p50 ms</th><th>p95 ms</th><th>n</th></tr></thead>"
            "<tbody>"]
     for r in sorted(rows, key=lambda r: (_path_order(str(r.get("path"))), str(r.get("target")))):
@@ -618,17 +783,21 @@ def _html_scenarios(extra: dict | None) -> list[str]:
                    f"<td>{_scenario_badge(_scenario_outcome(j))}</td><td>{_h(_duration(j.get('duration_s')))}</td>"
                    f"<td>{_h(', '.join(figures) or '–')}</td><td>{replay}</td></tr>")
     out.append("</tbody></table>")
+    out.append("<p>Each scenario's timeline: what the world was doing (bands) and each journal event (numbered "
+               "as in the journal under it).</p>" + timeline_legend_html())
     for i, (name, j, _, events) in enumerate(rows, 1):
         opened = " open" if _scenario_outcome(j) != "passed" else ""
-        out += [f'<details id="scenario-{i}"{opened}><summary>Journal: <strong>{_h(name)}</strong> '
-                f'{_scenario_badge(_scenario_outcome(j))} <span class="muted">{len(events)} event'
-                f'{"s" if len(events) != 1 else ""}</span></summary>', '<ul class="journal">']
+        out += [f'<h3 id="timeline-{i}">{_h(name)} {_scenario_badge(_scenario_outcome(j))}</h3>',
+                timeline_svg({**j, "scenario": name}),
+                f'<details id="scenario-{i}"{opened}><summary>Journal: <strong>{_h(name)}</strong> '
+                f'<span class="muted">{len(events)} event{"s" if len(events) != 1 else ""} (numbered as on the '
+                f"timeline)</span></summary>", '<ol class="journal">']
         for t, event, detail in events:
             out.append(f'<li><span class="muted">{_h(t)}</span> <strong>{_h(event)}</strong>'
                        + "".join(f" <code>{_h(d)}</code>" for d in detail) + "</li>")
         if not events:
             out.append('<li class="muted">(no events)</li>')
-        out += ["</ul>", "</details>"]
+        out += ["</ol>", "</details>"]
     return out
 
 
@@ -661,7 +830,7 @@ def _html_errata(summary: Summary) -> list[str]:
     for r in rows:
         quote = " ".join((r.clause.guide or "").split()) if r.clause else ""
         out.append(f'<li><strong>{_h(r.id)}</strong> {_badge(r.outcome)} — the guide: '
-                   f'<span class="quote">“{_h(quote)}”</span>. {_h(r.must)}</li>')
+                   f'<span class="quote">“{md_inline(quote)}”</span>. {md_inline(r.must)}</li>')
     out.append("</ul>")
     return out
 

@@ -88,7 +88,8 @@ def control_plane_outage(world, report_extra):
         faults.inject("proxy_down", "the control plane unreachable (connections refused, sessions cut)", proxy="control")
         # The outage is real once headscale has lost the nodes' map sessions (it marks them offline).
         wait_for("headscale to see the agent offline (its control session cut)",
-                 lambda: not _online(world, "agent"), 60, describe=lambda: str(_online(world, "agent")))
+                 lambda: not _online(world, "agent"), 60,
+                 describe=lambda: f"headscale lists agent online={_online(world, 'agent')}")
         j.figures["control_session_lost_s"] = round(time.monotonic() - t0, 2)
         j.log("headscale sees the agent offline", seconds=j.figures["control_session_lost_s"])
         faults.expect_reachable("ACL-1", acl1_probes(world))
@@ -291,9 +292,11 @@ def subnet_router_ha(world, report_extra, approve_standby=True):
         faults.inject("kill", "the primary subnet router killed", container="router")
         legacy = world.address("legacy")
         try:
+            last: dict = {}
             wait_for("the legacy host through the standby router",
-                     lambda: world.dial("agent", [(legacy, 22)], timeout=1.5)[0]["ok"], FAILOVER_BOUND_S,
-                     describe=lambda: f"agent's primary routes: {_primary_routes(world, 'agent')}")
+                     lambda: last.update(world.dial("agent", [(legacy, 22)], timeout=1.5)[0]) or last["ok"],
+                     FAILOVER_BOUND_S, describe=lambda: f"last dial: {last.get('error') or 'none answered'}; "
+                                                        f"agent's primary routes: {_primary_routes(world, 'agent')}")
         except WorldError as e:
             raise AssertionError(f"ROUTE HA: the legacy host must be reachable through router-b within "
                                  f"{FAILOVER_BOUND_S:.0f} s of the primary's death; {e.message}") from None

@@ -75,6 +75,75 @@ def test_a_sut_answering_garbage_is_one_clear_error_and_leaves_nothing(tmp_path)
                  env_extra={"MESHCERT_VLAN": _free_vlan()})
     _one_clear_line(p, "SUT in pod", "non-JSON")
     import json
+    doc = json.loads((tmp_path / "report" / "results.json").read_text())
+    assert "non-JSON" in doc["not_tested"]["reason"], doc.get("not_tested")
+    assert not [c for c, v in doc["clauses"].items() if v["outcome"] == "failed"], "bad input is not a failed clause"
+    assert "Verdict: **not tested**" in (tmp_path / "report" / "report.md").read_text()
     run = json.loads((tmp_path / "report" / "world.json").read_text())["run"]
     left = labels.leftovers(c, run)
     assert left == {"containers": [], "networks": [], "volumes": []}, f"the aborted run left {left}"
+
+
+# ------------------------------------------------------------------ a SUT that cannot be tested: exit 2, "not tested"
+
+def _vlan() -> str:
+    import os
+    if os.environ.get("MESHCERT_VLAN"):
+        return os.environ["MESHCERT_VLAN"]
+    from tests.test_leaks import _free_vlan
+    return _free_vlan()
+
+
+def _assert_not_tested(report, needle: str) -> dict:
+    import json
+    doc = json.loads((report / "results.json").read_text())
+    assert doc["clauses"] == {}, "no clause may be recorded, let alone failed"
+    assert needle in doc["not_tested"]["reason"], doc["not_tested"]
+    md = (report / "report.md").read_text()
+    assert "Verdict: **not tested**" in md and "## Not tested" in md and needle in md
+    assert "**failed**" not in md and "## Failures" not in md
+    assert len(list(report.glob("meshcert-results-*.tar.gz"))) == 1
+    return doc
+
+
+@pytest.mark.engine
+def test_a_sut_image_not_on_the_engine_is_refused_before_anything_starts(tmp_path):
+    """Engine-light: the engine is only asked whether it has the image; no set-up, no world."""
+    image = "meshcert/not-on-this-engine:0"
+    p = _certify("--sut-image", image, "--report-dir", str(tmp_path / "report"))
+    line = _one_clear_line(p, image, "is not on this engine", "docker load -i", "docker tag")
+    assert "setup:" not in p.stderr and "world mc" not in p.stderr, p.stderr[-2000:]
+    assert "certification: not tested" in p.stdout
+    _assert_not_tested(tmp_path / "report", image)
+    assert line.count(image) >= 1
+
+
+@pytest.mark.engine
+@pytest.mark.slow
+def test_a_sut_that_never_answers_healthz_is_not_tested_and_the_world_is_built_once(tmp_path):
+    """meshcert's own host image has no CMD: `tini --` prints its usage and exits. certify must
+    end after one world with one line naming the pod, the port and the image's command, then the
+    last lines of the container's log -- its usage text shown as its log, not as an observation."""
+    import re
+
+    from meshcert import engine, images
+    from meshcert.world import labels
+    c = engine.ensure_engine()
+    host = images.ensure_images(c, ("host",))["host"]
+    p = _certify("--sut-image", host, "--sut-port", "8080", "--report-dir", str(tmp_path / "report"),
+                 env_extra={"MESHCERT_VLAN": _vlan()})
+    line = _one_clear_line(p, "SUT in pod agent", "GET /healthz on port 8080", "exited with code",
+                           f"image {host} runs ENTRYPOINT `/usr/bin/tini -s -g --`, no CMD")
+    assert "verbose output" not in line, "a tool's usage text reported as the observation"
+    log = [x for x in p.stderr.splitlines() if x.startswith("  | ")]
+    assert log and any("tini" in x.lower() for x in log), p.stderr[-2000:]
+    assert (p.stdout + p.stderr).count("never answered GET /healthz") == 1, "said once, not once per test"
+    assert "certification: not tested" in p.stdout and "failed" not in p.stdout, p.stdout[-2000:]
+    doc = _assert_not_tested(tmp_path / "report", "SUT in pod agent")
+    assert doc["not_tested"]["log"] == [x[4:] for x in log]
+    assert not any(re.match(r"\d{4}-\d\d-\d\dT", x) for x in doc["not_tested"]["log"]), "docker timestamps"
+    # The session stopped at the first test needing the world: no test ran, none errored.
+    junit = (tmp_path / "report" / "junit.xml").read_text()
+    assert 'errors="0" failures="0"' in junit and "<error" not in junit, junit[:600]
+    left = labels.leftovers(c, doc["not_tested"]["run"])
+    assert left == {"containers": [], "networks": [], "volumes": []}, f"the stopped run left {left}"

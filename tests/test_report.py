@@ -338,3 +338,109 @@ def test_verdict_is_incomplete_while_a_clause_has_no_test():
     assert summarize(all_passed, catalog).verdict == "incomplete"
     all_passed["clauses"][catalog[1].id]["outcome"] = "failed"
     assert summarize(all_passed, catalog).verdict == "failed"
+
+
+# ------------------------------------------------------------------ inline Markdown, charts, not tested, summary
+
+def test_markdown_in_clause_sentences_is_rendered_in_html(report):
+    _, page = report
+    assert "the guide: “Or simply omit the <code>connectivity</code> field entirely.”" in page
+    assert "use <code>headscale nodes approve-routes -i ID -r CIDR</code> instead" in page
+    text = "".join(_parse(page).text)
+    matrix = text[text.index("Clause matrix"):text.index("Latency")]
+    assert "`" not in matrix, "a backtick of the catalog is shown as is"
+
+
+@pytest.mark.parametrize("src,html_out", [
+    ("a `b<c>` d", "a <code>b&lt;c&gt;</code> d"),
+    ("**MUST** be *ready*", "<strong>MUST</strong> be <em>ready</em>"),
+    ("**`x`** and ``a ` b``", "<strong><code>x</code></strong> and <code>a ` b</code>"),
+    ("<script>alert(1)</script> & *:22 and 5 * 3", "&lt;script&gt;alert(1)&lt;/script&gt; &amp; *:22 and 5 * 3"),
+    ("an unclosed `tick and **bold", "an unclosed `tick and **bold"),
+    (f"key {KEY_SHAPED} in `{KEY_SHAPED}`", "key «redacted» in <code>«redacted»</code>"),
+])
+def test_md_inline_renders_code_bold_italic_and_escapes_the_rest(src, html_out):
+    from meshcert.report import md_inline
+    assert md_inline(src) == html_out
+
+
+def test_latency_chart_is_inline_svg_with_p50_and_p95_per_path(report):
+    _, page = report
+    section = page[page.index('id="latency"'):page.index('id="scenarios"')]
+    assert section.count("<svg") == 1 and 'xmlns="http://www.w3.org/2000/svg"' in section
+    svg = section[section.index("<svg"):section.index("</svg>")]
+    for path, p50, p95 in (("direct", "0.50", "1.20"), ("mesh", "4.50", "7.90"), ("derp", "21.0", "35.5")):
+        assert f">{path}<title>" in svg and f"{p50} / {p95} ms" in svg, path
+    assert "log scale" in svg  # 0.5 ms beside 35.5 ms: a linear axis would hide the direct path
+    assert "guide: direct + 3-5 ms" in svg
+    assert _parse(page).errors == []
+
+
+def test_latency_chart_escapes_names_and_leaves_out_non_numbers():
+    from meshcert.report_svg import latency_svg
+    svg = latency_svg([{"path": "<b>x</b>", "target": "t&t", "p50_ms": 1.0, "p95_ms": 2.0},
+                       {"path": "nan", "target": "t", "p50_ms": float("nan"), "p95_ms": 1.0},
+                       {"path": "str", "target": "t", "p50_ms": "3", "p95_ms": 1.0}])
+    assert "&lt;b&gt;x&lt;/b&gt;" in svg and "t&amp;t" in svg and "<b>" not in svg
+    assert ">nan<" not in svg and ">str<" not in svg
+    assert latency_svg([]) == "" and latency_svg([{"path": "x", "p50_ms": None}]) == ""
+
+
+def test_each_scenario_has_a_timeline_numbered_like_its_journal(report):
+    _, page = report
+    section = page[page.index('id="scenarios"'):page.index('id="mutants"')]
+    assert section.count("<svg") == 2 and section.count('class="legend"') == 1
+    ha = section[section.index('id="timeline-1"'):section.index('id="timeline-2"')]
+    assert "<title>1. 0.18 s inject</title>" in ha and "<title>2. 12.40 s rollback</title>" in ha
+    assert "faults held: 0.18–12.40 s" in ha  # from the injection to the first rollback
+    part = section[section.index('id="timeline-2"'):]
+    assert "<title>2. 6.90 s failed</title>" in part
+    assert "<script>" not in section
+
+
+def test_timeline_phases_follow_the_journal():
+    from meshcert.report_svg import phases
+    evs = [(0.3, "steady state holds (before)"), (1.0, "inject"), (2.0, "inject"), (9.0, "probes held"),
+           (10.0, "rollback"), (12.0, "rollback"), (20.0, "steady state holds (after)"), (20.5, "nothing left behind")]
+    assert phases(evs, 21.0) == [("steady", 0.0, 1.0), ("faults", 1.0, 10.0), ("rollback", 10.0, 12.0),
+                                 ("settle", 12.0, 20.0), ("after", 20.0, 21.0)]
+    assert phases([(0.2, "steady state holds (before)"), (3.0, "failed")], 3.5) == []
+
+
+NOT_TESTED = {"finished": 1795608101.0, "clauses": {}, "not_tested": {
+    "reason": "SUT in pod agent: never answered GET /healthz on port 8080 (last: connection refused); image "
+              "me/x:1 runs CMD `serve`", "log": ["<boot> starting", f"using {KEY_SHAPED}"]}}
+
+
+def test_a_run_that_could_not_test_the_sut_says_not_tested_and_fails_nothing(tmp_path):
+    md, page = write_report(tmp_path, NOT_TESTED, CATALOG)
+    md, page = md.read_text(), page.read_text()
+    assert "Verdict: **not tested**" in md and "## Not tested" in md
+    assert "Reason: SUT in pod agent: never answered GET /healthz on port 8080" in md
+    assert "<boot> starting" in md and KEY_SHAPED not in md and KEY_SHAPED not in page
+    assert "failed 0" in md and "**failed**" not in md and "## Failures" not in md
+    for c in CATALOG:
+        assert f"| {c.id} | " in md and "| **not tested** |" in md.split(f"| {c.id} | ")[1].splitlines()[0]
+    assert 'id="not-tested"' in page and "&lt;boot&gt; starting" in page and "runs CMD <code>serve</code>" in page
+    assert 'class="badge failed"' not in page and '<span class="badge notest">not tested</span>' in page
+    assert _parse(page).errors == []
+
+
+def test_an_older_results_input_error_counts_as_not_tested():
+    from meshcert.report import summarize
+    s = summarize({"clauses": {}, "input_error": "SUT in pod agent POST /prerun: non-JSON"}, CATALOG)
+    assert s.verdict == "not tested" and s.not_tested["reason"].endswith("non-JSON")
+
+
+def test_summary_table_groups_by_outcome(report):
+    from meshcert.report import summarize, summary_table
+    md, page = report
+    table = summary_table(summarize(RESULTS, CATALOG), EXTRA).splitlines()
+    assert table[0].split() == ["group", "passed", "failed", "not", "tested"]  # no out-of-scope clause here
+    rows = {line[:28].strip(): line[28:].split() for line in table[2:] if not line.startswith("-")}
+    assert rows["Pre-run health check"] == ["0", "1", "1"]  # HEALTH-1 failed, HEALTH-3 skipped
+    assert rows["Connectivity types"] == ["1", "0", "0"]
+    assert rows["all clauses"] == ["2", "1", "4"]  # + CHAOS-7 (outside the catalog) passed
+    assert rows["chaos scenarios"] == ["1", "1", "0"]
+    assert "## Summary" in md and "| **all clauses** | **2** | **1** | **4** | **0** |" in md
+    assert '<table class="summary">' in page

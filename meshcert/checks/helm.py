@@ -581,10 +581,11 @@ class ChartPod:
             return f"unavailable ({e})"
 
     def wait_running(self, timeout: float = 90) -> dict:
-        from ..world.world import wait_for
+        from ..world.world import log_tail, wait_for
         wait_for(f"chart pod {self.pod.name}: sidecar BackendState Running", lambda: self.backend_state() == "Running",
-                 timeout, describe=lambda: f"{self.backend_state()}; sidecar state {self.pod.state(SIDECAR)}; "
-                                           f"log tail: {self.pod.logs(SIDECAR)[-800:]}")
+                 timeout, describe=lambda: f"BackendState {self.backend_state()}; sidecar state "
+                                           f"{self.pod.state(SIDECAR)}; the sidecar's last log lines: "
+                                           + " | ".join(map(repr, log_tail(self.pod.logs(SIDECAR)))))
         return self.ts_status()
 
 
@@ -760,7 +761,10 @@ def pod_accept_routes(world, chart: Chart) -> None:
                 try:
                     wait_for(f"chart pod {cp.pod.name}: sees the router's primary route {vlan}",
                              lambda: any(vlan in (p.get("PrimaryRoutes") or [])
-                                         for p in (cp.ts_status().get("Peer") or {}).values()), 30)
+                                         for p in (cp.ts_status().get("Peer") or {}).values()), 30,
+                             describe=lambda: "primary routes seen: " + json.dumps(
+                                 {p.get("HostName"): p.get("PrimaryRoutes") or []
+                                  for p in (cp.ts_status().get("Peer") or {}).values()}))
                 except MeshcertError as err:
                     e.that(False, f"acceptRoutes {on}: the router's route {vlan} in the sidecar's netmap", err.message)
                 code, out = cp.pod.exec(SIDECAR, ["tailscale", f"--socket={cp.socket}", "debug", "prefs"])
@@ -895,7 +899,7 @@ def kind_pod_joins(world, cluster, chart: Chart, namespace: str = "meshcert-agen
         with clause(world, "HELM-3") as e:
             try:
                 wait_for(f"kind pod of {name}: BackendState Running", lambda: status().get("BackendState") == "Running",
-                         90)
+                         90, describe=lambda: f"BackendState {status().get('BackendState')!r}")
             except MeshcertError as err:
                 e.that(False, "BackendState Running with a valid pre-auth key", err.message)
         try:

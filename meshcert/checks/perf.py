@@ -79,8 +79,10 @@ def perf3_derp_fallback(world, report_extra: dict, src: str = "agent", dst: str 
             t0 = time.monotonic()
             try:
                 # Bound: 30 s (measured fallback here: about 5.5 s; the margin covers a loaded machine).
+                last: dict = {}
                 wait_for(f"{src} -> {dst}:22 to connect again with UDP blocked (DERP fallback)",
-                         lambda: world.dial(src, [(host, 22)], timeout=2.0)[0]["ok"], 30)
+                         lambda: last.update(world.dial(src, [(host, 22)], timeout=2.0)[0]) or last["ok"], 30,
+                         describe=lambda: f"last dial: {last.get('error') or 'none answered'}")
             except WorldError as err:
                 e.that(False, f"{src} -> {dst}:22 connects through DERP within 30 s of direct UDP being blocked",
                        err.message)
@@ -95,8 +97,14 @@ def perf3_derp_fallback(world, report_extra: dict, src: str = "agent", dst: str 
         finally:
             netns_heal(world, pause)
         # Back to steady state: the direct path is found again (tailscale ping stops once direct).
-        wait_for(f"{src} -> {dst} direct again after healing",
-                 lambda: "via DERP" not in world.nodes[src].tailscale("ping", "-c", "5", host), 60)
+        pings: list[str] = []
+
+        def direct_again() -> bool:
+            pings.append(world.nodes[src].tailscale("ping", "-c", "5", host))
+            return "via DERP" not in pings[-1]
+        wait_for(f"{src} -> {dst} direct again after healing", direct_again, 60,
+                 describe=lambda: "last `tailscale ping` line: "
+                                  + repr((pings[-1].strip().splitlines() or [""])[-1] if pings else "none ran"))
         for path, ms in (("mesh", base), ("derp", derp)):
             if ms:
                 rows.append({"path": path, "target": f"{dst}:22 (tailnet peer)", "p50_ms":

@@ -6,11 +6,13 @@ the call and what was wrong -- never a traceback from deep inside.
 
 from __future__ import annotations
 
+import shlex
+import time
 from typing import Any
 
 import requests
 
-from ..errors import InputError
+from ..errors import InputError, MeshcertError
 from ..secrets import redact
 
 PRERUN_KEYS = {"type": str, "ready": bool, "message": str, "endpoints": dict, "logs": list, "agent_context": list}
@@ -40,10 +42,15 @@ class SutClient:
         return r.status_code, data
 
     def healthy(self) -> bool:
+        return self.health_state() == "HTTP 200"
+
+    def health_state(self) -> str:
+        """What GET /healthz answers now: ``HTTP 200``, ``HTTP 404``, ``connection refused``, ``timed out``."""
+        from ..world.world import brief_error
         try:
-            return self.s.get(self.base + "/healthz", timeout=2).status_code == 200
-        except requests.RequestException:
-            return False
+            return f"HTTP {self.s.get(self.base + '/healthz', timeout=2).status_code}"
+        except requests.RequestException as e:
+            return brief_error(e)
 
     def prerun(self, connectivity: dict | None, endpoints: dict, deadline_s: float | None = None,
                omit_connectivity: bool = False) -> tuple[int, dict]:
@@ -89,3 +96,102 @@ class SutClient:
         if code != 200 or not isinstance(data, dict) or not isinstance(data.get("entries"), list):
             raise InputError(f"{self.name} GET /transcript", f"HTTP {code}, no \"entries\" list", "")
         return data["entries"]
+
+
+# ------------------------------------------------------------------ a SUT that cannot be tested
+
+class SutNotTestable(MeshcertError):
+    """The SUT could not be tested at all: its image is not on the engine, or it never served
+    GET /healthz when the world started it. Not a failed certification: the run is reported as
+    *not tested* with this reason (every clause "not tested", none failed) and exits 2.
+
+    ``one_line()`` is the reason; ``log`` the last lines of the SUT container's log (redacted).
+    """
+
+    def __init__(self, what: str, message: str, fix: str = "", log: list[str] | tuple[str, ...] = ()):
+        super().__init__(what, redact(message), fix)
+        self.log = [redact(line) for line in log]
+
+    def to_data(self) -> dict:
+        return {"reason": self.one_line(), "log": list(self.log)}
+
+
+def load_fix(image: str) -> str:
+    return (f"load it into this engine first: `docker load -i FILE.tar` (a file written by `docker save`), "
+            f"or `docker tag IMAGE {image}` for an image already built here; `docker images` lists them "
+            "(meshcert never pulls images)")
+
+
+def require_image(client, image: str) -> dict:
+    """The engine's ``docker inspect`` of ``image``; SutNotTestable naming it and how to load it
+    when the engine does not have it."""
+    import docker.errors
+    try:
+        return client.images.get(image).attrs
+    except docker.errors.ImageNotFound:
+        raise SutNotTestable("--sut-image", f"image {image} is not on this engine", load_fix(image)) from None
+    except docker.errors.APIError as e:  # e.g. a malformed reference: still nothing to test
+        raise SutNotTestable("--sut-image", f"image {image}: the engine answered {e.explanation or e}",
+                             load_fix(image)) from None
+
+
+def command_of(config: dict | None) -> str:
+    """A container's (or image's) Config as the command it runs: ENTRYPOINT and CMD, shell-quoted."""
+    config = config or {}
+    ep, cmd = config.get("Entrypoint") or [], config.get("Cmd") or []
+    ep = [ep] if isinstance(ep, str) else list(ep)
+    cmd = [cmd] if isinstance(cmd, str) else list(cmd)
+    if not ep and not cmd:
+        return "no command at all (neither ENTRYPOINT nor CMD)"
+    parts = []
+    if ep:
+        parts.append(f"ENTRYPOINT `{shlex.join(ep)}`")
+    parts.append(f"CMD `{shlex.join(cmd)}`" if cmd else "no CMD")
+    return ", ".join(parts)
+
+
+# The reference SUT (one stdlib file) answers /healthz about 1 s after its container starts; 30 s
+# covers a user's slower runtime starting on a loaded 2-core machine.
+HEALTHZ_TIMEOUT_S = 30.0
+LOG_LINES = 8
+
+
+def wait_serving(client: SutClient, box, pod: str, port: int, image: str,
+                 timeout: float = HEALTHZ_TIMEOUT_S, interval: float = 0.25) -> None:
+    """Wait until the SUT in ``box`` answers GET /healthz with 200. A container that exits ends the
+    wait at once. Raises SutNotTestable naming the pod, the port, what /healthz last answered,
+    the container's state and the command its image runs, with the last lines of its log."""
+    deadline = time.monotonic() + timeout
+    state, status = "never probed", "?"
+    while True:
+        state = client.health_state()
+        if state == "HTTP 200":
+            return
+        try:
+            box.container.reload()
+            st = box.container.attrs.get("State") or {}
+            status = st.get("Status", "?")
+            if status in ("exited", "dead"):
+                status = f"exited with code {st.get('ExitCode')}"
+                break
+        except Exception as e:  # removed under us: nothing will answer
+            status = f"gone ({type(e).__name__})"
+            break
+        if time.monotonic() >= deadline:
+            status = "still running" if status == "running" else status
+            break
+        time.sleep(interval)
+    try:
+        config = box.container.attrs.get("Config")
+    except Exception:
+        config = None
+    from ..world.world import log_tail
+    lines = log_tail(box.logs(), LOG_LINES)
+    waited = "" if status.startswith(("exited", "gone")) else f" within {timeout:.0f} s"
+    raise SutNotTestable(
+        f"SUT in pod {pod}",
+        f"never answered GET /healthz on port {port}{waited} (last: {state}); its container {status}; "
+        f"image {image} runs {command_of(config)}",
+        "the SUT must serve the contract on --sut-port (README: The SUT contract)"
+        + ("; the last lines of its log follow" if lines else "; its log is empty"),
+        lines)

@@ -4,7 +4,7 @@ sweeper catches them if the run is killed)."""
 from __future__ import annotations
 
 from .topology import HostSpec
-from .world import NodeAPI, World, wait_for
+from .world import NodeAPI, World, container_state, http_state, wait_for
 
 
 def add_plain_host(world: World, spec: HostSpec) -> NodeAPI:
@@ -13,7 +13,8 @@ def add_plain_host(world: World, spec: HostSpec) -> NodeAPI:
                      network=spec.network, hostname=spec.name, ipv4_address=spec.address,
                      environment={"MESHCERT_NAME": spec.name})
     api = NodeAPI(spec.name, world._ip(box, spec.network))
-    wait_for(f"node agent on {spec.name}", api.healthy, 30, describe=lambda: box.logs()[-500:])
+    wait_for(f"node agent on {spec.name}", api.healthy, 30,
+             describe=lambda: f"GET /health: {http_state(api.base + '/health')}; {container_state(box)}")
     world.hosts[spec.name] = api
     world.host_addresses[spec.name] = spec.address
     return api

@@ -57,14 +57,15 @@ def check_isolation(c: docker.DockerClient, host_image: str) -> None:
             b.reload()
             a_ip = a.attrs["NetworkSettings"]["Networks"][na.name]["IPAddress"]
             b_ip = b.attrs["NetworkSettings"]["Networks"][nb.name]["IPAddress"]
-            from .world import NodeAPI, wait_for
+            from .world import NodeAPI, http_state, wait_for
 
             def host_reaches() -> bool:
                 with socket.create_connection((a_ip, PORT), timeout=1) as s:
                     return s.recv(64).startswith(b"meshcert-banner")
             wait_for("isolation probe listener (positive control from the host)", host_reaches, 30)
             api = NodeAPI("isolation-b", b_ip)
-            wait_for("isolation probe container b", api.healthy, 30)
+            wait_for("isolation probe container b", api.healthy, 30,
+                     describe=lambda: f"GET /health: {http_state(api.base + '/health')}")
             r = api.dial([(a_ip, PORT)], timeout=2.0)[0]
             if r["ok"]:
                 raise EnvironmentProblem(

@@ -12,6 +12,7 @@ import http.client
 import io
 import json
 import os
+import re
 import secrets as pysecrets
 import ssl
 import tarfile
@@ -57,22 +58,115 @@ class WorldError(MeshcertError):
         super().__init__("world", redact(message), fix)
 
 
+def brief_error(e: BaseException) -> str:
+    """An exception as the state it observed, in a few words: ``connection refused``,
+    ``timed out``, ``HTTP 503``, or the exception's own first line (never a traceback)."""
+    import errno as _errno
+    seen: set[int] = set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:  # the root cause of a requests/urllib3 error
+        seen.add(id(cur))
+        if isinstance(cur, ConnectionRefusedError) or getattr(cur, "errno", None) == _errno.ECONNREFUSED:
+            return "connection refused"
+        if isinstance(cur, (TimeoutError, requests.Timeout)):
+            return "timed out"
+        if isinstance(cur, OSError) and getattr(cur, "errno", None) in (_errno.EHOSTUNREACH, _errno.ENETUNREACH):
+            return "no route to host"
+        nxt = cur.__cause__ or cur.__context__
+        if nxt is None and cur.args and isinstance(cur.args[0], BaseException):
+            nxt = cur.args[0]
+        if nxt is None and getattr(cur, "reason", None) is not None and isinstance(cur.reason, BaseException):
+            nxt = cur.reason
+        cur = nxt
+    text = str(e)
+    for marker in ("Connection refused", "timed out", "Name or service not known", "No route to host"):
+        if marker in text:
+            return marker.lower()
+    first = (text.strip().splitlines() or [""])[0]
+    return redact(f"{type(e).__name__}: {first[:300]}" if first else type(e).__name__)
+
+
+def http_state(url: str, timeout: float = 2.0, **kw: Any) -> str:
+    """What a GET of ``url`` answers right now: ``HTTP 200``, ``HTTP 503``, ``connection refused``..."""
+    s = requests.Session()
+    s.trust_env = False  # stay on this machine
+    try:
+        return f"HTTP {s.get(url, timeout=timeout, **kw).status_code}"
+    except requests.RequestException as e:
+        return brief_error(e)
+    finally:
+        s.close()
+
+
+_DOCKER_TS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z ?")
+
+
+def log_tail(text: str, lines: int = 5, width: int = 200) -> list[str]:
+    """The last ``lines`` non-empty lines of a log (docker's timestamps taken off), each cut to
+    ``width`` characters."""
+    out = [ln.rstrip() for ln in (_DOCKER_TS.sub("", raw) for raw in (text or "").splitlines()) if ln.strip()]
+    return [ln if len(ln) <= width else ln[:width] + " …" for ln in out[-lines:]]
+
+
+def container_state(box: "Box", lines: int = 5) -> str:
+    """A container's state and the last lines of its log, labelled as such (its log may be a
+    tool's usage text: that is what the container printed, not what we observed of the service)."""
+    try:
+        box.container.reload()
+        st = box.container.attrs.get("State") or {}
+        state = st.get("Status", "?")
+        if state == "exited":
+            state = f"exited with code {st.get('ExitCode')}"
+    except Exception as e:  # the container may be gone
+        state = f"unknown ({brief_error(e)})"
+    tail = log_tail(box.logs(), lines)
+    return f"container {box.name} {state}; " + (
+        f"last {len(tail)} log line(s): " + " | ".join(repr(t) for t in tail) if tail else "its log is empty")
+
+
+_NOTHING = object()
+
+
 def wait_for(what: str, fn: Callable[[], T | None], timeout: float, interval: float = 0.2,
              describe: Callable[[], str] | None = None) -> T:
-    """Poll ``fn`` until it returns a truthy value; raise with the last observation on timeout."""
+    """Poll ``fn`` until it returns a truthy value; raise with the last observation on timeout.
+
+    The message's "observed" is real state: ``describe()`` (read once more at the timeout) when
+    given, the last exception of ``fn`` in a few words (``connection refused``, ``HTTP 503``),
+    or the last value ``fn`` returned. A ``describe`` that fails is reported as such, beside
+    the last exception -- never replaced by something else.
+    """
     deadline = time.monotonic() + timeout
     last_exc: Exception | None = None
+    last_value: Any = _NOTHING
     while True:
         try:
             v = fn()
             if v:
                 return v
+            last_value, last_exc = v, None
         except Exception as e:  # observed state is not there yet
             last_exc = e
         if time.monotonic() >= deadline:
-            observed = describe() if describe else (f"last error: {last_exc}" if last_exc else "condition never held")
-            raise WorldError(f"timed out after {timeout:.0f}s waiting for {what}; observed: {observed}")
+            raise WorldError(f"timed out after {timeout:.0f}s waiting for {what}; observed: "
+                             + _observed(describe, last_exc, last_value))
         time.sleep(interval)
+
+
+def _observed(describe: Callable[[], str] | None, last_exc: Exception | None, last_value: Any) -> str:
+    parts = []
+    if describe is not None:
+        try:
+            d = describe()
+            parts.append(str(d).strip() or "(the state read back empty)")
+        except Exception as e:
+            parts.append(f"(could not read the state: {brief_error(e)})")
+    if last_exc is not None:
+        parts.append(f"last check failed: {brief_error(last_exc)}")
+    elif describe is None:
+        parts.append("the check never ran" if last_value is _NOTHING
+                     else f"the check last returned {redact(repr(last_value))[:300]}")
+    return redact("; ".join(parts))
 
 
 def tar_files(files: dict[str, tuple[bytes, int]]) -> bytes:
@@ -192,7 +286,8 @@ class TailnetNode:
         self.tailscale("set", f"--accept-routes={'true' if on else 'false'}")
         self.accept_routes = on
         wait_for(f"{self.name} prefs RouteAll={on}",
-                 lambda: self.api.localapi("prefs").get("RouteAll") is on, 15)
+                 lambda: self.api.localapi("prefs").get("RouteAll") is on, 15,
+                 describe=lambda: f"LocalAPI prefs RouteAll={self.api.localapi('prefs').get('RouteAll')!r}")
 
 
 @dataclass
@@ -226,14 +321,18 @@ class Headscale:
             raise WorldError(f"`headscale {args[0]}` printed no JSON: {out.strip()[-300:]}") from None
 
     def healthy(self, ca_pem: bytes) -> bool:
+        return self.health_state(ca_pem) == "HTTP 200"
+
+    def health_state(self, ca_pem: bytes) -> str:
+        """What GET /health over TLS answers now: ``HTTP 200``, ``connection refused``, a TLS error..."""
         ctx = ssl.create_default_context(cadata=ca_pem.decode())
         conn = http.client.HTTPSConnection(self.ip, HEADSCALE_PORT, context=ctx, timeout=2)
         ctx.check_hostname = False  # we dial by IP; the chain is still verified against our CA
         try:
             conn.request("GET", "/health")
-            return conn.getresponse().status == 200
-        except OSError:
-            return False
+            return f"HTTP {conn.getresponse().status}"
+        except OSError as e:
+            return brief_error(e)
         finally:
             conn.close()
 
@@ -401,11 +500,8 @@ class World:
         self.images = images.ensure_images(
             self.client, ("host", "tailscale", "headscale", "toxiproxy") + (() if self.sut_image else ("sut-reference",)))
         if self.sut_image:
-            try:
-                self.client.images.get(self.sut_image)
-            except docker.errors.ImageNotFound:
-                raise WorldError(f"SUT image {self.sut_image} is not on this engine",
-                                 "build or load it first (docker load / docker build), then pass --sut-image") from None
+            from ..sut.client import require_image
+            require_image(self.client, self.sut_image)  # SutNotTestable naming the image and how to load it
         check_isolation(self.client, self.images["host"])
         self.timings["images"] = time.monotonic() - t0
         try:
@@ -482,8 +578,11 @@ class World:
 
         t = time.monotonic()
         wait_for("headscale /health over TLS", lambda: self.headscale.healthy(self.certs.ca_pem), 60,
-                 describe=lambda: hs_box.logs()[-1500:])
-        wait_for("toxiproxy API", self.toxiproxy.running, 30, describe=lambda: tp_box.logs()[-800:])
+                 describe=lambda: f"GET /health: {self.headscale.health_state(self.certs.ca_pem)}; "
+                                  f"{container_state(hs_box, 8)}")
+        wait_for("toxiproxy API", self.toxiproxy.running, 30,
+                 describe=lambda: f"GET /version: {http_state(f'http://{self.toxiproxy.ip}:{TOXI_API}/version')}; "
+                                  f"{container_state(tp_box)}")
         self.toxiproxy.ensure_proxy("control", f"0.0.0.0:{HEADSCALE_PORT}", f"{HEADSCALE_ALIAS}:{HEADSCALE_PORT}")
         self.user_id = self.headscale.create_user(topo.user)
         self._apply_policy(topo.policy, wait=False)
@@ -491,7 +590,8 @@ class World:
 
         t = time.monotonic()
         for node in self.nodes.values():
-            wait_for(f"node agent on {node.name}", node.api.healthy, 30, describe=lambda n=node: n.ts_box.logs()[-800:])
+            wait_for(f"node agent on {node.name}", node.api.healthy, 30,
+                     describe=lambda n=node: self._agent_state(n))
         with concurrent.futures.ThreadPoolExecutor(max_workers=8) as ex:
             list(ex.map(self._join, self.nodes.values()))
         self.timings["join"] = time.monotonic() - t
@@ -552,7 +652,7 @@ class World:
         node = TailnetNode(spec.name, spec.tags, pod.sidecar, NodeAPI(spec.name, pod.ip), pod.ip, spec.accept_routes,
                            socks5=f"127.0.0.1:{spec.socks5_port}" if spec.userspace else None)
         self.nodes[spec.name] = node
-        wait_for(f"node agent on {spec.name}", node.api.healthy, 30)
+        wait_for(f"node agent on {spec.name}", node.api.healthy, 30, describe=lambda: self._agent_state(node))
         if expect_join:
             self._join(node, key)
         else:
@@ -580,7 +680,7 @@ class World:
         node = TailnetNode(spec.name, spec.tags, box, NodeAPI(spec.name, ip), ip, spec.accept_routes,
                            spec.advertise_routes)
         self.nodes[spec.name] = node
-        wait_for(f"node agent on {spec.name}", node.api.healthy, 30, describe=lambda: box.logs()[-800:])
+        wait_for(f"node agent on {spec.name}", node.api.healthy, 30, describe=lambda: self._agent_state(node))
         self._join(node)
         if spec.approve_routes:
             self._approve_advertised(spec)
@@ -601,9 +701,16 @@ class World:
             box.container.reload()
         node.wan_ip = self._ip(box, "wan")
         node.api = NodeAPI(name, node.wan_ip)
-        wait_for(f"node agent on {name} after its restart", node.api.healthy, 30, describe=lambda: box.logs()[-800:])
+        wait_for(f"node agent on {name} after its restart", node.api.healthy, 30,
+                 describe=lambda: self._agent_state(node))
         wait_for(f"{name} BackendState Running after its restart", lambda: node.backend_state() == "Running", 60,
                  describe=node.backend_state)
+
+    def _agent_state(self, node: TailnetNode) -> str:
+        """For a wait on a node agent: what its /health answers and its container (a pod's probe)."""
+        pod = self.pods.get(node.name)
+        box = pod.probe if pod is not None and pod.sidecar is node.ts_box else node.ts_box
+        return f"GET /health: {http_state(node.api.base + '/health')}; {container_state(box)}"
 
     def _forget(self, name: str, roles: Iterable[str]) -> None:
         """Remove a node's containers and delete it from headscale (if it ever registered)."""
@@ -660,7 +767,9 @@ class World:
                     return r
             return None
         r = wait_for(f"headscale to see {spec.name} advertise {spec.approve_routes}", advertised, 30,
-                     describe=lambda: json.dumps(hs.routes()))
+                     describe=lambda: "headscale routes: " + json.dumps(
+                         [{k: r.get(k) for k in ("given_name", "name", "available_routes", "approved_routes")
+                           if k in r} for r in hs.routes()]))
         hs.approve_routes(int(r["id"]), spec.approve_routes)
 
     def expected_primary_routes(self) -> dict[str, set[str]]:
@@ -678,7 +787,7 @@ class World:
                         if p.get("HostName") in expected}
             wait_for(f"{node.name} to see primary routes {expected}",
                      lambda: all(seen().get(r, set()) == cidrs for r, cidrs in expected.items()), timeout,
-                     describe=lambda: str(seen()))
+                     describe=lambda: f"primary routes seen: { {r: sorted(c) for r, c in seen().items()} }")
 
     # ---------------------------------------------------------------- policy
     def _apply_policy(self, policy: dict, wait: bool = True) -> None:
@@ -711,7 +820,8 @@ class World:
             return False
         for node in self.nodes.values():
             wait_for(f"policy v{self.policy_version} in {node.name}'s packet filter", lambda n=node: has(n), timeout,
-                     describe=lambda n=node: json.dumps(n.api.filter_rules())[:800])
+                     describe=lambda n=node: f"{len(n.api.filter_rules())} packet filter rule(s), none for the "
+                                             f"policy's sentinel port {port}")
 
     # ---------------------------------------------------------------- mesh state
     def _wait_mesh(self, timeout: float = 60) -> None:
@@ -722,8 +832,9 @@ class World:
                 peers = st.get("Peer") or {}
                 return st.get("BackendState") == "Running" and all(p.get("Online") for p in peers.values())
             wait_for(f"{node.name} Running with all peers online", online, timeout,
-                     describe=lambda n=node: json.dumps({p.get('HostName'): p.get('Online') for p in
-                                                         (n.status().get('Peer') or {}).values()}))
+                     describe=lambda n=node: (lambda st: f"BackendState {st.get('BackendState')!r}, peers online: "
+                                              + json.dumps({p.get('HostName'): p.get('Online') for p in
+                                                            (st.get('Peer') or {}).values()}))(n.status()))
 
     def address(self, name: str) -> str:
         """The address a probe dials for a node (its tailnet IPv4) or a plain host (its VLAN address)."""
@@ -802,8 +913,8 @@ class World:
                             **pod.netns, **pod.mount)
         pod.sut_config = (mutant, with_secret, tuple(sorted((extra_env or {}).items())))
         client = SutClient(f"http://{pod.ip}:{self.sut_port}", name=f"SUT in pod {pod_name}")
-        wait_for(f"the SUT in pod {pod_name} to answer /healthz", client.healthy, 30,
-                 describe=lambda: pod.sut.logs()[-800:])
+        from ..sut.client import wait_serving
+        wait_serving(client, pod.sut, pod_name, self.sut_port, image)  # SutNotTestable: pod, port, command, log
         return client
 
     def pod_key(self, pod_name: str) -> str:
