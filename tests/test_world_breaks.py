@@ -190,7 +190,8 @@ def test_perf3_fails_when_derp_is_unreachable(steady_world, caught):
         proxy.enable()
 
 
-def test_errata2_fails_when_the_id_key_cannot_join(steady_world):  # i10-cred
+@aims_at("world", "id-key-expired-before-join", "ERRATA-2", "the `--user ID` key expired before the pod joins with it")
+def test_errata2_fails_when_the_id_key_cannot_join(steady_world, caught):  # i10-cred
     """A broken setting: the `--user <ID>` key is made (all the old check looked at) but expired
     before the pod uses it; the sidecar never joins, so "a key the sidecar can join with" fails."""
     from meshcert.checks import world_clauses
@@ -199,3 +200,4 @@ def test_errata2_fails_when_the_id_key_cannot_join(steady_world):  # i10-cred
     assert e.value.clause == "ERRATA-2"
     assert "key reaches BackendState Running" in str(e.value) and "NeedsLogin" in str(e.value)
     assert "agent-errata2" not in steady_world.pods, "the extra pod must be removed even when the clause fails"
+    caught(e.value.clause)
