@@ -201,8 +201,21 @@ def block_flake() -> str:
     return "\n".join(out)
 
 
+def block_catalog() -> str:
+    """Not a figure: the clause catalog, generated from clauses.yaml so the README can never
+    claim more (or less) than the MUST sentence the report puts beside each verdict."""
+    from meshcert.catalog import load_catalog
+    out = ["| clause | group | what meshcert asserts (the MUST sentence of `clauses.yaml`) | tests |",
+           "|---|---|---|---|"]
+    for c in load_catalog():
+        tests = (f"out of scope: {' '.join(c.out_of_scope.split())}" if c.out_of_scope
+                 else str(len(c.tests)) if c.tests else "**no test**")
+        out.append(f"| {c.id} | {c.group} | {' '.join(c.must.split()).replace('|', '/')} | {tests} |")
+    return "\n".join(out)
+
+
 BLOCKS = {"mutants": block_mutants, "latency": block_latency, "world": block_world,
-          "property": block_property, "flake": block_flake}
+          "property": block_property, "flake": block_flake, "catalog": block_catalog}
 MARKER = re.compile(r"(<!-- figures:(?P<name>[a-z]+) -->)(?P<body>.*?)(<!-- /figures:(?P=name) -->)", re.S)
 
 
