@@ -34,6 +34,12 @@ TARGETS = {
     "silent-missing-secret": ("TROUBLE-1", "agent"),
     "generic-errors": (("TROUBLE-3", "TROUBLE-4", "TROUBLE-5"), "agent"),
     "transcript-shows-credential": ("CRED-2", "agent"),
+    "double-deadline": ("HEALTH-2", "agent"),  # i10-reach
+    "no-latency": ("HEALTH-2", "agent"),  # i10-reach
+    "no-error": ("HEALTH-2", "agent"),  # i10-reach
+    "socks-no-reply": ("TYPE-6", "agent-us"),  # i10-reach
+    "ipv4-only-urls": ("TYPE-6", "agent"),  # i10-reach
+    "ip-literals-only": ("TYPE-6", "agent-us"),  # i10-reach
 }
 
 
