@@ -44,6 +44,11 @@ CONTROL_ALIAS = "control"      # the name nodes use for the control server: toxi
 HEADSCALE_ALIAS = "headscale"
 TOXI_API = 8474
 NODE_API = 9999
+# Docker turns IPv6 off in a container on a network without IPv6; a kernel-TUN tailscaled then
+# cannot put its tailnet IPv6 address (fd7a:115c:a1e0::/48) on tailscale0, and the nodes' IPv6
+# addresses answer nothing. On in every tailnet node and pod namespace (no IPv6 route leaves them:
+# our networks carry none).
+IPV6_ON = {"net.ipv6.conf.all.disable_ipv6": "0", "net.ipv6.conf.default.disable_ipv6": "0"}
 # MagicDNS: every node is <hostname>.MAGIC_DNS_BASE (not a parent of the control server's name,
 # which headscale forbids; .internal is reserved for private use and never leaves this machine).
 MAGIC_DNS_BASE = "tailnet.meshcert.internal"
@@ -511,9 +516,9 @@ class World:
     def _start_node(self, spec) -> Box:
         """A tailnet node container: tailscaled (kernel TUN) + meshcert's node agent."""
         banners = ",".join(map(str, spec.banner_ports))
-        kw = dict(self.CAPS)
+        kw = dict(self.CAPS, sysctls=dict(IPV6_ON))
         if spec.advertise_routes:
-            kw["sysctls"] = {"net.ipv4.ip_forward": "1"}
+            kw["sysctls"]["net.ipv4.ip_forward"] = "1"
         box = self._run(spec.name, self.images["tailscale"],
                         ["sh", "-c", f"{self._tailscaled(spec.name)} & exec python3 /opt/meshcert/nodeagent.py "
                                      f"--banner '{banners}'"],
@@ -530,7 +535,7 @@ class World:
         vol = c.volumes.create(self._cname(f"{a.name}-tailscale-socket"), labels=self._labels())
         self.volumes.append(vol)
         pause = self._run(f"{a.name}-pause", host_img, ["sleep", "infinity"], network="wan",
-                          aliases=[a.name], hostname=a.name)
+                          aliases=[a.name], hostname=a.name, sysctls=dict(IPV6_ON))
         netns = {"network_mode": f"container:{pause.container.id}"}
         mount = {"volumes": {vol.name: {"bind": "/var/run/tailscale", "mode": "rw"}}}
         if a.userspace:
