@@ -221,7 +221,8 @@ def type6_unreachable_reported_unreachable(world, pod: str = "agent") -> None:
 def type6_endpoint_forms(world, pod: str = "agent") -> None:
     """A tailnet node named by its IPv6 address or its MagicDNS name is dialled and reported as
     by its IPv4 address: the pre-run (URLs tcp://[v6]:port, tcp://name:port) and /connect
-    (host = the literal or the name), the banner proving which host answered."""
+    (host = the literal or the name), the banner proving which host answered; the same forms
+    on an ACL-denied port are reported unreachable by both."""
     sut = world.sut(pod)
     targets = [("server", 22), ("database", 5432)]
     with clause(world, "TYPE-6") as e:
@@ -242,6 +243,10 @@ def type6_endpoint_forms(world, pod: str = "agent") -> None:
         for label, node, host, p in forms:
             r = sut.connect(host, p, timeout_s=3)
             e.that(_banner_of(r, node, p), f"/connect in pod {pod} to {host}:{p} answered by {node}'s banner", r)
+        for label, host in denied.items():
+            r = sut.connect(host, 80, timeout_s=DEADLINE_S)
+            e.that(r.get("ok") is False and bool(str(r.get("error") or "").strip()),
+                   f"/connect in pod {pod} to {host}:80 (ACL-denied): ok false with an error", r)
 
 
 def type6_all(world, pod: str = "agent") -> None:
