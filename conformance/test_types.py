@@ -36,3 +36,15 @@ def test_headscale_without_control_server_or_secret_is_rejected(world):
 @pytest.mark.parametrize("pod", ["agent", "agent-us"])
 def test_tools_and_prerun_dial_through_the_sidecar(world, pod):
     c.type6_tools_dial_through_the_mesh(world, pod)
+
+
+@pytest.mark.clause("TYPE-6")
+@pytest.mark.parametrize("pod", ["agent", "agent-us"])
+def test_targets_the_mesh_does_not_deliver_are_reported_unreachable(world, pod):
+    c.type6_unreachable_reported_unreachable(world, pod)
+
+
+@pytest.mark.clause("TYPE-6")
+@pytest.mark.parametrize("pod", ["agent", "agent-us"])
+def test_ipv6_and_magicdns_endpoints_are_dialled_like_ipv4(world, pod):
+    c.type6_endpoint_forms(world, pod)

@@ -12,10 +12,15 @@ import time
 from meshcert.chaos import scenario
 from meshcert.checks import acl
 from meshcert.checks.base import Probe, check_reachability
-from meshcert.checks.sut import DEADLINE_S, LOCALAPI_BOUND_S, MARGIN_S, clause, ep, mesh_spec
+from meshcert.checks.sut import BOUND_DEADLINE_S, DEADLINE_S, LOCALAPI_BOUND_S, clause, ep, mesh_spec, prerun_bound
 from meshcert.world import WorldError, wait_for
 
-PRERUN_BOUND = DEADLINE_S + LOCALAPI_BOUND_S + MARGIN_S
+# Pre-runs whose duration a scenario asserts use BOUND_DEADLINE_S, so that a pre-run whose dials
+# wait twice their deadline cannot pass (checks/sut.py gives the reason of every term).
+# A sidecar that is dead or logged out answers (or refuses) its socket at once:
+PRERUN_BOUND = prerun_bound(BOUND_DEADLINE_S)
+# A frozen sidecar holds the LocalAPI read for the SUT's own timeout before the dials start:
+FROZEN_PRERUN_BOUND = prerun_bound(BOUND_DEADLINE_S, LOCALAPI_BOUND_S)
 # Subnet-router failover: headscale's HA probe (every 5 s, 3 s timeout, set in the world's
 # config) marks the dead primary unhealthy, the standby becomes primary, the new netmap reaches
 # the agent, WireGuard handshakes with the standby. Measured here: 11-12 s. Bound 45 s: the probe
@@ -161,7 +166,7 @@ def slow_and_dead_endpoints_direct(world, report_extra, counts=(2, 10)):
     srv_ip, db_ip = world.nodes["server"].wan_ip, world.nodes["database"].wan_ip
     ok_proxy = tp.ensure_proxy("direct-ssh", "0.0.0.0:10022", f"{srv_ip}:22")
     dead_proxy = tp.ensure_proxy("direct-db", "0.0.0.0:15432", f"{db_ip}:5432")
-    bound = DEADLINE_S + MARGIN_S  # direct mode: no sidecar check; the margin covers HTTP + threads
+    bound = PRERUN_BOUND  # direct mode: no sidecar check at all
     try:
         with scenario(world, "slow and dead endpoints (direct)", report_extra, steady) as (faults, j):
             faults.inject("proxy_down", "the database endpoint dead (refused)", proxy="direct-db")
@@ -174,8 +179,9 @@ def slow_and_dead_endpoints_direct(world, report_extra, counts=(2, 10)):
                 eps.update({f"slow{i}": {"url": f"tcp://${{wan:toxiproxy}}:{15500 + i}", "critical": False}
                             for i in range(n)})
                 want = {"ssh": True, "db": False, **{f"slow{i}": False for i in range(n)}}
-                # within_s: the deadline + margin, whatever the number of endpoints
-                _, took = faults.expect_prerun({"pod": "agent", "connectivity": "direct", "deadline_s": DEADLINE_S,
+                # within_s: prerun_bound(deadline), whatever the number of endpoints
+                _, took = faults.expect_prerun({"pod": "agent", "connectivity": "direct",
+                                                "deadline_s": BOUND_DEADLINE_S,
                                                 "endpoints": eps,
                                                 "expect": {"reachable": want, "within_s": bound}},
                                                f"pre-run with {n} slow endpoints")
@@ -197,8 +203,9 @@ def sidecar_crash(world, report_extra):
     import concurrent.futures
     sut = world.sut("agent")
     eps = {**{"ssh": ep(world, "server", 22)}, "blackhole": ep(world, "server", 80, critical=False)}
-    # Bound for the pre-run in flight: its deadline + the 1 s sidecar check + 1.5 s margin.
-    in_flight_bound = IN_FLIGHT_DEADLINE_S + LOCALAPI_BOUND_S + MARGIN_S
+    # Bound for the pre-run in flight: prerun_bound(its deadline). No sidecar wait: the kernel
+    # closes a killed sidecar's socket at once, so a LocalAPI read in flight ends then.
+    in_flight_bound = prerun_bound(IN_FLIGHT_DEADLINE_S)
     with scenario(world, "sidecar crash and restart", report_extra, steady) as (faults, j):
         with concurrent.futures.ThreadPoolExecutor(max_workers=1) as ex:
             t0 = time.monotonic()
@@ -215,9 +222,9 @@ def sidecar_crash(world, report_extra):
         j.log("the pre-run in flight answered", seconds=round(took, 2), code=code, ready=ans.get("ready"))
         assert code == 200, f"the pre-run in flight when the sidecar died answered HTTP {code}: {ans}"
         assert took <= in_flight_bound, (f"the pre-run in flight when the sidecar died took {took:.2f} s "
-                                         f"(bound {in_flight_bound} s: deadline + sidecar check + margin)")
-        # Bound: deadline + the 1 s sidecar check + 1.5 s margin: nothing hangs on a dead sidecar.
-        _, took = faults.expect_prerun({"pod": "agent", "endpoints": ssh(world), "deadline_s": DEADLINE_S,
+                                         f"(bound {in_flight_bound:.2f} s: prerun_bound(deadline))")
+        # Bound: prerun_bound(deadline): a dead sidecar's socket refuses at once; nothing hangs on it.
+        _, took = faults.expect_prerun({"pod": "agent", "endpoints": ssh(world), "deadline_s": BOUND_DEADLINE_S,
                                         "expect": {"ready": False, "warning": "sidecar", "within_s": PRERUN_BOUND}},
                                        "pre-run with the sidecar dead")
         j.figures["prerun_sidecar_dead_s"] = round(took, 2)
@@ -230,10 +237,10 @@ def sidecar_frozen(world, report_extra):
     on it beyond its own LocalAPI timeout -- it warns, is not ready, and ends within its bound."""
     with scenario(world, "sidecar frozen", report_extra, steady) as (faults, j):
         faults.inject("freeze", "the agent pod's tailscale sidecar frozen (docker pause)", container="agent-tailscale")
-        # Bound: deadline + the 1 s sidecar check + 1.5 s margin.
-        _, took = faults.expect_prerun({"pod": "agent", "endpoints": ssh(world), "deadline_s": DEADLINE_S,
+        # Bound: prerun_bound(deadline, the 1 s sidecar check a frozen sidecar costs).
+        _, took = faults.expect_prerun({"pod": "agent", "endpoints": ssh(world), "deadline_s": BOUND_DEADLINE_S,
                                         "expect": {"ready": False, "sidecar_ready": False, "warning": "sidecar",
-                                                   "within_s": PRERUN_BOUND}},
+                                                   "within_s": FROZEN_PRERUN_BOUND}},
                                        "pre-run with the sidecar frozen")
         j.figures["prerun_sidecar_frozen_s"] = round(took, 2)
 
@@ -269,7 +276,7 @@ def expired_key(world, report_extra):
             state = world.nodes[name].backend_state()
             j.log(f"{name}'s sidecar", state=state)
             assert state == "NeedsLogin", f"{name} ({key}): the sidecar must need a login; its state is {state}"
-            faults.expect_prerun({"pod": name, "endpoints": ssh(world), "deadline_s": DEADLINE_S,
+            faults.expect_prerun({"pod": name, "endpoints": ssh(world), "deadline_s": BOUND_DEADLINE_S,
                                   "expect": {"ready": False, "sidecar_ready": False, "message": "NeedsLogin",
                                              "within_s": PRERUN_BOUND}},
                                  f"pre-run in {name} ({key})")

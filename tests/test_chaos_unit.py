@@ -139,3 +139,17 @@ def test_a_fault_on_a_container_the_world_lacks_is_one_clear_error(fault):
     with pytest.raises(InputError) as e:
         chaos.FAULTS[fault["kind"]].handler(w, fault)
     assert "'ghost'" in str(e.value) and "agent-tailscale, router" in str(e.value)
+
+
+def test_prerun_bounds_catch_a_doubled_deadline_and_rest_on_the_measured_overhead():
+    """i10-reach: the time bounds of HEALTH-2 and the scenarios. A pre-run whose dials wait twice
+    their deadline exceeds every bound it is judged by; the fixed term keeps its stated safety
+    factor over the overhead measured (bench/prerun_overhead.py)."""
+    from meshcert import scenarios
+    from meshcert.checks import sut
+    d = sut.BOUND_DEADLINE_S
+    assert 2 * d > sut.prerun_bound(d)                                           # HEALTH-2, dead/logged-out sidecar
+    assert 2 * d + sut.LOCALAPI_BOUND_S > scenarios.FROZEN_PRERUN_BOUND          # frozen sidecar
+    assert 2 * scenarios.IN_FLIGHT_DEADLINE_S > sut.prerun_bound(scenarios.IN_FLIGHT_DEADLINE_S)
+    assert sut.OVERHEAD_S >= 3 * sut.OVERHEAD_MEASURED_S > 0
+    assert sut.prerun_bound(d) > d + sut.OVERHEAD_MEASURED_S                   # the reference's own time fits

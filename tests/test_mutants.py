@@ -54,6 +54,12 @@ TARGETS = {
     "noncritical-blocks-ready": ("HEALTH-5", "agent"),  # i10-types
     "direct-via-proxy": ("DIRECT-1", "agent-us"),  # i10-types
     "direct-probes-sidecar": ("DIRECT-1", "agent"),  # i10-types
+    "double-deadline": ("HEALTH-2", "agent"),  # i10-reach
+    "no-latency": ("HEALTH-2", "agent"),  # i10-reach
+    "no-error": ("HEALTH-2", "agent"),  # i10-reach
+    "socks-no-reply": ("TYPE-6", "agent-us"),  # i10-reach
+    "ipv4-only-urls": ("TYPE-6", "agent"),  # i10-reach
+    "ip-literals-only": ("TYPE-6", "agent-us"),  # i10-reach
 }
 
 

@@ -1126,6 +1126,62 @@ def _direct_probes(kit, mutant):
     answer = kit.sut(SUT_MUTANT=mutant).prerun(connectivity={"type": "direct"},
                                                endpoints={"srv": {"url": target.url, "critical": True}})[1]
     return answer["ready"], answer["sidecar"]["checked"], len(api.requests)
+# i10-reach: reported results, deadlines, the SOCKS5 reply, endpoint forms
+
+@case("double-deadline", faithful=False, mutated=True)
+def _double_deadline(kit, mutant):
+    kit.localapi("Running")
+    proxy = kit.socks(delay=5)  # the mesh path never answers: each dial ends at its deadline
+    sut = kit.sut(SUT_MUTANT=mutant, SUT_PROXY=proxy.url, TS_AUTHKEY=AUTHKEY)
+    started = time.monotonic()
+    sut.prerun(connectivity=HEADSCALE, deadline_s=0.4,
+               endpoints={f"e{i}": {"url": f"tcp://100.64.0.{i + 20}:22", "critical": False} for i in range(3)})
+    return time.monotonic() - started >= 0.75  # faithful: 0.4 s and a little; mutant: 0.8 s and more
+
+
+@case("no-latency", faithful=True, mutated=False)
+def _no_latency(kit, mutant):
+    target = kit.banner()
+    res = kit.sut(SUT_MUTANT=mutant).prerun(endpoints={"srv": {"url": target.url}})[1]["endpoints"]["srv"]
+    return res["reachable"] and isinstance(res["latency_ms"], (int, float)) and res["latency_ms"] >= 0
+
+
+@case("no-error", faithful=True, mutated=False)
+def _no_error(kit, mutant):
+    res = kit.sut(SUT_MUTANT=mutant).prerun(
+        endpoints={"db": {"url": f"127.0.0.1:{kit.closed_port()}"}})[1]["endpoints"]["db"]
+    return not res["reachable"] and isinstance(res["error"], str) and bool(res["error"].strip())
+
+
+@case("socks-no-reply", faithful=(False, False), mutated=(True, True))
+def _socks_no_reply(kit, mutant):
+    kit.localapi("Running")
+    proxy = kit.socks(routes={("100.64.0.40", 22): ("127.0.0.1", kit.closed_port())})  # the proxy says: refused
+    sut = kit.sut(SUT_MUTANT=mutant, SUT_PROXY=proxy.url, TS_AUTHKEY=AUTHKEY)
+    answer = sut.prerun(connectivity=HEADSCALE, deadline_s=1,
+                        endpoints={"gone": {"url": "tcp://100.64.0.40:22", "critical": True}})[1]
+    return answer["endpoints"]["gone"]["reachable"], sut.connect(host="100.64.0.40", port=22, timeout_s=1)[1]["ok"]
+
+
+def _via_proxy_as(kit, mutant, asked: tuple[str, int], url: str):
+    """A proxy that reaches the banner only when asked for ``asked`` exactly (as the sidecar
+    reaches a tailnet node by its IPv6 address or MagicDNS name)."""
+    kit.localapi("Running")
+    target = kit.banner("meshcert-banner host=server port=22")
+    proxy = kit.socks(routes={asked: target.addr})
+    sut = kit.sut(SUT_MUTANT=mutant, SUT_PROXY=proxy.url, TS_AUTHKEY=AUTHKEY)
+    answer = sut.prerun(connectivity=HEADSCALE, deadline_s=1, endpoints={"srv": {"url": url, "critical": True}})[1]
+    return answer["endpoints"]["srv"]["reachable"]
+
+
+@case("ipv4-only-urls", faithful=True, mutated=False)
+def _ipv4_only_urls(kit, mutant):
+    return _via_proxy_as(kit, mutant, ("fd7a:115c:a1e0::5", 22), "tcp://[fd7a:115c:a1e0::5]:22")
+
+
+@case("ip-literals-only", faithful=True, mutated=False)
+def _ip_literals_only(kit, mutant):
+    return _via_proxy_as(kit, mutant, ("server.tailnet.meshcert.test", 22), "tcp://server.tailnet.meshcert.test:22")
 
 
 def test_every_mutant_has_a_case():

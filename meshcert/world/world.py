@@ -46,6 +46,14 @@ CONTROL_ALIAS = "control"      # the name nodes use for the control server: toxi
 HEADSCALE_ALIAS = "headscale"
 TOXI_API = 8474
 NODE_API = 9999
+# Docker turns IPv6 off in a container on a network without IPv6; a kernel-TUN tailscaled then
+# cannot put its tailnet IPv6 address (fd7a:115c:a1e0::/48) on tailscale0, and the nodes' IPv6
+# addresses answer nothing. On in every tailnet node and pod namespace (no IPv6 route leaves them:
+# our networks carry none).
+IPV6_ON = {"net.ipv6.conf.all.disable_ipv6": "0", "net.ipv6.conf.default.disable_ipv6": "0"}
+# MagicDNS: every node is <hostname>.MAGIC_DNS_BASE (not a parent of the control server's name,
+# which headscale forbids; .internal is reserved for private use and never leaves this machine).
+MAGIC_DNS_BASE = "tailnet.meshcert.internal"
 SENTINEL_SRC = "192.0.2.1/32"  # TEST-NET-1: never a packet, only a marker in the policy
 SENTINEL_PORTS = (64600, 65000)
 TS_SOCKET = "/var/run/tailscale/tailscaled.sock"
@@ -609,9 +617,9 @@ class World:
     def _start_node(self, spec) -> Box:
         """A tailnet node container: tailscaled (kernel TUN) + meshcert's node agent."""
         banners = ",".join(map(str, spec.banner_ports))
-        kw = dict(self.CAPS)
+        kw = dict(self.CAPS, sysctls=dict(IPV6_ON))
         if spec.advertise_routes:
-            kw["sysctls"] = {"net.ipv4.ip_forward": "1"}
+            kw["sysctls"]["net.ipv4.ip_forward"] = "1"
         box = self._run(spec.name, self.images["tailscale"],
                         ["sh", "-c", f"{self._tailscaled(spec.name)} & exec python3 /opt/meshcert/nodeagent.py "
                                      f"--banner '{banners}'"],
@@ -628,7 +636,7 @@ class World:
         vol = c.volumes.create(self._cname(f"{a.name}-tailscale-socket"), labels=self._labels())
         self.volumes.append(vol)
         pause = self._run(f"{a.name}-pause", host_img, ["sleep", "infinity"], network="wan",
-                          aliases=[a.name], hostname=a.name)
+                          aliases=[a.name], hostname=a.name, sysctls=dict(IPV6_ON))
         netns = {"network_mode": f"container:{pause.container.id}"}
         mount = {"volumes": {vol.name: {"bind": "/var/run/tailscale", "mode": "rw"}}}
         if a.userspace:
@@ -739,8 +747,13 @@ class World:
     def _join(self, node: TailnetNode, key: Secret | None = None, up_timeout: str = "90s", wait: bool = True) -> None:
         key = key or self._key_for(node.tags)
         node.ts_box.put({"/run/meshcert/authkey": (key.reveal().encode(), 0o600)})
+        # An agent pod's resolver is its sidecar's (a TUN sidecar writes the pod's resolv.conf:
+        # 100.100.100.100, which answers MagicDNS names and forwards the rest to the engine's DNS),
+        # so its tools can dial tailnet names; in userspace mode tailscaled configures no OS DNS
+        # and names go to its SOCKS5 proxy. Other nodes keep the engine's resolver untouched.
+        accept_dns = node.name in self.pods
         args = ["up", f"--login-server={self.login_server()}", "--auth-key=file:/run/meshcert/authkey",
-                f"--hostname={node.name}", "--accept-dns=false",
+                f"--hostname={node.name}", f"--accept-dns={'true' if accept_dns else 'false'}",
                 f"--accept-routes={'true' if node.accept_routes else 'false'}", f"--timeout={up_timeout}"]
         if node.advertise_routes:
             args.append(f"--advertise-routes={','.join(node.advertise_routes)}")
@@ -843,6 +856,28 @@ class World:
         if name in self.host_addresses:
             return self.host_addresses[name]
         raise KeyError(name)
+
+    def address6(self, name: str) -> str:
+        """A tailnet node's IPv6 address (headscale gives each node one from fd7a:115c:a1e0::/48)."""
+        ips = (self.nodes[name].status().get("Self") or {}).get("TailscaleIPs") or []
+        v6 = [i for i in ips if ":" in i]
+        if not v6:
+            raise WorldError(f"{name} has no tailnet IPv6 address (its TailscaleIPs: {ips})")
+        return v6[0]
+
+    def dns_name(self, name: str) -> str:
+        """A tailnet node's MagicDNS name, <hostname>.<base_domain> (as its own status gives it, no final dot)."""
+        dns = ((self.nodes[name].status().get("Self") or {}).get("DNSName") or "").rstrip(".")
+        if not dns.endswith("." + MAGIC_DNS_BASE):
+            raise WorldError(f"{name}'s MagicDNS name {dns!r} is not under the world's base domain {MAGIC_DNS_BASE}")
+        return dns
+
+    def refused_target(self) -> tuple[str, int]:
+        """An address and port the policy lets the agent reach where nothing listens, so a dial is
+        refused (a RST), not dropped: the first subnet router's own VLAN address, port 22 (the
+        guide's policy allows the VLAN on 22; a router serves no banner)."""
+        router = next(s for s in self.topology.nodes if s.advertise_routes and "vlan" in s.networks)
+        return self._ip(self.boxes[router.name], "vlan"), 22
 
     def dial(self, src: str, targets: list[tuple[str, int]], timeout: float = 3.0) -> list[dict]:
         if src in self.nodes:
@@ -1103,7 +1138,8 @@ log:
 policy:
   mode: database
 dns:
-  magic_dns: false
+  magic_dns: true
+  base_domain: {MAGIC_DNS_BASE}
   override_local_dns: false
   nameservers:
     global: []

@@ -89,6 +89,15 @@ MUTANTS = {
     "direct-via-proxy": "direct mode dials through the sidecar's SOCKS5 proxy when SUT_PROXY is set",  # i10-types
     "direct-probes-sidecar": "direct mode probes the sidecar's LocalAPI (sidecar.checked true) and ignores the "
                              "result",  # i10-types
+    "double-deadline": "each endpoint dial waits twice its deadline (the deadline applied once per connect "
+                       "step)",  # i10-reach
+    "no-latency": "a reachable endpoint is reported without latency_ms",  # i10-reach
+    "no-error": "an unreachable endpoint is reported without an error",  # i10-reach
+    "socks-no-reply": "a SOCKS5 dial counts as connected once the proxy answers the greeting; the CONNECT "
+                      "reply is never read (everything looks reachable in userspace mode)",  # i10-reach
+    "ipv4-only-urls": "endpoint URLs split at the last ':' with no [IPv6] bracket handling",  # i10-reach
+    "ip-literals-only": "host names are never resolved: only IP literals are dialled (MagicDNS names "
+                        "fail)",  # i10-reach
 }
 
 TYPES = ("direct", "headscale", "tailscale")
@@ -460,8 +469,11 @@ def _socks5_address(host: str) -> bytes:
     return (b"\x01" if ip.version == 4 else b"\x04") + ip.packed
 
 
-def socks5_connect(proxy: tuple[str, int], host: str, port: int, timeout: float) -> socket.socket:
-    """SOCKS5 CONNECT without authentication; names are sent unresolved (the proxy resolves)."""
+def socks5_connect(proxy: tuple[str, int], host: str, port: int, timeout: float,
+                   read_reply: bool = True) -> socket.socket:
+    """SOCKS5 CONNECT without authentication; names are sent unresolved (the proxy resolves).
+
+    Connected only once the proxy's CONNECT reply says so (``read_reply`` False: mutant socks-no-reply)."""
     deadline = time.monotonic() + timeout
     via = f"via SOCKS5 proxy {hostport(*proxy)}"
     try:
@@ -478,6 +490,8 @@ def socks5_connect(proxy: tuple[str, int], host: str, port: int, timeout: float)
             raise DialError(f"SOCKS5 proxy {hostport(*proxy)} requires authentication (not supported)")
         sock.settimeout(_remaining(deadline))
         sock.sendall(b"\x05\x01\x00" + _socks5_address(host) + port.to_bytes(2, "big"))
+        if not read_reply:  # mutant socks-no-reply: the proxy took the request, so "connected"
+            return sock
         _ver, reply, _rsv, atyp = _recv_exact(sock, 4, deadline)
         if reply != 0:
             raise DialError(f"{SOCKS_REPLIES.get(reply, f'SOCKS5 reply 0x{reply:02x}')} ({via})")
@@ -656,6 +670,12 @@ class Runtime:
             raise BadRequest(f"{field}.controlServer", f"expected an http(s):// URL, got {control!r}")
         return Spec(ctype, control, ref, tags, accept_routes)
 
+    def target(self, value, field: str) -> tuple[str, int]:
+        host, port = parse_target(value, field)
+        if self.mutant == "ipv4-only-urls":  # mutant ipv4-only-urls: host, port = rest.rsplit(":", 1)
+            host = value.strip().split("://", 1)[-1].rsplit(":", 1)[0]
+        return host, port
+
     def parse_prerun(self, body: dict):
         conn = body.get("connectivity")
         if conn is None and self.mutant == "omitted-is-error":  # mutant omitted-is-error
@@ -673,7 +693,7 @@ class Runtime:
             field = f"endpoints.{name}"
             if not isinstance(item, dict):
                 raise BadRequest(field, f"expected an object {{url, critical}}, got {jtype(item)}")
-            host, port = parse_target(item.get("url"), f"{field}.url")
+            host, port = self.target(item.get("url"), f"{field}.url")
             critical = item.get("critical", False)
             if not isinstance(critical, bool):
                 raise BadRequest(f"{field}.critical", f"expected true or false, got {jtype(critical)}")
@@ -729,9 +749,15 @@ class Runtime:
             port = port % 65535 + 1
         if self.mutant == "direct-via-proxy":  # mutant direct-via-proxy: the proxy even in direct mode
             via_proxy = True
+        if self.mutant == "ip-literals-only":  # mutant ip-literals-only
+            try:
+                ipaddress.ip_address(host)
+            except ValueError:
+                raise DialError(f"{host!r} is not an IP address") from None
         start = time.monotonic()
         if via_proxy and self.proxy and self.mutant != "no-proxy":  # mutant no-proxy skips the proxy
-            sock = socks5_connect(self.proxy, host, port, timeout)
+            sock = socks5_connect(self.proxy, host, port, timeout,
+                                  read_reply=self.mutant != "socks-no-reply")  # mutant socks-no-reply
         else:
             sock = direct_connect(host, port, timeout)
         return sock, (time.monotonic() - start) * 1000.0
@@ -751,6 +777,8 @@ class Runtime:
         """Dial every endpoint concurrently, each with its own deadline."""
         if self.mutant == "sequential-dials":  # mutant sequential-dials
             return {n: self.probe(ep, SEQUENTIAL_TIMEOUT_S, via_proxy) for n, ep in endpoints.items()}
+        if self.mutant == "double-deadline":  # mutant double-deadline
+            deadline *= 2
         results: dict = {}
 
         def work(name, ep):
@@ -824,6 +852,8 @@ class Runtime:
             if res["reachable"]:
                 self.log(logs, "info", f"endpoint {name} ({ep.address}) reachable in {res['latency_ms']:.1f} ms",
                          endpoint=name)
+                if self.mutant == "no-latency":  # mutant no-latency
+                    res["latency_ms"] = None
                 continue
             kind = "critical" if ep.critical else "non-critical"
             self.log(logs, "warning" if ep.critical else "info",
@@ -834,6 +864,8 @@ class Runtime:
             if tell:
                 context.append(f"Endpoint {name} ({ep.address}) is unreachable: {res['error']}. "
                                f"Do not attempt operations against it in this run.")
+            if self.mutant == "no-error":  # mutant no-error
+                res["error"] = None
 
         if self.mutant == "context-shows-credential" and self._last_cred:  # mutant context-shows-credential
             user, secret = self._last_cred
@@ -894,7 +926,7 @@ class Runtime:
     # -- POST /connect ------------------------------------------------------------------------
     def connect(self, body: dict):
         if body.get("url") is not None:
-            host, port = parse_target(body["url"], "url")
+            host, port = self.target(body["url"], "url")
         elif body.get("host") is not None:
             host = body["host"]
             if not isinstance(host, str) or not host.strip():
