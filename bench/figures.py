@@ -209,6 +209,7 @@ def block_catalog() -> str:
            "|---|---|---|---|"]
     for c in load_catalog():
         tests = (f"out of scope: {' '.join(c.out_of_scope.split())}" if c.out_of_scope
+                 else f"{len(c.tests)} (measured: reported, never counted as passed)" if c.measured
                  else str(len(c.tests)) if c.tests else "**no test**")
         out.append(f"| {c.id} | {c.group} | {' '.join(c.must.split()).replace('|', '/')} | {tests} |")
     return "\n".join(out)

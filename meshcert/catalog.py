@@ -47,7 +47,7 @@ PREFIXES: dict[str, str] = {
     "PERF": "performance",
 }
 REQUIRED = ("id", "group", "guide", "must", "since", "tests")
-OPTIONAL = ("section", "notes", "out_of_scope")
+OPTIONAL = ("section", "notes", "out_of_scope", "measured")
 TOP_LEVEL = ("guide", "clauses")
 DEFAULT_TEST_DIRS = ("conformance", "scenarios")
 
@@ -67,6 +67,7 @@ class Clause:
     section: str = ""
     notes: str = ""
     out_of_scope: str = ""  # why the connectivity layer cannot be held to it (never a silent gap)
+    measured: bool = False  # a figure to report, not a promise to assert: shown as "measured", never "passed"
 
     @property
     def title(self) -> str:
@@ -220,13 +221,16 @@ def _clause(item, index: int, what: str, seen: dict[str, int]) -> Clause:
         raise InputError(what, f"{where}: out_of_scope must be a sentence saying why", "")
     if oos and tests:
         raise InputError(what, f"{where}: out_of_scope but lists tests", "drop out_of_scope or the tests")
+    measured = item.get("measured", False)
+    if not isinstance(measured, bool):
+        raise InputError(what, f"{where}: measured must be true or false", "write measured: true or leave it out")
     dups = sorted({t for t in tests if tests.count(t) > 1})
     if dups:
         raise InputError(what, f"{where}: lists {', '.join(dups)} more than once", "list each test once")
 
     return Clause(id=cid, group=group, guide=guide.strip() if guide else None, must=" ".join(must.split()),
                   since=since, tests=tuple(tests), section=section, notes=" ".join(notes.split()),
-                  out_of_scope=" ".join(oos.split()))
+                  out_of_scope=" ".join(oos.split()), measured=measured)
 
 
 def by_id(catalog: Iterable[Clause]) -> dict[str, Clause]:

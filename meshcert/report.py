@@ -31,6 +31,7 @@ from .secrets import redact
 OUTCOMES = ("passed", "failed", "skipped")
 NO_TEST = "no test"
 OUT_OF_SCOPE = "out of scope"
+MEASURED = "measured"  # a measured-only clause (catalog `measured: true`) whose test ran: never "passed"
 NOT_TESTED = "not tested"  # the run could not test the SUT (results' "not_tested": its reason)
 GUIDE_LATENCY_CLAIM = "~3-5 ms added latency"
 GUIDE_LATENCY_SENTENCE = "WireGuard overhead is minimal (~3-5ms added latency)"
@@ -119,7 +120,7 @@ def summarize(results: dict, catalog: Iterable[Clause]) -> Summary:
     clauses = (results or {}).get("clauses") or {}
     not_tested = _not_tested(results)
     groups: dict[str, list[Row]] = {g: [] for g in GROUPS}
-    totals = {o: 0 for o in (*OUTCOMES, NO_TEST, OUT_OF_SCOPE, NOT_TESTED)}
+    totals = {o: 0 for o in (*OUTCOMES, MEASURED, NO_TEST, OUT_OF_SCOPE, NOT_TESTED)}
     catalog = list(catalog)
     for c in catalog:
         entry = clauses.get(c.id)
@@ -132,7 +133,9 @@ def summarize(results: dict, catalog: Iterable[Clause]) -> Summary:
                       f"{'s' if len(c.tests) != 1 else ''})" if c.tests else "no test asserts this clause yet")
             row = Row(c.id, c.must, NO_TEST, [], detail, c)
         else:
-            row = Row(c.id, c.must, _outcome(entry), list(entry.get("tests") or []), "", c)
+            out = _outcome(entry)
+            row = Row(c.id, c.must, MEASURED if out == "passed" and c.measured else out,
+                      list(entry.get("tests") or []), "", c)
         totals[row.outcome] += 1
         groups[c.group].append(row)
     known = {c.id for c in catalog}
@@ -158,7 +161,7 @@ def _not_tested(results: dict | None) -> dict | None:
 
 # ----------------------------------------------------------------------------- summary table
 
-TABLE_COLUMNS = ("passed", "failed", NOT_TESTED, OUT_OF_SCOPE)
+TABLE_COLUMNS = ("passed", "failed", MEASURED, NOT_TESTED, OUT_OF_SCOPE)
 
 
 def summary_rows(summary: Summary, extra: dict | None = None) -> list[tuple[str, dict[str, int]]]:
@@ -168,7 +171,7 @@ def summary_rows(summary: Summary, extra: dict | None = None) -> list[tuple[str,
     def count(rows: list[Row]) -> dict[str, int]:
         c = dict.fromkeys(TABLE_COLUMNS, 0)
         for r in rows:
-            c[r.outcome if r.outcome in ("passed", "failed", OUT_OF_SCOPE) else NOT_TESTED] += 1
+            c[r.outcome if r.outcome in ("passed", "failed", MEASURED, OUT_OF_SCOPE) else NOT_TESTED] += 1
         return c
     out = [(GROUPS[g], count(rows)) for g, rows in summary.groups.items() if rows]
     if summary.outside:
@@ -180,7 +183,7 @@ def summary_rows(summary: Summary, extra: dict | None = None) -> list[tuple[str,
         for _, j, _, _ in scen:
             o = _scenario_outcome(j)
             c["passed" if o == "passed" else NOT_TESTED if o == "running" else "failed"] += 1
-        c[OUT_OF_SCOPE] = None  # a scenario is never out of scope: "–"
+        c[OUT_OF_SCOPE] = c[MEASURED] = None  # a scenario is never out of scope nor only measured: "–"
         out.append(("chaos scenarios", c))
     return out
 
@@ -188,7 +191,7 @@ def summary_rows(summary: Summary, extra: dict | None = None) -> list[tuple[str,
 def summary_table(summary: Summary, extra: dict | None = None) -> str:
     """The run's summary as a small plain-text table (what `certify` and `meshcert report` print)."""
     rows = summary_rows(summary, extra)
-    cols = [c for c in TABLE_COLUMNS if c != OUT_OF_SCOPE or any(r.get(OUT_OF_SCOPE) for _, r in rows)]
+    cols = [c for c in TABLE_COLUMNS if c not in (OUT_OF_SCOPE, MEASURED) or any(r.get(c) for _, r in rows)]
     w0 = max(len("group"), *(len(label) for label, _ in rows))
     ws = [max(len(c), 3) for c in cols]
     line = lambda cells: "  ".join([cells[0].ljust(w0), *(str(v).rjust(w) for v, w in zip(cells[1:], ws))]).rstrip()
@@ -462,7 +465,7 @@ def render_markdown(summary: Summary, catalog: list[Clause], extra: dict | None 
            f"- Run finished: {_when(summary.finished)}",
            f"- Verdict: **{summary.verdict}**",
            f"- Clauses in the catalog: {t['clauses']} — passed {t['passed']}, failed {t['failed']}, "
-           f"skipped {t['skipped']}, no test {t[NO_TEST]}, out of scope {t[OUT_OF_SCOPE]}"
+           f"measured (reported, not asserted) {t[MEASURED]}, skipped {t['skipped']}, no test {t[NO_TEST]}, out of scope {t[OUT_OF_SCOPE]}"
            + (f", not tested {t[NOT_TESTED]}" if t.get(NOT_TESTED) else "")]
     if summary.outside:
         out.append(f"- Clauses outside the catalog: {len(summary.outside)}")
@@ -616,7 +619,7 @@ word-break:break-word;margin:.3rem 0;font-size:.85rem}
 .badge{display:inline-block;padding:.08rem .5rem;border-radius:.7rem;font-weight:600;font-size:.82rem;
 white-space:nowrap}
 .passed,.killed{background:#dafbe1;color:#116329}.failed,.survived{background:#ffebe9;color:#a40e26}
-.skipped{background:#fff8c5;color:#7d4e00}.notest{background:#eaeef2;color:#57606a;border:1px dashed #8c959f}
+.skipped{background:#fff8c5;color:#7d4e00}.measured{background:#ddf4ff;color:#0a3069}.notest{background:#eaeef2;color:#57606a;border:1px dashed #8c959f}
 .incomplete{background:#fff8c5;color:#7d4e00}
 .totals td,.totals th{text-align:center}
 .muted{color:#57606a;font-size:.85rem}
@@ -659,10 +662,11 @@ def render_html(summary: Summary, catalog: list[Clause], extra: dict | None = No
          "<h1>meshcert report</h1>",
          f'<p class="muted">Run finished {_h(_when(summary.finished))} · verdict {_verdict_badge(summary.verdict)}</p>']
     h += _html_not_tested(summary)
-    h += ['<table class="totals"><thead><tr><th>Clauses</th><th>passed</th><th>failed</th><th>skipped</th>'
+    h += ['<table class="totals"><thead><tr><th>Clauses</th><th>passed</th><th>failed</th><th>measured</th><th>skipped</th>'
           "<th>no test</th><th>out of scope</th>" + ("<th>not tested</th>" if t.get(NOT_TESTED) else "")
           + ("<th>outside the catalog</th>" if summary.outside else "") + "</tr></thead>",
-          f"<tbody><tr><td>{t['clauses']}</td><td>{t['passed']}</td><td>{t['failed']}</td><td>{t['skipped']}</td>"
+          f"<tbody><tr><td>{t['clauses']}</td><td>{t['passed']}</td><td>{t['failed']}</td><td>{t[MEASURED]}</td>"
+          f"<td>{t['skipped']}</td>"
           f"<td>{t[NO_TEST]}</td><td>{t[OUT_OF_SCOPE]}</td>" + (f"<td>{t[NOT_TESTED]}</td>" if t.get(NOT_TESTED) else "")
           + (f"<td>{len(summary.outside)}</td>" if summary.outside else "") + "</tr></tbody></table>"]
     h += _html_summary(summary, extra)

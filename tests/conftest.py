@@ -129,7 +129,11 @@ def pytest_terminal_summary(terminalreporter, config):
         return
     terminalreporter.write_sep("-", "mutation score (tests/faults.py: every fault meshcert must catch)")
     terminalreporter.write_line(score_line(board))
+    unselected = [n for n, v in board.items() if not v["killed"] and "deselected" in (v.get("why") or "")]
     for name, v in board.items():
-        if not v["killed"]:
+        if not v["killed"] and name not in unselected:
             terminalreporter.write_line(f"  not killed: {name} -> {', '.join(v['target']) or '(no target)'}: "
                                         f"{v['why']}")
+    if unselected:  # one line, not one per fault, for a run that selected a subset (-m/-k)
+        terminalreporter.write_line(f"  not killed: {len(unselected)} faults whose tests this run deselected "
+                                    f"(-m/-k); the report lists them")

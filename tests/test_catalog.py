@@ -325,3 +325,25 @@ def test_out_of_scope_clause_is_shown_with_its_reason_not_as_a_gap(tmp_path):
     assert s.totals[OUT_OF_SCOPE] == 1 and s.verdict == "passed"
     write_report(tmp_path, {"clauses": {}}, catalog)
     assert "layer 3" in (tmp_path / "report.md").read_text()
+
+
+def test_a_measured_clause_is_shown_as_measured_never_as_passed(tmp_path):
+    """PERF-1/2 promise a figure, not a behaviour: a run of their test is "measured", so the
+    report and certify's table never count it among the passed promises; a failure still fails."""
+    from meshcert.report import MEASURED, summarize, summary_table, write_report
+    t = ("conformance/test_p.py::test_p",)
+    catalog = parse_catalog(_yaml(_clause("PERF-1", "performance", tests=t, extra="  measured: true\n"),
+                                  _clause("PERF-3", "performance", tests=t)))
+    assert catalog[0].measured and not catalog[1].measured
+    s = summarize({"clauses": {"PERF-1": {"outcome": "passed", "tests": []},
+                               "PERF-3": {"outcome": "passed", "tests": []}}}, catalog)
+    assert [r.outcome for r in s.groups["performance"]] == [MEASURED, "passed"]
+    assert s.totals["passed"] == 1 and s.totals[MEASURED] == 1 and s.verdict == "passed"
+    table = summary_table(s)
+    assert table.splitlines()[0].split() == ["group", "passed", "failed", "measured", "not", "tested"]
+    write_report(tmp_path, {"clauses": {"PERF-1": {"outcome": "passed", "tests": []}}}, catalog)
+    assert "measured (reported, not asserted) 1" in (tmp_path / "report.md").read_text()
+    failed = summarize({"clauses": {"PERF-1": {"outcome": "failed", "tests": []}}}, catalog)
+    assert failed.groups["performance"][0].outcome == "failed" and failed.verdict == "failed"
+    with pytest.raises(InputError, match="measured must be true or false"):
+        parse_catalog(_yaml(_clause("PERF-2", "performance", tests=t, extra="  measured: yes please\n")))

@@ -142,7 +142,7 @@ def test_a_fault_on_a_container_the_world_lacks_is_one_clear_error(fault):
 
 
 def test_prerun_bounds_catch_a_doubled_deadline_and_rest_on_the_measured_overhead():
-    """i10-reach: the time bounds of HEALTH-2 and the scenarios. A pre-run whose dials wait twice
+    """The time bounds of HEALTH-2 and the scenarios. A pre-run whose dials wait twice
     their deadline exceeds every bound it is judged by; the fixed term keeps its stated safety
     factor over the overhead measured (bench/prerun_overhead.py)."""
     from meshcert import scenarios

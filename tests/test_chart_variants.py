@@ -244,7 +244,7 @@ def test_advertised_tags_with_a_preauth_key_are_refused_by_headscale(world):
 
 @pytest.mark.engine
 @aims_at("chart", "untagged-key", "HELM-4", "the chart's Secret holds an untagged pre-auth key (no tags in status)")
-def test_a_pod_joined_with_an_untagged_key_fails_helm4(world, caught):  # i10-cred
+def test_a_pod_joined_with_an_untagged_key_fails_helm4(world, caught):
     """A broken setting: the chart's Secret holds an untagged pre-auth key (the guide's own
     `preauthkeys create --user`). The pod joins under its hostname, but the node carries no tag
     and tailscale leaves the empty Tags list out of its status: HELM-4 must read that as no tags."""

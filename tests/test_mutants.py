@@ -38,28 +38,28 @@ TARGETS = {
     "silent-missing-secret": ("TROUBLE-1", "agent"),
     "generic-errors": (("TROUBLE-3", "TROUBLE-4", "TROUBLE-5"), "agent"),
     "transcript-shows-credential": ("CRED-2", "agent"),
-    "leak-key-tail": ("CRED-1", "agent"),  # i10-cred
-    "leak-key-altered": ("CRED-1", "agent"),  # i10-cred
-    "context-shows-credential": ("CRED-2", "agent"),  # i10-cred
-    "missing-secret-ready": ("TROUBLE-1", "agent"),  # i10-cred
-    "typeless-is-error": ("TYPE-1", "agent"),  # i10-types
-    "omitted-probes-sidecar": ("TYPE-1", "agent"),  # i10-types
-    "unknown-type-vague-error": ("TYPE-4", "agent"),  # i10-types
-    "headscale-empty-accepted": ("TYPE-5", "agent"),  # i10-types
-    "headscale-null-accepted": ("TYPE-5", "agent"),  # i10-types
-    "ready-unless-stopped": ("HEALTH-1", "agent"),  # i10-types
-    "health-41112-fallback": ("HEALTH-1", "agent"),  # i10-types
-    "not-ready-skips-dials": ("HEALTH-3", "agent"),  # i10-types
-    "not-ready-fakes-dials": ("HEALTH-3", "agent"),  # i10-types
-    "noncritical-blocks-ready": ("HEALTH-5", "agent"),  # i10-types
-    "direct-via-proxy": ("DIRECT-1", "agent-us"),  # i10-types
-    "direct-probes-sidecar": ("DIRECT-1", "agent"),  # i10-types
-    "double-deadline": ("HEALTH-2", "agent"),  # i10-reach
-    "no-latency": ("HEALTH-2", "agent"),  # i10-reach
-    "no-error": ("HEALTH-2", "agent"),  # i10-reach
-    "socks-no-reply": ("TYPE-6", "agent-us"),  # i10-reach
-    "ipv4-only-urls": ("TYPE-6", "agent"),  # i10-reach
-    "ip-literals-only": ("TYPE-6", "agent-us"),  # i10-reach
+    "leak-key-tail": ("CRED-1", "agent"),
+    "leak-key-altered": ("CRED-1", "agent"),
+    "context-shows-credential": ("CRED-2", "agent"),
+    "missing-secret-ready": ("TROUBLE-1", "agent"),
+    "typeless-is-error": ("TYPE-1", "agent"),
+    "omitted-probes-sidecar": ("TYPE-1", "agent"),
+    "unknown-type-vague-error": ("TYPE-4", "agent"),
+    "headscale-empty-accepted": ("TYPE-5", "agent"),
+    "headscale-null-accepted": ("TYPE-5", "agent"),
+    "ready-unless-stopped": ("HEALTH-1", "agent"),
+    "health-41112-fallback": ("HEALTH-1", "agent"),
+    "not-ready-skips-dials": ("HEALTH-3", "agent"),
+    "not-ready-fakes-dials": ("HEALTH-3", "agent"),
+    "noncritical-blocks-ready": ("HEALTH-5", "agent"),
+    "direct-via-proxy": ("DIRECT-1", "agent-us"),
+    "direct-probes-sidecar": ("DIRECT-1", "agent"),
+    "double-deadline": ("HEALTH-2", "agent"),
+    "no-latency": ("HEALTH-2", "agent"),
+    "no-error": ("HEALTH-2", "agent"),
+    "socks-no-reply": ("TYPE-6", "agent-us"),
+    "ipv4-only-urls": ("TYPE-6", "agent"),
+    "ip-literals-only": ("TYPE-6", "agent-us"),
 }
 
 

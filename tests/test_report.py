@@ -161,7 +161,7 @@ def test_html_is_well_formed_and_self_contained(report):
 def test_header_totals_and_matrix(report):
     md, page = report
     assert "2026-11-25 12:01:41 UTC" in md and "2026-11-25 12:01:41 UTC" in page
-    assert "Clauses in the catalog: 6 — passed 1, failed 1, skipped 1, no test 3" in md
+    assert "Clauses in the catalog: 6 — passed 1, failed 1, measured (reported, not asserted) 0, skipped 1, no test 3" in md
     assert "Verdict: **failed**" in md
     # grouped like the guide, in its order
     order = [md.index(h) for h in ("### Connectivity types", "### Pre-run health check",
@@ -442,5 +442,5 @@ def test_summary_table_groups_by_outcome(report):
     assert rows["Connectivity types"] == ["1", "0", "0"]
     assert rows["all clauses"] == ["2", "1", "4"]  # + CHAOS-7 (outside the catalog) passed
     assert rows["chaos scenarios"] == ["1", "1", "0"]
-    assert "## Summary" in md and "| **all clauses** | **2** | **1** | **4** | **0** |" in md
+    assert "## Summary" in md and "| **all clauses** | **2** | **1** | **0** | **4** | **0** |" in md
     assert '<table class="summary">' in page

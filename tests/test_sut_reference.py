@@ -984,7 +984,7 @@ def _wrong_port(kit, mutant):
 
 
 
-# i10-cred: a part of the key, an altered key, a part of a run credential, a missing Secret reported ready
+# a part of the key, an altered key, a part of a run credential, a missing Secret reported ready
 def _shown(sut, *answers) -> str:
     return json.dumps([*answers, sut.transcript()]) + sut.stderr.getvalue()
 
@@ -1021,7 +1021,7 @@ def _missing_secret_ready(kit, mutant):
     answer = kit.sut(SUT_MUTANT=mutant).prerun(connectivity=HEADSCALE, endpoints={})[1]  # no key, no sidecar
     named = any("headscale-auth-key" in line for line in answer["agent_context"])
     return named, answer["ready"], answer["sidecar"]["ready"]
-# -- i10-types: mutants of TYPE-1, TYPE-4, TYPE-5, HEALTH-1, HEALTH-3, HEALTH-5, DIRECT-1
+# -- mutants of TYPE-1, TYPE-4, TYPE-5, HEALTH-1, HEALTH-3, HEALTH-5, DIRECT-1
 @case("typeless-is-error", faithful=200, mutated=400)
 def _typeless(kit, mutant):
     return _status(kit, mutant, connectivity={})
@@ -1126,7 +1126,7 @@ def _direct_probes(kit, mutant):
     answer = kit.sut(SUT_MUTANT=mutant).prerun(connectivity={"type": "direct"},
                                                endpoints={"srv": {"url": target.url, "critical": True}})[1]
     return answer["ready"], answer["sidecar"]["checked"], len(api.requests)
-# i10-reach: reported results, deadlines, the SOCKS5 reply, endpoint forms
+# Reported results, deadlines, the SOCKS5 reply, endpoint forms
 
 @case("double-deadline", faithful=False, mutated=True)
 def _double_deadline(kit, mutant):

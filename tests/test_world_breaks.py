@@ -191,7 +191,7 @@ def test_perf3_fails_when_derp_is_unreachable(steady_world, caught):
 
 
 @aims_at("world", "id-key-expired-before-join", "ERRATA-2", "the `--user ID` key expired before the pod joins with it")
-def test_errata2_fails_when_the_id_key_cannot_join(steady_world, caught):  # i10-cred
+def test_errata2_fails_when_the_id_key_cannot_join(steady_world, caught):
     """A broken setting: the `--user <ID>` key is made (all the old check looked at) but expired
     before the pod uses it; the sidecar never joins, so "a key the sidecar can join with" fails."""
     from meshcert.checks import world_clauses

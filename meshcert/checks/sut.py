@@ -193,7 +193,7 @@ def type6_tools_dial_through_the_mesh(world, pod: str = "agent") -> None:
                    f"/connect in pod {pod} to {node}:{port} answered by that host's banner", r)
 
 
-# i10-reach: reachability as the SUT reports it, in every pod; endpoint forms.
+# Reachability as the SUT reports it, in every pod; endpoint forms.
 # The first WireGuard handshake on a path can be lost and resent 5 s later (once 16-17 s was
 # seen, README): a positive control is retried this long before anything is judged.
 POSITIVE_WAIT_S = 25.0

@@ -64,40 +64,40 @@ MUTANTS = {
                             "works without it)",
     "localapi-no-timeout": "the LocalAPI is asked with no timeout of its own: a frozen sidecar holds the pre-run",
     "leak-key-tail": "logs the last 12 characters of the auth key (\"key …<tail>\"): the exact key never "
-                     "appears",  # i10-cred
+                     "appears",
     "leak-key-altered": "logs a copy of the auth key with one character changed and redacts only exact "
-                        "secrets (no key-shaped rule)",  # i10-cred
+                        "secrets (no key-shaped rule)",
     "context-shows-credential": "the tool layer's injected credential's last 12 characters are told to the "
-                                "agent in agent_context",  # i10-cred
+                                "agent in agent_context",
     "missing-secret-ready": "a missing auth key Secret is warned about and told to the agent, but the pre-run "
-                            "still reports the mesh and the sidecar ready",  # i10-cred
-    "typeless-is-error": "a connectivity object without type ({}) is rejected (400) instead of meaning direct",  # i10-types
-    "omitted-probes-sidecar": "an omitted/null connectivity is reported as direct but still probes the sidecar",  # i10-types
+                            "still reports the mesh and the sidecar ready",
+    "typeless-is-error": "a connectivity object without type ({}) is rejected (400) instead of meaning direct",
+    "omitted-probes-sidecar": "an omitted/null connectivity is reported as direct but still probes the sidecar",
     "unknown-type-vague-error": "an unknown connectivity.type is rejected with an error naming the field but not "
-                                "the accepted values",  # i10-types
+                                "the accepted values",
     "headscale-empty-accepted": "type headscale with an empty-string controlServer or authKeySecretRef is accepted "
-                                "(only a missing or null one is rejected)",  # i10-types
+                                "(only a missing or null one is rejected)",
     "headscale-null-accepted": "type headscale with a null controlServer or authKeySecretRef is accepted (only a "
-                               "missing or empty one is rejected)",  # i10-types
+                               "missing or empty one is rejected)",
     "ready-unless-stopped": "the sidecar counts as ready in every BackendState but Stopped (NeedsLogin, Starting, "
-                            "NoState too)",  # i10-types
+                            "NoState too)",
     "health-41112-fallback": "the sidecar counts as ready when the LocalAPI says Running or, failing that, TCP "
-                             "127.0.0.1:41112 accepts",  # i10-types
-    "not-ready-skips-dials": "with the sidecar not ready, endpoints are listed unreachable without being dialled",  # i10-types
-    "not-ready-fakes-dials": "with the sidecar not ready, endpoints are listed reachable without being dialled",  # i10-types
-    "noncritical-blocks-ready": "an unreachable non-critical endpoint makes the pre-run not ready",  # i10-types
-    "direct-via-proxy": "direct mode dials through the sidecar's SOCKS5 proxy when SUT_PROXY is set",  # i10-types
+                             "127.0.0.1:41112 accepts",
+    "not-ready-skips-dials": "with the sidecar not ready, endpoints are listed unreachable without being dialled",
+    "not-ready-fakes-dials": "with the sidecar not ready, endpoints are listed reachable without being dialled",
+    "noncritical-blocks-ready": "an unreachable non-critical endpoint makes the pre-run not ready",
+    "direct-via-proxy": "direct mode dials through the sidecar's SOCKS5 proxy when SUT_PROXY is set",
     "direct-probes-sidecar": "direct mode probes the sidecar's LocalAPI (sidecar.checked true) and ignores the "
-                             "result",  # i10-types
+                             "result",
     "double-deadline": "each endpoint dial waits twice its deadline (the deadline applied once per connect "
-                       "step)",  # i10-reach
-    "no-latency": "a reachable endpoint is reported without latency_ms",  # i10-reach
-    "no-error": "an unreachable endpoint is reported without an error",  # i10-reach
+                       "step)",
+    "no-latency": "a reachable endpoint is reported without latency_ms",
+    "no-error": "an unreachable endpoint is reported without an error",
     "socks-no-reply": "a SOCKS5 dial counts as connected once the proxy answers the greeting; the CONNECT "
-                      "reply is never read (everything looks reachable in userspace mode)",  # i10-reach
-    "ipv4-only-urls": "endpoint URLs split at the last ':' with no [IPv6] bracket handling",  # i10-reach
+                      "reply is never read (everything looks reachable in userspace mode)",
+    "ipv4-only-urls": "endpoint URLs split at the last ':' with no [IPv6] bracket handling",
     "ip-literals-only": "host names are never resolved: only IP literals are dialled (MagicDNS names "
-                        "fail)",  # i10-reach
+                        "fail)",
 }
 
 TYPES = ("direct", "headscale", "tailscale")
