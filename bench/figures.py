@@ -31,7 +31,7 @@ import sys
 import time
 from pathlib import Path
 
-from stamp import REPO, RESULTS, describe, stamp  # bench/stamp.py
+from stamp import REPO, RESULTS, checkout_of, describe, stamp  # bench/stamp.py
 
 README = REPO / "README.md"
 PY = sys.executable
@@ -75,7 +75,8 @@ def step_suite(args) -> None:
         print(f"figures: the suite exited {rc}", flush=True)
     results = json.loads((Path(report) / "results.json").read_text())
     extra = results.get("extra") or {}
-    base = {**stamp(cmd), "report_dir": str(report), "suite_exit_code": rc}
+    # A reused report is stamped with the commit of the checkout that ran it (e.g. a clean clone).
+    base = {**stamp(cmd, checkout_of(Path(report)) or REPO), "report_dir": str(report), "suite_exit_code": rc}
     if extra.get("mutants"):
         _write("mutants.json", {**base, "board": extra["mutants"]})
     else:

@@ -12,12 +12,17 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 
 
-def commit() -> str:
-    """HEAD's short hash, with -dirty when the work tree differs from it."""
+def commit(repo: Path = REPO) -> str:
+    """HEAD's short hash of ``repo`` (this checkout, or the one whose report is reused), with
+    -dirty when the work tree differs from it."""
     def git(*a: str) -> str:
-        return subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True).stdout.strip()
+        return subprocess.run(["git", *a], cwd=repo, capture_output=True, text=True).stdout.strip()
     head = git("rev-parse", "--short=12", "HEAD") or "unknown"
-    return head + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    # The figures' own outputs (bench/results/, the README blocks they rewrite) do not make it dirty:
+    # a run of bench/figures.py writes them one step after another.
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                  ":(exclude)bench/results", ":(exclude)README.md")
+    return head + ("-dirty" if changed else "")
 
 
 def machine() -> dict:
@@ -32,8 +37,14 @@ def machine() -> dict:
             "python": platform.python_version()}
 
 
-def stamp(command: str) -> dict:
-    return {"commit": commit(), "machine": machine(), "generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+def checkout_of(path: Path) -> Path | None:
+    """The git checkout a folder (a reused report) lives in, if any."""
+    top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=path, capture_output=True, text=True)
+    return Path(top.stdout.strip()) if top.returncode == 0 and top.stdout.strip() else None
+
+
+def stamp(command: str, repo: Path = REPO) -> dict:
+    return {"commit": commit(repo), "machine": machine(), "generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "command": command}
 
 
