@@ -35,9 +35,12 @@ connect is retried alone, until ``retry_window`` seconds have passed, before it 
 difference (a peer that just became visible may need its first WireGuard handshake).
 Denials are judged live: a pair the oracle denies is dialled only after a pair it allows between
 the same two nodes connected (their WireGuard session is up). A denied pair the example allows
-nothing between cannot be proven denied: it is dialled once in the first round (a connection is
-a difference), otherwise counted as unjudged in the figures; other examples, and the replay of
-a failure (which retries the pairs it recorded as connected), see such pairs.
+nothing between gets a WireGuard control instead: a TSMP ping from its source to the peer its
+packets would take (the target, or the subnet router carrying it), which the peer's tailscaled
+answers ahead of its packet filter, so a pong proves the session is up whatever the ACL says;
+or, when the source's netmap holds no such peer at all, the denial is structural (there is no
+tailnet path to hold a handshake). A denial whose control never came up within the retry window
+cannot be judged: it is a difference, never a pass.
 """
 
 from __future__ import annotations
@@ -480,6 +483,40 @@ def controls(pairs: Iterable[Pair], expect: Mapping[Pair, bool]) -> dict[Pair, P
     return out
 
 
+TSMP_TIMEOUT = 2.0  # one TSMP ping; an up session answers in milliseconds (a lost first
+                    # handshake is re-sent by WireGuard after 5 s, so the control is retried
+                    # across the whole retry window, not judged on one ping)
+
+
+def wireguard_controls(world, pairs: Iterable[Pair], addr: Mapping[str, str],
+                       window: float = 0.0) -> dict[Pair, str | None]:
+    """For denials the example allows nothing between: None when the denial may be judged now
+    (a TSMP ping from its source to the WireGuard peer on its path answered, or the source has
+    no tailnet peer on that path at all), else why it cannot be (the ping never answered within
+    ``window`` s). Pings run concurrently, one per (source, peer), retried until the window ends."""
+    pairs = list(pairs)
+    if not pairs:
+        return {}
+    peer_of = {(p.src, addr[p.dst]): None for p in pairs}
+    for key in peer_of:
+        peer_of[key] = world.wireguard_peer(*key)
+    deadline = time.monotonic() + window
+
+    def control(src: str, ip: str) -> str | None:
+        while True:
+            seen = world.tsmp_ping(src, ip, TSMP_TIMEOUT)
+            if seen is None or time.monotonic() >= deadline:
+                return None if seen is None else f"TSMP ping {src} -> {ip} never answered ({seen})"
+            time.sleep(0.3)  # poll interval of a condition wait
+
+    wanted = {(src, ip) for (src, _), ip in peer_of.items() if ip}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(8, len(wanted)))) as ex:
+        futs = {k: ex.submit(control, *k) for k in wanted}
+        seen = {k: f.result() for k, f in futs.items()}
+    return {p: (None if peer_of[(p.src, addr[p.dst])] is None else seen[(p.src, peer_of[(p.src, addr[p.dst])])])
+            for p in pairs}
+
+
 def probe(world, pairs: list[Pair], expect: Mapping[Pair, bool], *, timeout: float = NEGATIVE_TIMEOUT,
           retry_window: float = RETRY_WINDOW, retry_timeout: float = RETRY_TIMEOUT,
           patient: Iterable[Pair] = ()) -> dict[Pair, Observation]:
@@ -499,15 +536,18 @@ def probe(world, pairs: list[Pair], expect: Mapping[Pair, bool], *, timeout: flo
     the same two nodes) is dialled once, ``timeout`` s, only in the round after its control
     connected -- their WireGuard session is then up, so a handshake still in flight cannot pass
     for a denial. One whose control never connects is not dialled (the control is a difference
-    already). A denied pair the example allows nothing between is dialled in the first round: a
-    connection is a difference, but no connection proves no denial -- it is marked unjudged
-    (``Observation.judged``) and counted in the test's figures.
+    already). A denied pair the example allows nothing between is dialled in the first round,
+    after its WireGuard control (:func:`wireguard_controls`) answered or showed there is no
+    tailnet path at all; one whose control never answered is still dialled (a connection is a
+    difference) but marked unjudged (``Observation.judged``) and counted in the test's figures.
     """
     addr = {d: world.address(d) for d in {p.dst for p in pairs}}
     results: dict[Pair, Observation] = {}
     t0 = time.monotonic()
     patient = set(patient)
     control = {p: c for p, c in controls(pairs, expect).items() if p not in patient}
+    wg = wireguard_controls(world, [p for p, c in control.items() if c is None], addr, retry_window)
+    unjudged = {p for p, why in wg.items() if why}
 
     def round_(todo: list[tuple[Pair, float]]) -> None:
         by_src: dict[tuple[str, float], list[Pair]] = defaultdict(list)
@@ -521,7 +561,7 @@ def probe(world, pairs: list[Pair], expect: Mapping[Pair, bool], *, timeout: flo
                     prev = results.get(p)
                     results[p] = Observation(r["ok"], r.get("banner"), r.get("error"), r.get("latency_ms"),
                                              (prev.attempts + 1) if prev else 1, round(time.monotonic() - t0, 2),
-                                             judged=not (p in control and control[p] is None))
+                                             judged=p not in unjudged)
 
     def ready(p: Pair) -> bool:  # a controlled negative not yet dialled whose control has connected
         c = control[p]
@@ -596,7 +636,9 @@ def compare(verdicts: Mapping[Pair, Verdict], observations: Mapping[Pair, Observ
         o = observations[pair]
         if v.allowed and not o.reached(pair):
             diffs.append(Difference(pair, True, v.reason, o.describe()))
-        elif not v.allowed and o.ok:
+        elif not v.allowed and (o.ok or not o.judged):
+            # a denial that connected, or one that cannot be judged (its control never came up):
+            # never a pass
             diffs.append(Difference(pair, False, v.reason, o.describe()))
     return diffs
 
@@ -724,7 +766,7 @@ class Runner:
     retried_pairs: int = 0
     recovered_pairs: int = 0
     denials_judged: int = 0     # denied pairs dialled after a positive control between the same nodes
-    denials_unjudged: int = 0   # denied pairs the example allowed nothing between (see probe())
+    denials_unjudged: int = 0   # denied pairs whose WireGuard control never answered (see probe())
     slowest_handshake_s: float = 0.0  # the latest an allowed pair first connected (after_s of a retried pair)
 
     def __repr__(self) -> str:  # Hypothesis prints the test's arguments: keep it to one line

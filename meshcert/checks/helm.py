@@ -747,7 +747,8 @@ def helm4_joined_under_hostname(world, hostname: str, st: dict) -> None:
 def pod_accept_routes(world, chart: Chart) -> None:
     """HELM-5 on running pods: acceptRoutes true reaches the legacy VLAN host through the subnet
     router; false does not (while server:22 on the tailnet still answers)."""
-    vlan = next(iter(next(iter(world.expected_primary_routes().values()))))
+    router, routes = next(iter(world.expected_primary_routes().items()))
+    vlan = next(iter(routes))
     legacy = world.address("legacy")
     with clause(world, "HELM-5") as e:
         for on in (True, False):
@@ -784,6 +785,25 @@ def pod_accept_routes(world, chart: Chart) -> None:
                     e.that(r.get("ok") and "host=legacy port=22" in (r.get("banner") or ""),
                            f"acceptRoutes true: the legacy host {legacy}:22 on {vlan} reached through the router", r)
                 else:
+                    # The denial is judged only once the WireGuard session to the router (the path
+                    # the legacy host's packets would take) answers a TSMP ping: tailscaled answers
+                    # those ahead of its packet filter, so the tunnel is proven up and a lost first
+                    # handshake cannot pass for "routes not accepted".
+                    router_ip = world.address(router)
+                    seen = {}
+
+                    def pong() -> bool:
+                        code, out = cp.pod.exec(SIDECAR, ["tailscale", f"--socket={cp.socket}", "ping", "--tsmp",
+                                                          "-c", "1", "--timeout=2s", router_ip])
+                        seen["last"] = out.strip().splitlines()[-1] if out.strip() else f"exit {code}"
+                        return code == 0 and "pong from" in out
+                    try:
+                        wait_for(f"chart pod {cp.pod.name}: a TSMP pong from {router} ({router_ip})", pong, 30,
+                                 describe=lambda: seen.get("last", "no ping answered yet"))
+                    except MeshcertError as err:
+                        e.that(False, f"acceptRoutes false: the WireGuard session to {router} up (positive control "
+                               f"on the legacy host's path)", err.message)
+                        continue
                     r = sut.connect(legacy, 22, timeout_s=3)
                     e.that(not r.get("ok"), f"acceptRoutes false: the legacy host {legacy}:22 unreachable", r)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import concurrent.futures
 import http.client
 import io
+import ipaddress
 import json
 import os
 import re
@@ -883,6 +884,35 @@ class World:
         if src in self.nodes:
             return self.nodes[src].api.dial(targets, timeout=timeout, socks5=self.nodes[src].socks5)
         return self.hosts[src].dial(targets, timeout=timeout)
+
+    def wireguard_peer(self, src: str, address: str) -> str | None:
+        """The tailnet IP of the peer whose WireGuard tunnel a packet from ``src`` to ``address``
+        would take: the peer holding that address, or the peer that is primary for a route
+        covering it (a subnet router; only when ``src`` accepts routes). None: ``src`` has no
+        tailnet path to it at all (its netmap has no such peer: the policy relates them in no
+        direction, or the route is not approved/accepted)."""
+        st = self.nodes[src].status()
+        ip = ipaddress.ip_address(address)
+        peers = list((st.get("Peer") or {}).values())
+        for peer in peers:
+            if address in (peer.get("TailscaleIPs") or []):
+                return next((i for i in peer["TailscaleIPs"] if ":" not in i), address)
+        if self.nodes[src].accept_routes:
+            for peer in peers:
+                if any(ip in ipaddress.ip_network(r, strict=False) for r in peer.get("PrimaryRoutes") or []):
+                    return next((i for i in peer.get("TailscaleIPs") or [] if ":" not in i), None)
+        return None
+
+    def tsmp_ping(self, src: str, peer_ip: str, timeout: float = 2.0) -> str | None:
+        """One `tailscale ping --tsmp` from ``src`` to a peer; None when it answered, else what was
+        seen. A TSMP ping travels the WireGuard tunnel and is answered by the peer's tailscaled
+        before its packet filter (tailscale v1.102 net/tstun/wrap.go handles TSMP ahead of
+        filter.RunIn), so a pong proves the session between the two nodes is up whatever the
+        ACL says: the positive control a denial on that path is judged after."""
+        code, out = self.nodes[src].ts_box.exec(["tailscale", "ping", "--tsmp", "-c", "1",
+                                                 f"--timeout={timeout:g}s", peer_ip])
+        text = out.strip()
+        return None if code == 0 and "pong from" in text else (text.splitlines()[-1] if text else f"exit {code}")
 
     def set_route_approval(self, router: str, cidrs: Iterable[str]) -> None:
         """Approve exactly ``cidrs`` for ``router`` (empty: none) and wait until accepting nodes see it."""

@@ -1,0 +1,53 @@
+"""The property test's WireGuard control for denials the example allows nothing between
+(engine-free: a fake world answers wireguard_peer / tsmp_ping)."""
+
+from meshcert.property import Pair, wireguard_controls
+
+
+class FakeWorld:
+    def __init__(self, peers, pongs_after):
+        self.peers, self.pongs_after, self.pings = peers, pongs_after, []
+
+    def wireguard_peer(self, src, address):
+        return self.peers.get((src, address))
+
+    def tsmp_ping(self, src, ip, timeout):
+        self.pings.append((src, ip))
+        n = sum(1 for p in self.pings if p == (src, ip))
+        after = self.pongs_after.get((src, ip))
+        return None if after is not None and n >= after else "ping \"x\" timed out"
+
+
+ADDR = {"server": "100.64.0.2", "database": "100.64.0.3", "legacy": "10.20.5.10"}
+
+
+def test_a_denial_is_judged_after_its_session_answers_or_when_there_is_no_path():
+    w = FakeWorld(peers={("agent", "100.64.0.2"): "100.64.0.2",          # a peer: needs a pong
+                         ("agent", "10.20.5.10"): "100.64.0.9"},         # via the subnet router
+                  pongs_after={("agent", "100.64.0.2"): 3,               # a lost first handshake
+                               ("agent", "100.64.0.9"): 1})
+    pairs = [Pair("agent", "server", 80), Pair("agent", "server", 81), Pair("agent", "legacy", 22),
+             Pair("agent", "database", 6379)]                             # no peer: no tailnet path
+    out = wireguard_controls(w, pairs, ADDR, window=5)
+    assert out == dict.fromkeys(pairs, None)
+    assert w.pings.count(("agent", "100.64.0.2")) == 3, "retried until the session answered, once per peer"
+    assert ("agent", "100.64.0.3") not in w.pings, "no ping where the netmap holds no peer"
+
+
+def test_a_denial_whose_session_never_answers_is_not_judged():
+    w = FakeWorld(peers={("agent", "100.64.0.2"): "100.64.0.2"}, pongs_after={})
+    out = wireguard_controls(w, [Pair("agent", "server", 80)], ADDR, window=0.5)
+    assert out[Pair("agent", "server", 80)].startswith("TSMP ping agent -> 100.64.0.2 never answered")
+
+
+def test_nothing_to_control_costs_nothing():
+    assert wireguard_controls(FakeWorld({}, {}), [], ADDR, window=5) == {}
+
+
+def test_a_denial_that_cannot_be_judged_is_a_difference_never_a_pass():
+    from meshcert.property import Observation, Verdict, compare
+    pair = Pair("agent", "server", 80)
+    denied = {pair: Verdict(False, "no rule grants it")}
+    assert compare(denied, {pair: Observation(False, None, "timed out", None)}) == []
+    diffs = compare(denied, {pair: Observation(False, None, "timed out", None, judged=False)})
+    assert len(diffs) == 1 and "unjudged" in diffs[0].observed
