@@ -44,10 +44,12 @@ def test_nothing_to_control_costs_nothing():
     assert wireguard_controls(FakeWorld({}, {}), [], ADDR, window=5) == {}
 
 
-def test_a_denial_that_cannot_be_judged_is_a_difference_never_a_pass():
+
+def test_a_denial_that_cannot_be_judged_is_counted_not_passed_silently():
     from meshcert.property import Observation, Verdict, compare
     pair = Pair("agent", "server", 80)
     denied = {pair: Verdict(False, "no rule grants it")}
-    assert compare(denied, {pair: Observation(False, None, "timed out", None)}) == []
-    diffs = compare(denied, {pair: Observation(False, None, "timed out", None, judged=False)})
-    assert len(diffs) == 1 and "unjudged" in diffs[0].observed
+    unjudged = Observation(False, None, "timed out", None, judged=False)
+    assert compare(denied, {pair: unjudged}) == [] and "unjudged" in unjudged.describe()
+    assert len(compare(denied, {pair: Observation(True, "meshcert-banner host=server port=80", None, 1.0,
+                                                  judged=False)})) == 1, "a connection is always a difference"
