@@ -167,7 +167,7 @@ def block_property() -> str:
     text = (f"Last full run (`bench/results/property.json`, {describe(a)}): {p.get('examples_run')} examples in "
             f"{p.get('wall_s')} s (median {p.get('example_s_median')} s an example), "
             f"{p.get('failing_runs')} failing; denials judged live after a positive control: "
-            f"{p.get('denials_judged_live', '–')}, unjudged (nothing allowed between the two nodes): "
+            f"{p.get('denials_judged_live', '–')}, unjudged (their TSMP control never answered): "
             f"{p.get('denials_unjudged', '–')}; allowed pairs that needed a retry: {p.get('retried_pairs')}, the "
             f"slowest first connected after {p.get('slowest_first_connect_s', '–')} s.")
     f = a.get("property_oracle_flip")
