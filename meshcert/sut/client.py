@@ -14,6 +14,7 @@ import requests
 
 from ..errors import InputError, MeshcertError
 from ..secrets import redact
+from ..world.base import brief_error, log_tail
 
 PRERUN_KEYS = {"type": str, "ready": bool, "message": str, "endpoints": dict, "logs": list, "agent_context": list}
 ENDPOINT_KEYS = {"reachable": bool}
@@ -46,7 +47,6 @@ class SutClient:
 
     def health_state(self) -> str:
         """What GET /healthz answers now: ``HTTP 200``, ``HTTP 404``, ``connection refused``, ``timed out``."""
-        from ..world.world import brief_error
         try:
             return f"HTTP {self.s.get(self.base + '/healthz', timeout=2).status_code}"
         except requests.RequestException as e:
@@ -185,7 +185,6 @@ def wait_serving(client: SutClient, box, pod: str, port: int, image: str,
         config = box.container.attrs.get("Config")
     except Exception:
         config = None
-    from ..world.world import log_tail
     lines = log_tail(box.logs(), LOG_LINES)
     waited = "" if status.startswith(("exited", "gone")) else f" within {timeout:.0f} s"
     raise SutNotTestable(

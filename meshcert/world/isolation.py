@@ -20,6 +20,7 @@ from .. import progress
 from ..errors import EnvironmentProblem
 from ..paths import cache_dir
 from . import labels as lbl
+from .base import NodeAPI, http_state, wait_for
 
 PORT = 7777
 
@@ -57,7 +58,6 @@ def check_isolation(c: docker.DockerClient, host_image: str) -> None:
             b.reload()
             a_ip = a.attrs["NetworkSettings"]["Networks"][na.name]["IPAddress"]
             b_ip = b.attrs["NetworkSettings"]["Networks"][nb.name]["IPAddress"]
-            from .world import NodeAPI, http_state, wait_for
 
             def host_reaches() -> bool:
                 with socket.create_connection((a_ip, PORT), timeout=1) as s:

@@ -9,23 +9,19 @@ from __future__ import annotations
 
 import concurrent.futures
 import http.client
-import io
 import ipaddress
 import json
 import os
-import re
 import secrets as pysecrets
 import ssl
-import tarfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, Iterable
 
 import docker
 import docker.errors
-import requests
 
 # Ryuk (testcontainers' reaper) cannot be pulled without a registry: meshcert labels
 # everything and sweeps itself (labels.py). Must be set before testcontainers reads its config.
@@ -33,20 +29,19 @@ os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
 from testcontainers.core.container import DockerContainer  # noqa: E402
 
 from .. import engine, images, progress
-from ..errors import MeshcertError
 from ..secrets import Secret, redact
 from . import labels as lbl
+from .base import (NODE_API, Box, NodeAPI, WorldError, brief_error, container_state,  # noqa: F401
+                   http_state, log_tail, tar_files, wait_for)
 from .ca import make_certs
 from .isolation import check_isolation
 from .topology import Topology, guide_topology
 
-T = TypeVar("T")
 
 HEADSCALE_PORT = 8443
 CONTROL_ALIAS = "control"      # the name nodes use for the control server: toxiproxy in front of headscale
 HEADSCALE_ALIAS = "headscale"
 TOXI_API = 8474
-NODE_API = 9999
 # Docker turns IPv6 off in a container on a network without IPv6; a kernel-TUN tailscaled then
 # cannot put its tailnet IPv6 address (fd7a:115c:a1e0::/48) on tailscale0, and the nodes' IPv6
 # addresses answer nothing. On in every tailnet node and pod namespace (no IPv6 route leaves them:
@@ -58,199 +53,6 @@ MAGIC_DNS_BASE = "tailnet.meshcert.internal"
 SENTINEL_SRC = "192.0.2.1/32"  # TEST-NET-1: never a packet, only a marker in the policy
 SENTINEL_PORTS = (64600, 65000)
 TS_SOCKET = "/var/run/tailscale/tailscaled.sock"
-
-
-class WorldError(MeshcertError):
-    """The world could not be built or did not reach the state we waited for."""
-
-    def __init__(self, message: str, fix: str = ""):
-        super().__init__("world", redact(message), fix)
-
-
-def brief_error(e: BaseException) -> str:
-    """An exception as the state it observed, in a few words: ``connection refused``,
-    ``timed out``, ``HTTP 503``, or the exception's own first line (never a traceback)."""
-    import errno as _errno
-    seen: set[int] = set()
-    cur: BaseException | None = e
-    while cur is not None and id(cur) not in seen:  # the root cause of a requests/urllib3 error
-        seen.add(id(cur))
-        if isinstance(cur, ConnectionRefusedError) or getattr(cur, "errno", None) == _errno.ECONNREFUSED:
-            return "connection refused"
-        if isinstance(cur, (TimeoutError, requests.Timeout)):
-            return "timed out"
-        if isinstance(cur, OSError) and getattr(cur, "errno", None) in (_errno.EHOSTUNREACH, _errno.ENETUNREACH):
-            return "no route to host"
-        nxt = cur.__cause__ or cur.__context__
-        if nxt is None and cur.args and isinstance(cur.args[0], BaseException):
-            nxt = cur.args[0]
-        if nxt is None and getattr(cur, "reason", None) is not None and isinstance(cur.reason, BaseException):
-            nxt = cur.reason
-        cur = nxt
-    text = str(e)
-    for marker in ("Connection refused", "timed out", "Name or service not known", "No route to host"):
-        if marker in text:
-            return marker.lower()
-    first = (text.strip().splitlines() or [""])[0]
-    return redact(f"{type(e).__name__}: {first[:300]}" if first else type(e).__name__)
-
-
-def http_state(url: str, timeout: float = 2.0, **kw: Any) -> str:
-    """What a GET of ``url`` answers right now: ``HTTP 200``, ``HTTP 503``, ``connection refused``..."""
-    s = requests.Session()
-    s.trust_env = False  # stay on this machine
-    try:
-        return f"HTTP {s.get(url, timeout=timeout, **kw).status_code}"
-    except requests.RequestException as e:
-        return brief_error(e)
-    finally:
-        s.close()
-
-
-_DOCKER_TS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z ?")
-
-
-def log_tail(text: str, lines: int = 5, width: int = 200) -> list[str]:
-    """The last ``lines`` non-empty lines of a log (docker's timestamps taken off), each cut to
-    ``width`` characters."""
-    out = [ln.rstrip() for ln in (_DOCKER_TS.sub("", raw) for raw in (text or "").splitlines()) if ln.strip()]
-    return [ln if len(ln) <= width else ln[:width] + " …" for ln in out[-lines:]]
-
-
-def container_state(box: "Box", lines: int = 5) -> str:
-    """A container's state and the last lines of its log, labelled as such (its log may be a
-    tool's usage text: that is what the container printed, not what we observed of the service)."""
-    try:
-        box.container.reload()
-        st = box.container.attrs.get("State") or {}
-        state = st.get("Status", "?")
-        if state == "exited":
-            state = f"exited with code {st.get('ExitCode')}"
-    except Exception as e:  # the container may be gone
-        state = f"unknown ({brief_error(e)})"
-    tail = log_tail(box.logs(), lines)
-    return f"container {box.name} {state}; " + (
-        f"last {len(tail)} log line(s): " + " | ".join(repr(t) for t in tail) if tail else "its log is empty")
-
-
-_NOTHING = object()
-
-
-def wait_for(what: str, fn: Callable[[], T | None], timeout: float, interval: float = 0.2,
-             describe: Callable[[], str] | None = None) -> T:
-    """Poll ``fn`` until it returns a truthy value; raise with the last observation on timeout.
-
-    The message's "observed" is real state: ``describe()`` (read once more at the timeout) when
-    given, the last exception of ``fn`` in a few words (``connection refused``, ``HTTP 503``),
-    or the last value ``fn`` returned. A ``describe`` that fails is reported as such, beside
-    the last exception -- never replaced by something else.
-    """
-    deadline = time.monotonic() + timeout
-    last_exc: Exception | None = None
-    last_value: Any = _NOTHING
-    while True:
-        try:
-            v = fn()
-            if v:
-                return v
-            last_value, last_exc = v, None
-        except Exception as e:  # observed state is not there yet
-            last_exc = e
-        if time.monotonic() >= deadline:
-            raise WorldError(f"timed out after {timeout:.0f}s waiting for {what}; observed: "
-                             + _observed(describe, last_exc, last_value))
-        time.sleep(interval)
-
-
-def _observed(describe: Callable[[], str] | None, last_exc: Exception | None, last_value: Any) -> str:
-    parts = []
-    if describe is not None:
-        try:
-            d = describe()
-            parts.append(str(d).strip() or "(the state read back empty)")
-        except Exception as e:
-            parts.append(f"(could not read the state: {brief_error(e)})")
-    if last_exc is not None:
-        parts.append(f"last check failed: {brief_error(last_exc)}")
-    elif describe is None:
-        parts.append("the check never ran" if last_value is _NOTHING
-                     else f"the check last returned {redact(repr(last_value))[:300]}")
-    return redact("; ".join(parts))
-
-
-def tar_files(files: dict[str, tuple[bytes, int]]) -> bytes:
-    """A tar of {path: (bytes, mode)} for put_archive."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tf:
-        for path, (data, mode) in files.items():
-            info = tarfile.TarInfo(path.lstrip("/"))
-            info.size, info.mode, info.mtime = len(data), mode, int(time.time())
-            tf.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
-@dataclass
-class Box:
-    """One container of ours."""
-    name: str
-    container: Any  # docker.models.containers.Container
-    role: str
-
-    def exec(self, cmd: list[str]) -> tuple[int, str]:
-        r = self.container.exec_run(cmd, demux=False)
-        out = r.output.decode(errors="replace") if r.output else ""
-        return r.exit_code, out
-
-    def put(self, files: dict[str, tuple[bytes, int]]) -> None:
-        if not self.container.put_archive("/", tar_files(files)):
-            raise WorldError(f"could not copy files into {self.name}")
-
-    def ip(self, network: str) -> str:
-        self.container.reload()
-        nets = self.container.attrs["NetworkSettings"]["Networks"]
-        if network not in nets:
-            raise WorldError(f"{self.name} is not attached to network {network}")
-        return nets[network]["IPAddress"]
-
-    def logs(self) -> str:
-        try:
-            return redact(self.container.logs(timestamps=True).decode(errors="replace"))
-        except docker.errors.APIError as e:
-            return f"(logs unavailable: {e})"
-
-
-class NodeAPI:
-    """meshcert's node agent inside a container (or pod): dials and LocalAPI reads."""
-
-    def __init__(self, name: str, host: str):
-        self.name = name
-        self.base = f"http://{host}:{NODE_API}"
-        self.session = requests.Session()
-        self.session.trust_env = False  # never a proxy from the environment: traffic stays on this machine
-
-    def dial(self, probes: list[tuple[str, int]], timeout: float = 3.0, socks5: str | None = None) -> list[dict]:
-        body = {"probes": [{"host": h, "port": p, "timeout": timeout} for h, p in probes], "socks5": socks5}
-        r = self.session.post(self.base + "/dial", json=body, timeout=timeout * 2 + 10)
-        r.raise_for_status()
-        return r.json()["results"]
-
-    def localapi(self, path: str) -> Any:
-        r = self.session.get(f"{self.base}/localapi/v0/{path}", timeout=10)
-        if r.status_code != 200:
-            raise WorldError(f"{self.name}: LocalAPI {path} answered {r.status_code}: {r.text[:200]}")
-        return r.json()
-
-    def status(self) -> dict:
-        return self.localapi("status")
-
-    def filter_rules(self) -> list:
-        return self.localapi("debug-packet-filter-rules") or []
-
-    def healthy(self) -> bool:
-        try:
-            return self.session.get(self.base + "/health", timeout=2).ok
-        except requests.RequestException:
-            return False
 
 
 @dataclass
