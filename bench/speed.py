@@ -1,0 +1,121 @@
+"""Warm wall times of meshcert's three long jobs, in one checkout, written as a stamped artifact:
+
+- ``certify``: the README's main command, ``./meshcert.sh certify`` (images and tools cached);
+- ``property``: the property test alone, with the number of examples it ran;
+- ``ci``: ``.ci/run`` on a clean clone of the checkout's HEAD (its venv is new, the Go tools
+  and images are cached), with pytest's 40 slowest tests.
+
+    .venv/bin/python bench/speed.py [--checkout DIR] [--steps certify,property,ci] [--runs N]
+
+``--checkout`` measures another checkout (an older commit in a worktree: that is how "before"
+and "after" come from the same script). Results: bench/results/speed-<date>-<commit>.{json,md}
+of THIS repo, stamped with the measured checkout's commit and the machine. Medians are quoted;
+with --runs 1 the median is the one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import stamp  # noqa: E402
+
+
+def _timed(cmd: list[str], cwd: Path, log: Path, env: dict | None = None) -> tuple[float, int, str]:
+    t0 = time.monotonic()
+    with log.open("w") as f:
+        p = subprocess.run(cmd, cwd=cwd, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+    return time.monotonic() - t0, p.returncode, log.read_text(errors="replace")
+
+
+def _slowest(text: str) -> list[str]:
+    out, on = [], False
+    for line in text.splitlines():
+        if "slowest" in line and "durations" in line:
+            on = True
+            continue
+        if on:
+            if re.match(r"^\d+\.\d+s ", line):
+                out.append(line.strip())
+            elif out:
+                break
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--checkout", type=Path, default=stamp.REPO)
+    ap.add_argument("--steps", default="certify,property,ci")
+    ap.add_argument("--runs", type=int, default=1, help="runs of certify and property (ci runs once)")
+    ap.add_argument("--logs", type=Path, default=Path(tempfile.mkdtemp(prefix="meshcert-speed-")))
+    args = ap.parse_args()
+    co = args.checkout.resolve()
+    steps = [s for s in args.steps.split(",") if s]
+    args.logs.mkdir(parents=True, exist_ok=True)
+    res: dict = {**stamp.stamp("bench/speed.py --steps " + ",".join(steps), co), "checkout": str(co), "steps": {}}
+    env = {"MESHCERT_VLAN": os.environ.get("MESHCERT_VLAN", "10.20.90.0/24")}
+
+    if "certify" in steps or "property" in steps:
+        # warm-up: the venv and the images exist before anything is timed
+        _timed([str(co / "meshcert.sh"), "setup"], co, args.logs / "setup.log", env)
+    if "certify" in steps:
+        walls, rcs = [], []
+        for i in range(args.runs):
+            w, rc, _ = _timed([str(co / "meshcert.sh"), "certify"], co, args.logs / f"certify-{i}.log", env)
+            walls.append(w)
+            rcs.append(rc)
+            print(f"certify run {i + 1}: {w:.0f} s, exit {rc}", flush=True)
+        res["steps"]["certify"] = {"wall_s": walls, "median_s": statistics.median(walls), "exit": rcs}
+    if "property" in steps:
+        walls, rcs, ex = [], [], []
+        for i in range(args.runs):
+            rd = args.logs / f"property-{i}"
+            w, rc, text = _timed([str(co / "meshcert.sh"), "test", "-q", "-p", "no:cacheprovider",
+                                  "conformance/test_property.py"], co, args.logs / f"property-{i}.log",
+                                 {**env, "MESHCERT_REPORT_DIR": str(rd)})
+            walls.append(w)
+            rcs.append(rc)
+            jl = rd / "property-examples.jsonl"
+            ex.append(sum(1 for ln in jl.read_text().splitlines() if ln.strip()) if jl.exists() else None)
+            print(f"property run {i + 1}: {w:.0f} s, exit {rc}, examples {ex[-1]}", flush=True)
+        res["steps"]["property"] = {"wall_s": walls, "median_s": statistics.median(walls), "exit": rcs, "examples": ex}
+    if "ci" in steps:
+        clone = Path(tempfile.mkdtemp(prefix="meshcert-ci-"))
+        subprocess.run(["git", "clone", "-q", str(co), str(clone)], check=True)
+        w, rc, text = _timed(["bash", ".ci/run"], clone, args.logs / "ci.log",
+                             {**env, "CI": "true", "PYTEST_ADDOPTS": "--durations=40"})
+        summary = [ln for ln in text.splitlines() if re.search(r"\d+ passed", ln)]
+        res["steps"]["ci"] = {"wall_s": w, "exit": rc, "summary": summary[-1].strip("= ") if summary else None,
+                              "slowest": _slowest(text)}
+        print(f"ci: {w:.0f} s, exit {rc}, {res['steps']['ci']['summary']}", flush=True)
+        shutil.rmtree(clone, ignore_errors=True)
+
+    name = f"speed-{res['generated'][:10]}-{res['commit']}"
+    stamp.RESULTS.mkdir(parents=True, exist_ok=True)
+    (stamp.RESULTS / f"{name}.json").write_text(json.dumps(res, indent=2) + "\n")
+    lines = [f"# Warm wall times ({stamp.describe(res)})", "", f"Checkout: `{co.name}`; logs: `{args.logs}`", "",
+             "| job | median | runs | exit | note |", "|---|---|---|---|---|"]
+    for k, v in res["steps"].items():
+        walls = v["wall_s"] if isinstance(v["wall_s"], list) else [v["wall_s"]]
+        note = f"examples {v['examples']}" if "examples" in v else (v.get("summary") or "")
+        lines.append(f"| {k} | {statistics.median(walls):.0f} s | {len(walls)} | {v['exit']} | {note} |")
+    if "ci" in res["steps"]:
+        lines += ["", "Slowest tests of the ci run:", "", "```", *res["steps"]["ci"]["slowest"], "```"]
+    (stamp.RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
+    print(f"written bench/results/{name}.json and .md")
+    return 0 if all((v["exit"] == 0 if isinstance(v["exit"], int) else all(e == 0 for e in v["exit"]))
+                    for v in res["steps"].values()) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
