@@ -205,7 +205,7 @@ def block_flake() -> str:
 def block_catalog() -> str:
     """Not a figure: the clause catalog, generated from clauses.yaml so the README can never
     claim more (or less) than the MUST sentence the report puts beside each verdict."""
-    from meshcert.catalog import load_catalog
+    from meshcert.report.catalog import load_catalog
     out = ["| clause | group | what meshcert asserts (the MUST sentence of `clauses.yaml`) | tests |",
            "|---|---|---|---|"]
     for c in load_catalog():

@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from meshcert import progress  # noqa: E402
+from meshcert.toolchain import progress  # noqa: E402
 from meshcert.checks.sut import BLACKHOLES, ep, mesh_spec  # noqa: E402
 from meshcert.world import World, wait_for  # noqa: E402
 from meshcert.world.topology import guide_topology  # noqa: E402

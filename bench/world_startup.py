@@ -20,7 +20,7 @@ from pathlib import Path
 
 from stamp import RESULTS, stamp  # bench/stamp.py (this script's folder is on sys.path)
 
-from meshcert import engine, images, progress
+from meshcert.toolchain import engine, images, progress
 from meshcert.world import World
 from meshcert.world.topology import guide_topology
 

@@ -7,7 +7,7 @@ one from: our machines), or without ``--cluster kind``, the whole module skips w
 
 import pytest
 
-from meshcert import kind
+from meshcert.k8s import kind
 from meshcert.checks import helm
 
 pytestmark = [pytest.mark.kind, pytest.mark.engine, pytest.mark.slow]

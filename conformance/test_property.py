@@ -1,11 +1,11 @@
 """Property-based differential test: random ACL policies and route settings set live on the real
 headscale, the whole reachability matrix probed from inside the nodes, compared with the oracle
-(meshcert.oracle: the documented ACL and subnet-route semantics).
+(meshcert.property.oracle: the documented ACL and subnet-route semantics).
 
 - ``test_live_acls_and_routes_match_the_oracle``: 50 drawn examples per run (Hypothesis; a new
   random seed each run, printed; ``MESHCERT_PROPERTY_SEED`` fixes it). A difference fails with
   the shrunk policy, the differing pairs, and a replay file in ``<report dir>/replays/``.
-  The Hypothesis database lives in ``meshcert.paths.cache_dir() / "hypothesis"``.
+  The Hypothesis database lives in ``meshcert.toolchain.paths.cache_dir() / "hypothesis"``.
 - ``test_replay_file``: reruns replay files alone: ``MESHCERT_REPLAY=<file>[:<file>...]``.
 - ``test_known_finding``: every replay file in ``conformance/replays/`` that records a finding
   (real headscale disagreeing with its documented semantics) is a strict xfail.
@@ -22,9 +22,9 @@ import pytest
 from hypothesis import HealthCheck, example, given, seed, settings
 from hypothesis.database import DirectoryBasedExampleDatabase
 
-from meshcert.paths import cache_dir
-from meshcert.property import Runner, Shape, edge_examples, examples, run_seed
-from meshcert.replay import ReplayMismatch, load_replay, run_replay
+from meshcert.toolchain.paths import cache_dir
+from meshcert.property.runner import Runner, Shape, edge_examples, examples, run_seed
+from meshcert.replay.run import ReplayMismatch, load_replay, run_replay
 from meshcert.world.topology import guide_topology
 
 pytestmark = [pytest.mark.property, pytest.mark.engine]
@@ -82,7 +82,7 @@ def _replay_paths() -> list:
 def test_replay_file(steady_world, report_extra, path):
     """Reruns one replay file (``meshcert replay FILE`` runs this); its journal goes into the
     report's scenarios section: each probe as observed, each pre-run problem."""
-    from meshcert.chaos import Journal
+    from meshcert.chaos.experiment import Journal
     journal = Journal(f"replay {Path(path).name}")
     book = report_extra.setdefault("scenarios", {})
     book[journal.scenario] = journal.to_data()

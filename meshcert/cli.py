@@ -11,15 +11,15 @@ import sys
 import time
 from pathlib import Path
 
-from . import progress
-from .errors import MeshcertError
-from .paths import REPO
+from meshcert.toolchain import progress
+from meshcert.errors import MeshcertError
+from meshcert.toolchain.paths import REPO
 
 GO_TOOLS = ("tailscale", "headscale", "toxiproxy", "helm")  # kind: built only for --cluster kind
 
 
 def cmd_doctor(args) -> int:
-    from . import components, engine, images
+    from meshcert.toolchain import components, engine, images
     ok = True
 
     def line(what: str, state: str, detail: str = "") -> None:
@@ -54,7 +54,7 @@ def cmd_doctor(args) -> int:
          "" if os.path.exists("/dev/net/tun") else "tailnet nodes need TUN (kernel mode)")
     nft = shutil.which("nft") or os.path.exists("/usr/sbin/nft")
     line("nftables", "present" if nft else "missing", "" if nft else "will apt-get install nftables")
-    from .kind import node_image_availability
+    from meshcert.k8s.kind import node_image_availability
     a = node_image_availability(c) if c is not None else None
     if a is not None and a.ok:
         line("kind node image", "present", a.node_image or "")
@@ -64,7 +64,7 @@ def cmd_doctor(args) -> int:
 
 
 def cmd_setup(args=None) -> None:
-    from . import components, engine, images
+    from meshcert.toolchain import components, engine, images
     with progress.step("setup: engine, pinned components, images"):
         c = engine.ensure_engine()
         for n in GO_TOOLS:
@@ -112,14 +112,14 @@ def cmd_certify(args) -> int:
     3: nothing failed but some clauses have no test yet (an incomplete certification is not a
     pass). The report folder also gets the result bundle (meshcert-results-<ts>.tar.gz)."""
     import json
-    from .catalog import load_catalog
-    from .sut.client import SutNotTestable
+    from meshcert.report.catalog import load_catalog
+    from meshcert.sut.client import SutNotTestable
     # Bad input is refused before anything is built or started.
     if args.policy:
-        from .policy import load_policy
+        from meshcert.policy import load_policy
         load_policy(args.policy)
     if args.spec:
-        from .spec import load_spec
+        from meshcert.spec import load_spec
         load_spec(args.spec)
     catalog = load_catalog()
     report = Path(args.report_dir or Path("reports") / time.strftime("%Y%m%d-%H%M%S"))
@@ -159,8 +159,8 @@ def _require_sut_image(image: str | None, before_setup: bool) -> None:
     only when an engine already answers (set-up may be what starts it)."""
     if not image:
         return
-    from . import engine
-    from .sut.client import require_image
+    from meshcert.toolchain import engine
+    from meshcert.sut.client import require_image
     if before_setup:
         try:
             c = engine.ensure_engine(install=False)
@@ -172,7 +172,7 @@ def _require_sut_image(image: str | None, before_setup: bool) -> None:
 
 
 def _bundle(report: Path, sut_image: str | None) -> Path | None:
-    from .bundle import write_bundle
+    from meshcert.report.bundle import write_bundle
     try:
         return write_bundle(report, sut_image=sut_image)
     except OSError as e:  # the verdict still stands without its bundle
@@ -184,8 +184,8 @@ def _not_tested(report: Path, data: dict, catalog, args) -> int:
     """Nothing could be tested (refused before the run): results.json and the report say *not
     tested* with the reason; the bundle is written; exit 2."""
     import json
-    from .report import write_report
-    from .secrets import redact
+    from meshcert.report.render import write_report
+    from meshcert.secrets import redact
     report.mkdir(parents=True, exist_ok=True)
     results = {"finished": time.time(), "clauses": {}, "not_tested": data}
     (report / "results.json").write_text(redact(json.dumps({**results, "extra": {}, "input_error": None}, indent=1)))
@@ -198,7 +198,7 @@ def print_verdict(results: dict, catalog, report: Path | None, bundle: Path | No
                   chaos: bool = False, where: str = "") -> int:
     """Print a run's verdict (the summary table, what failed, where the report and the bundle
     are) and return certify's exit code for it. Shared by `certify` and `meshcert report`."""
-    from .report import NOT_TESTED, summarize, summary_table
+    from meshcert.report.render import NOT_TESTED, summarize, summary_table
     summary = summarize(results, catalog)
     extra = results.get("extra") or {}
     files = "".join([f"; report: {report}/report.html" if report else "", f"; bundle: {bundle}" if bundle else "",
@@ -242,17 +242,17 @@ def print_verdict(results: dict, catalog, report: Path | None, bundle: Path | No
 def cmd_report(args) -> int:
     """Print a run's summary again from its result bundle (or its report folder / results.json);
     the exit code is the one certify gave it."""
-    from .catalog import load_catalog, parse_catalog
+    from meshcert.report.catalog import load_catalog, parse_catalog
     src = Path(args.source)
     if src.is_dir() or src.name.endswith(".json"):
-        from .report import load_results
+        from meshcert.report.render import load_results
         results, catalog, manifest = load_results(src), load_catalog(), {}
     else:
-        from .bundle import read_bundle
+        from meshcert.report.bundle import read_bundle
         doc = read_bundle(src)
         results, manifest = doc["results"], doc["manifest"]
         catalog = parse_catalog(doc["catalog_text"], f"{src}:clauses.yaml") if doc["catalog_text"] else load_catalog()
-    from .report import _when
+    from meshcert.report.render import _when
     sut = manifest.get("sut") or {}
     v = manifest.get("versions") or {}
     print(f"meshcert results {src.name}: finished {_when(results.get('finished'))}")
@@ -269,9 +269,9 @@ def cmd_replay(args) -> int:
     """Rerun replay files alone (a failed chaos scenario's, a property example's, a field bug's)
     in a fresh world. Exit 0: the world did what every file expects; 1: it did not (the report
     says where); 2: a file is malformed (refused before anything starts)."""
-    from .chaos import FAULTS
-    from .errors import InputError
-    from .replay import load_replay
+    from meshcert.chaos.experiment import FAULTS
+    from meshcert.errors import InputError
+    from meshcert.replay.run import load_replay
     paths = [Path(p).resolve() for p in args.files]
     for p in paths:
         r = load_replay(p)  # one clear error naming the file and the field
@@ -292,7 +292,7 @@ def cmd_replay(args) -> int:
 
 
 def cmd_clauses(args) -> int:
-    from .catalog import load_catalog
+    from meshcert.report.catalog import load_catalog
     for c in load_catalog():
         tests = f"{len(c.tests)} test(s)" if c.tests else ("out-scope" if c.out_of_scope else "NO TEST")
         print(f"{c.id:<10} {c.group:<16} {tests:<10} {' '.join(c.must.split())[:110]}")
@@ -300,8 +300,8 @@ def cmd_clauses(args) -> int:
 
 
 def cmd_world(args) -> int:
-    from .world import World
-    from .world.topology import guide_topology
+    from meshcert.world import World
+    from meshcert.world.topology import guide_topology
     w = World(topology=guide_topology(args.vlan) if args.vlan else guide_topology())
     try:
         w.start()
@@ -328,13 +328,13 @@ def _raise_interrupt(signum, frame):
 
 
 def cmd_sweep(args) -> int:
-    from . import engine
-    from .world import labels
+    from meshcert.toolchain import engine
+    from meshcert.world import labels
     c = engine.ensure_engine(install=False)
     counts = labels.remove_run(c) if args.all else labels.sweep(c)
     print(f"removed {counts}")
     if args.images:
-        from .images import remove_stale_images
+        from meshcert.toolchain.images import remove_stale_images
         removed, kept = remove_stale_images(c)
         print(f"removed {len(removed)} stale image(s)" + "".join(f"\n  {r}" for r in removed))
         for k in kept:

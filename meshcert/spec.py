@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from .errors import InputError
+from meshcert.errors import InputError
 
 TYPES = ("direct", "headscale", "tailscale")
 

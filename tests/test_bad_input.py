@@ -7,7 +7,7 @@ import tarfile
 
 import pytest
 
-from meshcert.paths import REPO
+from meshcert.toolchain.paths import REPO
 
 BAD_POLICY = '{ "acls": [ {"action": "accept", "src": ["tag:agent-runtime"] "dst": [] } ] }'
 
@@ -50,7 +50,7 @@ def test_malformed_spec_is_refused_before_anything_starts(tmp_path, text, needle
 @pytest.mark.engine
 @pytest.mark.slow
 def test_a_sut_answering_garbage_is_one_clear_error_and_leaves_nothing(tmp_path):
-    from meshcert import engine, images
+    from meshcert.toolchain import engine, images
     from meshcert.world import labels
     c = engine.ensure_engine()
     host = images.ensure_images(c, ("host",))["host"]
@@ -125,7 +125,7 @@ def test_a_sut_that_never_answers_healthz_is_not_tested_and_the_world_is_built_o
     last lines of the container's log -- its usage text shown as its log, not as an observation."""
     import re
 
-    from meshcert import engine, images
+    from meshcert.toolchain import engine, images
     from meshcert.world import labels
     c = engine.ensure_engine()
     host = images.ensure_images(c, ("host",))["host"]

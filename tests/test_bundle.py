@@ -8,8 +8,8 @@ import tarfile
 
 import pytest
 
-from meshcert import bundle
-from meshcert.bundle import read_bundle, write_bundle
+from meshcert.report import bundle
+from meshcert.report.bundle import read_bundle, write_bundle
 from meshcert.errors import InputError
 from meshcert.secrets import register
 

@@ -4,14 +4,14 @@ import subprocess
 import sys
 import textwrap
 
-from meshcert.paths import cache_lock
+from meshcert.toolchain.paths import cache_lock
 
 
 def test_a_second_process_waits_for_the_lock_and_is_told(tmp_path, monkeypatch):
     monkeypatch.setenv("MESHCERT_CACHE", str(tmp_path))
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
         import sys
-        from meshcert.paths import cache_lock
+        from meshcert.toolchain.paths import cache_lock
         with cache_lock("go-demo"):
             print("held", flush=True)
             sys.stdin.readline()   # hold until the test lets go

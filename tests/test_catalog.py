@@ -7,19 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from meshcert.catalog import (
-    DEFAULT_TEST_DIRS,
-    GROUPS,
-    Clause,
-    collect_marked_tests,
-    drift,
-    gaps,
-    load_catalog,
-    misquoted,
-    parse_catalog,
-)
+from meshcert.report.catalog import (DEFAULT_TEST_DIRS, GROUPS, Clause, collect_marked_tests, drift, gaps, load_catalog, misquoted, parse_catalog)
 from meshcert.errors import InputError
-from meshcert.paths import REPO
+from meshcert.toolchain.paths import REPO
 
 GUIDE = Path(os.environ.get("MESHCERT_GUIDE", "/work/shared/spec/connectivity-guide.md"))
 
@@ -318,7 +308,7 @@ def test_out_of_scope_needs_a_reason_and_no_tests():
 
 
 def test_out_of_scope_clause_is_shown_with_its_reason_not_as_a_gap(tmp_path):
-    from meshcert.report import OUT_OF_SCOPE, summarize, write_report
+    from meshcert.report.render import OUT_OF_SCOPE, summarize, write_report
     catalog = parse_catalog(_yaml(_clause("CRED-3", "credentials", extra="  out_of_scope: layer 3\n"),
                                   _clause("CRED-1", "credentials")))
     s = summarize({"clauses": {"CRED-1": {"outcome": "passed", "tests": []}}}, catalog)
@@ -330,7 +320,7 @@ def test_out_of_scope_clause_is_shown_with_its_reason_not_as_a_gap(tmp_path):
 def test_a_measured_clause_is_shown_as_measured_never_as_passed(tmp_path):
     """PERF-1/2 promise a figure, not a behaviour: a run of their test is "measured", so the
     report and certify's table never count it among the passed promises; a failure still fails."""
-    from meshcert.report import MEASURED, summarize, summary_table, write_report
+    from meshcert.report.render import MEASURED, summarize, summary_table, write_report
     t = ("conformance/test_p.py::test_p",)
     catalog = parse_catalog(_yaml(_clause("PERF-1", "performance", tests=t, extra="  measured: true\n"),
                                   _clause("PERF-3", "performance", tests=t)))

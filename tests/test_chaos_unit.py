@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from meshcert import chaos
+from meshcert.chaos import experiment as chaos
 from meshcert.errors import InputError
 
 
@@ -145,7 +145,7 @@ def test_prerun_bounds_catch_a_doubled_deadline_and_rest_on_the_measured_overhea
     """The time bounds of HEALTH-2 and the scenarios. A pre-run whose dials wait twice
     their deadline exceeds every bound it is judged by; the fixed term keeps its stated safety
     factor over the overhead measured (bench/prerun_overhead.py)."""
-    from meshcert import scenarios
+    from meshcert.chaos import scenarios
     from meshcert.checks import sut
     d = sut.BOUND_DEADLINE_S
     assert 2 * d > sut.prerun_bound(d)                                           # HEALTH-2, dead/logged-out sidecar

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from meshcert import podrunner
+from meshcert.k8s import podrunner
 from meshcert.checks import ClauseFailure
 from meshcert.checks import helm as h
 from tests.faults import aims_at, param

@@ -9,7 +9,7 @@ import signal
 import pytest
 
 from meshcert import cli
-from meshcert.catalog import load_catalog
+from meshcert.report.catalog import load_catalog
 
 
 def _results(scenarios: dict, failed_clause: str = "") -> dict:
@@ -74,13 +74,13 @@ def test_a_failed_clause_is_exit_1_without_chaos(run_certify):
 @pytest.fixture(autouse=True)
 def _no_live_versions(monkeypatch):
     """The bundle's versions and SUT digest come from fakes here (engine-free)."""
-    from meshcert import bundle
+    from meshcert.report import bundle
     monkeypatch.setattr(bundle, "component_versions", lambda client=None: {"tailscale": "v1", "engine": "fake"})
     monkeypatch.setattr(bundle, "_engine", lambda: None)
 
 
 def test_the_summary_is_a_table_of_groups_by_outcome(run_certify):
-    from meshcert.catalog import GROUPS
+    from meshcert.report.catalog import GROUPS
     cid = next(c for c in load_catalog() if not c.out_of_scope)
     code, out = run_certify(_results({}, failed_clause=cid.id), 1)
     lines = out.splitlines()
@@ -144,7 +144,7 @@ class _FakeEngine:
 
 
 def test_a_sut_image_not_on_the_engine_is_refused_before_anything_starts(monkeypatch, tmp_path, capsys):
-    from meshcert import engine
+    from meshcert.toolchain import engine
     started = []
     monkeypatch.setattr(engine, "ensure_engine", lambda install=True: _FakeEngine())
     monkeypatch.setattr(cli, "cmd_setup", lambda *a: started.append("setup"))

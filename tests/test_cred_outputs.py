@@ -5,9 +5,9 @@ also scans its whole report folder at its end: meshcert.plugin.pytest_sessionfin
 
 import pytest
 
-from meshcert.catalog import load_catalog
+from meshcert.report.catalog import load_catalog
 from meshcert.checks import ClauseFailure, sut
-from meshcert.report import write_report
+from meshcert.report.render import write_report
 from meshcert.secrets import leaks, scan_files
 
 pytestmark = [pytest.mark.engine]

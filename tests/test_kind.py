@@ -7,9 +7,9 @@ import base64
 import pytest
 import yaml
 
-from meshcert import kind
+from meshcert.k8s import kind
 from meshcert.checks import helm as h
-from meshcert.components import COMPONENTS
+from meshcert.toolchain.components import COMPONENTS
 from meshcert.secrets import Secret, redact
 
 

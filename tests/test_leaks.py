@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from meshcert import engine
+from meshcert.toolchain import engine
 from meshcert.world import labels
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]

@@ -9,7 +9,7 @@ held). The mutation score is computed by tests/conftest.py over every fault of t
 
 import pytest
 
-from meshcert.chaos import SteadyStateBroken
+from meshcert.chaos.experiment import SteadyStateBroken
 from meshcert.checks import ClauseFailure
 from meshcert.checks.sut import SUT_CHECKS
 from meshcert.sut.reference import MUTANTS
@@ -68,7 +68,7 @@ def _clauses(mutant: str) -> tuple[str, ...]:
     return (c,) if isinstance(c, str) else c
 
 
-# mutant -> the chaos scenario that exists to catch it (meshcert/scenarios.py)
+# mutant -> the chaos scenario that exists to catch it (meshcert/chaos/scenarios.py)
 SCENARIO_TARGETS = {
     "health-dials-control": "control-plane outage",
     "localapi-no-timeout": "sidecar frozen",
@@ -104,7 +104,7 @@ def test_mutant_is_killed_by_its_clause(steady_world, caught, mutant):
 @pytest.mark.chaos
 @pytest.mark.parametrize("mutant", _mutant_params(SCENARIO_TARGETS))
 def test_mutant_is_killed_by_its_scenario(steady_world, caught, mutant):
-    from meshcert.scenarios import SCENARIOS
+    from meshcert.chaos.scenarios import SCENARIOS
     name = SCENARIO_TARGETS[mutant]
     steady_world.start_sut("agent", mutant=mutant)
     try:
@@ -127,7 +127,7 @@ def test_mutant_is_killed_by_its_scenario(steady_world, caught, mutant):
 def test_scenarios_also_catch_clause_mutants(steady_world, mutant, name):
     """Each scenario fails against a mutant it exists to catch (not only against clause checks),
     in its experiment: a failure of the steady state before any fault is not the scenario's."""
-    from meshcert.scenarios import SCENARIOS
+    from meshcert.chaos.scenarios import SCENARIOS
     steady_world.start_sut("agent", mutant=mutant)
     with pytest.raises(AssertionError) as e:
         SCENARIOS[name](steady_world, {})
@@ -139,7 +139,7 @@ def test_scenarios_also_catch_clause_mutants(steady_world, mutant, name):
 def test_a_steady_state_failure_names_its_clause_not_the_scenario(steady_world):
     """wrong-port dials port+1: the steady state's pre-run (server:22 through the mesh) already
     fails, before "slow and dead endpoints" injects anything -- the failure names TYPE-6."""
-    from meshcert.scenarios import SCENARIOS
+    from meshcert.chaos.scenarios import SCENARIOS
     steady_world.start_sut("agent", mutant="wrong-port")
     with pytest.raises(SteadyStateBroken) as e:
         SCENARIOS["slow and dead endpoints"](steady_world, {})
@@ -151,7 +151,7 @@ def test_a_steady_state_failure_names_its_clause_not_the_scenario(steady_world):
          "a `timeout` toxic holds the control connection: no new node can register")
 def test_control_plane_latency_scenario_fails_when_the_control_plane_is_cut(steady_world, caught):
     """A broken setting: a `timeout` toxic holds the control connection; no new node can register."""
-    from meshcert.scenarios import control_plane_latency
+    from meshcert.chaos.scenarios import control_plane_latency
     with pytest.raises(AssertionError, match="could not register") as e:
         control_plane_latency(steady_world, {}, kind="timeout", timeout=0)
     assert not isinstance(e.value, SteadyStateBroken)
@@ -164,7 +164,7 @@ def test_control_plane_latency_scenario_fails_when_the_control_plane_is_cut(stea
 def test_ha_scenario_fails_when_the_standby_route_is_not_approved(steady_world, caught):
     """A broken setting: the standby advertises the VLAN but its route is never approved, so
     nothing can take over when the primary dies; the failover bound must catch it."""
-    from meshcert.scenarios import subnet_router_ha
+    from meshcert.chaos.scenarios import subnet_router_ha
     with pytest.raises(AssertionError, match="ROUTE HA: the legacy host must be reachable through router-b"):
         subnet_router_ha(steady_world, {}, approve_standby=False)
     caught("scenario: subnet router HA")
@@ -176,7 +176,7 @@ def test_ha_scenario_fails_when_the_standby_route_is_not_approved(steady_world, 
 def test_derp_scenario_fails_when_direct_udp_is_not_blocked(steady_world, caught):
     """A broken setting: without the UDP block the agent talks to server directly; the scenario
     must notice it is not measuring DERP at all."""
-    from meshcert.scenarios import derp_latency_visible
+    from meshcert.chaos.scenarios import derp_latency_visible
     with pytest.raises(AssertionError, match="through DERP"):
         derp_latency_visible(steady_world, {}, block_udp=False)
     caught("scenario: derp latency")

@@ -15,10 +15,10 @@ import dataclasses
 import pytest
 from hypothesis import HealthCheck, given, seed, settings
 
-from meshcert.oracle import Oracle
+from meshcert.property.oracle import Oracle
 from meshcert.policy import Policy, PortSet
-from meshcert.property import PropertyMismatch, Runner, Shape, examples, run_seed
-from meshcert.replay import load_replay, run_replay
+from meshcert.property.runner import PropertyMismatch, Runner, Shape, examples, run_seed
+from meshcert.replay.run import load_replay, run_replay
 
 BUDGET = 50  # the property test's default max_examples
 
@@ -41,7 +41,7 @@ class IgnoresPortRanges(Oracle):
 
 def test_the_flipped_oracle_really_differs():
     """Offline sanity: the flip changes a verdict (so catching it means something)."""
-    from meshcert.oracle import Node
+    from meshcert.property.oracle import Node
     from meshcert.policy import parse_policy
     pol = parse_policy('{"tagOwners": {"tag:a": ["u@"], "tag:b": ["u@"]},'
                        ' "acls": [{"action": "accept", "src": ["tag:a"], "dst": ["tag:b:5431-5433"]}]}')

@@ -11,12 +11,10 @@ import yaml
 from hypothesis import given, settings
 
 from meshcert.errors import InputError
-from meshcert.oracle import Host, Node, Oracle, Verdict
+from meshcert.property.oracle import Host, Node, Oracle, Verdict
 from meshcert.policy import parse_policy
-from meshcert.property import (Difference, Example, Observation, Outcome, Pair, RouteSettings, Shape,
-                               edge_examples, examples, probe_matrix, resolve_data)
-from meshcert.replay import (Replay, ReplayMismatch, ReplayProbe, dumps_replay, load_replay,
-                             replay_from_data, run_replay, save_replay)
+from meshcert.property.runner import (Difference, Example, Observation, Outcome, Pair, RouteSettings, Shape, edge_examples, examples, probe_matrix, resolve_data)
+from meshcert.replay.run import (Replay, ReplayMismatch, ReplayProbe, dumps_replay, load_replay, replay_from_data, run_replay, save_replay)
 from meshcert.world.topology import AGENT_TAG, SERVER_TAG, guide_topology
 
 SHAPE = Shape.of(guide_topology())
@@ -399,7 +397,7 @@ def test_the_runner_saves_the_shrunk_failure_and_its_replay_fails_alone(tmp_path
     """Offline twin of tests/test_property_oracle_flip.py: a world that lets agent reach
     server:80 against the policy is caught, and the saved file reproduces it."""
     from hypothesis import HealthCheck
-    from meshcert.property import PropertyMismatch, Runner
+    from meshcert.property.runner import PropertyMismatch, Runner
 
     w = FakeWorld(wrong={("agent", "server", 80)})
     runner = Runner(w, tmp_path, seed=1, retry_window=0)

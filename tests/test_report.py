@@ -6,9 +6,9 @@ from html.parser import HTMLParser
 
 import pytest
 
-from meshcert.catalog import load_catalog, parse_catalog
+from meshcert.report.catalog import load_catalog, parse_catalog
 from meshcert.errors import InputError
-from meshcert.report import load_results, write_report
+from meshcert.report.render import load_results, write_report
 from meshcert.secrets import register
 
 REGISTERED = "registered-s3cret-value-7f1c"
@@ -233,14 +233,14 @@ def test_mutation_score_section(report):
 
 def test_mutation_score_names_why_and_what_caught(tmp_path):
     """A board of every kind: the denominator counts them all, each row says what caught it or why not."""
-    from meshcert.report import render_markdown
+    from meshcert.report.render import render_markdown
     board = {"mutant:a": {"kind": "mutant", "target": ["HEALTH-1"], "killed": True, "clauses": ["HEALTH-1"],
                           "why": "", "about": "fault a"},
              "world:b": {"kind": "world", "target": ["ACL-2"], "killed": False, "clauses": [],
                          "why": "its test was deselected (-k/-m)", "about": "fault b"},
              "chart:c": {"kind": "chart", "target": ["HELM-2"], "killed": False, "clauses": [],
                          "why": "its test was skipped: no helm", "about": "fault c"}}
-    from meshcert.report import summarize
+    from meshcert.report.render import summarize
     md = render_markdown(summarize({"clauses": {}}, []), [], {"mutants": board})
     assert ("1/3 faults killed (33%): mutants of the reference SUT 1/1, broken world settings 0/1, "
             "broken charts 0/1.") in md
@@ -329,7 +329,7 @@ def test_load_results_malformed(tmp_path, text, message):
 
 
 def test_verdict_is_incomplete_while_a_clause_has_no_test():
-    from meshcert.report import summarize
+    from meshcert.report.render import summarize
     catalog = load_catalog()
     first = catalog[0].id
     all_passed = {"clauses": {c.id: {"outcome": "passed", "tests": []} for c in catalog}}
@@ -360,7 +360,7 @@ def test_markdown_in_clause_sentences_is_rendered_in_html(report):
     (f"key {KEY_SHAPED} in `{KEY_SHAPED}`", "key «redacted» in <code>«redacted»</code>"),
 ])
 def test_md_inline_renders_code_bold_italic_and_escapes_the_rest(src, html_out):
-    from meshcert.report import md_inline
+    from meshcert.report.render import md_inline
     assert md_inline(src) == html_out
 
 
@@ -377,7 +377,7 @@ def test_latency_chart_is_inline_svg_with_p50_and_p95_per_path(report):
 
 
 def test_latency_chart_escapes_names_and_leaves_out_non_numbers():
-    from meshcert.report_svg import latency_svg
+    from meshcert.report.svg import latency_svg
     svg = latency_svg([{"path": "<b>x</b>", "target": "t&t", "p50_ms": 1.0, "p95_ms": 2.0},
                        {"path": "nan", "target": "t", "p50_ms": float("nan"), "p95_ms": 1.0},
                        {"path": "str", "target": "t", "p50_ms": "3", "p95_ms": 1.0}])
@@ -399,7 +399,7 @@ def test_each_scenario_has_a_timeline_numbered_like_its_journal(report):
 
 
 def test_timeline_phases_follow_the_journal():
-    from meshcert.report_svg import phases
+    from meshcert.report.svg import phases
     evs = [(0.3, "steady state holds (before)"), (1.0, "inject"), (2.0, "inject"), (9.0, "probes held"),
            (10.0, "rollback"), (12.0, "rollback"), (20.0, "steady state holds (after)"), (20.5, "nothing left behind")]
     assert phases(evs, 21.0) == [("steady", 0.0, 1.0), ("faults", 1.0, 10.0), ("rollback", 10.0, 12.0),
@@ -427,13 +427,13 @@ def test_a_run_that_could_not_test_the_sut_says_not_tested_and_fails_nothing(tmp
 
 
 def test_an_older_results_input_error_counts_as_not_tested():
-    from meshcert.report import summarize
+    from meshcert.report.render import summarize
     s = summarize({"clauses": {}, "input_error": "SUT in pod agent POST /prerun: non-JSON"}, CATALOG)
     assert s.verdict == "not tested" and s.not_tested["reason"].endswith("non-JSON")
 
 
 def test_summary_table_groups_by_outcome(report):
-    from meshcert.report import summarize, summary_table
+    from meshcert.report.render import summarize, summary_table
     md, page = report
     table = summary_table(summarize(RESULTS, CATALOG), EXTRA).splitlines()
     assert table[0].split() == ["group", "passed", "failed", "not", "tested"]  # no out-of-scope clause here

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from meshcert import scenarios as s
-from meshcert.replay import load_replay, run_replay
+from meshcert.chaos import scenarios as s
+from meshcert.replay.run import load_replay, run_replay
 
 pytestmark = [pytest.mark.engine, pytest.mark.chaos]
 

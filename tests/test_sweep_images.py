@@ -10,7 +10,7 @@ import sys
 import docker
 import pytest
 
-from meshcert import engine, images
+from meshcert.toolchain import engine, images
 
 pytestmark = [pytest.mark.engine]
 

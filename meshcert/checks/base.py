@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..secrets import redact
+from meshcert.secrets import redact
 
 BANNER = re.compile(r"meshcert-banner host=(\S+) port=(\d+)")
 

@@ -7,7 +7,7 @@ Two kinds of checks, each raising :class:`~meshcert.checks.base.ClauseFailure` (
   renders the chart with the guide's Helm values, and the parsed manifests are asserted. They
   need no engine. A failing one saves the values and manifests it rendered as its "logs".
 - **pod checks** (``pod_*``): the Deployment rendered with this world's control server, images
-  and CA is run as a pod on the Docker engine (meshcert/podrunner.py) in the session world,
+  and CA is run as a pod on the Docker engine (meshcert/k8s/podrunner.py) in the session world,
   with the pre-auth key in a Secrets mapping, and the sidecar, headscale and the SUT are asked
   what happened.
 
@@ -42,11 +42,11 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from .. import components
-from ..errors import MeshcertError
-from ..paths import REPO, cache_dir
-from ..secrets import KEY_SHAPES, redact
-from .sut import Expect, clause
+from meshcert.toolchain import components
+from meshcert.errors import MeshcertError
+from meshcert.toolchain.paths import REPO, cache_dir
+from meshcert.secrets import KEY_SHAPES, redact
+from meshcert.checks.sut import Expect, clause
 
 REFERENCE_CHART = REPO / "charts" / "reference-agent"
 SIDECAR = "tailscale"
@@ -103,12 +103,12 @@ class Manifests:
     docs: list[dict]
 
     def workloads(self) -> list[dict]:
-        from ..podrunner import WORKLOAD_KINDS
+        from meshcert.k8s.podrunner import WORKLOAD_KINDS
         return [d for d in self.docs if d.get("kind") in WORKLOAD_KINDS]
 
     def pod_spec(self) -> dict | None:
         """The pod spec of the one workload (None when there is not exactly one)."""
-        from ..podrunner import PodRunError, pod_template
+        from meshcert.k8s.podrunner import PodRunError, pod_template
         try:
             return pod_template(self.docs)[0].get("spec") or {}
         except PodRunError:
@@ -238,7 +238,7 @@ _SHELL_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-[^}]*)?\}|\$([A-Za-z
 
 
 def literal_env(c: dict) -> dict[str, str]:
-    from ..podrunner import expand
+    from meshcert.k8s.podrunner import expand
     env: dict[str, str] = {}
     for item in c.get("env") or []:
         if "valueFrom" not in item:
@@ -253,7 +253,7 @@ def env_item(c: dict, name: str) -> dict | None:
 def _texts(c: dict) -> list[str]:
     """command+args as the process would see them (Kubernetes, then shell expansion of literal env)
     and the extra-args variables."""
-    from ..podrunner import expand
+    from meshcert.k8s.podrunner import expand
     env = literal_env(c)
     joined = " ".join(expand(str(x), env) for x in (c.get("command") or []) + (c.get("args") or []))
     joined = _SHELL_VAR.sub(lambda m: env.get(m.group(1) or m.group(2), m.group(0)), joined)
@@ -564,7 +564,7 @@ class ChartPod:
     socket: str = DEFAULT_SOCKET
 
     def sut(self):
-        from ..sut.client import SutClient
+        from meshcert.sut.client import SutClient
         return SutClient(f"http://{self.pod.ip}:{self.sut_port}", name=f"SUT in chart pod {self.pod.name}")
 
     def ts_status(self) -> dict:
@@ -581,7 +581,7 @@ class ChartPod:
             return f"unavailable ({e})"
 
     def wait_running(self, timeout: float = 90) -> dict:
-        from ..world.world import log_tail, wait_for
+        from meshcert.world.world import log_tail, wait_for
         wait_for(f"chart pod {self.pod.name}: sidecar BackendState Running", lambda: self.backend_state() == "Running",
                  timeout, describe=lambda: f"BackendState {self.backend_state()}; sidecar state "
                                            f"{self.pod.state(SIDECAR)}; the sidecar's last log lines: "
@@ -600,7 +600,7 @@ def chart_pod(world, chart: Chart, *, secrets: dict | None = None, hostname: str
     """Render ``chart`` for ``world`` and run its pod; everything (containers, volumes, the
     headscale node it registered) is removed on exit. ``secrets``: the cluster's Secrets
     (default: the pre-auth key of tag:agent-runtime in the Secret and key the values name)."""
-    from ..podrunner import pod_template, run_in_world
+    from meshcert.k8s.podrunner import pod_template, run_in_world
     token = pysecrets.token_hex(3)
     hostname = hostname or f"legator-{token}"
     values, overrides = world_values(world, chart, hostname, **connectivity)
@@ -758,7 +758,7 @@ def pod_accept_routes(world, chart: Chart) -> None:
                 except MeshcertError as err:
                     e.that(False, f"acceptRoutes {on}: the sidecar Running", err.message)
                     continue
-                from ..world.world import wait_for
+                from meshcert.world.world import wait_for
                 try:
                     wait_for(f"chart pod {cp.pod.name}: sees the router's primary route {vlan}",
                              lambda: any(vlan in (p.get("PrimaryRoutes") or [])
@@ -882,10 +882,10 @@ def pod_disabled(world, chart: Chart) -> None:
 # ------------------------------------------------------------------------------ the same clauses on kind
 def kind_pod_joins(world, cluster, chart: Chart, namespace: str = "meshcert-agent", timeout: float = 180) -> None:
     """HELM-1, -3, -4 on a real Kubernetes pod: the chart applied to a kind cluster whose node is
-    on the world's WAN (``cluster``: a :class:`meshcert.kind.KindCluster`), its Deployment rolled
+    on the world's WAN (``cluster``: a :class:`meshcert.k8s.kind.KindCluster`), its Deployment rolled
     out, the `tailscale` container Running in the tailnet under the values' hostname."""
-    from .. import kind
-    from ..world.world import CONTROL_ALIAS, wait_for
+    from meshcert.k8s import kind
+    from meshcert.world.world import CONTROL_ALIAS, wait_for
     hostname = f"legator-kind-{pysecrets.token_hex(3)}"
     values, overrides = world_values(world, chart, hostname)
     with clause(world, "HELM-1") as e:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .base import Probe, check_reachability
+from meshcert.checks.base import Probe, check_reachability
 
 CONTROLS = [Probe("agent", "server", 22, True, "positive control: the agent's tailnet path works"),
             Probe("router", "legacy", 22, True, "positive control: the legacy host is up on the VLAN")]

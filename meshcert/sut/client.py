@@ -12,9 +12,9 @@ from typing import Any
 
 import requests
 
-from ..errors import InputError, MeshcertError
-from ..secrets import redact
-from ..world.base import brief_error, log_tail
+from meshcert.errors import InputError, MeshcertError
+from meshcert.secrets import redact
+from meshcert.world.base import brief_error, log_tail
 
 PRERUN_KEYS = {"type": str, "ready": bool, "message": str, "endpoints": dict, "logs": list, "agent_context": list}
 ENDPOINT_KEYS = {"reachable": bool}

@@ -16,8 +16,8 @@ import docker
 import docker.errors
 import requests
 
-from ..errors import MeshcertError
-from ..secrets import redact
+from meshcert.errors import MeshcertError
+from meshcert.secrets import redact
 
 T = TypeVar("T")
 NODE_API = 9999

@@ -3,13 +3,13 @@ sweeper catches them if the run is killed)."""
 
 from __future__ import annotations
 
-from .topology import HostSpec
-from .world import NodeAPI, World, container_state, http_state, wait_for
+from meshcert.world.topology import HostSpec
+from meshcert.world.world import NodeAPI, World, container_state, http_state, wait_for
 
 
 def add_plain_host(world: World, spec: HostSpec) -> NodeAPI:
     box = world._run(spec.name, world.images["host"],
-                     ["python3", "/opt/meshcert/nodeagent.py", "--banner", ",".join(map(str, spec.banner_ports))],
+                     ["python3", "/opt/meshcert/world/nodeagent.py", "--banner", ",".join(map(str, spec.banner_ports))],
                      network=spec.network, hostname=spec.name, ipv4_address=spec.address,
                      environment={"MESHCERT_NAME": spec.name})
     api = NodeAPI(spec.name, world._ip(box, spec.network))
@@ -34,7 +34,7 @@ CHAOS_TABLE = "meshcert_chaos"
 def _netns_pid(world: World, role: str) -> int:
     import os
     if os.environ.get("DOCKER_HOST"):
-        from .world import WorldError
+        from meshcert.world.world import WorldError
         raise WorldError("netns faults need a local engine (nsenter into the container's pid)",
                          "run meshcert on the engine's host")
     box = world.boxes[role]
@@ -46,7 +46,7 @@ def netns_nft(world: World, role: str, chains: str) -> None:
     """Load ``chains`` (nft syntax, the body of an inet table) into the network namespace of
     container ``role`` from the host (the container needs no NET_ADMIN). Healed by netns_heal."""
     import subprocess
-    from .world import WorldError
+    from meshcert.world.world import WorldError
     pid = _netns_pid(world, role)
     ruleset = f"table inet {CHAOS_TABLE} {{\n{chains}\n}}\n"
     p = subprocess.run(["nsenter", "-t", str(pid), "-n", "nft", "-f", "-"], input=ruleset, text=True,

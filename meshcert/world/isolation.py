@@ -16,11 +16,11 @@ import time
 
 import docker
 
-from .. import progress
-from ..errors import EnvironmentProblem
-from ..paths import cache_dir
-from . import labels as lbl
-from .base import NodeAPI, http_state, wait_for
+from meshcert.toolchain import progress
+from meshcert.errors import EnvironmentProblem
+from meshcert.toolchain.paths import cache_dir
+from meshcert.world import labels as lbl
+from meshcert.world.base import NodeAPI, http_state, wait_for
 
 PORT = 7777
 
@@ -50,9 +50,9 @@ def check_isolation(c: docker.DockerClient, host_image: str) -> None:
         with progress.step("probing network isolation between two Docker networks"):
             na = c.networks.create(f"mc-{run}-a", internal=True, labels=labels)
             nb = c.networks.create(f"mc-{run}-b", internal=True, labels=labels)
-            a = c.containers.run(host_image, ["python3", "/opt/meshcert/nodeagent.py", "--banner", str(PORT)],
+            a = c.containers.run(host_image, ["python3", "/opt/meshcert/world/nodeagent.py", "--banner", str(PORT)],
                                  name=f"mc-{run}-a", network=na.name, labels=labels, detach=True)
-            b = c.containers.run(host_image, ["python3", "/opt/meshcert/nodeagent.py"],
+            b = c.containers.run(host_image, ["python3", "/opt/meshcert/world/nodeagent.py"],
                                  name=f"mc-{run}-b", network=nb.name, labels=labels, detach=True)
             a.reload()
             b.reload()

@@ -8,7 +8,7 @@ import socket
 
 import docker
 
-from .. import progress
+from meshcert.toolchain import progress
 
 LABEL = "io.meshcert"            # "1" on every object
 RUN = "io.meshcert.run"          # run id

@@ -28,14 +28,14 @@ import docker.errors
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
 from testcontainers.core.container import DockerContainer  # noqa: E402
 
-from .. import engine, images, progress
-from ..secrets import Secret, redact
-from . import labels as lbl
-from .base import (NODE_API, Box, NodeAPI, WorldError, brief_error, container_state,  # noqa: F401
-                   http_state, log_tail, tar_files, wait_for)
-from .ca import make_certs
-from .isolation import check_isolation
-from .topology import Topology, guide_topology
+from meshcert.toolchain import engine, images, progress
+from meshcert.secrets import Secret, redact
+from meshcert.world import labels as lbl
+from meshcert.world.base import (NODE_API, Box, NodeAPI, WorldError, brief_error, container_state,  # noqa: F401
+                                 http_state, log_tail, tar_files, wait_for)
+from meshcert.world.ca import make_certs
+from meshcert.world.isolation import check_isolation
+from meshcert.world.topology import Topology, guide_topology
 
 
 HEADSCALE_PORT = 8443
@@ -311,7 +311,7 @@ class World:
         self.images = images.ensure_images(
             self.client, ("host", "tailscale", "headscale", "toxiproxy") + (() if self.sut_image else ("sut-reference",)))
         if self.sut_image:
-            from ..sut.client import require_image
+            from meshcert.sut.client import require_image
             require_image(self.client, self.sut_image)  # SutNotTestable naming the image and how to load it
         check_isolation(self.client, self.images["host"])
         self.timings["images"] = time.monotonic() - t0
@@ -354,7 +354,7 @@ class World:
 
         def start_host(spec) -> Box:
             return self._run(spec.name, host_img,
-                             ["python3", "/opt/meshcert/nodeagent.py", "--banner",
+                             ["python3", "/opt/meshcert/world/nodeagent.py", "--banner",
                               ",".join(map(str, spec.banner_ports))],
                              network=spec.network, hostname=spec.name, ipv4_address=spec.address,
                              environment={"MESHCERT_NAME": spec.name})
@@ -424,7 +424,7 @@ class World:
         if spec.advertise_routes:
             kw["sysctls"]["net.ipv4.ip_forward"] = "1"
         box = self._run(spec.name, self.images["tailscale"],
-                        ["sh", "-c", f"{self._tailscaled(spec.name)} & exec python3 /opt/meshcert/nodeagent.py "
+                        ["sh", "-c", f"{self._tailscaled(spec.name)} & exec python3 /opt/meshcert/world/nodeagent.py "
                                      f"--banner '{banners}'"],
                         network=spec.networks[0], environment=self._ts_env(spec.name),
                         files={"/etc/meshcert/ca.pem": (self.certs.ca_pem, 0o644)}, hostname=spec.name, **kw)
@@ -450,7 +450,7 @@ class World:
             sidecar = self._run(f"{a.name}-tailscale", ts_img, ["sh", "-c", f"exec {self._tailscaled(a.name)}"],
                                 environment=self._ts_env(a.name), files=ca_file, **self.CAPS, **netns, **mount)
         probe = self._run(f"{a.name}-probe", host_img,
-                          ["python3", "/opt/meshcert/nodeagent.py", "--banner", ",".join(map(str, a.banner_ports))],
+                          ["python3", "/opt/meshcert/world/nodeagent.py", "--banner", ",".join(map(str, a.banner_ports))],
                           environment={"MESHCERT_NAME": a.name}, **netns, **mount)
         return Pod(a, pause, sidecar, probe, vol.name, netns, mount)
 
@@ -621,7 +621,7 @@ class World:
 
     def set_policy(self, policy: dict) -> None:
         """Set the policy live (database mode) and wait until every node's packet filter reflects it."""
-        from ..policy import parse_policy
+        from meshcert.policy import parse_policy
         parse_policy(json.dumps(policy), "world policy")  # one clear error for a malformed policy
         self._apply_policy(policy, wait=True)
 
@@ -758,7 +758,7 @@ class World:
         The pod's auth key is mounted as a file (as a Kubernetes Secret volume is) unless
         ``with_secret`` is False; userspace pods get SUT_PROXY pointing at the sidecar's SOCKS5.
         """
-        from ..sut.client import SutClient
+        from meshcert.sut.client import SutClient
         pod = self.pods[pod_name]
         if pod.sut is not None:
             try:
@@ -780,7 +780,7 @@ class World:
                             **pod.netns, **pod.mount)
         pod.sut_config = (mutant, with_secret, tuple(sorted((extra_env or {}).items())))
         client = SutClient(f"http://{pod.ip}:{self.sut_port}", name=f"SUT in pod {pod_name}")
-        from ..sut.client import wait_serving
+        from meshcert.sut.client import wait_serving
         wait_serving(client, pod.sut, pod_name, self.sut_port, image)  # SutNotTestable: pod, port, command, log
         return client
 
@@ -793,7 +793,7 @@ class World:
         return self.boxes[role].container.logs().decode(errors="replace")
 
     def sut(self, pod_name: str = "agent") -> "SutClient":
-        from ..sut.client import SutClient
+        from meshcert.sut.client import SutClient
         return SutClient(f"http://{self.pods[pod_name].ip}:{self.sut_port}", name=f"SUT in pod {pod_name}")
 
     def stop_sidecar(self, pod_name: str = "agent") -> None:

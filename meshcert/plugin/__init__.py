@@ -54,7 +54,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config._meshcert_report_dir = Path(rd)
     config._meshcert_results = {}
     config._meshcert_extra = {}
-    from . import kind
+    from meshcert.k8s import kind
     kind.SELECTED = config.getoption("--cluster", default="docker")  # read by the kind test module at import
     # SIGTERM ends a run like Ctrl-C does, so session teardown removes the world.
     if hasattr(signal, "SIGTERM"):
@@ -82,19 +82,19 @@ def report_extra(pytestconfig) -> dict:
 @pytest.fixture(scope="session")
 def world(pytestconfig, report_dir):
     """The guide's world, built once per session and removed at its end (Ctrl-C included)."""
-    from .errors import MeshcertError
-    from .world import World
-    from .world.topology import guide_topology
+    from meshcert.errors import MeshcertError
+    from meshcert.world import World
+    from meshcert.world.topology import guide_topology
 
     vlan = os.environ.get("MESHCERT_VLAN")  # two sessions on one engine need different VLANs
     topo = guide_topology(vlan) if vlan else guide_topology()
     try:
         if pytestconfig.getoption("--policy"):
-            from .policy import load_policy
+            from meshcert.policy import load_policy
             topo.policy = json.loads(load_policy(pytestconfig.getoption("--policy")).to_json())
         spec = None
         if pytestconfig.getoption("--spec"):
-            from .spec import load_spec
+            from meshcert.spec import load_spec
             spec = load_spec(pytestconfig.getoption("--spec"))
     except MeshcertError as e:
         pytestconfig._meshcert_input_error = e.one_line()
@@ -108,7 +108,7 @@ def world(pytestconfig, report_dir):
     except MeshcertError as e:
         # Nothing can be tested: not a failed certification. The run stops here (the world is
         # built once, never again per test), no clause is recorded, results say "not tested".
-        from .sut.client import SutNotTestable
+        from meshcert.sut.client import SutNotTestable
         data = e.to_data() if isinstance(e, SutNotTestable) else \
             {"reason": f"the world could not be built: {e.one_line()}", "log": []}
         data["run"] = w.run_id  # its objects are gone: World.start removes what it built
@@ -142,7 +142,7 @@ def steady_world(world):
 def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
-    from .errors import InputError
+    from meshcert.errors import InputError
     if call.excinfo is not None and isinstance(call.excinfo.value, InputError):
         # Bad input (a SUT answering garbage, a malformed file): one clear error ends the run,
         # which is then "not tested" with that reason -- the clause is not recorded as failed.
@@ -184,9 +184,9 @@ def pytest_sessionfinish(session, exitstatus) -> None:
         {"reason": input_error, "log": []} if input_error else None)
     if not res and not extra and not not_tested:
         return
-    from .catalog import load_catalog
-    from .report import write_report
-    from .secrets import redact
+    from meshcert.report.catalog import load_catalog
+    from meshcert.report.render import write_report
+    from meshcert.secrets import redact
     d = session.config._meshcert_report_dir
     d.mkdir(parents=True, exist_ok=True)
     results = {"finished": time.time(), "clauses": res or {}, "not_tested": not_tested}
@@ -204,7 +204,7 @@ def pytest_sessionfinish_no_secret_in_outputs(session, exitstatus) -> None:
     characters of one's secret part, and anything key-shaped. A finding is masked in place (it
     must not stay on disk), named with its file and position, recorded as a failure of CRED-1
     in results.json and the report, and fails the session."""
-    from .secrets import describe, scan_files, scrub_file
+    from meshcert.secrets import describe, scan_files, scrub_file
     d = getattr(session.config, "_meshcert_report_dir", None)
     junit = getattr(session.config.option, "xmlpath", None)
     paths = [p for p in (d, junit) if p and Path(p).exists()]
@@ -222,8 +222,8 @@ def pytest_sessionfinish_no_secret_in_outputs(session, exitstatus) -> None:
     if tr is not None:
         tr.write_line(f"meshcert: CRED-1 failed: {message}", red=True, bold=True)
     if d is not None and Path(d).is_dir():
-        from .catalog import load_catalog
-        from .report import write_report
+        from meshcert.report.catalog import load_catalog
+        from meshcert.report.render import write_report
         results_file = Path(d) / "results.json"
         try:
             doc = json.loads(results_file.read_text())

@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .checks.base import ClauseFailure, Probe, check_reachability
-from .errors import InputError
-from .secrets import redact
-from .world.extra import netns_heal, netns_nft
+from meshcert.checks.base import ClauseFailure, Probe, check_reachability
+from meshcert.errors import InputError
+from meshcert.secrets import redact
+from meshcert.world.extra import netns_heal, netns_nft
 
 Undo = Callable[[], None]
 FaultHandler = Callable[[Any, Mapping[str, Any]], Undo]
@@ -41,7 +41,7 @@ def resolve(world, text: str) -> str:
     """World addresses for the symbols of a fault parameter: ``${wan:NAME}`` (a container's
     address on the WAN network: a node, toxiproxy, headscale) and the replay symbols
     (``${ip:NAME}``, ``${net:NAME}``, ``${tailnet}``)."""
-    from .property import resolve as resolve_replay
+    from meshcert.property.runner import resolve as resolve_replay
 
     def wan(m: re.Match) -> str:
         name = m.group(1)
@@ -122,7 +122,7 @@ def _freeze(world, f: Mapping[str, Any]) -> Undo:
     def thaw() -> None:
         world.boxes[role].container.unpause()
         if pod in world.pods:
-            from .world import wait_for
+            from meshcert.world import wait_for
             node = world.nodes[pod]
             wait_for(f"{pod}'s sidecar Running after the thaw", lambda: node.backend_state() == "Running", 60,
                      describe=node.backend_state)
@@ -130,7 +130,7 @@ def _freeze(world, f: Mapping[str, Any]) -> Undo:
 
 
 def _standby_router(world, f: Mapping[str, Any]) -> Undo:
-    from .world.topology import ROUTER_TAG, NodeSpec
+    from meshcert.world.topology import ROUTER_TAG, NodeSpec
     name = f["name"]
     cidrs = tuple(resolve(world, c) for c in f.get("advertise", ["${net:vlan}"]))
     spec = NodeSpec(name, (ROUTER_TAG,), networks=("wan", *f.get("networks", ["vlan"])), advertise_routes=cidrs,
@@ -146,8 +146,8 @@ def _standby_router(world, f: Mapping[str, Any]) -> Undo:
 def _extra_pod(world, f: Mapping[str, Any]) -> Undo:
     """An agent pod with its own key: ``key`` valid | expired-preauth-key (never joins) |
     expired-node (joins, then headscale expires the node)."""
-    from .world import wait_for
-    from .world.topology import AGENT_TAG, AgentSpec
+    from meshcert.world import wait_for
+    from meshcert.world.topology import AGENT_TAG, AgentSpec
     name, key_kind = f["name"], f.get("key", "valid")
     spec = AgentSpec(name=name, tags=(AGENT_TAG,))
     mutant = world.pods["agent"].sut_config[0] if "agent" in world.pods else ""  # the same SUT build
@@ -227,7 +227,7 @@ def prerun_problems(world, spec: Mapping[str, Any]) -> tuple[dict, float, list[s
     word the message or sidecar detail must hold), ``context`` (names the agent must be told
     about), ``within_s`` (a bound on the whole pre-run).
     """
-    from .checks.sut import DEADLINE_S, mesh_spec
+    from meshcert.checks.sut import DEADLINE_S, mesh_spec
     pod = spec.get("pod", "agent")
     conn = mesh_spec(world) if spec.get("connectivity", "headscale") == "headscale" else {"type": "direct"}
     eps = {n: {"url": resolve(world, e["url"]), "critical": bool(e.get("critical", True))}
@@ -369,9 +369,9 @@ def inventory(world) -> dict[str, list[str]]:
 def save_scenario_replay(world, name: str, faults: Faults, error: BaseException) -> Path | None:
     """The replay file of a failed scenario: the guide topology, the world's policy and routes
     (symbolic), the faults injected, the probes and pre-runs it expected."""
-    from .property import RouteSettings
-    from .replay import Replay, ReplayProbe, save_replay
-    from .world.topology import Topology
+    from meshcert.property.runner import RouteSettings
+    from meshcert.replay.run import Replay, ReplayProbe, save_replay
+    from meshcert.world.topology import Topology
     if not isinstance(world.topology, Topology) or not (faults.recorded or faults.probes or faults.preruns):
         return None
     vlan = next((n.subnet for n in world.topology.networks if n.name == "vlan"), None)

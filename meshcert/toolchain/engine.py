@@ -16,9 +16,9 @@ from pathlib import Path
 import docker
 import docker.errors
 
-from . import progress
-from .errors import EnvironmentProblem
-from .paths import cache_dir
+from meshcert.toolchain import progress
+from meshcert.errors import EnvironmentProblem
+from meshcert.toolchain.paths import cache_dir
 
 DEBIAN_PACKAGES = {
     # binary that proves the package is there -> Debian package

@@ -23,10 +23,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .catalog import GROUPS, Clause
-from .errors import InputError
-from .report_svg import latency_svg, timeline_legend_html, timeline_svg
-from .secrets import redact
+from meshcert.report.catalog import GROUPS, Clause
+from meshcert.errors import InputError
+from meshcert.report.svg import latency_svg, timeline_legend_html, timeline_svg
+from meshcert.secrets import redact
 
 OUTCOMES = ("passed", "failed", "skipped")
 NO_TEST = "no test"
@@ -323,7 +323,7 @@ def _added(rows: list[dict]) -> list[dict]:
 
 def _mutant_descriptions() -> dict[str, str]:
     try:
-        from .sut.reference.runtime import MUTANTS
+        from meshcert.sut.reference.runtime import MUTANTS
     except Exception:  # the report never fails for want of a description
         return {}
     return dict(MUTANTS)

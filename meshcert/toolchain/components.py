@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from . import progress
-from .errors import EnvironmentProblem
-from .paths import cache_dir, cache_lock, tools_dir
+from meshcert.toolchain import progress
+from meshcert.errors import EnvironmentProblem
+from meshcert.toolchain.paths import cache_dir, cache_lock, tools_dir
 
 # tool folder -> {binary name produced by go build: name we install it under}
 BINARIES: dict[str, dict[str, str]] = {

@@ -13,7 +13,7 @@ A replay file is YAML::
       approved: {router: ["${net:vlan}"]}        # exactly these routes approved per router
       accept_routes: {agent: true, agent-us: false}
     scenario: partition            # optional: the chaos scenario that wrote the file
-    faults: []                     # chaos: [{kind: NAME, ...params}] (meshcert.chaos.FAULTS),
+    faults: []                     # chaos: [{kind: NAME, ...params}] (meshcert.chaos.experiment.FAULTS),
                                    # applied after the settings hold and before probing,
                                    # undone afterwards
     probes:                        # what to dial and what must happen (may be empty when
@@ -47,11 +47,11 @@ from typing import Any
 
 import yaml
 
-from .errors import InputError
-from .oracle import Verdict
-from .policy import parse_policy
-from .property import RETRY_WINDOW, SYMBOL, Example, Outcome, Pair, RouteSettings, Shape, run_example
-from .world.topology import Topology, guide_topology
+from meshcert.errors import InputError
+from meshcert.property.oracle import Verdict
+from meshcert.policy import parse_policy
+from meshcert.property.runner import (RETRY_WINDOW, SYMBOL, Example, Outcome, Pair, RouteSettings, Shape, run_example)
+from meshcert.world.topology import Topology, guide_topology
 
 FORMAT = 1
 TOPOLOGIES: dict[str, Callable[[], Topology]] = {"guide": guide_topology}
@@ -289,7 +289,7 @@ def replay_from_data(data: Any, source: str = "<replay>") -> Replay:
     faults = top.get("faults", [])
     if not isinstance(faults, list):
         raise w.error("faults", f"expected a list, found {_kind(faults)}")
-    from .chaos import FAULTS, validate_fault
+    from meshcert.chaos.experiment import FAULTS, validate_fault
     for i, f in enumerate(faults):
         w.mapping(f"faults[{i}]", f)
         if "kind" not in f:
@@ -484,14 +484,14 @@ def run_replay(path: str | os.PathLike | Replay, world, *, oracle=None,
     Sets the file's routes and policy (waiting until they hold), applies its faults, dials its
     probes and compares with its expectations -- or, when ``oracle`` (an Oracle class) is given,
     with that oracle's verdicts in this world. ``fault_handlers`` maps a fault kind to a function
-    ``(world, fault) -> undo`` (default: every kind of :data:`meshcert.chaos.FAULTS`); a file with
+    ``(world, fault) -> undo`` (default: every kind of :data:`meshcert.chaos.experiment.FAULTS`); a file with
     a fault kind that has no handler is refused before the world is touched. The file's pre-runs
     run after the probes, with the faults still held. ``check``: raise :class:`ReplayMismatch` on any difference. ``restore``:
     return the world to its topology's steady state afterwards (World.reset).
     """
     replay = path if isinstance(path, Replay) else load_replay(path)
     check_topology(replay, world)
-    from .chaos import FAULT_HANDLERS, prerun_problems
+    from meshcert.chaos.experiment import FAULT_HANDLERS, prerun_problems
     handlers = dict(FAULT_HANDLERS if fault_handlers is None else fault_handlers)
     missing = sorted({f["kind"] for f in replay.faults} - set(handlers))
     if missing:

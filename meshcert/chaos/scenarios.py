@@ -9,10 +9,10 @@ from __future__ import annotations
 import statistics
 import time
 
-from meshcert.chaos import scenario
+from meshcert.chaos.experiment import scenario
 from meshcert.checks import acl
 from meshcert.checks.base import Probe, check_reachability
-from meshcert.checks.sut import BOUND_DEADLINE_S, DEADLINE_S, LOCALAPI_BOUND_S, clause, ep, mesh_spec, prerun_bound
+from meshcert.checks.sut import (BOUND_DEADLINE_S, DEADLINE_S, LOCALAPI_BOUND_S, clause, ep, mesh_spec, prerun_bound)
 from meshcert.world import WorldError, wait_for
 
 # Pre-runs whose duration a scenario asserts use BOUND_DEADLINE_S, so that a pre-run whose dials

@@ -13,7 +13,7 @@ from __future__ import annotations
 import html
 import math
 
-from .secrets import redact
+from meshcert.secrets import redact
 
 FONT = 'font-family="system-ui,-apple-system,Segoe UI,sans-serif"'
 INK, MUTED, GRID = "#1d2433", "#57606a", "#d0d7de"

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import docker
 
-from . import components, paths, progress
-from .errors import EnvironmentProblem
-from .paths import REPO, cache_dir
+from meshcert.toolchain import components, paths, progress
+from meshcert.errors import EnvironmentProblem
+from meshcert.toolchain.paths import REPO, cache_dir
 
 BASE_PACKAGES = ["python3", "ca-certificates", "iproute2", "nftables", "iptables", "procps", "tini"]
 LABEL = "io.meshcert.image"
@@ -131,7 +131,7 @@ def recipes() -> dict[str, Recipe]:
     def binfiles(comp: str) -> dict[str, Path]:
         return {f"/usr/local/bin/{n}": p for n, p in bins[comp].paths().items()}
     return {
-        "host": Recipe("host", {"/opt/meshcert/nodeagent.py": REPO / "meshcert" / "nodeagent.py"}, parent="base",
+        "host": Recipe("host", {"/opt/meshcert/world/nodeagent.py": REPO / "meshcert" / "world" / "nodeagent.py"}, parent="base",
                        extra='ENTRYPOINT ["/usr/bin/tini", "-s", "-g", "--"]'),
         "tailscale": Recipe("tailscale", binfiles("tailscale"),
                             extra="RUN mkdir -p /var/run/tailscale /var/lib/tailscale"),

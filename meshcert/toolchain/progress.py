@@ -35,7 +35,7 @@ def run_streamed(cmd: Sequence[str], title: str, *, env: dict | None = None, cwd
 
     Output goes to ``log_path`` (or is kept in memory); on failure the tail is raised.
     """
-    from .errors import EnvironmentProblem
+    from meshcert.errors import EnvironmentProblem
 
     t0 = time.monotonic()
     out = open(log_path, "w") if log_path else subprocess.PIPE

@@ -7,7 +7,7 @@ banner ports as a single port, a list, a range or ``*``) plus route settings (th
 ``acceptRoutes`` and the subnet router's approved routes). :func:`run_example` applies it to the
 running world (no container restarts: ``tailscale set``, ``headscale nodes approve-routes`` and
 a live policy set, each waited for on the real state), dials the whole probe matrix from inside
-the nodes, and compares every pair with :class:`meshcert.oracle.Oracle`. A pair where the two
+the nodes, and compares every pair with :class:`meshcert.property.oracle.Oracle`. A pair where the two
 disagree is a :class:`Difference`.
 
 A policy without an ``acls`` section (allow-all in headscale) is never drawn: World.set_policy
@@ -61,11 +61,11 @@ from typing import Any, NamedTuple
 
 from hypothesis import strategies as st
 
-from .checks.base import BANNER
-from .errors import InputError
-from .oracle import Host, Node, Oracle, Verdict
-from .policy import parse_policy
-from .world.topology import AGENT_TAG, DB_TAG, ROUTER_TAG, SERVER_TAG, Topology
+from meshcert.checks.base import BANNER
+from meshcert.errors import InputError
+from meshcert.property.oracle import Host, Node, Oracle, Verdict
+from meshcert.policy import parse_policy
+from meshcert.world.topology import AGENT_TAG, DB_TAG, ROUTER_TAG, SERVER_TAG, Topology
 
 TAGS = (AGENT_TAG, SERVER_TAG, DB_TAG, ROUTER_TAG)
 TAILNET_V4 = "100.64.0.0/10"
@@ -344,7 +344,7 @@ def apply_routes(world, routes: RouteSettings) -> dict[str, tuple[str, ...]]:
     sees the router's route, which never happens when the example's policy hides the router from
     a node or reduces its routes; :func:`wait_routes_settled` waits on what must hold instead.
     """
-    from .world import WorldError
+    from meshcert.world import WorldError
     for pod, on in routes.accept_routes.items():
         if pod not in world.nodes:
             raise InputError("route settings", f"acceptRoutes for {pod!r}: the world has no such node")
@@ -373,7 +373,7 @@ def wait_routes_settled(world, approved: Mapping[str, Iterable[str]], timeout: f
     A node sees a router's primary routes only when the policy lets it reach them, so a route
     may rightly be absent; but a route that is no longer approved must be gone everywhere.
     """
-    from .world import wait_for
+    from meshcert.world import wait_for
     allowed = {r: {ipaddress.ip_network(c) for c in cidrs} for r, cidrs in approved.items()}
 
     def stale(node) -> list[str]:
@@ -421,7 +421,7 @@ def wait_datapath(world, timeout: float = 15) -> None:
     (seen: router -> agent:5000 connected under a policy that allowed only the VLAN). Userspace
     nodes have no OS routes (their dialer is reprogrammed in the same step) and are skipped.
     """
-    from .world import wait_for
+    from meshcert.world import wait_for
     kernel = [n for n in world.nodes.values() if not n.socks5]
 
     def settled(node) -> bool:
@@ -806,7 +806,7 @@ class Runner:
             self.first_failure_at = self.examples
         path = None
         if _final_run():
-            from .replay import Replay, save_replay
+            from meshcert.replay.run import Replay, save_replay
             replay = Replay.from_outcome(outcome, topology=self.topology, seed=self.seed,
                                          description=f"shrunk failing example of the property test "
                                                      f"(oracle {getattr(self.oracle, '__name__', self.oracle)})")

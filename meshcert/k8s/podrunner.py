@@ -47,10 +47,10 @@ import requests
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
 from testcontainers.core.container import DockerContainer  # noqa: E402
 
-from . import progress
-from .errors import MeshcertError
-from .secrets import redact
-from .world.world import tar_files
+from meshcert.toolchain import progress
+from meshcert.errors import MeshcertError
+from meshcert.secrets import redact
+from meshcert.world.world import tar_files
 
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "Pod")
 VOLUME_ROOT = "/.meshcert/volumes"  # where the pause container holds every pod volume
@@ -614,7 +614,7 @@ def run_in_world(world, template: dict, pod_name: str, *, secrets: Mapping[str, 
     pod reaches the control server as ``control``), with its run labels and names, the pause
     container from its host image. While the pod lives its containers are among the world's
     boxes, so a failing clause saves their logs with everyone else's."""
-    from .world.world import Box
+    from meshcert.world.world import Box
 
     penv = PodEnv(world.client, world._cname, world._labels(), world.networks[network].name, world.images["host"],
                   secrets=secrets or {}, config_maps=config_maps or {}, image_overrides=image_overrides or {},

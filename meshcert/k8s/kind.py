@@ -31,8 +31,8 @@ from typing import Any, Callable, Mapping
 
 import yaml
 
-from .errors import EnvironmentProblem
-from .paths import REPO
+from meshcert.errors import EnvironmentProblem
+from meshcert.toolchain.paths import REPO
 
 KIND_CONFIG = REPO / "charts" / "kind-config.yaml"
 NODE_REPO = "kindest/node"
@@ -104,11 +104,11 @@ class Availability:
 
 
 def pinned_node_image() -> str:
-    from .components import COMPONENTS
+    from meshcert.toolchain.components import COMPONENTS
     v = COMPONENTS["kind"].version
     if v not in NODE_IMAGES:
         raise EnvironmentProblem("kind", f"no node image known for the pinned kind {v}",
-                                 "add its default (pkg/apis/config/defaults/image.go) to meshcert.kind.NODE_IMAGES")
+                                 "add its default (pkg/apis/config/defaults/image.go) to meshcert.k8s.kind.NODE_IMAGES")
     return NODE_IMAGES[v]
 
 
@@ -210,7 +210,7 @@ class KindCluster:
         return f"{self.name}-control-plane"
 
     def _kind(self, *args: str, timeout: float = 600) -> str:
-        from .components import COMPONENTS
+        from meshcert.toolchain.components import COMPONENTS
         binary = str(COMPONENTS["kind"].ensure()["kind"])
         r = subprocess.run([binary, *args], capture_output=True, text=True, timeout=timeout,
                            env={**os.environ, "KIND_EXPERIMENTAL_PROVIDER": "docker"})
@@ -234,7 +234,7 @@ class KindCluster:
         r = subprocess.run(["docker", "exec", "-i", self.node, "kubectl", "--kubeconfig=/etc/kubernetes/admin.conf",
                             *args], input=stdin, capture_output=True, text=True, timeout=timeout)
         if r.returncode != 0:
-            from .secrets import redact
+            from meshcert.secrets import redact
             raise EnvironmentProblem(f"kubectl {args[0]}", redact(r.stderr.strip()[-800:]) or f"exit {r.returncode}")
         return r.stdout
 

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import yaml
 
-from .errors import InputError
-from .paths import REPO
+from meshcert.errors import InputError
+from meshcert.toolchain.paths import REPO
 
 # Report order follows the guide: connectivity types, the pre-run health check, ACLs, subnet
 # routes, direct deployments, credentials, troubleshooting, Helm values, errata, performance.

@@ -25,9 +25,9 @@ import tarfile
 import time
 from pathlib import Path
 
-from .errors import InputError
-from .paths import REPO
-from .secrets import redact
+from meshcert.errors import InputError
+from meshcert.toolchain.paths import REPO
+from meshcert.secrets import redact
 
 PREFIX = "meshcert-results-"
 SUFFIX = ".tar.gz"
@@ -58,7 +58,7 @@ def meshcert_version() -> str:
 def component_versions(client=None) -> dict[str, str]:
     """Every component's version: the pinned Go tools (from tools/*/go.mod), meshcert, Python,
     Go and the engine. What cannot be read is "unavailable (why)", never left out."""
-    from . import components
+    from meshcert.toolchain import components
     out: dict[str, str] = {}
     for name, comp in components.COMPONENTS.items():
         try:
@@ -73,7 +73,7 @@ def component_versions(client=None) -> dict[str, str]:
         out["go"] = f"unavailable ({type(e).__name__})"
     try:
         if client is None:
-            from . import engine
+            from meshcert.toolchain import engine
             client = engine.ensure_engine(install=False)
         v = client.version()
         out["engine"] = f"Docker {v.get('Version')} (API {v.get('ApiVersion')})"
@@ -95,7 +95,7 @@ def image_identity(client, image: str | None) -> dict:
 
 def _engine():
     try:
-        from . import engine
+        from meshcert.toolchain import engine
         return engine.ensure_engine(install=False)
     except Exception:
         return None
