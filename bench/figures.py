@@ -96,17 +96,24 @@ def step_suite(args) -> None:
 
 
 def step_flake(args) -> None:
-    out = REPO / "reports" / time.strftime("scenario-runs-%Y%m%d-%H%M%S")
-    rc = subprocess.call([PY, str(REPO / "bench" / "scenario_runs.py"), "--runs", str(args.flake_runs),
-                          "--out", str(out)], cwd=REPO)
-    summary = json.loads((out / "summary.json").read_text())
-    _write("scenario-runs.json", {**stamp(f"bench/scenario_runs.py --runs {args.flake_runs}"),
-                                  "exit_code": rc, **summary})
-    md = out / "summary.md"
-    if md.is_file():
-        (RESULTS / "scenario-runs.md").write_text(md.read_text())
-    if rc != 0:
-        raise RuntimeError(f"bench/scenario_runs.py exited {rc}")
+    """The flake loops: N consecutive `pytest scenarios` runs and N consecutive certifications."""
+    failed = []
+    for job, name in (("scenarios", "scenario-runs"), ("certify", "certify-runs")):
+        out = REPO / "reports" / time.strftime(f"{name}-%Y%m%d-%H%M%S")
+        cmd = ["bench/scenario_runs.py", "--job", job, "--runs", str(args.flake_runs)]
+        rc = subprocess.call([PY, str(REPO / cmd[0]), *cmd[1:], "--out", str(out)], cwd=REPO)
+        try:
+            runs = json.loads((out / "summary.json").read_text())
+        except (OSError, ValueError):
+            runs = []
+        _write(f"{name}.json", {**stamp(" ".join(cmd)), "exit_code": rc, "job": job, "runs": runs})
+        md = out / "summary.md"
+        if md.is_file():
+            (RESULTS / f"{name}.md").write_text(md.read_text())
+        if rc != 0:
+            failed.append(f"{' '.join(cmd)} exited {rc}")
+    if failed:
+        raise RuntimeError("; ".join(failed))
 
 
 # ------------------------------------------------------------------------------------ README blocks
@@ -199,6 +206,19 @@ def block_flake() -> str:
             if vals:
                 cells.append(f"{k}: {min(vals)} / {max(vals)}")
         out.append(f"| {n.replace('|', '/')} | {ok}/{len(js)} | {'; '.join(cells) or '–'} |")
+    c = _read("certify-runs.json")
+    if not c:
+        out += ["", _none("certify-runs.json")]
+    else:
+        cr = c.get("runs") or []
+        cw = sorted(r.get("wall_s") for r in cr if r.get("wall_s") is not None)
+        bad = sorted({n for r in cr for n, j in (r.get("scenarios") or {}).items()
+                      if j.get("outcome") not in ("passed", "measured")})
+        out += ["", f"Certification: {sum(1 for r in cr if r.get('rc') == 0)}/{len(cr)} consecutive "
+                f"`meshcert certify` runs passed; wall per run min / median / max "
+                f"{cw[0] if cw else '–'} / {cw[len(cw) // 2] if cw else '–'} / {cw[-1] if cw else '–'} s"
+                + (f"; clauses not passed in some run: {', '.join(bad)}" if bad else "")
+                + f" (`bench/results/certify-runs.json`, {describe(c)})."]
     return "\n".join(out)
 
 
