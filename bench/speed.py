@@ -7,8 +7,9 @@
 
     .venv/bin/python bench/speed.py [--checkout DIR] [--steps certify,property,ci] [--runs N]
 
-``--checkout`` measures another checkout (an older commit in a worktree: that is how "before"
-and "after" come from the same script). Results: bench/results/speed-<date>-<commit>.{json,md}
+``--checkout`` measures another checkout; ``--vs DIR`` measures a second checkout (the "before":
+an older commit in a worktree) in the same call, A and B runs alternating (A B A B ...) so that
+both see the same machine, with the ratio A/B taken pair by pair. Results: bench/results/speed-<date>-<commit>.{json,md}
 of THIS repo, stamped with the measured checkout's commit and the machine. Medians are quoted;
 with --runs 1 the median is the one run.
 """
@@ -56,6 +57,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkout", type=Path, default=stamp.REPO)
     ap.add_argument("--steps", default="certify,property,ci")
+    ap.add_argument("--vs", type=Path, default=None, help="a second checkout (the baseline), alternated with --checkout")
     ap.add_argument("--runs", type=int, default=1, help="runs of certify and property (ci runs once)")
     ap.add_argument("--logs", type=Path, default=Path(tempfile.mkdtemp(prefix="meshcert-speed-")))
     args = ap.parse_args()
@@ -65,30 +67,47 @@ def main() -> int:
     res: dict = {**stamp.stamp("bench/speed.py --steps " + ",".join(steps), co), "checkout": str(co), "steps": {}}
     env = {"MESHCERT_VLAN": os.environ.get("MESHCERT_VLAN", "10.20.90.0/24")}
 
+    checkouts = {"a": co} | ({"b": args.vs.resolve()} if args.vs else {})
     if "certify" in steps or "property" in steps:
-        # warm-up: the venv and the images exist before anything is timed
-        _timed([str(co / "meshcert.sh"), "setup"], co, args.logs / "setup.log", env)
-    if "certify" in steps:
-        walls, rcs = [], []
+        for tag, c in checkouts.items():  # warm-up: the venv and the images exist before anything is timed
+            _timed([str(c / "meshcert.sh"), "setup"], c, args.logs / f"setup-{tag}.log", env)
+
+    def job(tag: str, c: Path, name: str, i: int) -> dict:
+        if name == "certify":
+            w, rc, _ = _timed([str(c / "meshcert.sh"), "certify", "--report-dir", str(args.logs / f"certify-{tag}-{i}")],
+                              c, args.logs / f"certify-{tag}-{i}.log", env)
+            return {"wall_s": w, "exit": rc}
+        rd = args.logs / f"property-{tag}-{i}"
+        w, rc, _ = _timed([str(c / "meshcert.sh"), "test", "-q", "-p", "no:cacheprovider",
+                           "conformance/test_property.py"], c, args.logs / f"property-{tag}-{i}.log",
+                          {**env, "MESHCERT_REPORT_DIR": str(rd)})
+        jl = rd / "property-examples.jsonl"
+        return {"wall_s": w, "exit": rc,
+                "examples": sum(1 for ln in jl.read_text().splitlines() if ln.strip()) if jl.exists() else None}
+
+    for name in ("certify", "property"):
+        if name not in steps:
+            continue
+        runs: dict[str, list[dict]] = {t: [] for t in checkouts}
         for i in range(args.runs):
-            w, rc, _ = _timed([str(co / "meshcert.sh"), "certify"], co, args.logs / f"certify-{i}.log", env)
-            walls.append(w)
-            rcs.append(rc)
-            print(f"certify run {i + 1}: {w:.0f} s, exit {rc}", flush=True)
-        res["steps"]["certify"] = {"wall_s": walls, "median_s": statistics.median(walls), "exit": rcs}
-    if "property" in steps:
-        walls, rcs, ex = [], [], []
-        for i in range(args.runs):
-            rd = args.logs / f"property-{i}"
-            w, rc, text = _timed([str(co / "meshcert.sh"), "test", "-q", "-p", "no:cacheprovider",
-                                  "conformance/test_property.py"], co, args.logs / f"property-{i}.log",
-                                 {**env, "MESHCERT_REPORT_DIR": str(rd)})
-            walls.append(w)
-            rcs.append(rc)
-            jl = rd / "property-examples.jsonl"
-            ex.append(sum(1 for ln in jl.read_text().splitlines() if ln.strip()) if jl.exists() else None)
-            print(f"property run {i + 1}: {w:.0f} s, exit {rc}, examples {ex[-1]}", flush=True)
-        res["steps"]["property"] = {"wall_s": walls, "median_s": statistics.median(walls), "exit": rcs, "examples": ex}
+            for tag, c in checkouts.items():
+                r = job(tag, c, name, i)
+                runs[tag].append(r)
+                print(f"{name} {tag} run {i + 1}: {r['wall_s']:.0f} s, exit {r['exit']}"
+                      + (f", examples {r['examples']}" if "examples" in r else ""), flush=True)
+        entry = {"wall_s": [r["wall_s"] for r in runs["a"]], "exit": [r["exit"] for r in runs["a"]],
+                 "median_s": statistics.median(r["wall_s"] for r in runs["a"])}
+        if name == "property":
+            entry["examples"] = [r["examples"] for r in runs["a"]]
+        if "b" in runs:
+            entry["vs"] = {"checkout": str(checkouts["b"]), "commit": stamp.commit(checkouts["b"]),
+                           "wall_s": [r["wall_s"] for r in runs["b"]], "exit": [r["exit"] for r in runs["b"]],
+                           "median_s": statistics.median(r["wall_s"] for r in runs["b"]),
+                           "examples": [r.get("examples") for r in runs["b"]],
+                           "ratio_median": statistics.median(a["wall_s"] / b["wall_s"]
+                                                             for a, b in zip(runs["a"], runs["b"]))}
+        res["steps"][name] = entry
+
     if "ci" in steps:
         clone = Path(tempfile.mkdtemp(prefix="meshcert-ci-"))
         subprocess.run(["git", "clone", "-q", str(co), str(clone)], check=True)
@@ -104,11 +123,17 @@ def main() -> int:
     stamp.RESULTS.mkdir(parents=True, exist_ok=True)
     (stamp.RESULTS / f"{name}.json").write_text(json.dumps(res, indent=2) + "\n")
     lines = [f"# Warm wall times ({stamp.describe(res)})", "", f"Checkout: `{co.name}`; logs: `{args.logs}`", "",
-             "| job | median | runs | exit | note |", "|---|---|---|---|---|"]
+             "| job | median | runs | exit | note | baseline median | ratio (median of pairs) |",
+             "|---|---|---|---|---|---|---|"]
     for k, v in res["steps"].items():
         walls = v["wall_s"] if isinstance(v["wall_s"], list) else [v["wall_s"]]
         note = f"examples {v['examples']}" if "examples" in v else (v.get("summary") or "")
-        lines.append(f"| {k} | {statistics.median(walls):.0f} s | {len(walls)} | {v['exit']} | {note} |")
+        vs = v.get("vs")
+        base = (f"{vs['median_s']:.0f} s ({vs['commit']}, exit {vs['exit']}"
+                + (f", examples {vs['examples']}" if k == "property" else "") + ")") if vs else "–"
+        lines.append(f"| {k} | {statistics.median(walls):.0f} s | {len(walls)} | {v['exit']} | {note} | {base} | "
+                     f"{vs['ratio_median']:.2f} |" if vs else
+                     f"| {k} | {statistics.median(walls):.0f} s | {len(walls)} | {v['exit']} | {note} | – | – |")
     if "ci" in res["steps"]:
         lines += ["", "Slowest tests of the ci run:", "", "```", *res["steps"]["ci"]["slowest"], "```"]
     (stamp.RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
