@@ -95,8 +95,8 @@ class World:
         return f"mc-{self.run_id}-{role}"
 
     def run_container(self, role: str, image: str, command: list[str] | None, *, network: str | None = None,
-             aliases: list[str] | None = None, files: dict[str, tuple[bytes, int]] | None = None,
-             **kwargs: Any) -> Box:
+                      aliases: list[str] | None = None, files: dict[str, tuple[bytes, int]] | None = None,
+                      **kwargs: Any) -> Box:
         """The launcher (base.Launcher): start one labelled container of this run and keep its Box."""
         name = self.container_name(role)
         dc = DockerContainer(image).with_name(name).with_command(command)
