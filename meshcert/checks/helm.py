@@ -608,7 +608,7 @@ def chart_pod(world, chart: Chart, *, secrets: dict | None = None, hostname: str
     m = chart.render(values)
     tpl, _ = pod_template(m.docs)
     if secrets is None:
-        secrets = {c["authKeySecret"]: {c["authKeySecretKey"]: world._key_for((AGENT_TAG,)).reveal()}}
+        secrets = {c["authKeySecret"]: {c["authKeySecretKey"]: world.key_for((AGENT_TAG,)).reveal()}}
     if "*" in overrides:
         sut_image = overrides.pop("*")
         side = _sidecar_name(m)
@@ -684,7 +684,7 @@ def pod_joins_tailnet(world, chart: Chart, userspace: bool | None = None) -> Non
                 ok, detail = pod.probe(SIDECAR, "readinessProbe")
                 e.that(ok, "the sidecar's own readiness probe passes once Running", detail)
         with clause(world, "HELM-2") as e:
-            key = world._key_for((AGENT_TAG,)).reveal()
+            key = world.key_for((AGENT_TAG,)).reveal()
             side = pod.run(SIDECAR).container if pod.started(SIDECAR) else None
             if e.that(side is not None, "the sidecar started with the Secret present", pod.not_started()):
                 side.reload()
@@ -820,7 +820,7 @@ def pod_missing_secret(world, chart: Chart) -> None:
             values_secret = guide_values()["connectivity"]
             sname, skey = values_secret["authKeySecret"], values_secret["authKeySecretKey"]
             if secrets is None:
-                secrets = {sname: {"not-" + skey: world._key_for((AGENT_TAG,)).reveal()}}
+                secrets = {sname: {"not-" + skey: world.key_for((AGENT_TAG,)).reveal()}}
             with chart_pod(world, chart, secrets=secrets) as cp:
                 pod = cp.pod
                 why = pod.not_started().get(_sidecar_name(cp.manifests), "")
@@ -897,7 +897,7 @@ def kind_pod_joins(world, cluster, chart: Chart, namespace: str = "meshcert-agen
     m = chart.render(values)
     name = (m.workloads()[0].get("metadata") or {}).get("name")
     cluster.apply(kind.cluster_manifests(m.docs, namespace=namespace, secret_name=c["authKeySecret"],
-                                         secret_key=c["authKeySecretKey"], auth_key=world._key_for((AGENT_TAG,)),
+                                         secret_key=c["authKeySecretKey"], auth_key=world.key_for((AGENT_TAG,)),
                                          ca_configmap=CA_CONFIGMAP, ca_pem=world.certs.ca_pem))
     sock = socket_path(m.sidecar()) if m.sidecar() else DEFAULT_SOCKET
 

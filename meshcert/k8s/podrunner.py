@@ -340,7 +340,7 @@ def _force_remove(ct) -> int:
 class PodEnv:
     """Where and how the pod runs: the engine, names, labels, network, and the cluster's objects."""
     client: docker.DockerClient
-    name_for: Callable[[str], str]       # object name for a role, e.g. World._cname
+    name_for: Callable[[str], str]       # object name for a role, e.g. World.container_name
     labels: dict[str, str]               # put on every container and volume
     network: str                         # Docker network of the pod's IP
     pause_image: str
@@ -616,7 +616,7 @@ def run_in_world(world, template: dict, pod_name: str, *, secrets: Mapping[str, 
     boxes, so a failing clause saves their logs with everyone else's."""
     from meshcert.world.world import Box
 
-    penv = PodEnv(world.client, world._cname, world._labels(), world.networks[network].name, world.images["host"],
+    penv = PodEnv(world.client, world.container_name, world.labels(), world.networks[network].name, world.images["host"],
                   secrets=secrets or {}, config_maps=config_maps or {}, image_overrides=image_overrides or {},
                   namespace=namespace)
     roles: list[str] = []

@@ -14,7 +14,7 @@ import requests
 
 from meshcert.errors import InputError, MeshcertError
 from meshcert.secrets import redact
-from meshcert.world.base import brief_error, log_tail
+from meshcert.observed import brief_error, log_tail
 
 PRERUN_KEYS = {"type": str, "ready": bool, "message": str, "endpoints": dict, "logs": list, "agent_context": list}
 ENDPOINT_KEYS = {"reachable": bool}

@@ -1,22 +1,25 @@
 """The bottom of the world package: its error, the condition wait (``wait_for``) and the small
-readers of real state a timeout reports, a container handle (``Box``) and a node agent's client
-(``NodeAPI``). Nothing here imports the rest of the package, so every module above (world,
-isolation, extra, the SUT client) can take these without an import circle."""
+readers of real state a timeout reports, a container handle (``Box``), a node agent's client
+(``NodeAPI``) and the launcher's signature (``Launcher``: what every container-kind module is
+given to start its containers with). Nothing here imports the rest of the package, so every
+module above (the container kinds, world, isolation, extra) can take these without an import
+circle. The two pure readers ``brief_error`` and ``log_tail`` live one floor lower, in
+meshcert/observed.py, so the SUT client (below the world) can use them too."""
 
 from __future__ import annotations
 
 import io
-import re
 import tarfile
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Protocol, TypeVar
 
 import docker
 import docker.errors
 import requests
 
 from meshcert.errors import MeshcertError
+from meshcert.observed import brief_error, log_tail  # noqa: F401  (re-exported: the world's readers of state)
 from meshcert.secrets import redact
 
 T = TypeVar("T")
@@ -30,34 +33,6 @@ class WorldError(MeshcertError):
         super().__init__("world", redact(message), fix)
 
 
-def brief_error(e: BaseException) -> str:
-    """An exception as the state it observed, in a few words: ``connection refused``,
-    ``timed out``, ``HTTP 503``, or the exception's own first line (never a traceback)."""
-    import errno as _errno
-    seen: set[int] = set()
-    cur: BaseException | None = e
-    while cur is not None and id(cur) not in seen:  # the root cause of a requests/urllib3 error
-        seen.add(id(cur))
-        if isinstance(cur, ConnectionRefusedError) or getattr(cur, "errno", None) == _errno.ECONNREFUSED:
-            return "connection refused"
-        if isinstance(cur, (TimeoutError, requests.Timeout)):
-            return "timed out"
-        if isinstance(cur, OSError) and getattr(cur, "errno", None) in (_errno.EHOSTUNREACH, _errno.ENETUNREACH):
-            return "no route to host"
-        nxt = cur.__cause__ or cur.__context__
-        if nxt is None and cur.args and isinstance(cur.args[0], BaseException):
-            nxt = cur.args[0]
-        if nxt is None and getattr(cur, "reason", None) is not None and isinstance(cur.reason, BaseException):
-            nxt = cur.reason
-        cur = nxt
-    text = str(e)
-    for marker in ("Connection refused", "timed out", "Name or service not known", "No route to host"):
-        if marker in text:
-            return marker.lower()
-    first = (text.strip().splitlines() or [""])[0]
-    return redact(f"{type(e).__name__}: {first[:300]}" if first else type(e).__name__)
-
-
 def http_state(url: str, timeout: float = 2.0, **kw: Any) -> str:
     """What a GET of ``url`` answers right now: ``HTTP 200``, ``HTTP 503``, ``connection refused``..."""
     s = requests.Session()
@@ -68,16 +43,6 @@ def http_state(url: str, timeout: float = 2.0, **kw: Any) -> str:
         return brief_error(e)
     finally:
         s.close()
-
-
-_DOCKER_TS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z ?")
-
-
-def log_tail(text: str, lines: int = 5, width: int = 200) -> list[str]:
-    """The last ``lines`` non-empty lines of a log (docker's timestamps taken off), each cut to
-    ``width`` characters."""
-    out = [ln.rstrip() for ln in (_DOCKER_TS.sub("", raw) for raw in (text or "").splitlines()) if ln.strip()]
-    return [ln if len(ln) <= width else ln[:width] + " …" for ln in out[-lines:]]
 
 
 def container_state(box: "Box", lines: int = 5) -> str:
@@ -180,6 +145,17 @@ class Box:
             return redact(self.container.logs(timestamps=True).decode(errors="replace"))
         except docker.errors.APIError as e:
             return f"(logs unavailable: {e})"
+
+
+class Launcher(Protocol):
+    """Starts one labelled container of the run (``World.run_container``): named for ``role``,
+    on ``network`` (a topology network name) with ``aliases``, ``files`` copied in before start,
+    other keywords passed to the engine. Each container-kind module takes one of these rather
+    than the World, so it never imports the composition above it."""
+
+    def __call__(self, role: str, image: str, command: list[str] | None, *, network: str | None = None,
+                 aliases: list[str] | None = None, files: dict[str, tuple[bytes, int]] | None = None,
+                 **kwargs: Any) -> Box: ...
 
 
 class NodeAPI:

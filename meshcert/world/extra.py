@@ -1,18 +1,21 @@
 """Things added to a running world for one test and removed after it (same labels, so the
-sweeper catches them if the run is killed)."""
+sweeper catches them if the run is killed): a plain host, and nft faults loaded into a
+container's network namespace from the host."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+
+from meshcert.world.base import NodeAPI, WorldError, container_state, http_state, wait_for
+from meshcert.world.host import start_host
 from meshcert.world.topology import HostSpec
-from meshcert.world.world import NodeAPI, World, container_state, http_state, wait_for
+from meshcert.world.world import World
 
 
 def add_plain_host(world: World, spec: HostSpec) -> NodeAPI:
-    box = world._run(spec.name, world.images["host"],
-                     ["python3", "/opt/meshcert/world/nodeagent.py", "--banner", ",".join(map(str, spec.banner_ports))],
-                     network=spec.network, hostname=spec.name, ipv4_address=spec.address,
-                     environment={"MESHCERT_NAME": spec.name})
-    api = NodeAPI(spec.name, world._ip(box, spec.network))
+    box = start_host(world.run_container, world.images["host"], spec)
+    api = NodeAPI(spec.name, world.ip_of(box, spec.network))
     wait_for(f"node agent on {spec.name}", api.healthy, 30,
              describe=lambda: f"GET /health: {http_state(api.base + '/health')}; {container_state(box)}")
     world.hosts[spec.name] = api
@@ -32,9 +35,7 @@ CHAOS_TABLE = "meshcert_chaos"
 
 
 def _netns_pid(world: World, role: str) -> int:
-    import os
     if os.environ.get("DOCKER_HOST"):
-        from meshcert.world.world import WorldError
         raise WorldError("netns faults need a local engine (nsenter into the container's pid)",
                          "run meshcert on the engine's host")
     box = world.boxes[role]
@@ -45,8 +46,6 @@ def _netns_pid(world: World, role: str) -> int:
 def netns_nft(world: World, role: str, chains: str) -> None:
     """Load ``chains`` (nft syntax, the body of an inet table) into the network namespace of
     container ``role`` from the host (the container needs no NET_ADMIN). Healed by netns_heal."""
-    import subprocess
-    from meshcert.world.world import WorldError
     pid = _netns_pid(world, role)
     ruleset = f"table inet {CHAOS_TABLE} {{\n{chains}\n}}\n"
     p = subprocess.run(["nsenter", "-t", str(pid), "-n", "nft", "-f", "-"], input=ruleset, text=True,
@@ -57,7 +56,6 @@ def netns_nft(world: World, role: str, chains: str) -> None:
 
 def netns_heal(world: World, role: str) -> bool:
     """Remove meshcert's fault table from ``role``'s namespace; True if there was one."""
-    import subprocess
     pid = _netns_pid(world, role)
     p = subprocess.run(["nsenter", "-t", str(pid), "-n", "nft", "delete", "table", "inet", CHAOS_TABLE],
                        capture_output=True, text=True)

@@ -5,8 +5,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 AGENT_TAG = "tag:agent-runtime"
 SERVER_TAG = "tag:managed-servers"
@@ -96,7 +97,6 @@ def guide_policy(vlan: str = GUIDE_VLAN) -> dict:
 def guide_topology(vlan: str = GUIDE_VLAN) -> Topology:
     """The guide's world. ``vlan`` moves the subnet router's VLAN (two worlds on one engine
     cannot share a subnet); the legacy host takes its .10 address."""
-    import ipaddress
     net = ipaddress.ip_network(vlan)
     legacy = str(net.network_address + 10)
     return Topology(

@@ -1,19 +1,19 @@
-"""The running world: headscale, toxiproxy, tailnet nodes, plain hosts and the agent pod.
-
-Built from a :class:`~meshcert.world.topology.Topology`; every container, network and volume
-carries the run's labels (see labels.py). State changes (policy, routes, prefs) are made
-exactly once and then waited for by polling the real distributed state -- never by sleeping.
-"""
+"""The composition: ``World`` builds the running world from a
+:class:`~meshcert.world.topology.Topology` out of the container kinds (headscale.py,
+toxiproxy.py, node.py, pod.py, host.py), and offers the operations the checks call (policy,
+route approvals, pods and nodes added for one test, sidecar faults, dials, addresses, logs).
+Every container, network and volume carries the run's labels (see labels.py). State changes
+(policy, routes, prefs) are made exactly once and then waited for by polling the real
+distributed state -- never by sleeping. The surface the checks may use is ``WorldAPI`` in
+interface.py."""
 
 from __future__ import annotations
 
 import concurrent.futures
-import http.client
 import ipaddress
 import json
 import os
 import secrets as pysecrets
-import ssl
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,199 +28,28 @@ import docker.errors
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
 from testcontainers.core.container import DockerContainer  # noqa: E402
 
-from meshcert.toolchain import engine, images, progress
+from meshcert.policy import parse_policy
 from meshcert.secrets import Secret, redact
+from meshcert.sut.client import SutClient, require_image, wait_serving
+from meshcert.toolchain import engine, images, progress
 from meshcert.world import labels as lbl
+# Names re-exported for callers that still import them from meshcert.world.world (checks/helm.py,
+# k8s/podrunner.py, tests/test_wait_for.py, tests/test_chart_variants.py); their home is base.py.
 from meshcert.world.base import (NODE_API, Box, NodeAPI, WorldError, brief_error, container_state,  # noqa: F401
                                  http_state, log_tail, tar_files, wait_for)
 from meshcert.world.ca import make_certs
+from meshcert.world.headscale import (CONTROL_ALIAS, HEADSCALE_ALIAS, HEADSCALE_PORT, MAGIC_DNS_BASE,  # noqa: F401
+                                      Headscale, login_server, start_headscale)
+from meshcert.world.host import start_host
 from meshcert.world.isolation import check_isolation
-from meshcert.world.topology import Topology, guide_topology
+from meshcert.world.node import TS_SOCKET, TailnetNode, join, start_node
+from meshcert.world.pod import SECRET_PATH, Pod, start_pod, start_sut_container
+from meshcert.world.topology import AgentSpec, NodeSpec, Topology, guide_topology
+from meshcert.world.toxiproxy import TOXI_API, Toxiproxy, start_toxiproxy
 
 
-HEADSCALE_PORT = 8443
-CONTROL_ALIAS = "control"      # the name nodes use for the control server: toxiproxy in front of headscale
-HEADSCALE_ALIAS = "headscale"
-TOXI_API = 8474
-# Docker turns IPv6 off in a container on a network without IPv6; a kernel-TUN tailscaled then
-# cannot put its tailnet IPv6 address (fd7a:115c:a1e0::/48) on tailscale0, and the nodes' IPv6
-# addresses answer nothing. On in every tailnet node and pod namespace (no IPv6 route leaves them:
-# our networks carry none).
-IPV6_ON = {"net.ipv6.conf.all.disable_ipv6": "0", "net.ipv6.conf.default.disable_ipv6": "0"}
-# MagicDNS: every node is <hostname>.MAGIC_DNS_BASE (not a parent of the control server's name,
-# which headscale forbids; .internal is reserved for private use and never leaves this machine).
-MAGIC_DNS_BASE = "tailnet.meshcert.internal"
 SENTINEL_SRC = "192.0.2.1/32"  # TEST-NET-1: never a packet, only a marker in the policy
 SENTINEL_PORTS = (64600, 65000)
-TS_SOCKET = "/var/run/tailscale/tailscaled.sock"
-
-
-@dataclass
-class TailnetNode:
-    name: str
-    tags: tuple[str, ...]
-    ts_box: Box          # where tailscaled and the tailscale CLI run
-    api: NodeAPI
-    wan_ip: str
-    accept_routes: bool
-    advertise_routes: tuple[str, ...] = ()
-    socks5: str | None = None  # a userspace sidecar: dials from the pod go through this proxy
-    up_args: tuple[str, ...] = ()
-    _ts_ip: str | None = None
-
-    def tailscale(self, *args: str) -> str:
-        code, out = self.ts_box.exec(["tailscale", *args])
-        if code != 0:
-            raise WorldError(f"`tailscale {args[0]}` on {self.name} failed ({code}): {out.strip()[-500:]}")
-        return out
-
-    def status(self) -> dict:
-        return self.api.status()
-
-    @property
-    def ts_ip(self) -> str:
-        if not self._ts_ip:
-            ips = self.status().get("Self", {}).get("TailscaleIPs") or []
-            v4 = [i for i in ips if ":" not in i]
-            if not v4:
-                raise WorldError(f"{self.name} has no tailnet IPv4 address yet")
-            self._ts_ip = v4[0]
-        return self._ts_ip
-
-    def backend_state(self) -> str:
-        try:
-            return self.status().get("BackendState", "?")
-        except Exception as e:
-            return f"unavailable ({e})"
-
-    def set_accept_routes(self, on: bool) -> None:
-        self.tailscale("set", f"--accept-routes={'true' if on else 'false'}")
-        self.accept_routes = on
-        wait_for(f"{self.name} prefs RouteAll={on}",
-                 lambda: self.api.localapi("prefs").get("RouteAll") is on, 15,
-                 describe=lambda: f"LocalAPI prefs RouteAll={self.api.localapi('prefs').get('RouteAll')!r}")
-
-
-@dataclass
-class Pod:
-    """A Kubernetes-like pod: the pause container owns the network namespace; the others join it."""
-    spec: Any  # AgentSpec
-    pause: Box
-    sidecar: Box
-    probe: Box
-    socket_volume: str
-    netns: dict
-    mount: dict
-    ip: str = ""
-    sut: Box | None = None
-    sut_config: tuple = ("", True, ())  # (mutant, with_secret, extra env): reset() restores the default
-
-
-class Headscale:
-    def __init__(self, box: Box, ip: str):
-        self.box = box
-        self.ip = ip
-        self.key_ids: dict[str, int] = {}
-
-    def cli(self, *args: str) -> Any:
-        code, out = self.box.exec(["headscale", *args, "-o", "json"])
-        if code != 0:
-            raise WorldError(f"`headscale {' '.join(redact(a) for a in args)}` failed ({code}): {out.strip()[-800:]}")
-        try:
-            return json.loads(out) if out.strip() else None
-        except json.JSONDecodeError:
-            raise WorldError(f"`headscale {args[0]}` printed no JSON: {out.strip()[-300:]}") from None
-
-    def healthy(self, ca_pem: bytes) -> bool:
-        return self.health_state(ca_pem) == "HTTP 200"
-
-    def health_state(self, ca_pem: bytes) -> str:
-        """What GET /health over TLS answers now: ``HTTP 200``, ``connection refused``, a TLS error..."""
-        ctx = ssl.create_default_context(cadata=ca_pem.decode())
-        conn = http.client.HTTPSConnection(self.ip, HEADSCALE_PORT, context=ctx, timeout=2)
-        ctx.check_hostname = False  # we dial by IP; the chain is still verified against our CA
-        try:
-            conn.request("GET", "/health")
-            return f"HTTP {conn.getresponse().status}"
-        except OSError as e:
-            return brief_error(e)
-        finally:
-            conn.close()
-
-    def create_user(self, name: str) -> int:
-        return int(self.cli("users", "create", name)["id"])
-
-    def preauth_key(self, tags: Iterable[str], *, reusable: bool = True, ephemeral: bool = False,
-                    expiration: str = "1h", user_id: int | None = None) -> Secret:
-        args = ["preauthkeys", "create", "--expiration", expiration]
-        if reusable:
-            args.append("--reusable")
-        if ephemeral:
-            args.append("--ephemeral")
-        if user_id is not None:
-            args += ["--user", str(user_id)]
-        tags = list(tags)
-        if tags:
-            args += ["--tags", ",".join(tags)]
-        out = self.cli(*args)
-        secret = Secret(out["key"], "pre-auth key")
-        self.key_ids[secret.reveal()] = int(out.get("id") or 0)
-        return secret
-
-    def expire_preauth_key(self, key: Secret) -> None:
-        self.cli("preauthkeys", "expire", "--id", str(self.key_ids[key.reveal()]))
-
-    def set_policy_text(self, text: str) -> None:
-        self.box.put({"/tmp/meshcert-policy.hujson": (text.encode(), 0o600)})
-        code, out = self.box.exec(["headscale", "policy", "set", "-f", "/tmp/meshcert-policy.hujson"])
-        if code != 0:
-            raise WorldError(f"headscale rejected the policy: {out.strip()[-800:]}",
-                             "fix the policy (run `headscale policy check` semantics: tags need tagOwners, users end in @)")
-
-    def nodes(self) -> list[dict]:
-        return self.cli("nodes", "list") or []
-
-    def node_id(self, hostname: str) -> int:
-        for n in self.nodes():
-            if n.get("given_name") == hostname or n.get("name") == hostname:
-                return int(n["id"])
-        raise WorldError(f"headscale has no node named {hostname}")
-
-    def routes(self) -> list[dict]:
-        return self.cli("nodes", "list-routes") or []
-
-    def approve_routes(self, node_id: int, cidrs: Iterable[str]) -> None:
-        self.cli("nodes", "approve-routes", "--identifier", str(node_id), "--routes", ",".join(cidrs))
-
-
-class Toxiproxy:
-    """The toxiproxy server container, driven by toxiproxy-python (module-level client state)."""
-
-    def __init__(self, box: Box, ip: str):
-        self.box = box
-        self.ip = ip
-
-    def client(self):
-        from toxiproxy import Toxiproxy as _T
-        t = _T()
-        t.update_api_consumer(self.ip, TOXI_API)
-        return t
-
-    def running(self) -> bool:
-        try:
-            return bool(self.client().running())
-        except Exception:
-            return False
-
-    def ensure_proxy(self, name: str, listen: str, upstream: str):
-        t = self.client()
-        existing = t.get_proxy(name)
-        if existing is not None:
-            return existing
-        return t.create(upstream=upstream, name=name, listen=listen, enabled=True)
-
-    def reset(self) -> None:
-        self.client().reset()
 
 
 @dataclass
@@ -253,19 +82,23 @@ class World:
         self._failures = 0
 
     # ---------------------------------------------------------------- building
-    def _labels(self) -> dict[str, str]:
+    def labels(self) -> dict[str, str]:
+        """The labels every object of this run carries (the sweeper finds leftovers by them)."""
         return lbl.labels(self.run_id)
 
-    def _ip(self, box: Box, network: str) -> str:
+    def ip_of(self, box: Box, network: str) -> str:
+        """``box``'s address on the topology network ``network``."""
         return box.ip(self.networks[network].name)
 
-    def _cname(self, role: str) -> str:
+    def container_name(self, role: str) -> str:
+        """The engine name of this run's object for ``role`` (container, network or volume)."""
         return f"mc-{self.run_id}-{role}"
 
-    def _run(self, role: str, image: str, command: list[str] | None, *, network: str | None = None,
-             aliases: list[str] | None = None, files: dict[str, tuple[bytes, int]] | None = None,
-             **kwargs: Any) -> Box:
-        name = self._cname(role)
+    def run_container(self, role: str, image: str, command: list[str] | None, *, network: str | None = None,
+                      aliases: list[str] | None = None, files: dict[str, tuple[bytes, int]] | None = None,
+                      **kwargs: Any) -> Box:
+        """The launcher (base.Launcher): start one labelled container of this run and keep its Box."""
+        name = self.container_name(role)
         dc = DockerContainer(image).with_name(name).with_command(command)
         for k, v in (kwargs.pop("environment", None) or {}).items():
             dc.with_env(k, v)
@@ -273,7 +106,7 @@ class World:
             dc.with_volume_mapping(vol, spec["bind"], spec["mode"])
         for path, (data, mode) in (files or {}).items():  # copied in after create, before start
             dc.with_copy_into_container(data, path, mode)
-        kw: dict[str, Any] = {"labels": self._labels(), "hostname": kwargs.pop("hostname", role)
+        kw: dict[str, Any] = {"labels": self.labels(), "hostname": kwargs.pop("hostname", role)
                               if "network_mode" not in kwargs else None}
         if kw["hostname"] is None:
             del kw["hostname"]
@@ -294,16 +127,6 @@ class World:
         self.boxes[role] = box
         return box
 
-    def _ts_env(self, name: str) -> dict[str, str]:
-        return {"SSL_CERT_FILE": "/etc/meshcert/ca.pem", "TS_NO_LOGS_NO_SUPPORT": "true",
-                "TS_DEBUG_FIREWALL_MODE": "nftables", "MESHCERT_NAME": name}
-
-    @staticmethod
-    def _tailscaled(name: str, userspace: int | None = None) -> str:
-        tun = (f"--tun=userspace-networking --socks5-server=127.0.0.1:{userspace} "
-               f"--outbound-http-proxy-listen=127.0.0.1:{userspace + 1}") if userspace else "--tun=tailscale0"
-        return f"tailscaled --statedir=/var/lib/tailscale --socket={TS_SOCKET} {tun} --port=41641 --no-logs-no-support"
-
     def start(self) -> "World":
         t0 = time.monotonic()
         self.client = engine.ensure_engine()
@@ -311,7 +134,6 @@ class World:
         self.images = images.ensure_images(
             self.client, ("host", "tailscale", "headscale", "toxiproxy") + (() if self.sut_image else ("sut-reference",)))
         if self.sut_image:
-            from meshcert.sut.client import require_image
             require_image(self.client, self.sut_image)  # SutNotTestable naming the image and how to load it
         check_isolation(self.client, self.images["host"])
         self.timings["images"] = time.monotonic() - t0
@@ -333,37 +155,18 @@ class World:
                 ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=net.subnet)])
             try:
                 self.networks[net.name] = c.networks.create(
-                    self._cname(net.name), driver="bridge", internal=True, labels=self._labels(), ipam=ipam)
+                    self.container_name(net.name), driver="bridge", internal=True, labels=self.labels(), ipam=ipam)
             except docker.errors.APIError as e:
                 raise WorldError(f"could not create network {net.name} ({net.subnet or 'auto'}): {e.explanation}",
                                  "a leftover network may hold the subnet: run `meshcert sweep`") from None
         host_img = self.images["host"]
 
-        def start_headscale() -> Box:
-            return self._run("headscale", self.images["headscale"],
-                             ["headscale", "serve", "-c", "/etc/headscale/config.yaml"],
-                             network="wan", aliases=[HEADSCALE_ALIAS],
-                             files={"/etc/headscale/config.yaml": (self._headscale_config().encode(), 0o644),
-                                    "/etc/headscale/tls.crt": (self.certs.cert_pem, 0o644),
-                                    "/etc/headscale/tls.key": (self.certs.key_pem, 0o600)})
-
-        def start_toxiproxy() -> Box:
-            return self._run("toxiproxy", self.images["toxiproxy"],
-                             ["toxiproxy-server", "-host", "0.0.0.0", "-port", str(TOXI_API)],
-                             network="wan", aliases=[CONTROL_ALIAS])
-
-        def start_host(spec) -> Box:
-            return self._run(spec.name, host_img,
-                             ["python3", "/opt/meshcert/world/nodeagent.py", "--banner",
-                              ",".join(map(str, spec.banner_ports))],
-                             network=spec.network, hostname=spec.name, ipv4_address=spec.address,
-                             environment={"MESHCERT_NAME": spec.name})
-
         with progress.step(f"world {self.run_id}: starting containers"):
             with concurrent.futures.ThreadPoolExecutor(max_workers=8) as ex:
-                f_hs, f_tp = ex.submit(start_headscale), ex.submit(start_toxiproxy)
+                f_hs = ex.submit(start_headscale, self.run_container, self.images["headscale"], self.certs)
+                f_tp = ex.submit(start_toxiproxy, self.run_container, self.images["toxiproxy"], CONTROL_ALIAS)
                 f_nodes = {s.name: ex.submit(self._start_node, s) for s in topo.nodes}
-                f_hosts = {s.name: ex.submit(start_host, s) for s in topo.hosts}
+                f_hosts = {s.name: ex.submit(start_host, self.run_container, host_img, s) for s in topo.hosts}
                 f_pods = {a.name: ex.submit(self._start_pod, a) for a in topo.pods}
                 hs_box, tp_box = f_hs.result(), f_tp.result()
                 node_boxes = {n: f.result() for n, f in f_nodes.items()}
@@ -371,20 +174,20 @@ class World:
                 self.pods = {n: f.result() for n, f in f_pods.items()}
         self.timings["containers"] = time.monotonic() - t
 
-        self.headscale = Headscale(hs_box, self._ip(hs_box, "wan"))
-        self.toxiproxy = Toxiproxy(tp_box, self._ip(tp_box, "wan"))
+        self.headscale = Headscale(hs_box, self.ip_of(hs_box, "wan"))
+        self.toxiproxy = Toxiproxy(tp_box, self.ip_of(tp_box, "wan"))
         for spec in topo.nodes:
             box = node_boxes[spec.name]
-            self.nodes[spec.name] = TailnetNode(spec.name, spec.tags, box, NodeAPI(spec.name, self._ip(box, "wan")),
-                                                self._ip(box, "wan"), spec.accept_routes, spec.advertise_routes)
+            self.nodes[spec.name] = TailnetNode(spec.name, spec.tags, box, NodeAPI(spec.name, self.ip_of(box, "wan")),
+                                                self.ip_of(box, "wan"), spec.accept_routes, spec.advertise_routes)
         for pod in self.pods.values():
             a = pod.spec
-            pod.ip = self._ip(pod.pause, "wan")
+            pod.ip = self.ip_of(pod.pause, "wan")
             self.nodes[a.name] = TailnetNode(a.name, a.tags, pod.sidecar, NodeAPI(a.name, pod.ip), pod.ip,
                                              a.accept_routes,
                                              socks5=f"127.0.0.1:{a.socks5_port}" if a.userspace else None)
         for spec in topo.hosts:
-            self.hosts[spec.name] = NodeAPI(spec.name, self._ip(host_boxes[spec.name], spec.network))
+            self.hosts[spec.name] = NodeAPI(spec.name, self.ip_of(host_boxes[spec.name], spec.network))
             self.host_addresses[spec.name] = spec.address
 
         t = time.monotonic()
@@ -415,51 +218,25 @@ class World:
         self._wait_mesh()
         self.timings["converge"] = time.monotonic() - t
 
-    CAPS = {"cap_add": ["NET_ADMIN", "NET_RAW"], "devices": ["/dev/net/tun:/dev/net/tun:rwm"]}
+    def _start_node(self, spec: NodeSpec) -> Box:
+        return start_node(self.run_container, self.images["tailscale"], spec, self.certs.ca_pem, self.networks)
 
-    def _start_node(self, spec) -> Box:
-        """A tailnet node container: tailscaled (kernel TUN) + meshcert's node agent."""
-        banners = ",".join(map(str, spec.banner_ports))
-        kw = dict(self.CAPS, sysctls=dict(IPV6_ON))
-        if spec.advertise_routes:
-            kw["sysctls"]["net.ipv4.ip_forward"] = "1"
-        box = self._run(spec.name, self.images["tailscale"],
-                        ["sh", "-c", f"{self._tailscaled(spec.name)} & exec python3 /opt/meshcert/world/nodeagent.py "
-                                     f"--banner '{banners}'"],
-                        network=spec.networks[0], environment=self._ts_env(spec.name),
-                        files={"/etc/meshcert/ca.pem": (self.certs.ca_pem, 0o644)}, hostname=spec.name, **kw)
-        for extra in spec.networks[1:]:
-            self.networks[extra].connect(box.container, aliases=[spec.name])
-        return box
-
-    def _start_pod(self, a) -> "Pod":
-        """pause (owns the netns) + tailscale sidecar + probe, sharing the socket volume."""
-        c, ts_img, host_img = self.client, self.images["tailscale"], self.images["host"]
-        ca_file = {"/etc/meshcert/ca.pem": (self.certs.ca_pem, 0o644)}
-        vol = c.volumes.create(self._cname(f"{a.name}-tailscale-socket"), labels=self._labels())
+    def _create_volume(self, role: str) -> str:
+        """A labelled volume of this run (removed by stop() with the rest); returns its engine name."""
+        vol = self.client.volumes.create(self.container_name(role), labels=self.labels())
         self.volumes.append(vol)
-        pause = self._run(f"{a.name}-pause", host_img, ["sleep", "infinity"], network="wan",
-                          aliases=[a.name], hostname=a.name, sysctls=dict(IPV6_ON))
-        netns = {"network_mode": f"container:{pause.container.id}"}
-        mount = {"volumes": {vol.name: {"bind": "/var/run/tailscale", "mode": "rw"}}}
-        if a.userspace:
-            sidecar = self._run(f"{a.name}-tailscale", ts_img,
-                                ["sh", "-c", f"exec {self._tailscaled(a.name, userspace=a.socks5_port)}"],
-                                environment=self._ts_env(a.name), files=ca_file, **netns, **mount)
-        else:
-            sidecar = self._run(f"{a.name}-tailscale", ts_img, ["sh", "-c", f"exec {self._tailscaled(a.name)}"],
-                                environment=self._ts_env(a.name), files=ca_file, **self.CAPS, **netns, **mount)
-        probe = self._run(f"{a.name}-probe", host_img,
-                          ["python3", "/opt/meshcert/world/nodeagent.py", "--banner", ",".join(map(str, a.banner_ports))],
-                          environment={"MESHCERT_NAME": a.name}, **netns, **mount)
-        return Pod(a, pause, sidecar, probe, vol.name, netns, mount)
+        return vol.name
 
-    def add_pod(self, spec, key: Secret | None = None, *, expect_join: bool = True, mutant: str = "") -> "TailnetNode":
+    def _start_pod(self, a: AgentSpec) -> Pod:
+        return start_pod(self.run_container, self._create_volume, a, self.images["tailscale"], self.images["host"],
+                         self.certs.ca_pem)
+
+    def add_pod(self, spec: AgentSpec, key: Secret | None = None, *, expect_join: bool = True, mutant: str = "") -> TailnetNode:
         """An extra agent pod for one test, joined with ``key`` (default: a key for its tags).
         ``expect_join=False``: `tailscale up` may fail (an expired key); nothing is waited for."""
         pod = self._start_pod(spec)
         self.pods[spec.name] = pod
-        pod.ip = self._ip(pod.pause, "wan")
+        pod.ip = self.ip_of(pod.pause, "wan")
         node = TailnetNode(spec.name, spec.tags, pod.sidecar, NodeAPI(spec.name, pod.ip), pod.ip, spec.accept_routes,
                            socks5=f"127.0.0.1:{spec.socks5_port}" if spec.userspace else None)
         self.nodes[spec.name] = node
@@ -483,11 +260,11 @@ class World:
         except docker.errors.NotFound:
             pass
 
-    def add_node(self, spec) -> "TailnetNode":
+    def add_node(self, spec: NodeSpec) -> TailnetNode:
         """An extra tailnet node for one test (e.g. a standby subnet router): started, joined, and
         its ``approve_routes`` approved. Undo with :meth:`remove_node`."""
         box = self._start_node(spec)
-        ip = self._ip(box, "wan")
+        ip = self.ip_of(box, "wan")
         node = TailnetNode(spec.name, spec.tags, box, NodeAPI(spec.name, ip), ip, spec.accept_routes,
                            spec.advertise_routes)
         self.nodes[spec.name] = node
@@ -510,7 +287,7 @@ class World:
         if box.container.status != "running":
             box.container.start()
             box.container.reload()
-        node.wan_ip = self._ip(box, "wan")
+        node.wan_ip = self.ip_of(box, "wan")
         node.api = NodeAPI(name, node.wan_ip)
         wait_for(f"node agent on {name} after its restart", node.api.healthy, 30,
                  describe=lambda: self._agent_state(node))
@@ -538,33 +315,24 @@ class World:
         except WorldError:
             pass  # it never registered
 
-    def _key_for(self, tags: tuple[str, ...]) -> Secret:
+    def key_for(self, tags: tuple[str, ...]) -> Secret:
+        """The run's reusable pre-auth key for ``tags`` (made once, then reused)."""
         k = tuple(sorted(tags))
         if k not in self.keys:
             self.keys[k] = self.headscale.preauth_key(k, reusable=True, expiration="2h")
         return self.keys[k]
 
     def login_server(self) -> str:
-        return f"https://{CONTROL_ALIAS}:{HEADSCALE_PORT}"
+        return login_server()
 
     def _join(self, node: TailnetNode, key: Secret | None = None, up_timeout: str = "90s", wait: bool = True) -> None:
-        key = key or self._key_for(node.tags)
-        node.ts_box.put({"/run/meshcert/authkey": (key.reveal().encode(), 0o600)})
+        key = key or self.key_for(node.tags)
         # An agent pod's resolver is its sidecar's (a TUN sidecar writes the pod's resolv.conf:
         # 100.100.100.100, which answers MagicDNS names and forwards the rest to the engine's DNS),
         # so its tools can dial tailnet names; in userspace mode tailscaled configures no OS DNS
         # and names go to its SOCKS5 proxy. Other nodes keep the engine's resolver untouched.
         accept_dns = node.name in self.pods
-        args = ["up", f"--login-server={self.login_server()}", "--auth-key=file:/run/meshcert/authkey",
-                f"--hostname={node.name}", f"--accept-dns={'true' if accept_dns else 'false'}",
-                f"--accept-routes={'true' if node.accept_routes else 'false'}", f"--timeout={up_timeout}"]
-        if node.advertise_routes:
-            args.append(f"--advertise-routes={','.join(node.advertise_routes)}")
-        node.up_args = tuple(args)
-        node.tailscale(*args)
-        if wait:
-            wait_for(f"{node.name} BackendState Running", lambda: node.backend_state() == "Running", 60,
-                     describe=node.backend_state)
+        join(node, key, self.login_server(), accept_dns, up_timeout=up_timeout, wait=wait)
 
     def _approve_routes(self) -> None:
         for spec in self.topology.nodes:
@@ -621,7 +389,6 @@ class World:
 
     def set_policy(self, policy: dict) -> None:
         """Set the policy live (database mode) and wait until every node's packet filter reflects it."""
-        from meshcert.policy import parse_policy
         parse_policy(json.dumps(policy), "world policy")  # one clear error for a malformed policy
         self._apply_policy(policy, wait=True)
 
@@ -680,7 +447,7 @@ class World:
         refused (a RST), not dropped: the first subnet router's own VLAN address, port 22 (the
         guide's policy allows the VLAN on 22; a router serves no banner)."""
         router = next(s for s in self.topology.nodes if s.advertise_routes and "vlan" in s.networks)
-        return self._ip(self.boxes[router.name], "vlan"), 22
+        return self.ip_of(self.boxes[router.name], "vlan"), 22
 
     def dial(self, src: str, targets: list[tuple[str, int]], timeout: float = 3.0) -> list[dict]:
         if src in self.nodes:
@@ -749,16 +516,15 @@ class World:
         self.wait_routes_seen()
 
     # ---------------------------------------------------------------- the SUT in its pod
-    SECRET_PATH = "/run/secrets/meshcert/authkey"
+    SECRET_PATH = SECRET_PATH
 
     def start_sut(self, pod_name: str = "agent", mutant: str = "", with_secret: bool = True,
-                  extra_env: dict[str, str] | None = None, key: Secret | None = None) -> "SutClient":
+                  extra_env: dict[str, str] | None = None, key: Secret | None = None) -> SutClient:
         """(Re)start the SUT container of a pod, joined to its network namespace and socket volume.
 
         The pod's auth key is mounted as a file (as a Kubernetes Secret volume is) unless
         ``with_secret`` is False; userspace pods get SUT_PROXY pointing at the sidecar's SOCKS5.
         """
-        from meshcert.sut.client import SutClient
         pod = self.pods[pod_name]
         if pod.sut is not None:
             try:
@@ -766,34 +532,25 @@ class World:
             except docker.errors.NotFound:
                 pass
             self.boxes.pop(f"{pod_name}-sut", None)
-        env = {"SUT_PORT": str(self.sut_port), "TS_SOCKET": TS_SOCKET, "SUT_MUTANT": mutant}
-        if pod.spec.userspace:
-            env["SUT_PROXY"] = f"socks5://127.0.0.1:{pod.spec.socks5_port}"
-        files = {}
-        if with_secret:
-            env["TS_AUTHKEY_FILE"] = self.SECRET_PATH
-            files[self.SECRET_PATH] = ((key or self._key_for(pod.spec.tags)).reveal().encode(), 0o400)
-        env.update(extra_env or {})
+        secret = (key or self.key_for(pod.spec.tags)) if with_secret else None
         image = self.sut_image or self.images["sut-reference"]
         command = None if self.sut_image else ["python3", "/opt/sut/runtime.py"]
-        pod.sut = self._run(f"{pod_name}-sut", image, command, environment=env, files=files,
-                            **pod.netns, **pod.mount)
+        pod.sut = start_sut_container(self.run_container, pod_name, pod, image, command, self.sut_port, mutant,
+                                      secret, extra_env)
         pod.sut_config = (mutant, with_secret, tuple(sorted((extra_env or {}).items())))
         client = SutClient(f"http://{pod.ip}:{self.sut_port}", name=f"SUT in pod {pod_name}")
-        from meshcert.sut.client import wait_serving
         wait_serving(client, pod.sut, pod_name, self.sut_port, image)  # SutNotTestable: pod, port, command, log
         return client
 
     def pod_key(self, pod_name: str) -> str:
         """The pod's pre-auth key, for checks that must prove it never appears anywhere."""
-        return self._key_for(self.pods[pod_name].spec.tags).reveal()
+        return self.key_for(self.pods[pod_name].spec.tags).reveal()
 
     def raw_logs(self, role: str) -> str:
         """A container's logs NOT redacted (only for secret-leak checks; never written anywhere)."""
         return self.boxes[role].container.logs().decode(errors="replace")
 
-    def sut(self, pod_name: str = "agent") -> "SutClient":
-        from meshcert.sut.client import SutClient
+    def sut(self, pod_name: str = "agent") -> SutClient:
         return SutClient(f"http://{self.pods[pod_name].ip}:{self.sut_port}", name=f"SUT in pod {pod_name}")
 
     def stop_sidecar(self, pod_name: str = "agent") -> None:
@@ -923,62 +680,3 @@ class World:
             return
         counts = lbl.remove_run(self.client, self.run_id)
         progress.say(f"world {self.run_id}: removed {counts}")
-
-    def _headscale_config(self) -> str:
-        return f"""---
-server_url: {self.login_server()}
-listen_addr: 0.0.0.0:{HEADSCALE_PORT}
-metrics_listen_addr: 0.0.0.0:9090
-grpc_listen_addr: 127.0.0.1:50443
-grpc_allow_insecure: false
-tls_cert_path: /etc/headscale/tls.crt
-tls_key_path: /etc/headscale/tls.key
-noise:
-  private_key_path: /var/lib/headscale/noise_private.key
-prefixes:
-  v4: 100.64.0.0/10
-  v6: fd7a:115c:a1e0::/48
-  allocation: sequential
-derp:
-  server:
-    enabled: true
-    region_id: 999
-    region_code: meshcert
-    region_name: meshcert embedded DERP
-    verify_clients: true
-    stun_listen_addr: 0.0.0.0:3478
-    private_key_path: /var/lib/headscale/derp_server_private.key
-    automatically_add_embedded_derp_region: true
-  urls: []
-  paths: []
-  auto_update_enabled: false
-disable_check_updates: true
-node:
-  expiry: 0
-  routes:
-    ha:
-      probe_interval: 5s
-      probe_timeout: 3s
-database:
-  type: sqlite
-  sqlite:
-    path: /var/lib/headscale/db.sqlite
-    write_ahead_log: true
-log:
-  level: info
-  format: text
-policy:
-  mode: database
-dns:
-  magic_dns: true
-  base_domain: {MAGIC_DNS_BASE}
-  override_local_dns: false
-  nameservers:
-    global: []
-unix_socket: /var/run/headscale/headscale.sock
-unix_socket_permission: "0770"
-logtail:
-  enabled: false
-taildrop:
-  enabled: false
-"""
