@@ -6,7 +6,11 @@ from __future__ import annotations
 import pytest
 
 from meshcert.chaos import experiment as chaos
+from meshcert.chaos import faults, scenarios
+from meshcert.checks import sut
 from meshcert.errors import InputError
+from meshcert.replay.faults_schema import FAULT_KINDS, validate_fault
+from meshcert.world.topology import guide_topology
 
 
 class FakeSut:
@@ -25,7 +29,6 @@ class FakeNode:
 
 class FakeWorld:
     def __init__(self, answer: dict, code: int = 200):
-        from meshcert.world.topology import guide_topology
         self.topology = guide_topology()
         self.nodes = {"server": FakeNode("172.18.0.5")}
         self.toxiproxy = type("T", (), {"ip": "172.18.0.9"})()
@@ -90,8 +93,8 @@ def test_the_time_bound_is_checked(monkeypatch):
 
 def test_wan_symbols_of_unknown_containers_are_one_clear_error():
     with pytest.raises(InputError, match=r"\$\{wan:ghost\}"):
-        chaos.resolve(FakeWorld(GOOD), "tcp://${wan:ghost}:1")
-    assert chaos.resolve(FakeWorld(GOOD), "${wan:toxiproxy} ${wan:headscale} ${ip:legacy}") == \
+        faults.resolve(FakeWorld(GOOD), "tcp://${wan:ghost}:1")
+    assert faults.resolve(FakeWorld(GOOD), "${wan:toxiproxy} ${wan:headscale} ${ip:legacy}") == \
         "172.18.0.9 172.18.0.2 10.20.5.10"
 
 
@@ -109,7 +112,7 @@ def test_faults_are_undone_in_reverse_and_a_failing_undo_does_not_stop_the_other
             return undo
         return h
     kinds = {"a": handler("a"), "b": handler("b", fail=True), "c": handler("c")}
-    monkeypatch.setattr(chaos, "FAULTS", {k: chaos.FaultKind(h, {}, {}, k) for k, h in kinds.items()})
+    monkeypatch.setattr(chaos, "FAULTS", {k: faults.FaultKind(h, {}, {}, k) for k, h in kinds.items()})
     j = chaos.Journal("t")
     f = chaos.Faults(object(), j)
     for k in "abc":
@@ -128,7 +131,7 @@ def test_validate_fault_accepts_the_scenarios_faults():
               {"kind": "nft", "netns": "agent-pause", "rules": "chain x {}"},
               {"kind": "standby_router", "name": "router-b", "approve": False},
               {"kind": "extra_pod", "name": "p", "key": "expired-node"}):
-        chaos.validate_fault(f, "t", "faults[0]")
+        validate_fault(f, "t", "faults[0]")
 
 
 @pytest.mark.parametrize("fault", [{"kind": "kill", "container": "ghost"}, {"kind": "freeze", "container": "ghost"},
@@ -137,7 +140,7 @@ def test_a_fault_on_a_container_the_world_lacks_is_one_clear_error(fault):
     w = FakeWorld(GOOD)
     w.boxes = {"agent-tailscale": object(), "router": object()}
     with pytest.raises(InputError) as e:
-        chaos.FAULTS[fault["kind"]].handler(w, fault)
+        faults.FAULTS[fault["kind"]].handler(w, fault)
     assert "'ghost'" in str(e.value) and "agent-tailscale, router" in str(e.value)
 
 
@@ -145,11 +148,17 @@ def test_prerun_bounds_catch_a_doubled_deadline_and_rest_on_the_measured_overhea
     """The time bounds of HEALTH-2 and the scenarios. A pre-run whose dials wait twice
     their deadline exceeds every bound it is judged by; the fixed term keeps its stated safety
     factor over the overhead measured (bench/prerun_overhead.py)."""
-    from meshcert.chaos import scenarios
-    from meshcert.checks import sut
     d = sut.BOUND_DEADLINE_S
     assert 2 * d > sut.prerun_bound(d)                                           # HEALTH-2, dead/logged-out sidecar
     assert 2 * d + sut.LOCALAPI_BOUND_S > scenarios.FROZEN_PRERUN_BOUND          # frozen sidecar
     assert 2 * scenarios.IN_FLIGHT_DEADLINE_S > sut.prerun_bound(scenarios.IN_FLIGHT_DEADLINE_S)
     assert sut.OVERHEAD_S >= 3 * sut.OVERHEAD_MEASURED_S > 0
     assert sut.prerun_bound(d) > d + sut.OVERHEAD_MEASURED_S                   # the reference's own time fits
+
+
+def test_every_fault_kind_has_exactly_one_handler():
+    """The kinds a replay file may name (data, no world) and the handlers that apply them agree."""
+    assert set(faults.HANDLERS) == set(FAULT_KINDS) == set(faults.FAULTS)
+    for k, fk in faults.FAULTS.items():
+        assert (fk.required, fk.optional, fk.doc) == (FAULT_KINDS[k].required, FAULT_KINDS[k].optional,
+                                                      FAULT_KINDS[k].doc)

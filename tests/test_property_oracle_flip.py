@@ -15,10 +15,13 @@ import dataclasses
 import pytest
 from hypothesis import HealthCheck, given, seed, settings
 
-from meshcert.property.oracle import Oracle
-from meshcert.policy import Policy, PortSet
-from meshcert.property.runner import PropertyMismatch, Runner, Shape, examples, run_seed
-from meshcert.replay.run import load_replay, run_replay
+from meshcert.policy import Policy, PortSet, parse_policy
+from meshcert.property.model import Shape
+from meshcert.property.oracle import Node, Oracle
+from meshcert.property.runner import PropertyMismatch, Runner, run_seed
+from meshcert.property.strategies import examples
+from meshcert.replay.model import load_replay
+from meshcert.replay.run import run_replay
 
 BUDGET = 50  # the property test's default max_examples
 
@@ -41,8 +44,6 @@ class IgnoresPortRanges(Oracle):
 
 def test_the_flipped_oracle_really_differs():
     """Offline sanity: the flip changes a verdict (so catching it means something)."""
-    from meshcert.property.oracle import Node
-    from meshcert.policy import parse_policy
     pol = parse_policy('{"tagOwners": {"tag:a": ["u@"], "tag:b": ["u@"]},'
                        ' "acls": [{"action": "accept", "src": ["tag:a"], "dst": ["tag:b:5431-5433"]}]}')
     nodes = [Node("a", frozenset({"tag:a"}), None, ("100.64.0.1",)),

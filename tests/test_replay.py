@@ -8,13 +8,17 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 
 from meshcert.errors import InputError
 from meshcert.property.oracle import Host, Node, Oracle, Verdict
 from meshcert.policy import parse_policy
-from meshcert.property.runner import (Difference, Example, Observation, Outcome, Pair, RouteSettings, Shape, edge_examples, examples, probe_matrix, resolve_data)
-from meshcert.replay.run import (Replay, ReplayMismatch, ReplayProbe, dumps_replay, load_replay, replay_from_data, run_replay, save_replay)
+from meshcert.property.live import Observation, resolve_data
+from meshcert.property.model import Difference, Example, Outcome, Pair, RouteSettings, Shape, probe_matrix
+from meshcert.property.runner import PropertyMismatch, Runner
+from meshcert.property.strategies import edge_examples, examples
+from meshcert.replay.model import Replay, ReplayProbe, dumps_replay, load_replay, replay_from_data, save_replay
+from meshcert.replay.run import ReplayMismatch, run_replay
 from meshcert.world.topology import AGENT_TAG, SERVER_TAG, guide_topology
 
 SHAPE = Shape.of(guide_topology())
@@ -381,9 +385,9 @@ def test_symbols_resolve_against_the_world():
 
 
 def test_findings_dir_replays_are_valid():
-    """Every committed replay file (known findings) loads."""
-    for p in sorted((Path(__file__).parent.parent / "conformance" / "replays").glob("*.yaml")):
-        load_replay(p)
+    """Every committed replay file of a known finding loads and says what the finding is."""
+    for p in sorted((Path(__file__).parents[1] / "fixtures" / "replays" / "findings").glob("*.yaml")):
+        assert load_replay(p).finding, f"{p}: a file in fixtures/replays/findings/ needs a finding: line"
 
 
 def test_route_settings_are_changed_only_where_they_differ(tmp_path):
@@ -396,9 +400,6 @@ def test_route_settings_are_changed_only_where_they_differ(tmp_path):
 def test_the_runner_saves_the_shrunk_failure_and_its_replay_fails_alone(tmp_path):
     """Offline twin of tests/test_property_oracle_flip.py: a world that lets agent reach
     server:80 against the policy is caught, and the saved file reproduces it."""
-    from hypothesis import HealthCheck
-    from meshcert.property.runner import PropertyMismatch, Runner
-
     w = FakeWorld(wrong={("agent", "server", 80)})
     runner = Runner(w, tmp_path, seed=1, retry_window=0)
 
@@ -442,9 +443,48 @@ def test_a_scenario_file_needs_no_probes_when_it_has_a_prerun_and_round_trips(tm
 
 
 def test_the_bundled_scenario_replay_files_load():
-    from pathlib import Path
-    files = sorted((Path(__file__).parents[1] / "scenarios" / "replays").glob("*.yaml"))
-    assert files, "scenarios/replays/ holds example scenario files"
+    files = sorted((Path(__file__).parents[1] / "fixtures" / "replays" / "scenarios").glob("*.yaml"))
+    assert files, "fixtures/replays/scenarios/ holds example scenario files"
     for f in files:
         r = load_replay(f)
         assert r.faults and (r.probes or r.prerun), f
+
+
+# The floor the replay model stands on: reading a replay file needs no Hypothesis, no world
+# runtime, no chaos handlers, no checks. (meshcert.world.world is still loaded today, through
+# meshcert/world/__init__.py importing World when meshcert.world.topology is imported: that is
+# the world package's own import, not one of these modules'.)
+MODEL_MODULES = {
+    "meshcert.replay.model": {"meshcert.errors", "meshcert.policy", "meshcert.property.model",
+                              "meshcert.property.oracle", "meshcert.replay.faults_schema", "meshcert.world.topology"},
+    "meshcert.replay.faults_schema": {"meshcert.errors"},
+    "meshcert.property.model": {"meshcert.property.oracle", "meshcert.world.topology"},
+}
+NOT_BELOW_THE_MODEL = ("hypothesis", "meshcert.chaos", "meshcert.checks", "meshcert.plugin", "meshcert.k8s",
+                       "meshcert.replay.run", "meshcert.replay.session", "meshcert.property.runner",
+                       "meshcert.property.live", "meshcert.property.strategies")
+
+
+@pytest.mark.parametrize("module", sorted(MODEL_MODULES))
+def test_the_model_modules_import_only_the_floor_below(module):
+    import ast
+    import importlib
+    tree = ast.parse(Path(importlib.util.find_spec(module).origin).read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module} | \
+               {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    ours = {m for m in imported if m.startswith("meshcert")}
+    assert ours <= MODEL_MODULES[module], f"{module} imports {sorted(ours - MODEL_MODULES[module])}"
+    assert not any(m == "hypothesis" or m.startswith("hypothesis.") for m in imported)
+
+
+def test_loading_a_replay_file_imports_no_hypothesis_and_no_chaos_runtime():
+    import subprocess
+    import sys
+    path = sorted((Path(__file__).parents[1] / "fixtures" / "replays" / "scenarios").glob("*.yaml"))[0]
+    code = (f"import sys; from meshcert.replay.model import load_replay; load_replay({str(path)!r}); "
+            "print(chr(10).join(sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            timeout=60).stdout.split()
+    bad = [m for m in loaded if m.startswith(NOT_BELOW_THE_MODEL) and
+           (m in NOT_BELOW_THE_MODEL or m.startswith(tuple(p + "." for p in NOT_BELOW_THE_MODEL)))]
+    assert not bad, f"loading a replay file imported {bad}"

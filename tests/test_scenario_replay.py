@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from meshcert.chaos import scenarios as s
-from meshcert.replay.run import load_replay, run_replay
+from meshcert.replay.model import load_replay
+from meshcert.replay.run import run_replay
 
 pytestmark = [pytest.mark.engine, pytest.mark.chaos]
 
@@ -82,7 +83,7 @@ def test_meshcert_replay_command_runs_a_file_in_a_fresh_world(failed_partition, 
 
 def test_meshcert_replay_refuses_a_malformed_file_in_one_line(tmp_path):
     bad = tmp_path / "bad.yaml"
-    text = Path(__file__).parents[1].joinpath("scenarios", "replays", "partition-agent-server.yaml").read_text()
+    text = Path(__file__).parents[1].joinpath("fixtures", "replays", "scenarios", "partition-agent-server.yaml").read_text()
     bad.write_text(text.replace("kind: nft", "kind: unplug"))
     p = subprocess.run([sys.executable, "-m", "meshcert.cli", "replay", str(bad)], capture_output=True, text=True,
                        timeout=60)

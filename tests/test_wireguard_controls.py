@@ -1,7 +1,10 @@
 """The property test's WireGuard control for denials the example allows nothing between
 (engine-free: a fake world answers wireguard_peer / tsmp_ping)."""
 
-from meshcert.property.runner import Pair, wireguard_controls
+from meshcert.property.live import Observation, wireguard_controls
+from meshcert.property.model import Pair
+from meshcert.property.oracle import Verdict
+from meshcert.property.runner import compare
 
 
 class FakeWorld:
@@ -46,7 +49,6 @@ def test_nothing_to_control_costs_nothing():
 
 
 def test_a_denial_that_cannot_be_judged_is_counted_not_passed_silently():
-    from meshcert.property.runner import Observation, Verdict, compare
     pair = Pair("agent", "server", 80)
     denied = {pair: Verdict(False, "no rule grants it")}
     unjudged = Observation(False, None, "timed out", None, judged=False)

@@ -2,14 +2,9 @@
 
 A scenario's faults are undone in a ``finally`` (and healed before it starts, so a killed run
 leaves nothing injected for the next one); every step is written to a journal that goes into
-the report. Faults are data (``{kind: NAME, ...params}``, world addresses as ``${...}``
-symbols) applied by the handlers of :data:`FAULTS`: the same handlers serve a scenario and
-``meshcert replay FILE``. A scenario that fails writes its replay file (topology, policy,
-routes, faults, the probes and pre-run it expected) into the report.
-
-Fault kinds (see :data:`FAULTS`): toxiproxy toxics and a disabled proxy; nftables in a
-container's network namespace (nsenter from the host, the container needs no NET_ADMIN);
-container kills and freezes; a standby subnet router; an extra agent pod with a bad key.
+the report. Faults are data applied by the handlers of :data:`meshcert.chaos.faults.FAULTS`
+(the same handlers serve ``meshcert replay FILE``). A scenario that fails writes its replay file
+(topology, policy, routes, faults, the probes and pre-run it expected) into the report.
 """
 
 from __future__ import annotations
@@ -23,195 +18,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from meshcert.chaos.faults import FAULTS, Undo, resolve
 from meshcert.checks.base import ClauseFailure, Probe, check_reachability
+from meshcert.checks.sut import DEADLINE_S, mesh_spec
 from meshcert.errors import InputError
+from meshcert.property.model import RouteSettings
+from meshcert.replay.faults_schema import validate_fault
+from meshcert.replay.model import Replay, ReplayProbe, save_replay
 from meshcert.secrets import redact
-from meshcert.world.extra import netns_heal, netns_nft
-
-Undo = Callable[[], None]
-FaultHandler = Callable[[Any, Mapping[str, Any]], Undo]
-
-
-# ------------------------------------------------------------------------------------ symbols
-
-WAN_SYMBOL = re.compile(r"\$\{wan:([A-Za-z0-9_.-]+)\}")
-
-
-def resolve(world, text: str) -> str:
-    """World addresses for the symbols of a fault parameter: ``${wan:NAME}`` (a container's
-    address on the WAN network: a node, toxiproxy, headscale) and the replay symbols
-    (``${ip:NAME}``, ``${net:NAME}``, ``${tailnet}``)."""
-    from meshcert.property.runner import resolve as resolve_replay
-
-    def wan(m: re.Match) -> str:
-        name = m.group(1)
-        if name in world.nodes:
-            return world.nodes[name].wan_ip
-        if name == "toxiproxy":
-            return world.toxiproxy.ip
-        if name == "headscale":
-            return world.headscale.ip
-        raise InputError("fault symbol", f"${{wan:{name}}}: the world has no node, toxiproxy or headscale "
-                         f"named {name!r}")
-    return resolve_replay(WAN_SYMBOL.sub(wan, text), world)
-
-
-# ------------------------------------------------------------------------------------ fault kinds
-
-@dataclass(frozen=True)
-class FaultKind:
-    handler: FaultHandler
-    required: Mapping[str, type | tuple[type, ...]]
-    optional: Mapping[str, type | tuple[type, ...]]
-    doc: str
-
-
-def _toxic(world, f: Mapping[str, Any]) -> Undo:
-    p = world.toxiproxy.client().get_proxy(f["proxy"])
-    if p is None:
-        raise InputError("fault toxic", f"toxiproxy has no proxy {f['proxy']!r}", "use control (the control plane)")
-    stream = f.get("stream", "downstream")
-    name = f"meshcert_{f['type']}_{stream}"
-    p.add_toxic(name=name, type=f["type"], stream=stream, toxicity=1.0, attributes=dict(f.get("attributes") or {}))
-    return lambda: p.destroy_toxic(name)
-
-
-def _proxy_down(world, f: Mapping[str, Any]) -> Undo:
-    p = world.toxiproxy.client().get_proxy(f["proxy"])
-    if p is None:
-        raise InputError("fault proxy_down", f"toxiproxy has no proxy {f['proxy']!r}", "use control")
-    p.disable()
-    return p.enable
-
-
-def _container(world, f: Mapping[str, Any], param: str) -> tuple[str, str | None]:
-    """The container a fault names (checked), and the pod whose sidecar it is (if it is one)."""
-    role = f[param]
-    if role not in world.boxes:
-        raise InputError(f"fault {f['kind']}", f"{param}: no container {role!r} in this world",
-                         f"use one of {', '.join(sorted(world.boxes))}")
-    return role, (role[: -len("-tailscale")] if role.endswith("-tailscale") else None)
-
-
-def _nft(world, f: Mapping[str, Any]) -> Undo:
-    role, _ = _container(world, f, "netns")
-    netns_nft(world, role, resolve(world, f["rules"]))
-    return lambda: netns_heal(world, role)
-
-
-def _kill(world, f: Mapping[str, Any]) -> Undo:
-    role, pod = _container(world, f, "container")
-    world.boxes[role].container.kill()
-
-    def restart() -> None:
-        if role in world.nodes:
-            world.restart_node(role)           # a node: started again, its address re-read
-        elif pod in world.pods:
-            world.start_sidecar(pod)           # a pod's sidecar: started, waited Running
-        else:
-            world.boxes[role].container.start()
-    return restart
-
-
-def _freeze(world, f: Mapping[str, Any]) -> Undo:
-    """``docker pause`` (cgroup freezer): the processes stop answering but their sockets stay,
-    so a client without a timeout of its own hangs -- a kill makes them refuse instead."""
-    role, pod = _container(world, f, "container")
-    world.boxes[role].container.pause()
-
-    def thaw() -> None:
-        world.boxes[role].container.unpause()
-        if pod in world.pods:
-            from meshcert.world import wait_for
-            node = world.nodes[pod]
-            wait_for(f"{pod}'s sidecar Running after the thaw", lambda: node.backend_state() == "Running", 60,
-                     describe=node.backend_state)
-    return thaw
-
-
-def _standby_router(world, f: Mapping[str, Any]) -> Undo:
-    from meshcert.world.topology import ROUTER_TAG, NodeSpec
-    name = f["name"]
-    cidrs = tuple(resolve(world, c) for c in f.get("advertise", ["${net:vlan}"]))
-    spec = NodeSpec(name, (ROUTER_TAG,), networks=("wan", *f.get("networks", ["vlan"])), advertise_routes=cidrs,
-                    approve_routes=cidrs if f.get("approve", True) else ())
-    try:
-        world.add_node(spec)
-    except BaseException:
-        world.remove_node(name)
-        raise
-    return lambda: world.remove_node(name)
-
-
-def _extra_pod(world, f: Mapping[str, Any]) -> Undo:
-    """An agent pod with its own key: ``key`` valid | expired-preauth-key (never joins) |
-    expired-node (joins, then headscale expires the node)."""
-    from meshcert.world import wait_for
-    from meshcert.world.topology import AGENT_TAG, AgentSpec
-    name, key_kind = f["name"], f.get("key", "valid")
-    spec = AgentSpec(name=name, tags=(AGENT_TAG,))
-    mutant = world.pods["agent"].sut_config[0] if "agent" in world.pods else ""  # the same SUT build
-    try:
-        if key_kind == "expired-preauth-key":
-            key = world.headscale.preauth_key((AGENT_TAG,), reusable=False, expiration="1h")
-            world.headscale.expire_preauth_key(key)
-            world.add_pod(spec, key, expect_join=False, mutant=mutant)
-        else:
-            node = world.add_pod(spec, mutant=mutant)
-            if key_kind == "expired-node":
-                world.headscale.cli("nodes", "expire", "-i", str(world.headscale.node_id(name)))
-                wait_for(f"{name}'s sidecar to leave Running after its node expired",
-                         lambda: node.backend_state() != "Running", 60, describe=node.backend_state)
-    except BaseException:
-        world.remove_pod(name)
-        raise
-    return lambda: world.remove_pod(name)
-
-
-_STR, _NUM = str, (int, float)
-FAULTS: dict[str, FaultKind] = {
-    "toxic": FaultKind(_toxic, {"proxy": _STR, "type": _STR}, {"stream": _STR, "attributes": dict},
-                       "a toxiproxy toxic (latency, timeout, reset_peer, ...) on a proxy, one stream"),
-    "proxy_down": FaultKind(_proxy_down, {"proxy": _STR}, {}, "a toxiproxy proxy disabled (refuses connections)"),
-    "nft": FaultKind(_nft, {"netns": _STR, "rules": _STR}, {},
-                     "nftables chains loaded into a container's network namespace"),
-    "kill": FaultKind(_kill, {"container": _STR}, {}, "kill -9 of a container; the undo starts it again"),
-    "freeze": FaultKind(_freeze, {"container": _STR}, {}, "a container frozen (docker pause); the undo thaws it"),
-    "standby_router": FaultKind(_standby_router, {"name": _STR}, {"approve": bool, "advertise": list, "networks": list},
-                                "a second subnet router advertising the VLAN (approved unless approve: false)"),
-    "extra_pod": FaultKind(_extra_pod, {"name": _STR}, {"key": _STR},
-                           "an extra agent pod; key: valid | expired-preauth-key | expired-node"),
-}
-EXTRA_POD_KEYS = ("valid", "expired-preauth-key", "expired-node")
-
-
-def validate_fault(f: Any, source: str, path: str) -> None:
-    """One clear error naming the file, the fault and the parameter."""
-    if not isinstance(f, dict):
-        raise InputError(source, f"{path}: expected a mapping {{kind: NAME, ...}}")
-    kind = f.get("kind")
-    if kind not in FAULTS:
-        raise InputError(source, f"{path}.kind: unknown fault kind {kind!r}", f"use one of {', '.join(FAULTS)}")
-    fk = FAULTS[kind]
-    for k in fk.required:
-        if k not in f:
-            raise InputError(source, f"{path}: fault {kind} needs {k}", f"{kind}: {fk.doc}")
-    for k, v in f.items():
-        if k == "kind":
-            continue
-        want = fk.required.get(k) or fk.optional.get(k)
-        if want is None:
-            raise InputError(source, f"{path}.{k}: not a parameter of fault {kind}",
-                             f"its parameters: {', '.join([*fk.required, *fk.optional])}")
-        if not isinstance(v, want) or (isinstance(v, bool) and want is not bool):
-            raise InputError(source, f"{path}.{k}: expected {getattr(want, '__name__', 'a number')}, found {v!r}")
-    if kind == "extra_pod" and f.get("key", "valid") not in EXTRA_POD_KEYS:
-        raise InputError(source, f"{path}.key: {f['key']!r}", f"use one of {', '.join(EXTRA_POD_KEYS)}")
-    if kind == "toxic" and f.get("stream", "downstream") not in ("downstream", "upstream"):
-        raise InputError(source, f"{path}.stream: {f['stream']!r}", "use downstream or upstream")
-
-
-FAULT_HANDLERS: dict[str, FaultHandler] = {k: v.handler for k, v in FAULTS.items()}
+from meshcert.world.extra import netns_heal
+from meshcert.world.topology import Topology
 
 
 # ------------------------------------------------------------------------------------ pre-run expectations
@@ -227,7 +43,6 @@ def prerun_problems(world, spec: Mapping[str, Any]) -> tuple[dict, float, list[s
     word the message or sidecar detail must hold), ``context`` (names the agent must be told
     about), ``within_s`` (a bound on the whole pre-run).
     """
-    from meshcert.checks.sut import DEADLINE_S, mesh_spec
     pod = spec.get("pod", "agent")
     conn = mesh_spec(world) if spec.get("connectivity", "headscale") == "headscale" else {"type": "direct"}
     eps = {n: {"url": resolve(world, e["url"]), "critical": bool(e.get("critical", True))}
@@ -313,7 +128,7 @@ class Faults:
 
     def inject(self, kind: str, what: str = "", **params: Any) -> None:
         fault = {"kind": kind, **params}
-        validate_fault(fault, f"scenario {self.journal.scenario}", f"faults[{len(self.recorded)}]")
+        validate_fault(fault, f"scenario {self.journal.scenario}", f"faults[{len(self.recorded)}]", FAULTS)
         self.recorded.append(fault)
         undo = FAULTS[kind].handler(self.world, fault)
         self.journal.log("inject", **fault, **({"what": what} if what else {}))
@@ -369,9 +184,6 @@ def inventory(world) -> dict[str, list[str]]:
 def save_scenario_replay(world, name: str, faults: Faults, error: BaseException) -> Path | None:
     """The replay file of a failed scenario: the guide topology, the world's policy and routes
     (symbolic), the faults injected, the probes and pre-runs it expected."""
-    from meshcert.property.runner import RouteSettings
-    from meshcert.replay.run import Replay, ReplayProbe, save_replay
-    from meshcert.world.topology import Topology
     if not isinstance(world.topology, Topology) or not (faults.recorded or faults.probes or faults.preruns):
         return None
     vlan = next((n.subnet for n in world.topology.networks if n.name == "vlan"), None)

@@ -6,14 +6,18 @@ that are part of a promise are asserted with their margin written beside them.
 
 from __future__ import annotations
 
+import concurrent.futures
 import statistics
 import time
 
 from meshcert.chaos.experiment import scenario
 from meshcert.checks import acl
 from meshcert.checks.base import Probe, check_reachability
+from meshcert.checks.perf import _peer, measure
 from meshcert.checks.sut import (BOUND_DEADLINE_S, DEADLINE_S, LOCALAPI_BOUND_S, clause, ep, mesh_spec, prerun_bound)
 from meshcert.world import WorldError, wait_for
+from meshcert.world.extra import BLOCK_UDP
+from meshcert.world.topology import AGENT_TAG, AgentSpec
 
 # Pre-runs whose duration a scenario asserts use BOUND_DEADLINE_S, so that a pre-run whose dials
 # wait twice their deadline cannot pass (checks/sut.py gives the reason of every term).
@@ -61,7 +65,6 @@ def acl1_probes(world) -> list[Probe]:
 # ------------------------------------------------------------------------------------ 1. control-plane latency
 
 def control_plane_latency(world, report_extra, kind="latency", **attributes):
-    from meshcert.world.topology import AGENT_TAG, AgentSpec
     attributes = attributes or {"latency": 500, "jitter": 100}
     with scenario(world, "control-plane latency", report_extra, steady) as (faults, j):
         for stream in ("downstream", "upstream"):
@@ -124,8 +127,6 @@ def derp_latency_visible(world, report_extra, latency_ms=40, block_udp=True):
     """DERP only: direct UDP blocked in the agent pod; the status shows the relay; the DERP path
     (headscale behind toxiproxy) slowed by ``latency_ms`` shows in the connect latency measured
     from the pod. ``block_udp=False`` is the broken setting this scenario must catch."""
-    from meshcert.checks.perf import _peer, measure
-    from meshcert.world.extra import BLOCK_UDP
     host = world.address("server")
     with scenario(world, "DERP only, slowed", report_extra, steady) as (faults, j):
         if block_udp:
@@ -200,7 +201,6 @@ def sidecar_crash(world, report_extra):
     """The sidecar is killed while a pre-run is in flight (its dials held by a blackholed
     endpoint): that pre-run still answers within its bound. While the sidecar is down a new
     pre-run warns and is not ready; after the restart the pod is ready again (steady state)."""
-    import concurrent.futures
     sut = world.sut("agent")
     eps = {**{"ssh": ep(world, "server", 22)}, "blackhole": ep(world, "server", 80, critical=False)}
     # Bound for the pre-run in flight: prerun_bound(its deadline). No sidecar wait: the kernel
