@@ -1,6 +1,7 @@
 """The kind path: the HELM clauses against a real Kubernetes pod (``pytest --cluster kind``).
 
-- the cluster's configuration is ``charts/kind-config.yaml`` (checked by :func:`config_problems`);
+- the cluster's configuration is ``meshcert/k8s/charts/kind-config.yaml`` (package data; checked by
+  :func:`config_problems`);
 - the node image is never pulled behind the user's back: :func:`node_image_availability` says
   whether one can be had -- a ``kindest/node`` image already on the engine (the pinned kind's
   default tag preferred, or ``MESHCERT_KIND_NODE_IMAGE``), or, only when the user allows pulls
@@ -26,15 +27,16 @@ import os
 import socket
 import subprocess
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import yaml
 
 from meshcert.errors import EnvironmentProblem
-from meshcert.toolchain.paths import REPO
 
-KIND_CONFIG = REPO / "charts" / "kind-config.yaml"
+# kind reads its configuration from a file: meshcert is installed as files, never zipped.
+KIND_CONFIG = Path(str(resources.files("meshcert.k8s") / "charts" / "kind-config.yaml"))
 NODE_REPO = "kindest/node"
 # The default node image of each pinned kind release (sigs.k8s.io/kind, pkg/apis/config/defaults/image.go).
 NODE_IMAGES = {
