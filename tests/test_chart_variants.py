@@ -14,10 +14,12 @@
 """
 
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
 
+from meshcert import cli
 from meshcert.checks import ClauseFailure
 from meshcert.checks import helm_pod as hp
 from meshcert.checks import helm_render as hr
@@ -149,6 +151,28 @@ def test_a_chart_with_no_workload_fails_the_clause(tmp_path, caught):
         hr.helm6_socket_shared(h.Chart(chart))
     assert "exactly one workload" in str(ei.value) and "ConfigMap/x" in str(ei.value)
     caught(ei.value.clause)
+
+
+# ----------------------------------------------------------------------------- a user's chart
+def test_certify_chart_hands_pytest_the_folder_and_refuses_a_non_chart(monkeypatch, tmp_path, capsys):
+    """`meshcert certify --chart DIR` runs the conformance tests with ``--chart <absolute DIR>``
+    (pytest runs in the checkout); a folder without Chart.yaml is refused before anything starts."""
+    seen: list[list[str]] = []
+    monkeypatch.setattr(cli, "cmd_setup", lambda *a: None)
+    monkeypatch.setattr(cli, "_pytest", lambda args: seen.append(args) or 0)
+    user = broken_chart("wrong-secret-key", tmp_path)
+    monkeypatch.chdir(tmp_path)
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGPIPE, signal.SIGTERM, signal.SIGINT)}
+    try:  # cli.main sets process-wide signal handlers: this pytest process gets its own back
+        cli.main(["certify", "--chart", user.name, "--report-dir", str(tmp_path / "r")])
+        args = seen[0]
+        assert args[args.index("--chart") + 1] == str(user.resolve())
+        seen.clear()
+        assert cli.main(["certify", "--chart", str(tmp_path), "--report-dir", str(tmp_path / "r2")]) == 2
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    assert not seen and f"--chart: {tmp_path} is not a chart (no Chart.yaml)" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------- reading a sidecar

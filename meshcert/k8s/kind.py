@@ -31,9 +31,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+import docker
+import docker.errors
 import yaml
 
 from meshcert.errors import EnvironmentProblem
+from meshcert.secrets import redact
+from meshcert.toolchain.components import COMPONENTS
 
 # kind reads its configuration from a file: meshcert is installed as files, never zipped.
 KIND_CONFIG = Path(str(resources.files("meshcert.k8s") / "charts" / "kind-config.yaml"))
@@ -106,7 +110,6 @@ class Availability:
 
 
 def pinned_node_image() -> str:
-    from meshcert.toolchain.components import COMPONENTS
     v = COMPONENTS["kind"].version
     if v not in NODE_IMAGES:
         raise EnvironmentProblem("kind", f"no node image known for the pinned kind {v}",
@@ -132,7 +135,6 @@ def node_image_availability(client=None, env: Mapping[str, str] | None = None,
     tag = pinned.split("@")[0]
     if client is None:
         try:
-            import docker
             client = docker.from_env(timeout=10)
             client.ping()
         except Exception as e:
@@ -159,7 +161,6 @@ def node_image_availability(client=None, env: Mapping[str, str] | None = None,
 
 
 def _has_image(client, ref: str) -> bool:
-    import docker.errors
     try:
         client.images.get(ref)
         return True
@@ -212,7 +213,6 @@ class KindCluster:
         return f"{self.name}-control-plane"
 
     def _kind(self, *args: str, timeout: float = 600) -> str:
-        from meshcert.toolchain.components import COMPONENTS
         binary = str(COMPONENTS["kind"].ensure()["kind"])
         r = subprocess.run([binary, *args], capture_output=True, text=True, timeout=timeout,
                            env={**os.environ, "KIND_EXPERIMENTAL_PROVIDER": "docker"})
@@ -236,7 +236,6 @@ class KindCluster:
         r = subprocess.run(["docker", "exec", "-i", self.node, "kubectl", "--kubeconfig=/etc/kubernetes/admin.conf",
                             *args], input=stdin, capture_output=True, text=True, timeout=timeout)
         if r.returncode != 0:
-            from meshcert.secrets import redact
             raise EnvironmentProblem(f"kubectl {args[0]}", redact(r.stderr.strip()[-800:]) or f"exit {r.returncode}")
         return r.stdout
 
