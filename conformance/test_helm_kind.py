@@ -8,7 +8,8 @@ one from: our machines), or without ``--cluster kind``, the whole module skips w
 import pytest
 
 from meshcert.k8s import kind
-from meshcert.checks import helm
+from meshcert.checks import helm_pod
+from meshcert.k8s.chart import REFERENCE_CHART, Chart
 
 pytestmark = [pytest.mark.kind, pytest.mark.engine, pytest.mark.slow]
 
@@ -20,9 +21,9 @@ if _why:
 
 
 @pytest.fixture(scope="module")
-def chart(pytestconfig, report_dir) -> helm.Chart:
-    path = pytestconfig.getoption("--chart") or helm.REFERENCE_CHART
-    return helm.Chart(path, log_root=report_dir / "logs")
+def chart(pytestconfig, report_dir) -> Chart:
+    path = pytestconfig.getoption("--chart") or REFERENCE_CHART
+    return Chart(path, log_root=report_dir / "logs")
 
 
 @pytest.fixture(scope="module")
@@ -38,4 +39,4 @@ def cluster(world):
 
 @pytest.mark.clause("HELM-1", "HELM-3", "HELM-4")
 def test_chart_on_kind_runs_its_sidecar_in_the_tailnet(world, cluster, chart):
-    helm.kind_pod_joins(world, cluster, chart)
+    helm_pod.kind_pod_joins(world, cluster, chart)

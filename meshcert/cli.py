@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from meshcert.toolchain import progress
-from meshcert.errors import MeshcertError
+from meshcert.errors import InputError, MeshcertError
 from meshcert.toolchain.paths import REPO
 
 GO_TOOLS = ("tailscale", "headscale", "toxiproxy", "helm")  # kind: built only for --cluster kind
@@ -121,6 +121,10 @@ def cmd_certify(args) -> int:
     if args.spec:
         from meshcert.spec import load_spec
         load_spec(args.spec)
+    if args.chart:
+        args.chart = str(Path(args.chart).resolve())  # pytest runs in the checkout, not here
+        if not (Path(args.chart) / "Chart.yaml").is_file():
+            raise InputError("--chart", f"{args.chart} is not a chart (no Chart.yaml)", "pass the chart's folder")
     catalog = load_catalog()
     report = Path(args.report_dir or Path("reports") / time.strftime("%Y%m%d-%H%M%S"))
     try:
@@ -131,7 +135,7 @@ def cmd_certify(args) -> int:
         return _not_tested(report, e.to_data(), catalog, args)
     pytest_args = ["conformance", *(["scenarios"] if args.chaos else []), "-q", "--report-dir", str(report),
                    "--junitxml", str(report / "junit.xml")]
-    for opt in ("sut_image", "policy", "spec"):
+    for opt in ("sut_image", "policy", "spec", "chart"):
         if getattr(args, opt):
             pytest_args += [f"--{opt.replace('_', '-')}", str(getattr(args, opt))]
     if args.sut_image:
@@ -358,6 +362,8 @@ def main(argv: list[str] | None = None) -> int:
     cf.add_argument("--chaos", action="store_true", help="also run the chaos scenarios (scenarios/)")
     cf.add_argument("--policy", help="run the world with this ACL policy (HuJSON); ACL clauses assert the guide's intent")
     cf.add_argument("--spec", help="an environment spec (YAML) whose spec.connectivity the SUT is given")
+    cf.add_argument("--chart", help="certify this Helm chart (its folder) against the HELM clauses instead of the "
+                                    "bundled reference chart")
     rp = sub.add_parser("replay", help="rerun replay files alone in a fresh world (exit 0 as expected, 1 differs, "
                                        "2 malformed file)")
     rp.add_argument("files", nargs="+", metavar="FILE", help="replay file(s) (YAML; a failed scenario writes one "

@@ -7,7 +7,7 @@ Three kinds, each with the target whose assertion must fail (a clause id, or ``s
   counted, as not killed: "no target");
 - ``world:<name>``: every broken world setting, declared where its test is with :func:`aims_at`
   (tests/test_world_breaks.py, the broken-setting tests of tests/test_mutants.py);
-- ``chart:<name>``: every broken chart of tests/charts/ (``VARIANTS`` in
+- ``chart:<name>``: every broken chart of fixtures/charts/*.patch (``VARIANTS`` in
   tests/test_chart_variants.py) and the charts built by its tests, declared with :func:`aims_at`.
 
 A test aimed at a fault carries ``@pytest.mark.fault(NAME)`` and calls the ``caught`` fixture

@@ -1,8 +1,11 @@
 """meshcert's own tests of the HELM checks and of the pod runner they run charts on.
 
 - the reference chart passes every HELM render clause and lints clean;
-- each broken variant in tests/charts/ fails exactly the clause its one defect breaks (a
-  ClauseFailure with that id, the rendered manifests saved as evidence) and passes the others;
+- each broken variant (fixtures/charts/<variant>.patch, applied to a copy of the reference
+  chart) fails exactly the clause its one defect breaks (a ClauseFailure with that id, the
+  rendered manifests saved as evidence) and passes the others;
+- the patches are applied in pure Python: exactly, at a moved line too, and a patch that no
+  longer applies fails with one line naming it and the fix;
 - a chart's sidecar settings are read the same whatever the convention (flags in args, in
   TS_EXTRA_ARGS, in a script with $VAR, or environment variables);
 - the pod runner resolves env as the kubelet does (no engine), and on the engine: a pod the
@@ -10,29 +13,39 @@
   no-controller-proxy variant is caught by HELM-6 on a running pod too.
 """
 
+import shutil
+import signal
 from pathlib import Path
 
 import pytest
 
-from meshcert.k8s import podrunner
+from meshcert import cli
 from meshcert.checks import ClauseFailure
-from meshcert.checks import helm as h
+from meshcert.checks import helm_pod as hp
+from meshcert.checks import helm_render as hr
+from meshcert.k8s import chart as h
+from meshcert.k8s import podrunner
+from meshcert.k8s.chartpatch import PatchDoesNotApply, apply_unified_diff, load_variants, variant_chart
+from meshcert.world.base import wait_for
+from meshcert.world import labels as lbl
 from tests.faults import aims_at, param
 
-CHARTS = Path(__file__).parent / "charts"
-VARIANTS = {
-    "sidecar-when-disabled": "HELM-7",
-    "wrong-secret-key": "HELM-2",
-    "login-server-always": "HELM-3",
-    "no-controller-proxy": "HELM-6",
-    "accept-routes-ignored": "HELM-5",
-}
+# fixtures/ at the checkout's root, wherever this file sits below it
+FIXTURES = next(p / "fixtures" / "charts" for p in Path(__file__).resolve().parents
+                if (p / "fixtures" / "charts").is_dir())
+VARIANT_PATCHES = load_variants(FIXTURES)
+VARIANTS = {name: v.clause for name, v in VARIANT_PATCHES.items()}
+
+
+def broken_chart(variant: str, tmp_path: Path) -> Path:
+    """The reference chart with the variant's defect, in a fresh folder."""
+    return variant_chart(VARIANT_PATCHES[variant], tmp_path / f"chart-{variant}")
 
 
 # ----------------------------------------------------------------------------- render clauses
 def test_reference_chart_passes_every_render_clause(tmp_path):
     chart = h.Chart(h.REFERENCE_CHART, log_root=tmp_path)
-    for check in h.RENDER_CHECKS.values():
+    for check in hr.RENDER_CHECKS.values():
         check(chart)
     assert not any(tmp_path.iterdir()), "a passing check saves nothing"
 
@@ -43,43 +56,76 @@ def test_reference_chart_lints_clean():
     assert "0 chart(s) failed" in out
 
 
-def test_every_variant_folder_is_listed():
-    assert {p.name for p in CHARTS.iterdir() if (p / "Chart.yaml").is_file()} == set(VARIANTS)
+def test_the_five_variants_are_there():
+    assert set(VARIANTS) == {"sidecar-when-disabled", "wrong-secret-key", "login-server-always",
+                             "no-controller-proxy", "accept-routes-ignored"}
+    assert all(c.startswith("HELM-") for c in VARIANTS.values())
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
-def test_broken_variant_is_the_reference_chart_with_one_changed_template(variant):
-    ref, var = h.REFERENCE_CHART, CHARTS / variant
+def test_broken_variant_is_the_reference_chart_with_one_changed_template(variant, tmp_path):
+    ref, var = h.REFERENCE_CHART, broken_chart(variant, tmp_path)
     files = {p.relative_to(ref) for p in ref.rglob("*") if p.is_file()} | \
         {p.relative_to(var) for p in var.rglob("*") if p.is_file()}
     differ = sorted(str(f) for f in files if not ((ref / f).is_file() and (var / f).is_file()
                                                   and (ref / f).read_bytes() == (var / f).read_bytes()))
     assert differ[0] == "Chart.yaml" and len(differ) == 2 and differ[1].startswith("templates/"), (
-        f"{variant} must be charts/reference-agent with one template changed; differing files: {differ} "
-        f"(after changing the reference chart, carry the change into tests/charts/{variant})")
+        f"{variant} must be the reference chart with its own name and one template changed; differing files: "
+        f"{differ} (fixtures/charts/{variant}.patch)")
 
 
-def _about(variant: str) -> str:
-    """The defect, from the variant's row in tests/charts/README.md."""
-    for line in (CHARTS / "README.md").read_text().splitlines():
-        if line.startswith(f"| `{variant}` |"):
-            return line.split("|")[2].strip()
-    return f"tests/charts/{variant}"
-
-
-@pytest.mark.parametrize("variant", [param(v, "chart", v, VARIANTS[v], _about(v)) for v in sorted(VARIANTS)])
+@pytest.mark.parametrize("variant", [param(v, "chart", v, VARIANTS[v], VARIANT_PATCHES[v].defect)
+                                     for v in sorted(VARIANTS)])
 def test_broken_variant_is_caught_by_its_clause_and_only_by_it(variant, tmp_path, caught):
     cid = VARIANTS[variant]
-    chart = h.Chart(CHARTS / variant, log_root=tmp_path)
+    chart = h.Chart(broken_chart(variant, tmp_path), log_root=tmp_path / "logs")
     with pytest.raises(ClauseFailure) as ei:
-        h.RENDER_CHECKS[cid](chart)
+        hr.RENDER_CHECKS[cid](chart)
     assert ei.value.clause == cid and str(ei.value).startswith(f"[{cid}]")
     assert ei.value.logs is not None and sorted(p.name for p in ei.value.logs.iterdir())[:2] == [
         "01-manifests.yaml", "01-values.yaml"], "the rendered manifests are saved as the failure's evidence"
-    for other, check in h.RENDER_CHECKS.items():
+    for other, check in hr.RENDER_CHECKS.items():
         if other != cid:
             check(chart)  # the variant's defect is its only one
     caught(ei.value.clause)
+
+
+# ----------------------------------------------------------------------------- the variant patches
+def test_a_patch_applies_where_its_hunk_moved_to(tmp_path):
+    ref = tmp_path / "ref"
+    shutil.copytree(h.REFERENCE_CHART, ref)
+    dep = ref / "templates" / "deployment.yaml"
+    dep.write_text("{{/* two lines added above */}}\n{{/* every hunk */}}\n" + dep.read_text())
+    out = variant_chart(VARIANT_PATCHES["no-controller-proxy"], tmp_path / "v", reference=ref)
+    text = (out / "templates" / "deployment.yaml").read_text()
+    assert text.startswith("{{/* two lines added above */}}") and "SUT_PROXY" not in text
+
+
+def test_a_patch_that_no_longer_applies_fails_with_one_line_naming_it_and_the_fix(tmp_path):
+    ref = tmp_path / "ref"
+    shutil.copytree(h.REFERENCE_CHART, ref)
+    dep = ref / "templates" / "deployment.yaml"
+    dep.write_text(dep.read_text().replace("- name: SUT_PROXY", "- name: SUT_PROXY_URL"))
+    with pytest.raises(PatchDoesNotApply) as ei:
+        variant_chart(VARIANT_PATCHES["no-controller-proxy"], tmp_path / "v", reference=ref)
+    msg = str(ei.value)
+    assert "\n" not in msg and "no-controller-proxy.patch" in msg and "templates/deployment.yaml" in msg
+    assert "no longer matches the reference chart" in msg and "(fix: remake it:" in msg
+    assert (tmp_path / "v" / "templates" / "deployment.yaml").read_text() == dep.read_text(), "nothing half-applied"
+
+
+def test_unified_diff_edge_cases(tmp_path):
+    (tmp_path / "a.txt").write_text("one\ntwo\nthree")  # no newline at the end
+    (tmp_path / "gone.txt").write_text("x\n")
+    diff = ("Caught-by: X\n\n--- a/a.txt\n+++ b/a.txt\n@@ -2,2 +2,2 @@\n two\n-three\n\\ No newline at end of file\n"
+            "+three\n--- a/gone.txt\n+++ /dev/null\n@@ -1 +0,0 @@\n-x\n--- /dev/null\n+++ b/new/n.txt\n@@ -0,0 +1 @@\n+n\n")
+    assert apply_unified_diff(diff, tmp_path) == ["a.txt", "gone.txt", "new/n.txt"]
+    assert (tmp_path / "a.txt").read_text() == "one\ntwo\nthree\n"
+    assert not (tmp_path / "gone.txt").exists() and (tmp_path / "new" / "n.txt").read_text() == "n\n"
+    with pytest.raises(PatchDoesNotApply, match="bad path"):
+        apply_unified_diff("--- a/../x\n+++ b/../x\n@@ -1 +1 @@\n-a\n+b\n", tmp_path)
+    with pytest.raises(PatchDoesNotApply, match="holds no file diff"):
+        apply_unified_diff("Caught-by: X\n", tmp_path)
 
 
 @aims_at("chart", "does-not-render", "HELM-1", "a chart whose template fails to render")
@@ -90,7 +136,7 @@ def test_a_chart_that_does_not_render_fails_the_clause_naming_helm(tmp_path, cau
     (broken / "values.yaml").write_text("connectivity: {}\n")
     (broken / "templates" / "x.yaml").write_text('{{ fail "no sidecar for you" }}\n')
     with pytest.raises(ClauseFailure) as ei:
-        h.helm1_sidecar_rendered(h.Chart(broken))
+        hr.helm1_sidecar_rendered(h.Chart(broken))
     assert ei.value.clause == "HELM-1" and "no sidecar for you" in str(ei.value)
     caught(ei.value.clause)
 
@@ -102,9 +148,31 @@ def test_a_chart_with_no_workload_fails_the_clause(tmp_path, caught):
     (chart / "Chart.yaml").write_text("apiVersion: v2\nname: empty\nversion: 0.1.0\n")
     (chart / "templates" / "cm.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n")
     with pytest.raises(ClauseFailure) as ei:
-        h.helm6_socket_shared(h.Chart(chart))
+        hr.helm6_socket_shared(h.Chart(chart))
     assert "exactly one workload" in str(ei.value) and "ConfigMap/x" in str(ei.value)
     caught(ei.value.clause)
+
+
+# ----------------------------------------------------------------------------- a user's chart
+def test_certify_chart_hands_pytest_the_folder_and_refuses_a_non_chart(monkeypatch, tmp_path, capsys):
+    """`meshcert certify --chart DIR` runs the conformance tests with ``--chart <absolute DIR>``
+    (pytest runs in the checkout); a folder without Chart.yaml is refused before anything starts."""
+    seen: list[list[str]] = []
+    monkeypatch.setattr(cli, "cmd_setup", lambda *a: None)
+    monkeypatch.setattr(cli, "_pytest", lambda args: seen.append(args) or 0)
+    user = broken_chart("wrong-secret-key", tmp_path)
+    monkeypatch.chdir(tmp_path)
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGPIPE, signal.SIGTERM, signal.SIGINT)}
+    try:  # cli.main sets process-wide signal handlers: this pytest process gets its own back
+        cli.main(["certify", "--chart", user.name, "--report-dir", str(tmp_path / "r")])
+        args = seen[0]
+        assert args[args.index("--chart") + 1] == str(user.resolve())
+        seen.clear()
+        assert cli.main(["certify", "--chart", str(tmp_path), "--report-dir", str(tmp_path / "r2")]) == 2
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    assert not seen and f"--chart: {tmp_path} is not a chart (no Chart.yaml)" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------- reading a sidecar
@@ -138,9 +206,9 @@ def test_userspace_and_socket_defaults():
 
 
 def test_split_image():
-    assert h.split_image("meshcert/tailscale:99bc8") == ("meshcert/tailscale", "99bc8")
-    assert h.split_image("registry:5000/a/b") == ("registry:5000/a/b", "")
-    assert h.split_image("registry:5000/a/b:v1") == ("registry:5000/a/b", "v1")
+    assert hp.split_image("meshcert/tailscale:99bc8") == ("meshcert/tailscale", "99bc8")
+    assert hp.split_image("registry:5000/a/b") == ("registry:5000/a/b", "")
+    assert hp.split_image("registry:5000/a/b:v1") == ("registry:5000/a/b", "v1")
 
 
 # ----------------------------------------------------------------------------- the pod runner (no engine)
@@ -186,7 +254,6 @@ def test_pod_template_wants_exactly_one_workload():
 # ----------------------------------------------------------------------------- on the engine
 @pytest.mark.engine
 def test_pod_runner_reports_what_the_kubelet_refuses_and_leaves_nothing(world):
-    from meshcert.world import labels as lbl
     host = world.images["host"]
     template = {"metadata": {"labels": {"app": "t"}}, "spec": {
         "securityContext": {"fsGroup": 2000},
@@ -224,9 +291,9 @@ def test_pod_runner_reports_what_the_kubelet_refuses_and_leaves_nothing(world):
 
 
 @pytest.mark.engine
-def test_no_controller_proxy_variant_is_caught_by_helm6_on_the_engine(world):
+def test_no_controller_proxy_variant_is_caught_by_helm6_on_the_engine(world, tmp_path):
     with pytest.raises(ClauseFailure) as ei:
-        h.pod_joins_tailnet(world, h.Chart(CHARTS / "no-controller-proxy"), userspace=True)
+        hp.pod_joins_tailnet(world, h.Chart(broken_chart("no-controller-proxy", tmp_path)), userspace=True)
     assert ei.value.clause == "HELM-6"
     assert "the controller's own dial reaches server:22 through the mesh" in str(ei.value)
 
@@ -235,8 +302,7 @@ def test_no_controller_proxy_variant_is_caught_by_helm6_on_the_engine(world):
 def test_advertised_tags_with_a_preauth_key_are_refused_by_headscale(world):
     """Why the reference chart's connectivity.tags defaults to []: headscale >= 0.28 refuses a
     pre-auth key registration that also advertises tags (the key's tags are the node's)."""
-    from meshcert.world.world import wait_for
-    with h.chart_pod(world, h.Chart(h.REFERENCE_CHART), tags=[h.AGENT_TAG]) as cp:
+    with hp.chart_pod(world, h.Chart(h.REFERENCE_CHART), tags=[hp.AGENT_TAG]) as cp:
         wait_for("the sidecar's login refused", lambda: "are invalid or not permitted" in cp.pod.logs("tailscale"),
                  60, describe=lambda: cp.pod.logs("tailscale")[-600:])
         assert cp.backend_state() != "Running"
@@ -251,15 +317,15 @@ def test_a_pod_joined_with_an_untagged_key_fails_helm4(world, caught):
     untagged = world.headscale.preauth_key((), user_id=world.user_id, expiration="1h")
     values = h.guide_values()["connectivity"]
     try:
-        with h.chart_pod(world, h.Chart(h.REFERENCE_CHART),
+        with hp.chart_pod(world, h.Chart(h.REFERENCE_CHART),
                          secrets={values["authKeySecret"]: {values["authKeySecretKey"]: untagged.reveal()}}) as cp:
             st = cp.wait_running()
             assert "Tags" not in (st.get("Self") or {}), "the untagged node's status has no Tags at all"
             with pytest.raises(ClauseFailure) as ei:
-                h.helm4_joined_under_hostname(world, cp.hostname, st)
+                hp.helm4_joined_under_hostname(world, cp.hostname, st)
     finally:
         world.headscale.expire_preauth_key(untagged)
     assert ei.value.clause == "HELM-4"
-    assert f"the node's own status carries {h.AGENT_TAG} (Self.Tags)" in str(ei.value)
-    assert f"headscale lists {cp.hostname} carrying {h.AGENT_TAG}" in str(ei.value)
+    assert f"the node's own status carries {hp.AGENT_TAG} (Self.Tags)" in str(ei.value)
+    assert f"headscale lists {cp.hostname} carrying {hp.AGENT_TAG}" in str(ei.value)
     caught(ei.value.clause)

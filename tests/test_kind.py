@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from meshcert.k8s import kind
-from meshcert.checks import helm as h
+from meshcert.checks.helm_pod import CA_CONFIGMAP
+from meshcert.k8s import chart as h
 from meshcert.toolchain.components import COMPONENTS
 from meshcert.secrets import Secret, redact
 
@@ -107,7 +108,7 @@ def test_cluster_manifests_carry_the_key_only_in_the_secret():
     rendered = chart.render(values).docs
     key = Secret("hskey-auth-" + "x" * 40, "test key")
     docs = kind.cluster_manifests(rendered, namespace="meshcert-agent", secret_name="hs-auth", secret_key="key",
-                                  auth_key=key, ca_configmap=h.CA_CONFIGMAP, ca_pem=b"-----BEGIN CERTIFICATE-----\n")
+                                  auth_key=key, ca_configmap=CA_CONFIGMAP, ca_pem=b"-----BEGIN CERTIFICATE-----\n")
     kinds = [d["kind"] for d in docs]
     assert kinds[:3] == ["Namespace", "Secret", "ConfigMap"] and "Deployment" in kinds
     assert all(d["metadata"]["namespace"] == "meshcert-agent" for d in docs[1:])

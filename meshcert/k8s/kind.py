@@ -1,6 +1,7 @@
 """The kind path: the HELM clauses against a real Kubernetes pod (``pytest --cluster kind``).
 
-- the cluster's configuration is ``charts/kind-config.yaml`` (checked by :func:`config_problems`);
+- the cluster's configuration is ``meshcert/k8s/charts/kind-config.yaml`` (package data; checked by
+  :func:`config_problems`);
 - the node image is never pulled behind the user's back: :func:`node_image_availability` says
   whether one can be had -- a ``kindest/node`` image already on the engine (the pinned kind's
   default tag preferred, or ``MESHCERT_KIND_NODE_IMAGE``), or, only when the user allows pulls
@@ -26,15 +27,20 @@ import os
 import socket
 import subprocess
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+import docker
+import docker.errors
 import yaml
 
 from meshcert.errors import EnvironmentProblem
-from meshcert.toolchain.paths import REPO
+from meshcert.secrets import redact
+from meshcert.toolchain.components import COMPONENTS
 
-KIND_CONFIG = REPO / "charts" / "kind-config.yaml"
+# kind reads its configuration from a file: meshcert is installed as files, never zipped.
+KIND_CONFIG = Path(str(resources.files("meshcert.k8s") / "charts" / "kind-config.yaml"))
 NODE_REPO = "kindest/node"
 # The default node image of each pinned kind release (sigs.k8s.io/kind, pkg/apis/config/defaults/image.go).
 NODE_IMAGES = {
@@ -104,7 +110,6 @@ class Availability:
 
 
 def pinned_node_image() -> str:
-    from meshcert.toolchain.components import COMPONENTS
     v = COMPONENTS["kind"].version
     if v not in NODE_IMAGES:
         raise EnvironmentProblem("kind", f"no node image known for the pinned kind {v}",
@@ -130,7 +135,6 @@ def node_image_availability(client=None, env: Mapping[str, str] | None = None,
     tag = pinned.split("@")[0]
     if client is None:
         try:
-            import docker
             client = docker.from_env(timeout=10)
             client.ping()
         except Exception as e:
@@ -157,7 +161,6 @@ def node_image_availability(client=None, env: Mapping[str, str] | None = None,
 
 
 def _has_image(client, ref: str) -> bool:
-    import docker.errors
     try:
         client.images.get(ref)
         return True
@@ -210,7 +213,6 @@ class KindCluster:
         return f"{self.name}-control-plane"
 
     def _kind(self, *args: str, timeout: float = 600) -> str:
-        from meshcert.toolchain.components import COMPONENTS
         binary = str(COMPONENTS["kind"].ensure()["kind"])
         r = subprocess.run([binary, *args], capture_output=True, text=True, timeout=timeout,
                            env={**os.environ, "KIND_EXPERIMENTAL_PROVIDER": "docker"})
@@ -234,7 +236,6 @@ class KindCluster:
         r = subprocess.run(["docker", "exec", "-i", self.node, "kubectl", "--kubeconfig=/etc/kubernetes/admin.conf",
                             *args], input=stdin, capture_output=True, text=True, timeout=timeout)
         if r.returncode != 0:
-            from meshcert.secrets import redact
             raise EnvironmentProblem(f"kubectl {args[0]}", redact(r.stderr.strip()[-800:]) or f"exit {r.returncode}")
         return r.stdout
 

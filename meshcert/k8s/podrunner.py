@@ -50,7 +50,7 @@ from testcontainers.core.container import DockerContainer  # noqa: E402
 from meshcert.toolchain import progress
 from meshcert.errors import MeshcertError
 from meshcert.secrets import redact
-from meshcert.world.world import tar_files
+from meshcert.world.base import tar_files
 
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "Pod")
 VOLUME_ROOT = "/.meshcert/volumes"  # where the pause container holds every pod volume

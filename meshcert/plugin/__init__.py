@@ -39,7 +39,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 "guide's; the ACL clauses still assert the guide's intent")
     g.addoption("--spec", default=None, help="environment spec (YAML) whose spec.connectivity the SUT clauses use")
     g.addoption("--chart", default=None, help="certify this Helm chart (its folder) against the HELM clauses "
-                "instead of the bundled charts/reference-agent")
+                "instead of the bundled meshcert/k8s/charts/reference-agent")
     g.addoption("--cluster", choices=("docker", "kind"), default=os.environ.get("MESHCERT_CLUSTER", "docker"),
                 help="where the kind-marked HELM clauses run: docker (default: pod-from-chart on the engine only) "
                 "or kind (also on a kind cluster; skipped with one line when no kind node image can be had)")
