@@ -292,8 +292,10 @@ def cmd_replay(args) -> int:
 
 
 def cmd_clauses(args) -> int:
-    from meshcert.report.catalog import load_catalog
-    for c in load_catalog():
+    from meshcert.plugin.marks import collect_clause_tests
+    from meshcert.report.catalog import load_catalog, with_tests
+    # each clause's tests: the tests marked with it, from a collect-only pytest run
+    for c in with_tests(load_catalog(), collect_clause_tests()):
         tests = f"{len(c.tests)} test(s)" if c.tests else ("out-scope" if c.out_of_scope else "NO TEST")
         print(f"{c.id:<10} {c.group:<16} {tests:<10} {' '.join(c.must.split())[:110]}")
     return 0
