@@ -214,6 +214,13 @@ def test_malformed_catalog_raises_input_error_naming_the_file(tmp_path, text, me
     assert str(e.value).startswith(f"{e.value.what}: ")
 
 
+def test_an_older_bundles_catalog_with_tests_lists_still_reads():
+    old = _yaml(GOOD + "  tests:\n    - conformance/test_acl.py::test_allowed\n")
+    with pytest.raises(InputError, match="has a tests: list"):
+        parse_catalog(old)
+    assert parse_catalog(old, "bundle:clauses.yaml", listed_tests_ok=True)[0].tests is None
+
+
 def test_missing_catalog_file(tmp_path):
     with pytest.raises(InputError) as e:
         load_catalog(tmp_path / "clauses.yaml")

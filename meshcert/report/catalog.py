@@ -125,7 +125,9 @@ def load_catalog(path: str | os.PathLike[str] | None = None) -> list[Clause]:
     return parse_catalog(text, what)
 
 
-def parse_catalog(text: str, what: str = "clauses.yaml") -> list[Clause]:
+def parse_catalog(text: str, what: str = "clauses.yaml", listed_tests_ok: bool = False) -> list[Clause]:
+    """``listed_tests_ok``: the catalog of an older result bundle, whose clauses still listed
+    their tests (``tests:``, dropped since the marks are collected): those lists are ignored."""
     try:
         doc = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 -- a SafeLoader subclass
     except yaml.YAMLError as exc:
@@ -148,6 +150,8 @@ def parse_catalog(text: str, what: str = "clauses.yaml") -> list[Clause]:
     out: list[Clause] = []
     seen: dict[str, int] = {}
     for index, item in enumerate(items):
+        if listed_tests_ok and isinstance(item, dict):
+            item = {k: v for k, v in item.items() if k != "tests"}
         out.append(_clause(item, index, what, seen))
     return out
 
