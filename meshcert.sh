@@ -30,5 +30,4 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$stamp_want"
   .venv/bin/python -m pip install --progress-bar off -q --disable-pip-version-check --no-deps -e .
   echo "$stamp_want" > "$stamp"
 fi
-export TESTCONTAINERS_RYUK_DISABLED=true
 exec .venv/bin/meshcert "$@"

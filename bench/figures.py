@@ -225,10 +225,12 @@ def block_flake() -> str:
 def block_catalog() -> str:
     """Not a figure: the clause catalog, generated from clauses.yaml so the README can never
     claim more (or less) than the MUST sentence the report puts beside each verdict."""
-    from meshcert.report.catalog import load_catalog
+    from meshcert.plugin.marks import collect_clause_tests
+    from meshcert.report.catalog import load_catalog, with_tests
     out = ["| clause | group | what meshcert asserts (the MUST sentence of `clauses.yaml`) | tests |",
            "|---|---|---|---|"]
-    for c in load_catalog():
+    # tests: the tests marked @pytest.mark.clause(<id>), from a collect-only pytest run
+    for c in with_tests(load_catalog(), collect_clause_tests()):
         tests = (f"out of scope: {' '.join(c.out_of_scope.split())}" if c.out_of_scope
                  else f"{len(c.tests)} (measured: reported, never counted as passed)" if c.measured
                  else str(len(c.tests)) if c.tests else "**no test**")

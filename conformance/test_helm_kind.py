@@ -2,7 +2,8 @@
 the world's WAN, its sidecar Running in the tailnet (``pytest --cluster kind``).
 
 Where no kind node image can be had (no kindest/node image on the engine, no registry to pull
-one from: our machines), or without ``--cluster kind``, the whole module skips with one line.
+one from: our machines), or without ``--cluster kind``, meshcert's plugin skips every test
+marked ``kind`` with one reason, before any fixture (no world is built for it).
 """
 
 import pytest
@@ -12,12 +13,6 @@ from meshcert.checks import helm_pod
 from meshcert.k8s.chart import REFERENCE_CHART, Chart
 
 pytestmark = [pytest.mark.kind, pytest.mark.engine, pytest.mark.slow]
-
-_why = kind.skip_reason()
-if _why is None and kind.SELECTED != "kind":
-    _why = "kind clauses run with --cluster kind (a kind node image is available here)"
-if _why:
-    pytest.skip(_why, allow_module_level=True)
 
 
 @pytest.fixture(scope="module")

@@ -19,9 +19,9 @@ def test_a_vlan_host_added_after_approval_is_reachable(world):
 
 
 @pytest.mark.clause("ERRATA-1")
-def test_guide_routes_enable_is_gone_and_approve_routes_works(steady_world, pytestconfig):
+def test_guide_routes_enable_is_gone_and_approve_routes_works(steady_world, clause_results):
     c.errata1_routes_enable_is_gone(steady_world)
-    c.errata1_report_names_it(steady_world, {"clauses": pytestconfig._meshcert_results})
+    c.errata1_report_names_it(steady_world, {"clauses": clause_results})
 
 
 @pytest.mark.clause("ERRATA-2")

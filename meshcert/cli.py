@@ -255,7 +255,9 @@ def cmd_report(args) -> int:
         from meshcert.report.bundle import read_bundle
         doc = read_bundle(src)
         results, manifest = doc["results"], doc["manifest"]
-        catalog = parse_catalog(doc["catalog_text"], f"{src}:clauses.yaml") if doc["catalog_text"] else load_catalog()
+        # an older bundle's catalog may still list each clause's tests: ignored
+        catalog = parse_catalog(doc["catalog_text"], f"{src}:clauses.yaml", listed_tests_ok=True) \
+            if doc["catalog_text"] else load_catalog()
     from meshcert.report.render import _when
     sut = manifest.get("sut") or {}
     v = manifest.get("versions") or {}
@@ -298,8 +300,10 @@ def cmd_replay(args) -> int:
 
 
 def cmd_clauses(args) -> int:
-    from meshcert.report.catalog import load_catalog
-    for c in load_catalog():
+    from meshcert.plugin.marks import collect_clause_tests
+    from meshcert.report.catalog import load_catalog, with_tests
+    # each clause's tests: the tests marked with it, from a collect-only pytest run
+    for c in with_tests(load_catalog(), collect_clause_tests()):
         tests = f"{len(c.tests)} test(s)" if c.tests else ("out-scope" if c.out_of_scope else "NO TEST")
         print(f"{c.id:<10} {c.group:<16} {tests:<10} {' '.join(c.must.split())[:110]}")
     return 0

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import pytest
 
+from meshcert.plugin import state
 from tests import faults as F
 
 CAUGHT = pytest.StashKey[list]()
 OUTCOME = pytest.StashKey[str]()
+FAULTS = pytest.StashKey[dict]()  # fault name -> {"test", "status", "why", "caught_by"}
+FAULT_TESTS_SEEN = pytest.StashKey[bool]()  # a test aimed at a fault was collected (or deselected)
 
 
 @pytest.fixture
@@ -32,23 +35,23 @@ def _fault_names(item) -> list[str]:
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "fault(name): the test shows this fault of tests/faults.py caught")
-    config._meshcert_faults = {}       # fault name -> {"test", "status", "why", "caught_by"}
-    config._meshcert_fault_tests_seen = False
+    config.stash[FAULTS] = {}
+    config.stash[FAULT_TESTS_SEEN] = False
 
 
 def pytest_deselected(items):
     for item in items:
         for name in _fault_names(item):
-            item.config._meshcert_fault_tests_seen = True
-            item.config._meshcert_faults.setdefault(name, {"test": item.nodeid, "status": "deselected",
+            item.config.stash[FAULT_TESTS_SEEN] = True
+            item.config.stash[FAULTS].setdefault(name, {"test": item.nodeid, "status": "deselected",
                                                            "why": "its test was deselected (-k/-m)", "caught_by": []})
 
 
 def pytest_collection_finish(session):
     for item in session.items:
         for name in _fault_names(item):
-            session.config._meshcert_fault_tests_seen = True
-            session.config._meshcert_faults[name] = {"test": item.nodeid, "status": "not run",
+            session.config.stash[FAULT_TESTS_SEEN] = True
+            session.config.stash[FAULTS][name] = {"test": item.nodeid, "status": "not run",
                                                      "why": "its test was selected but never ran (run stopped)",
                                                      "caught_by": []}
 
@@ -66,7 +69,7 @@ def pytest_runtest_makereport(item, call):
     names = _fault_names(item)
     if not names:
         return
-    board = item.config._meshcert_faults
+    board = item.config.stash[FAULTS]
     for name in names:
         entry = board.setdefault(name, {"test": item.nodeid, "caught_by": []})
         if rep.skipped:
@@ -82,7 +85,7 @@ def pytest_runtest_makereport(item, call):
 
 def scoreboard(config) -> dict[str, dict]:
     """The board over the whole registry: {fault: {kind, target, killed, clauses, why, test}}."""
-    seen = getattr(config, "_meshcert_faults", {})
+    seen = config.stash.get(FAULTS, {})
     board = {}
     for name, fault in F.registry().items():
         s = seen.get(name)
@@ -109,8 +112,8 @@ def scoreboard(config) -> dict[str, dict]:
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionfinish(session):
     # before meshcert's plugin writes results.json and the report
-    if getattr(session.config, "_meshcert_fault_tests_seen", False):
-        session.config._meshcert_extra["mutants"] = scoreboard(session.config)
+    if session.config.stash.get(FAULT_TESTS_SEEN, False):
+        session.config.stash[state.EXTRA]["mutants"] = scoreboard(session.config)
 
 
 def score_line(board: dict[str, dict]) -> str:
@@ -124,7 +127,7 @@ def score_line(board: dict[str, dict]) -> str:
 
 
 def pytest_terminal_summary(terminalreporter, config):
-    board = getattr(config, "_meshcert_extra", {}).get("mutants")
+    board = config.stash.get(state.EXTRA, {}).get("mutants")
     if not board:
         return
     terminalreporter.write_sep("-", "mutation score (tests/faults.py: every fault meshcert must catch)")

@@ -3,7 +3,7 @@
 Three kinds, each with the target whose assertion must fail (a clause id, or ``scenario: NAME``):
 
 - ``mutant:<name>``: every entry of the reference SUT's ``MUTANTS`` (runtime.py); its target comes
-  from ``TARGETS`` / ``SCENARIO_TARGETS`` in tests/test_mutants.py (a mutant with none is still
+  from ``TARGETS`` / ``SCENARIO_TARGETS`` in meshcert/sut/reference/targets.py (a mutant with none is still
   counted, as not killed: "no target");
 - ``world:<name>``: every broken world setting, declared where its test is with :func:`aims_at`
   (tests/test_world_breaks.py, the broken-setting tests of tests/test_mutants.py);
@@ -23,6 +23,9 @@ from dataclasses import dataclass
 from typing import Callable
 
 import pytest
+
+from meshcert.sut.reference import MUTANTS
+from meshcert.sut.reference.targets import SCENARIO_TARGETS, TARGETS, clauses
 
 KINDS = {"mutant": "mutants of the reference SUT", "world": "broken world settings", "chart": "broken charts"}
 
@@ -67,15 +70,13 @@ def param(value, kind: str, short: str, target: str | tuple[str, ...], about: st
 def registry() -> dict[str, Fault]:
     """Every fault meshcert must catch, from the sources above (imports the test modules that
     declare them, so a module that is not collected still counts)."""
-    from meshcert.sut.reference import MUTANTS
     from tests import test_chart_variants, test_mutants, test_world_breaks  # noqa: F401  (they declare)
     out: dict[str, Fault] = {}
     for m, about in MUTANTS.items():
-        if m in test_mutants.TARGETS:
-            c = test_mutants.TARGETS[m][0]
-            target = (c,) if isinstance(c, str) else tuple(c)
-        elif m in test_mutants.SCENARIO_TARGETS:
-            target = (f"scenario: {test_mutants.SCENARIO_TARGETS[m]}",)
+        if m in TARGETS:
+            target = clauses(m)
+        elif m in SCENARIO_TARGETS:
+            target = (f"scenario: {SCENARIO_TARGETS[m]}",)
         else:
             target = ()
         out[f"mutant:{m}"] = Fault(f"mutant:{m}", "mutant", target, about)

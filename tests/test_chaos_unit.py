@@ -10,40 +10,7 @@ from meshcert.chaos import faults, scenarios
 from meshcert.checks import sut
 from meshcert.errors import InputError
 from meshcert.replay.faults_schema import FAULT_KINDS, validate_fault
-from meshcert.world.topology import guide_topology
-
-
-class FakeSut:
-    def __init__(self, answer: dict, code: int = 200):
-        self.answer, self.code, self.calls = answer, code, []
-
-    def prerun(self, conn, eps, deadline_s):
-        self.calls.append((conn, eps, deadline_s))
-        return self.code, self.answer
-
-
-class FakeNode:
-    def __init__(self, wan_ip):
-        self.wan_ip = wan_ip
-
-
-class FakeWorld:
-    def __init__(self, answer: dict, code: int = 200):
-        self.topology = guide_topology()
-        self.nodes = {"server": FakeNode("172.18.0.5")}
-        self.toxiproxy = type("T", (), {"ip": "172.18.0.9"})()
-        self.headscale = type("H", (), {"ip": "172.18.0.2"})()
-        self._sut = FakeSut(answer, code)
-        self.connectivity_spec = None
-
-    def sut(self, pod):
-        return self._sut
-
-    def login_server(self):
-        return "https://control:8443"
-
-    def address(self, name):
-        return {"server": "100.64.0.3", "database": "100.64.0.4", "legacy": "10.20.5.10"}[name]
+from tests.common.fakeworld import FakeWorld
 
 
 GOOD = {"ready": False, "message": "not ready: sidecar BackendState is NeedsLogin",
@@ -57,11 +24,11 @@ SPEC = {"pod": "agent", "endpoints": {"ssh": {"url": "tcp://${ip:server}:22"},
 
 
 def test_a_matching_answer_has_no_problems_and_symbols_are_resolved():
-    w = FakeWorld(GOOD)
+    w = FakeWorld(answer=GOOD)
     ans, took, problems = chaos.prerun_problems(w, SPEC)
     assert problems == [] and ans is GOOD
     conn, eps, deadline = w._sut.calls[0]
-    assert eps == {"ssh": {"url": "tcp://100.64.0.3:22", "critical": True},
+    assert eps == {"ssh": {"url": "tcp://100.64.0.1:22", "critical": True},
                    "db": {"url": "tcp://172.18.0.5:5432", "critical": False}}
     assert conn["type"] == "headscale" and conn["headscale"]["controlServer"] == "https://control:8443"
 
@@ -75,27 +42,27 @@ def test_a_matching_answer_has_no_problems_and_symbols_are_resolved():
     ({"agent_context": []}, "the agent told about 'ssh'"),
 ])
 def test_each_expectation_catches_its_violation(change, word):
-    _, _, problems = chaos.prerun_problems(FakeWorld({**GOOD, **change}), SPEC)
+    _, _, problems = chaos.prerun_problems(FakeWorld(answer={**GOOD, **change}), SPEC)
     assert len(problems) == 1 and word in problems[0], problems
 
 
 def test_an_http_error_is_one_problem():
-    _, _, problems = chaos.prerun_problems(FakeWorld({"error": "boom"}, code=500), SPEC)
+    _, _, problems = chaos.prerun_problems(FakeWorld(answer={"error": "boom"}, code=500), SPEC)
     assert problems == ['pre-run answered HTTP 500: {"error": "boom"}']
 
 
 def test_the_time_bound_is_checked(monkeypatch):
     t = iter([0.0, 9.0])
     monkeypatch.setattr(chaos.time, "monotonic", lambda: next(t))
-    _, took, problems = chaos.prerun_problems(FakeWorld(GOOD), {**SPEC, "expect": {"within_s": 3.5}})
+    _, took, problems = chaos.prerun_problems(FakeWorld(answer=GOOD), {**SPEC, "expect": {"within_s": 3.5}})
     assert took == 9.0 and problems == ["the pre-run to end within 3.5 s: it took 9.00 s"]
 
 
 def test_wan_symbols_of_unknown_containers_are_one_clear_error():
     with pytest.raises(InputError, match=r"\$\{wan:ghost\}"):
-        faults.resolve(FakeWorld(GOOD), "tcp://${wan:ghost}:1")
-    assert faults.resolve(FakeWorld(GOOD), "${wan:toxiproxy} ${wan:headscale} ${ip:legacy}") == \
-        "172.18.0.9 172.18.0.2 10.20.5.10"
+        faults.resolve(FakeWorld(answer=GOOD), "tcp://${wan:ghost}:1")
+    assert faults.resolve(FakeWorld(answer=GOOD), "${wan:toxiproxy} ${wan:headscale} ${ip:legacy}") == \
+        "172.18.0.20 172.18.0.2 10.20.9.10"
 
 
 def test_faults_are_undone_in_reverse_and_a_failing_undo_does_not_stop_the_others(monkeypatch):
@@ -137,7 +104,7 @@ def test_validate_fault_accepts_the_scenarios_faults():
 @pytest.mark.parametrize("fault", [{"kind": "kill", "container": "ghost"}, {"kind": "freeze", "container": "ghost"},
                                    {"kind": "nft", "netns": "ghost", "rules": "x"}])
 def test_a_fault_on_a_container_the_world_lacks_is_one_clear_error(fault):
-    w = FakeWorld(GOOD)
+    w = FakeWorld(answer=GOOD)
     w.boxes = {"agent-tailscale": object(), "router": object()}
     with pytest.raises(InputError) as e:
         faults.FAULTS[fault["kind"]].handler(w, fault)

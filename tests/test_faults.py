@@ -7,6 +7,8 @@ import sys
 import textwrap
 from types import SimpleNamespace
 
+import pytest
+
 from meshcert.sut.reference import MUTANTS
 from tests import conftest as board_mod
 from tests import faults as F
@@ -24,7 +26,9 @@ def test_the_registry_holds_every_mutant_world_break_and_chart():
 
 
 def _config(seen: dict) -> SimpleNamespace:
-    return SimpleNamespace(_meshcert_faults=seen)
+    config = SimpleNamespace(stash=pytest.Stash())
+    config.stash[board_mod.FAULTS] = seen
+    return config
 
 
 def test_scoreboard_counts_what_did_not_run_as_not_killed():

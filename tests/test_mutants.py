@@ -13,71 +13,15 @@ from meshcert.chaos.experiment import SteadyStateBroken
 from meshcert.checks import ClauseFailure
 from meshcert.checks.sut import SUT_CHECKS
 from meshcert.sut.reference import MUTANTS
+from meshcert.sut.reference.targets import SCENARIO_TARGETS, TARGETS, clauses
 from tests.faults import aims_at
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 
-# mutant -> (the clause(s) it breaks -- each must fail --, the pod it runs in)
-TARGETS = {
-    "health-socket-exists": ("HEALTH-1", "agent"),
-    "health-tcp-41112": ("HEALTH-1", "agent"),
-    "health-ignores-state": (("HEALTH-1", "TROUBLE-2"), "agent"),
-    "sequential-dials": ("HEALTH-2", "agent"),
-    "no-proxy": ("TYPE-6", "agent-us"),
-    "sidecar-error-aborts": ("HEALTH-3", "agent"),
-    "ignore-critical": ("HEALTH-4", "agent"),
-    "noncritical-in-context": ("HEALTH-5", "agent"),
-    "leak-authkey": ("CRED-1", "agent"),
-    "omitted-is-error": ("TYPE-1", "agent"),
-    "accept-unknown-type": ("TYPE-4", "agent"),
-    "headscale-no-validation": ("TYPE-5", "agent"),
-    "tailscale-requires-control": ("TYPE-3", "agent"),
-    "direct-checks-sidecar": ("DIRECT-1", "agent"),
-    "wrong-port": ("TYPE-6", "agent"),
-    "headscale-strict-schema": ("TYPE-2", "agent"),
-    "silent-missing-secret": ("TROUBLE-1", "agent"),
-    "generic-errors": (("TROUBLE-3", "TROUBLE-4", "TROUBLE-5"), "agent"),
-    "transcript-shows-credential": ("CRED-2", "agent"),
-    "leak-key-tail": ("CRED-1", "agent"),
-    "leak-key-altered": ("CRED-1", "agent"),
-    "context-shows-credential": ("CRED-2", "agent"),
-    "missing-secret-ready": ("TROUBLE-1", "agent"),
-    "typeless-is-error": ("TYPE-1", "agent"),
-    "omitted-probes-sidecar": ("TYPE-1", "agent"),
-    "unknown-type-vague-error": ("TYPE-4", "agent"),
-    "headscale-empty-accepted": ("TYPE-5", "agent"),
-    "headscale-null-accepted": ("TYPE-5", "agent"),
-    "ready-unless-stopped": ("HEALTH-1", "agent"),
-    "health-41112-fallback": ("HEALTH-1", "agent"),
-    "not-ready-skips-dials": ("HEALTH-3", "agent"),
-    "not-ready-fakes-dials": ("HEALTH-3", "agent"),
-    "noncritical-blocks-ready": ("HEALTH-5", "agent"),
-    "direct-via-proxy": ("DIRECT-1", "agent-us"),
-    "direct-probes-sidecar": ("DIRECT-1", "agent"),
-    "double-deadline": ("HEALTH-2", "agent"),
-    "no-latency": ("HEALTH-2", "agent"),
-    "no-error": ("HEALTH-2", "agent"),
-    "socks-no-reply": ("TYPE-6", "agent-us"),
-    "ipv4-only-urls": ("TYPE-6", "agent"),
-    "ip-literals-only": ("TYPE-6", "agent-us"),
-}
-
-
-def _clauses(mutant: str) -> tuple[str, ...]:
-    c = TARGETS[mutant][0]
-    return (c,) if isinstance(c, str) else c
-
-
-# mutant -> the chaos scenario that exists to catch it (meshcert/chaos/scenarios.py)
-SCENARIO_TARGETS = {
-    "health-dials-control": "control-plane outage",
-    "localapi-no-timeout": "sidecar frozen",
-}
-
 
 def test_every_mutant_has_a_target_clause():
     assert set(TARGETS) | set(SCENARIO_TARGETS) == set(MUTANTS), "a mutant without a target cannot be scored"
-    assert {c for m in TARGETS for c in _clauses(m)} <= set(SUT_CHECKS)
+    assert {c for m in TARGETS for c in clauses(m)} <= set(SUT_CHECKS)
 
 
 def _mutant_params(names):
@@ -89,7 +33,7 @@ def test_mutant_is_killed_by_its_clause(steady_world, caught, mutant):
     pod = TARGETS[mutant][1]
     steady_world.start_sut(pod, mutant=mutant)
     failed, survived = [], []
-    for clause in _clauses(mutant):
+    for clause in clauses(mutant):
         try:
             SUT_CHECKS[clause](steady_world, pod)
             survived.append(clause)

@@ -11,7 +11,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 
 from meshcert.errors import InputError
-from meshcert.property.oracle import Host, Node, Oracle, Verdict
+from meshcert.property.oracle import Oracle, Verdict
 from meshcert.policy import parse_policy
 from meshcert.property.live import Observation, resolve_data
 from meshcert.property.model import Difference, Example, Outcome, Pair, RouteSettings, Shape, probe_matrix
@@ -20,6 +20,7 @@ from meshcert.property.strategies import edge_examples, examples
 from meshcert.replay.model import Replay, ReplayProbe, dumps_replay, load_replay, replay_from_data, save_replay
 from meshcert.replay.run import ReplayMismatch, run_replay
 from meshcert.world.topology import AGENT_TAG, SERVER_TAG, guide_topology
+from tests.common.fakeworld import FakeWorld
 
 SHAPE = Shape.of(guide_topology())
 OWNERS = {t: ["meshcert@"] for t in ("tag:agent-runtime", "tag:managed-servers", "tag:managed-databases",
@@ -224,96 +225,6 @@ def test_save_refuses_what_it_could_not_read_back(tmp_path):
 
 
 # ------------------------------------------------------------------------------ run_replay
-
-class _Node:
-    def __init__(self, world, name, tags, ip, accept, routes=()):
-        self.world, self.name, self.tags, self.ts_ip = world, name, tags, ip
-        self.accept_routes, self.advertise_routes = accept, routes
-
-    def set_accept_routes(self, on):
-        self.world.log.append(f"accept {self.name} {on}")
-        self.accept_routes = on
-
-    socks5 = None  # "kernel mode": meshcert.property.wait_datapath asks its OS routes
-
-    def status(self):
-        return {"Peer": {}}
-
-    @property
-    def ts_box(self):
-        return self
-
-    def exec(self, cmd):  # `ip route get` of the addresses asked for: nothing goes via tailscale0 here
-        addrs = [part.split(" ", 1)[0] for part in cmd[-1].split("echo ")[1:]]
-        return 0, "".join(f"{a} {a} dev eth0 src 172.20.0.2 uid 0\n" for a in addrs)
-
-
-class _Headscale:
-    def __init__(self, world):
-        self.world = world
-        self.approved = {"router": ["10.20.9.0/24"]}
-
-    def routes(self):
-        return [{"given_name": r, "approved_routes": list(c)} for r, c in self.approved.items()]
-
-    def node_id(self, name):
-        return 4
-
-    def approve_routes(self, node_id, cidrs):
-        self.world.log.append(f"approve {list(cidrs)}")
-        self.approved["router"] = list(cidrs)
-
-
-class FakeWorld:
-    """Behaves exactly as the oracle says, except for pairs listed in ``wrong`` (flipped)."""
-
-    def __init__(self, wrong=()):
-        self.topology = guide_topology("10.20.9.0/24")
-        self.log: list[str] = []
-        self.wrong = set(wrong)
-        self.headscale = _Headscale(self)
-        self.nodes = {}
-        for i, spec in enumerate((*self.topology.nodes, *self.topology.pods), start=1):
-            self.nodes[spec.name] = _Node(self, spec.name, spec.tags, f"100.64.0.{i}", spec.accept_routes,
-                                          getattr(spec, "advertise_routes", ()))
-        self.host_addresses = {h.name: h.address for h in self.topology.hosts}
-        self.policy = self.topology.policy
-
-    def address(self, name):
-        return self.nodes[name].ts_ip if name in self.nodes else self.host_addresses[name]
-
-    def set_policy(self, policy):
-        self.log.append("policy")
-        self.policy = policy
-
-    def reset(self):
-        self.log.append("reset")
-
-    def wireguard_peer(self, src, address):
-        return address if address in {n.ts_ip for n in self.nodes.values()} else None
-
-    def tsmp_ping(self, src, peer_ip, timeout):
-        return None  # every session of the fake world is up: a denial may be judged at once
-
-    def _oracle(self) -> Oracle:
-        nodes = [Node(n.name, frozenset(n.tags), None, (n.ts_ip,), tuple(n.advertise_routes),
-                      tuple(self.headscale.approved.get(n.name, ())), n.accept_routes) for n in self.nodes.values()]
-        key = json.dumps([self.policy, [repr(n) for n in nodes]])
-        if getattr(self, "_cached", (None,))[0] != key:
-            hosts = [Host(h, a) for h, a in self.host_addresses.items()]
-            self._cached = (key, Oracle(parse_policy(json.dumps(self.policy)), nodes, hosts))
-        return self._cached[1]
-
-    def dial(self, src, targets, timeout):
-        o = self._oracle()
-        names = {self.address(n): n for n in (*self.nodes, *self.host_addresses)}
-        out = []
-        for addr, port in targets:
-            ok = o.allowed(src, addr, port).allowed != ((src, names[addr], port) in self.wrong)
-            out.append({"ok": ok, "banner": f"meshcert-banner host={names[addr]} port={port}" if ok else None,
-                        "error": None if ok else "TimeoutError: timed out", "latency_ms": 1.0 if ok else None})
-        return out
-
 
 def test_run_replay_applies_the_settings_and_passes_in_a_conforming_world(tmp_path):
     w = FakeWorld()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 
 from meshcert.secrets import MIN_RUN, describe, leaks, redact
@@ -37,6 +38,21 @@ BOUND_DEADLINE_S = 2.0
 # A sidecar that accepts on its socket but never answers (frozen) may hold the pre-run for the
 # SUT's own LocalAPI timeout before the dials start; meshcert allows 1 s for it (the reference's).
 LOCALAPI_BOUND_S = 1.0
+
+
+# clause id -> the check asserting it against the SUT in its pod (the mutant zoo, tests/test_mutants.py,
+# runs these): filled by @clause_check on each check, so the clause's id is written there only
+SUT_CHECKS: dict[str, Callable[..., None]] = {}
+
+
+def clause_check(cid: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Register the decorated function as the check of clause ``cid`` in SUT_CHECKS."""
+    def register(fn: Callable[..., None]) -> Callable[..., None]:
+        if cid in SUT_CHECKS:
+            raise ValueError(f"clause {cid} has two SUT checks: {SUT_CHECKS[cid].__name__} and {fn.__name__}")
+        SUT_CHECKS[cid] = fn
+        return fn
+    return register
 
 
 def prerun_bound(deadline: float, sidecar_wait: float = 0.0) -> float:
@@ -117,6 +133,7 @@ def _behaviour(ans: dict) -> dict:
             "agent_context": ans.get("agent_context")}
 
 
+@clause_check("TYPE-1")
 def type1_direct_is_default(world, pod: str = "agent") -> None:
     sut = world.sut(pod)
     target = {"server": {"url": f"tcp://{world.nodes['server'].wan_ip}:22", "critical": True}}
@@ -140,6 +157,7 @@ def type1_direct_is_default(world, pod: str = "agent") -> None:
                        f"endpoints, warnings, agent_context) {base}", got)
 
 
+@clause_check("TYPE-2")
 def type2_headscale_accepted(world, pod: str = "agent") -> None:
     with clause(world, "TYPE-2") as e:
         code, ans = world.sut(pod).prerun(mesh_spec(world), {"server": ep(world, "server", 22)})
@@ -147,6 +165,7 @@ def type2_headscale_accepted(world, pod: str = "agent") -> None:
             e.that(ans.get("type") == "headscale", "type headscale", ans.get("type"))
 
 
+@clause_check("TYPE-3")
 def type3_tailscale_empty_control(world, pod: str = "agent") -> None:
     with clause(world, "TYPE-3") as e:
         code, ans = world.sut(pod).prerun(mesh_spec(world, "tailscale"), {"server": ep(world, "server", 22)})
@@ -154,6 +173,7 @@ def type3_tailscale_empty_control(world, pod: str = "agent") -> None:
             e.that(ans.get("type") == "tailscale", "type tailscale", ans.get("type"))
 
 
+@clause_check("TYPE-4")
 def type4_unknown_rejected(world, pod: str = "agent") -> None:
     with clause(world, "TYPE-4") as e:
         for bad in ("wireguard-raw", 42):
@@ -165,6 +185,7 @@ def type4_unknown_rejected(world, pod: str = "agent") -> None:
                    f"{', '.join(TYPES)}", f"HTTP {code} {ans}" + (f" (does not name {missing})" if missing else ""))
 
 
+@clause_check("TYPE-5")
 def type5_headscale_incomplete_rejected(world, pod: str = "agent") -> None:
     with clause(world, "TYPE-5") as e:
         for missing in ("controlServer", "authKeySecretRef"):
@@ -285,6 +306,7 @@ def type6_endpoint_forms(world, pod: str = "agent") -> None:
                    f"/connect in pod {pod} to {host}:80 (ACL-denied): ok false with an error", r)
 
 
+@clause_check("TYPE-6")
 def type6_all(world, pod: str = "agent") -> None:
     """Everything TYPE-6 asserts, for the mutant zoo and the reference run."""
     type6_tools_dial_through_the_mesh(world, pod)
@@ -296,6 +318,7 @@ def type6_all(world, pod: str = "agent") -> None:
 FAKE_LOCALAPI_PORT = 41112  # where a LocalAPI listens on macOS/Windows; on Linux nothing of tailscale's does
 
 
+@clause_check("HEALTH-1")
 def health1_running_means_ready(world, pod: str = "agent") -> None:
     """Running -> ready; then every other state the real sidecar can be driven to, each with
     something accepting on 127.0.0.1:41112 in the pod, and each must be not ready: Stopped
@@ -349,6 +372,7 @@ def health1_running_means_ready(world, pod: str = "agent") -> None:
             world.remove_pod(spec.name)
 
 
+@clause_check("HEALTH-2")
 def health2_concurrent_deadlines(world, pod: str = "agent") -> None:
     sut = world.sut(pod)
     eps = {f"{n}-{p}": ep(world, n, p, critical=False) for n, p in BLACKHOLES}
@@ -387,6 +411,7 @@ def _reported(e: "Expect", label: str, res, reachable: bool) -> None:
 WITNESS_PORT = 47022  # a free port on the server node: a listener there logs who connected
 
 
+@clause_check("HEALTH-3")
 def health3_not_ready_is_a_warning(world, pod: str = "agent") -> None:
     """The sidecar stopped: the pre-run warns, answers, and really dials. The proof of a dial is
     an endpoint that needs no mesh (the server's cluster address, in the TUN pod: no proxy in
@@ -417,6 +442,7 @@ def health3_not_ready_is_a_warning(world, pod: str = "agent") -> None:
             world.start_sidecar(pod)
 
 
+@clause_check("HEALTH-4")
 def health4_critical_told_to_agent(world, pod: str = "agent") -> None:
     eps = {"web": ep(world, "server", 80, critical=True), "ssh": ep(world, "server", 22, critical=True)}
     with clause(world, "HEALTH-4") as e:
@@ -426,6 +452,7 @@ def health4_critical_told_to_agent(world, pod: str = "agent") -> None:
         e.that(not _mentions(ctx, "ssh"), "the reachable endpoint 'ssh' not reported to the agent", ctx)
 
 
+@clause_check("HEALTH-5")
 def health5_noncritical_only_logged(world, pod: str = "agent") -> None:
     eps = {"cache": ep(world, "database", 6379, critical=False), "ssh": ep(world, "server", 22)}
     with clause(world, "HEALTH-5") as e:
@@ -438,6 +465,7 @@ def health5_noncritical_only_logged(world, pod: str = "agent") -> None:
 
 
 # ------------------------------------------------------------------ direct mode
+@clause_check("DIRECT-1")
 def direct1_no_sidecar(world, pod: str = "agent") -> None:
     """Direct mode in a pod with no running sidecar: ready, the sidecar not probed, and the target
     reached over the cluster network (the server's WAN address, not its tailnet address) by the
@@ -477,6 +505,7 @@ def _nothing_of(e: Expect, secret: str, what: str, places: dict[str, str], shape
                f"{describe(found, text)} (positions only; the text is not shown)")
 
 
+@clause_check("CRED-1")
 def cred1_auth_key_never_shown(world, pod: str = "agent") -> None:
     """CRED-1, the SUT's half: the pod's pre-auth key -- whole, any run of 8+ characters of its
     secret part, or anything key-shaped -- in no pre-run answer (logs, message, agent_context
@@ -501,6 +530,7 @@ def cred1_auth_key_never_shown(world, pod: str = "agent") -> None:
         _nothing_of(e, key, "the pre-auth key", places)
 
 
+@clause_check("CRED-2")
 def cred2_run_credentials_never_shown(world, pod: str = "agent") -> None:
     """CRED-2: a per-run credential the tool layer injects into a connection -- whole, or any run
     of 8+ characters of its secret part -- never reaches the connect result, the transcript, the
@@ -523,6 +553,7 @@ def cred2_run_credentials_never_shown(world, pod: str = "agent") -> None:
 
 
 # ------------------------------------------------------------------ troubleshooting
+@clause_check("TROUBLE-1")
 def trouble1_missing_secret(world, pod: str = "agent") -> None:
     """No auth key reaches the pod (and so no sidecar runs): the pre-run names the Secret in a
     warning and to the agent, reports the sidecar not ready, and does not report the mesh ready."""
@@ -547,6 +578,7 @@ def trouble1_missing_secret(world, pod: str = "agent") -> None:
             world.start_sidecar(pod)
 
 
+@clause_check("TROUBLE-2")
 def trouble2_expired_key(world, pod: str = "agent") -> None:
     """An extra pod whose Secret holds an expired pre-auth key (its SUT the same build as ``pod``'s):
     the sidecar cannot log in, and the pre-run says not ready with the daemon's state."""
@@ -579,6 +611,7 @@ def _error_of(world, pod: str, name: str, url_ep: dict) -> tuple[dict, str]:
 GHOST = "100.64.0.250"  # inside this headscale's prefix, held by no node (allocation is sequential from .1)
 
 
+@clause_check("TROUBLE-3")
 def trouble3_unapproved_route_points_at_routing(world, pod: str = "agent") -> None:
     legacy = world.topology.hosts[0]
     approved = world.topology.node("router").approve_routes
@@ -593,6 +626,7 @@ def trouble3_unapproved_route_points_at_routing(world, pod: str = "agent") -> No
                f"an error that points at routing (no tailnet route to {legacy.address}), not a bare timeout", err)
 
 
+@clause_check("TROUBLE-4")
 def trouble4_acl_deny_told_apart(world, pod: str = "agent") -> None:
     with clause(world, "TROUBLE-4") as e:
         _, denied = _error_of(world, pod, "web", ep(world, "server", 80))
@@ -603,21 +637,9 @@ def trouble4_acl_deny_told_apart(world, pod: str = "agent") -> None:
                "the ACL-deny error told apart from the not-on-the-tailnet error", f"{denied!r} vs {ghost!r}")
 
 
+@clause_check("TROUBLE-5")
 def trouble5_not_on_tailnet(world, pod: str = "agent") -> None:
     with clause(world, "TROUBLE-5") as e:
         res, err = _error_of(world, pod, "ghost", {"url": f"tcp://{GHOST}:22", "critical": True})
         e.that(res.get("reachable") is False and "not on the tailnet" in err.lower(),
                f"{GHOST} (no node has it) reported as not on the tailnet", err)
-
-
-SUT_CHECKS = {
-    "TYPE-1": type1_direct_is_default, "TYPE-2": type2_headscale_accepted, "TYPE-3": type3_tailscale_empty_control,
-    "TYPE-4": type4_unknown_rejected, "TYPE-5": type5_headscale_incomplete_rejected,
-    "TYPE-6": type6_all,
-    "HEALTH-1": health1_running_means_ready, "HEALTH-2": health2_concurrent_deadlines,
-    "HEALTH-3": health3_not_ready_is_a_warning, "HEALTH-4": health4_critical_told_to_agent,
-    "HEALTH-5": health5_noncritical_only_logged, "DIRECT-1": direct1_no_sidecar,
-    "CRED-1": cred1_auth_key_never_shown, "CRED-2": cred2_run_credentials_never_shown, "TROUBLE-1": trouble1_missing_secret, "TROUBLE-2": trouble2_expired_key,
-    "TROUBLE-3": trouble3_unapproved_route_points_at_routing, "TROUBLE-4": trouble4_acl_deny_told_apart,
-    "TROUBLE-5": trouble5_not_on_tailnet,
-}

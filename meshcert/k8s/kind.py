@@ -48,7 +48,6 @@ NODE_IMAGES = {
 }
 REGISTRY = ("registry-1.docker.io", 443)  # only ever dialled when MESHCERT_KIND_PULL=1
 MESHCERT_NETS = ipaddress.ip_network("10.20.0.0/16")  # the guide's VLAN and every world's VLAN
-SELECTED = "docker"  # --cluster of the running pytest session (set by the plugin)
 
 
 # ------------------------------------------------------------------------------ configuration

@@ -31,7 +31,6 @@ a killed run left) and removed by :meth:`RunningPod.remove`.
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import socket
@@ -44,8 +43,7 @@ import docker.errors
 import docker.types
 import requests
 
-os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
-from testcontainers.core.container import DockerContainer  # noqa: E402
+from testcontainers.core.container import DockerContainer
 
 from meshcert.toolchain import progress
 from meshcert.errors import MeshcertError

@@ -1,24 +1,25 @@
-"""The clause catalog (clauses.yaml) and the check that it and the tests agree.
+"""The clause catalog (clauses.yaml) and the check that it and the tests' marks agree.
 
 Like Kubernetes conformance's catalog, every testable promise of the Connectivity Guide is one
-entry -- id, the guide's sentence, a MUST-language description, the release that introduced
-it, and the tests asserting it -- and a drift check fails whenever the catalog and the tests'
-``@pytest.mark.clause`` marks disagree. The marks are read statically with :mod:`ast`, so the
-check needs no pytest run and no world.
+entry -- id, the guide's sentence, a MUST-language description, the release that introduced it.
+Which tests assert a clause is written once, on the test: ``@pytest.mark.clause("<id>")``.
+meshcert's pytest plugin collects the marks (clause -> node ids) at collection time and gives
+the catalog its tests from them (:func:`with_tests`); a mark naming a clause the catalog does
+not define is a collection error (:func:`drift`), a clause no test is marked with is a gap
+("no test" in the report and in ``certify``).
 
-    catalog = load_catalog()                                   # repo's clauses.yaml
-    marked = collect_marked_tests(["conformance", "scenarios"])
-    problems = drift(catalog, marked)                          # [] when they agree
-    missing = gaps(catalog)                                    # clauses nobody tests yet
+    catalog = load_catalog()                                   # the repo's clauses.yaml, no tests
+    marked = meshcert.plugin.marks.collect_clause_tests()      # a real (collect-only) pytest run
+    problems = drift(catalog, marked)                          # [] when every mark is known
+    missing = gaps(with_tests(catalog, marked))                # clauses nobody tests yet
 """
 
 from __future__ import annotations
 
-import ast
 import os
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import yaml
@@ -46,14 +47,13 @@ PREFIXES: dict[str, str] = {
     "CRED": "credentials", "TROUBLE": "troubleshooting", "HELM": "helm", "ERRATA": "errata",
     "PERF": "performance",
 }
-REQUIRED = ("id", "group", "guide", "must", "since", "tests")
+REQUIRED = ("id", "group", "guide", "must", "since")
 OPTIONAL = ("section", "notes", "out_of_scope", "measured")
 TOP_LEVEL = ("guide", "clauses")
 DEFAULT_TEST_DIRS = ("conformance", "scenarios")
 
 ID_RE = re.compile(r"^([A-Z]+)-([1-9][0-9]*)$")
 SINCE_RE = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+$")
-NODEID_RE = re.compile(r"^[^\s:\[\]]+\.py(::[A-Za-z_][A-Za-z0-9_]*)+$")
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,9 @@ class Clause:
     guide: str | None  # the guide's words, verbatim; None when the promise is derived
     must: str
     since: str
-    tests: tuple[str, ...]
+    # the node ids marked @pytest.mark.clause(<id>), from a collection (with_tests); None: not
+    # known (the catalog as read from clauses.yaml, or a session that collected only part)
+    tests: tuple[str, ...] | None = None
     section: str = ""
     notes: str = ""
     out_of_scope: str = ""  # why the connectivity layer cannot be held to it (never a silent gap)
@@ -87,7 +89,7 @@ def _display(path: Path) -> str:
 
 class _UniqueKeyLoader(yaml.SafeLoader):
     """A SafeLoader that refuses duplicate mapping keys (PyYAML keeps the last one silently,
-    which would drop, say, a clause's first ``tests:`` list without a word)."""
+    which would drop, say, a clause's first ``must:`` without a word)."""
 
 
 def _mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False):
@@ -123,7 +125,9 @@ def load_catalog(path: str | os.PathLike[str] | None = None) -> list[Clause]:
     return parse_catalog(text, what)
 
 
-def parse_catalog(text: str, what: str = "clauses.yaml") -> list[Clause]:
+def parse_catalog(text: str, what: str = "clauses.yaml", listed_tests_ok: bool = False) -> list[Clause]:
+    """``listed_tests_ok``: the catalog of an older result bundle, whose clauses still listed
+    their tests (``tests:``, dropped since the marks are collected): those lists are ignored."""
     try:
         doc = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 -- a SafeLoader subclass
     except yaml.YAMLError as exc:
@@ -146,6 +150,8 @@ def parse_catalog(text: str, what: str = "clauses.yaml") -> list[Clause]:
     out: list[Clause] = []
     seen: dict[str, int] = {}
     for index, item in enumerate(items):
+        if listed_tests_ok and isinstance(item, dict):
+            item = {k: v for k, v in item.items() if k != "tests"}
         out.append(_clause(item, index, what, seen))
     return out
 
@@ -154,14 +160,18 @@ def _clause(item, index: int, what: str, seen: dict[str, int]) -> Clause:
     where = f"clauses[{index}]"
     if not isinstance(item, dict):
         raise InputError(what, f"{where} is a {type(item).__name__}, not a mapping",
-                         "write each clause as a mapping: '- id: X-1' then group, guide, must, since, tests")
+                         "write each clause as a mapping: '- id: X-1' then group, guide, must, since")
     cid = item.get("id")
     if isinstance(cid, str) and cid:
         where = f"clause {cid} ({where})"
     missing = [k for k in REQUIRED if k not in item]
     if missing:
         raise InputError(what, f"{where} lacks {', '.join(missing)}",
-                         f"give every clause {', '.join(REQUIRED)} (guide may be null, tests may be [])")
+                         f"give every clause {', '.join(REQUIRED)} (guide may be null)")
+    if "tests" in item:
+        raise InputError(what, f"{where} has a tests: list, but a clause's tests are the tests marked "
+                         f"@pytest.mark.clause(\"{cid}\") (collected by pytest), listed nowhere else",
+                         "remove the tests: list; mark each test asserting the clause instead")
     unknown = sorted(set(map(str, item)) - set(REQUIRED) - set(OPTIONAL))
     if unknown:
         raise InputError(what, f"{where} has unknown key(s): {', '.join(unknown)}",
@@ -208,28 +218,14 @@ def _clause(item, index: int, what: str, seen: dict[str, int]) -> Clause:
     if not isinstance(section, str):
         raise InputError(what, f"{where}: section must be a string", "write the guide heading as text")
 
-    tests = item["tests"]
-    if tests is None or not isinstance(tests, list):
-        raise InputError(what, f"{where}: tests must be a list of pytest node ids",
-                         "write tests: [] when no test exists yet")
-    for t in tests:
-        if not isinstance(t, str) or not NODEID_RE.match(t):
-            raise InputError(what, f"{where}: {t!r} is not a pytest node id like path/test_x.py::test_name",
-                             "list test functions by node id, without parameter ids like [a]")
     oos = item.get("out_of_scope", "") or ""
     if not isinstance(oos, str):
         raise InputError(what, f"{where}: out_of_scope must be a sentence saying why", "")
-    if oos and tests:
-        raise InputError(what, f"{where}: out_of_scope but lists tests", "drop out_of_scope or the tests")
     measured = item.get("measured", False)
     if not isinstance(measured, bool):
         raise InputError(what, f"{where}: measured must be true or false", "write measured: true or leave it out")
-    dups = sorted({t for t in tests if tests.count(t) > 1})
-    if dups:
-        raise InputError(what, f"{where}: lists {', '.join(dups)} more than once", "list each test once")
-
     return Clause(id=cid, group=group, guide=guide.strip() if guide else None, must=" ".join(must.split()),
-                  since=since, tests=tuple(tests), section=section, notes=" ".join(notes.split()),
+                  since=since, section=section, notes=" ".join(notes.split()),
                   out_of_scope=" ".join(oos.split()), measured=measured)
 
 
@@ -238,193 +234,35 @@ def by_id(catalog: Iterable[Clause]) -> dict[str, Clause]:
 
 
 def gaps(catalog: Iterable[Clause]) -> list[Clause]:
-    """The clauses no test asserts yet."""
+    """The clauses no test asserts yet (of a catalog given its tests by :func:`with_tests`)."""
     return [c for c in catalog if not c.tests]
 
 
 # ----------------------------------------------------------------------------- marked tests
 
-class MarkedTests(dict):
-    """clause id -> node ids marked with it; also every test function seen and every file read,
-    so :func:`drift` can tell "does not exist" from "is not marked"."""
-
-    def __init__(self):
-        super().__init__()
-        self.all_tests: dict[str, tuple[str, ...]] = {}  # node id -> its clause ids
-        self.files: set[str] = set()  # node-id paths of the files read
-
-
-def _test_files(paths: Iterable[str | os.PathLike[str]], root: Path) -> list[Path]:
-    files: set[Path] = set()
-    for raw in paths:
-        p = Path(raw)
-        if not p.is_absolute():
-            p = root / p
-        if p.is_dir():
-            for f in p.rglob("*.py"):
-                if (f.name.startswith("test_") or f.name.endswith("_test.py")) and "__pycache__" not in f.parts:
-                    files.add(f)
-        elif p.is_file():
-            files.add(p)
-        # a path that does not exist holds no tests (scenarios/ may be empty or absent)
-    return sorted(files)
+def with_tests(catalog: Iterable[Clause], marked: Mapping[str, Iterable[str]], whole: bool = True) -> list[Clause]:
+    """The catalog with each clause's tests: the node ids marked ``@pytest.mark.clause(<id>)``
+    that a pytest collection found (``marked``: clause id -> node ids, as the plugin records
+    them). ``whole``: the collection covered every test folder, so a clause nobody marked has
+    no test (``()``, a gap); otherwise it is unknown (``None``: "not run in this session")."""
+    return [replace(c, tests=tuple(sorted(set(marked[c.id]))) if c.id in marked else (() if whole else None))
+            for c in catalog]
 
 
-def _nodeid_path(f: Path, root: Path) -> str:
-    try:
-        return f.resolve().relative_to(root.resolve()).as_posix()
-    except ValueError:
-        return f.as_posix()
-
-
-def _is_clause_mark(call: ast.AST) -> bool:
-    """pytest.mark.clause(...), mark.clause(...) (from pytest import mark), or
-    <anything>.mark.clause(...)."""
-    if not isinstance(call, ast.Call) or not isinstance(call.func, ast.Attribute):
-        return False
-    if call.func.attr != "clause":
-        return False
-    base = call.func.value
-    return (isinstance(base, ast.Name) and base.id == "mark") or (
-        isinstance(base, ast.Attribute) and base.attr == "mark")
-
-
-class _Reader:
-    def __init__(self, what: str, constants: dict[str, str]):
-        self.what = what
-        self.constants = constants
-
-    def clause_ids(self, expr: ast.AST | None) -> list[str]:
-        """Clause ids of every clause mark inside expr (a decorator, a pytestmark value,
-        pytest.param(..., marks=...) inside a parametrize)."""
-        if expr is None:
-            return []
-        ids: list[str] = []
-        for node in ast.walk(expr):
-            if not _is_clause_mark(node):
-                continue
-            if not node.args:
-                raise InputError(self.what, f"line {node.lineno}: a clause mark without a clause id",
-                                 'write @pytest.mark.clause("ID")')
-            for arg in node.args:
-                if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
-                    ids.append(arg.value)
-                elif isinstance(arg, ast.Name) and arg.id in self.constants:
-                    ids.append(self.constants[arg.id])
-                else:
-                    raise InputError(self.what, f"line {node.lineno}: a clause id that is not a string literal",
-                                     'write the clause id literally, e.g. @pytest.mark.clause("ACL-1")')
-        return ids
-
-
-def _module_constants(tree: ast.Module) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for stmt in tree.body:
-        if (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name)
-                and isinstance(stmt.value, ast.Constant) and isinstance(stmt.value.value, str)):
-            out[stmt.targets[0].id] = stmt.value.value
-    return out
-
-
-def _pytestmark(body: list[ast.stmt], reader: _Reader) -> list[str]:
-    ids: list[str] = []
-    for stmt in body:
-        if isinstance(stmt, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "pytestmark"
-                                                for t in stmt.targets):
-            ids = reader.clause_ids(stmt.value)  # a later assignment replaces an earlier one
-        elif isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name) \
-                and stmt.target.id == "pytestmark":
-            ids = reader.clause_ids(stmt.value)
-        elif isinstance(stmt, ast.AugAssign) and isinstance(stmt.target, ast.Name) \
-                and stmt.target.id == "pytestmark":
-            ids = ids + reader.clause_ids(stmt.value)
-    return ids
-
-
-def _collect_body(body: list[ast.stmt], prefix: str, inherited: list[str], reader: _Reader,
-                  out: MarkedTests) -> None:
-    inherited = inherited + _pytestmark(body, reader)
-    for stmt in body:
-        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)) and stmt.name.startswith("test"):
-            ids = list(inherited)
-            for dec in stmt.decorator_list:
-                ids += reader.clause_ids(dec)
-            nodeid = f"{prefix}::{stmt.name}"
-            out.all_tests[nodeid] = tuple(dict.fromkeys(ids))
-            for cid in ids:
-                out.setdefault(cid, set()).add(nodeid)
-        elif isinstance(stmt, ast.ClassDef) and stmt.name.startswith("Test"):
-            ids = list(inherited)
-            for dec in stmt.decorator_list:
-                ids += reader.clause_ids(dec)
-            _collect_body(stmt.body, f"{prefix}::{stmt.name}", ids, reader, out)
-
-
-def collect_marked_tests(paths: Iterable[str | os.PathLike[str]] = DEFAULT_TEST_DIRS,
-                         root: str | os.PathLike[str] | None = None) -> MarkedTests:
-    """Clause id -> node ids of the tests marked with it, read statically from the test files
-    under ``paths`` (files or folders; relative ones are taken from ``root``, the repo by
-    default). Node ids are relative to ``root``, as pytest writes them in results.json.
-
-    Marks are found on test functions (and methods of Test* classes), on their classes, in
-    module- and class-level ``pytestmark``, and in ``pytest.param(..., marks=...)``.
-    """
-    base = Path(root) if root is not None else REPO
-    out = MarkedTests()
-    for f in _test_files(paths, base):
-        rel = _nodeid_path(f, base)
-        try:
-            tree = ast.parse(f.read_text(encoding="utf-8"), filename=str(f))
-        except SyntaxError as exc:
-            raise InputError(rel, f"line {exc.lineno}: not valid Python ({exc.msg})",
-                             "fix the syntax error") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(rel, f"cannot read it ({exc})", "check the file") from None
-        out.files.add(rel)
-        _collect_body(tree.body, rel, [], _Reader(rel, _module_constants(tree)), out)
-    return out
-
-
-# ----------------------------------------------------------------------------- drift
-
-def drift(catalog: Iterable[Clause], marked: dict[str, set[str]]) -> list[str]:
-    """Every disagreement between the catalog and the tests' clause marks, one sentence each;
-    [] when they agree."""
-    catalog = list(catalog)
-    known = {c.id for c in catalog}
-    all_tests: dict[str, tuple[str, ...]] | None = getattr(marked, "all_tests", None)
-    files: set[str] | None = getattr(marked, "files", None)
+def drift(catalog: Iterable[Clause], marked: Mapping[str, Iterable[str]]) -> list[str]:
+    """Every clause mark the catalog cannot take, one sentence each ([] = none): a mark naming a
+    clause clauses.yaml does not define, or one that is out of the connectivity layer's scope.
+    (The other direction, a clause no test is marked with, is a gap, not drift: the report and
+    ``certify`` show it as "no test".)"""
+    known = by_id(catalog)
     problems: list[str] = []
-
-    for c in catalog:
-        here = marked.get(c.id, set())
-        for t in c.tests:
-            if t in here:
-                continue
-            path = t.split("::", 1)[0]
-            if all_tests is None:
-                problems.append(f"{c.id} lists {t}, but no test by that id is marked "
-                                f'@pytest.mark.clause("{c.id}") (it does not exist or is not marked)')
-            elif files is not None and path not in files:
-                problems.append(f"{c.id} lists {t}, but {path} does not exist "
-                                f"(or is outside the scanned test folders)")
-            elif t not in all_tests:
-                problems.append(f"{c.id} lists {t}, but {path} has no test "
-                                f"{t.split('::', 1)[1]}")
-            else:
-                has = all_tests[t]
-                now = f"it is marked {', '.join(has)}" if has else "it has no clause mark"
-                problems.append(f'{c.id} lists {t}, but that test is not marked @pytest.mark.clause("{c.id}") '
-                                f"({now})")
-
-    listed = {c.id: set(c.tests) for c in catalog}
     for cid in sorted(marked):
-        for t in sorted(marked[cid]):
+        for t in sorted(set(marked[cid])):
             if cid not in known:
-                problems.append(f"{t} is marked with clause {cid}, which clauses.yaml does not define")
-            elif t not in listed[cid]:
-                problems.append(f"{t} is marked with clause {cid}, but clauses.yaml does not list it "
-                                f"under {cid}")
+                problems.append(f'{t} is marked @pytest.mark.clause("{cid}"), which clauses.yaml does not define')
+            elif known[cid].out_of_scope:
+                problems.append(f'{t} is marked @pytest.mark.clause("{cid}"), which clauses.yaml declares '
+                                f"out of scope (drop the mark or the out_of_scope)")
     return problems
 
 

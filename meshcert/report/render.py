@@ -129,8 +129,11 @@ def summarize(results: dict, catalog: Iterable[Clause]) -> Summary:
         elif entry is None and not_tested:
             row = Row(c.id, c.must, NOT_TESTED, [], "the run could not test the SUT (see above)", c)
         elif entry is None:
-            detail = (f"not run in this session (the catalog lists {len(c.tests)} test"
-                      f"{'s' if len(c.tests) != 1 else ''})" if c.tests else "no test asserts this clause yet")
+            # c.tests: the marked tests a collection found; None when this session collected
+            # only part of the suite and none of this clause's tests
+            detail = (f"not run in this session ({len(c.tests)} test{'s' if len(c.tests) != 1 else ''} "
+                      f"marked with it)" if c.tests else "not run in this session" if c.tests is None
+                      else "no test asserts this clause yet")
             row = Row(c.id, c.must, NO_TEST, [], detail, c)
         else:
             out = _outcome(entry)

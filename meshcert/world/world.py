@@ -23,10 +23,7 @@ from typing import Any, Iterable
 import docker
 import docker.errors
 
-# Ryuk (testcontainers' reaper) cannot be pulled without a registry: meshcert labels
-# everything and sweeps itself (labels.py). Must be set before testcontainers reads its config.
-os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
-from testcontainers.core.container import DockerContainer  # noqa: E402
+from testcontainers.core.container import DockerContainer
 
 from meshcert.policy import parse_policy
 from meshcert.secrets import Secret, redact

@@ -1,0 +1,89 @@
+"""meshcert's fixtures: the session world (built once, removed at the end, Ctrl-C included),
+the per-test reset, the report folder and the report's extra sections, the clause results."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from meshcert.errors import MeshcertError
+from meshcert.plugin import state
+from meshcert.policy import load_policy
+from meshcert.spec import load_spec
+from meshcert.sut.client import SutNotTestable
+from meshcert.world import World
+from meshcert.world.topology import guide_topology
+
+
+@pytest.fixture(scope="session")
+def report_dir(pytestconfig) -> Path:
+    d = pytestconfig.stash[state.REPORT_DIR]
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+@pytest.fixture(scope="session")
+def report_extra(pytestconfig) -> dict:
+    """Sections a test adds to the report (e.g. "mutants", "latency")."""
+    return pytestconfig.stash[state.EXTRA]
+
+
+@pytest.fixture(scope="session")
+def clause_results(pytestconfig) -> dict:
+    """This session's clause results so far (results.json "clauses": id -> outcome and tests)."""
+    return pytestconfig.stash[state.RESULTS]
+
+
+@pytest.fixture(scope="session")
+def world(pytestconfig, report_dir):
+    """The guide's world, built once per session and removed at its end (Ctrl-C included)."""
+    vlan = os.environ.get("MESHCERT_VLAN")  # two sessions on one engine need different VLANs
+    topo = guide_topology(vlan) if vlan else guide_topology()
+    try:
+        if pytestconfig.getoption("--policy"):
+            topo.policy = json.loads(load_policy(pytestconfig.getoption("--policy")).to_json())
+        spec = None
+        if pytestconfig.getoption("--spec"):
+            spec = load_spec(pytestconfig.getoption("--spec"))
+    except MeshcertError as e:
+        pytestconfig.stash[state.INPUT_ERROR] = e.one_line()
+        pytest.exit(f"meshcert: {e.one_line()}", returncode=2)
+    w = World(topology=topo, sut_image=pytestconfig.getoption("--sut-image"),
+              sut_port=pytestconfig.getoption("--sut-port"))
+    w.connectivity_spec = spec
+    w.log_root = report_dir / "logs"
+    try:
+        w.start()
+    except MeshcertError as e:
+        # Nothing can be tested: not a failed certification. The run stops here (the world is
+        # built once, never again per test), no clause is recorded, results say "not tested".
+        data = e.to_data() if isinstance(e, SutNotTestable) else \
+            {"reason": f"the world could not be built: {e.one_line()}", "log": []}
+        data["run"] = w.run_id  # its objects are gone: World.start removes what it built
+        pytestconfig.stash[state.NOT_TESTED] = data
+        pytest.exit(_not_tested_exit_message(data), returncode=2)
+    (report_dir / "world.json").write_text(json.dumps({"run": w.run_id, "timings": w.timings, "images": w.images,
+                                                      "sut_image": w.sut_image}, indent=1))
+    try:
+        yield w
+    finally:
+        if not pytestconfig.getoption("--keep-world"):
+            w.stop()
+
+
+def _not_tested_exit_message(data: dict) -> str:
+    """The line pytest prints when it stops; under `meshcert certify` (which prints the reason
+    and the log itself, once) only a pointer, so the reason is not printed twice."""
+    if os.environ.get("MESHCERT_CERTIFY"):
+        return "not tested (meshcert certify says why below)"
+    return "\n".join([f"meshcert: not tested: {data['reason']}", *(f"  | {line}" for line in data.get("log") or [])])
+
+
+@pytest.fixture
+def steady_world(world):
+    """The session world, returned to its steady state after a test that changed it."""
+    yield world
+    world.reset()

@@ -1,0 +1,200 @@
+"""meshcert's pytest hooks: options, markers, the clause marks collected (and checked against
+the catalog), each clause's result recorded, the report written at session end, CRED-1's scan
+of meshcert's own outputs. Session state lives in pytest's stash (meshcert/plugin/state.py)."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from meshcert.errors import InputError
+from meshcert.k8s import kind
+from meshcert.plugin import marks, state
+from meshcert.report.render import write_report
+from meshcert.secrets import describe, redact, scan_files, scrub_file
+
+MARKERS = {
+    "clause(*ids)": "the guide clause(s) this test asserts (see clauses.yaml)",
+    "acl": "ACL scoping clauses (real tailnet)",
+    "route": "subnet routing clauses (real tailnet)",
+    "engine": "needs a Docker engine and builds a real world",
+    "property": "property-based differential tests against the oracle",
+    "kind": "needs a kind cluster (skipped, and no clause recorded, unless --cluster kind and a node image)",
+    "chaos": "chaos scenarios",
+    "slow": "takes more than a minute",
+    "sut": "asserted against the SUT running in its pod",
+}
+# an item skipped because it needs kind and this run does not use kind: its clauses are not
+# recorded as skipped (the HELM clauses are asserted on the engine alone then)
+KIND_SKIP = pytest.StashKey[str]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    g = parser.getgroup("meshcert", "meshcert: Legator connectivity conformance")
+    g.addoption("--report-dir", default=os.environ.get("MESHCERT_REPORT_DIR"),
+                help="folder for this run's report (default reports/<timestamp>)")
+    g.addoption("--keep-world", action="store_true", help="leave the world running at the end (debugging)")
+    g.addoption("--sut-image", default=None, help="certify this SUT image instead of the bundled reference")
+    g.addoption("--sut-port", type=int, default=8080, help="port of the SUT's HTTP contract inside the pod")
+    g.addoption("--policy", default=None, help="run the world with this ACL policy (HuJSON) instead of the "
+                "guide's; the ACL clauses still assert the guide's intent")
+    g.addoption("--spec", default=None, help="environment spec (YAML) whose spec.connectivity the SUT clauses use")
+    g.addoption("--chart", default=None, help="certify this Helm chart (its folder) against the HELM clauses "
+                "instead of the bundled meshcert/k8s/charts/reference-agent")
+    g.addoption("--cluster", choices=("docker", "kind"), default=os.environ.get("MESHCERT_CLUSTER", "docker"),
+                help="where the kind-marked HELM clauses run: docker (default: pod-from-chart on the engine only) "
+                "or kind (also on a kind cluster; skipped with one line when no kind node image can be had)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for m, doc in MARKERS.items():
+        config.addinivalue_line("markers", f"{m}: {doc}")
+    rd = config.getoption("--report-dir", default=None)
+    if not rd:
+        rd = str(Path("reports") / datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
+    config.stash[state.REPORT_DIR] = Path(rd)
+    config.stash[state.RESULTS] = {}
+    config.stash[state.EXTRA] = {}
+    config.stash[state.CLAUSE_TESTS] = {}
+    # SIGTERM ends a run like Ctrl-C does, so session teardown removes the world.
+    if hasattr(signal, "SIGTERM"):
+        def _term(signum, frame):
+            raise KeyboardInterrupt("SIGTERM")
+        try:
+            signal.signal(signal.SIGTERM, _term)
+        except ValueError:
+            pass  # not the main thread
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    marks.record(item)
+
+
+@pytest.hookimpl(tryfirst=True)  # before -k/-m deselect: every collected item is checked
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    config.stash[state.CLAUSE_TESTS_WHOLE] = marks.whole(config)
+    problems = marks.problems(items, config)
+    if problems:
+        # one collection error naming every bad mark; nothing runs
+        raise pytest.UsageError("meshcert: clause marks the catalog (clauses.yaml) cannot take:\n  "
+                                + "\n  ".join(problems))
+    _skip_kind(items, config)
+
+
+def _skip_kind(items: list[pytest.Item], config: pytest.Config) -> None:
+    """Items marked ``kind`` run only with ``--cluster kind`` and a kind node image at hand;
+    otherwise each is skipped with one reason (decided once, before any fixture is set up)."""
+    needs_kind = [i for i in items if i.get_closest_marker("kind") is not None]
+    if not needs_kind:
+        return
+    why = kind.skip_reason()
+    if why is None and config.getoption("--cluster", default="docker") != "kind":
+        why = "kind clauses run with --cluster kind (a kind node image is available here)"
+    if why:
+        for item in needs_kind:
+            item.stash[KIND_SKIP] = why
+            item.add_marker(pytest.mark.skip(reason=why))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    if call.excinfo is not None and isinstance(call.excinfo.value, InputError):
+        # Bad input (a SUT answering garbage, a malformed file): one clear error ends the run,
+        # which is then "not tested" with that reason -- the clause is not recorded as failed.
+        item.config.stash[state.INPUT_ERROR] = call.excinfo.value.one_line()
+        item.session.shouldstop = f"input error: {call.excinfo.value.one_line()}"
+        return
+    if rep.when != "call" and not (rep.when == "setup" and rep.outcome != "passed"):
+        return
+    if KIND_SKIP in item.stash:
+        return  # not run here by choice (no kind): no clause verdict either way
+    clauses = marks.clause_ids(item)
+    if not clauses:
+        return
+    res = item.config.stash[state.RESULTS]
+    for c in clauses:
+        entry = res.setdefault(c, {"tests": [], "outcome": "passed"})
+        entry["tests"].append({"test": item.nodeid, "outcome": rep.outcome,
+                               "duration_s": round(rep.duration, 3),
+                               "message": str(rep.longrepr.reprcrash.message) if rep.failed and
+                               hasattr(rep.longrepr, "reprcrash") else None})
+        if rep.failed:
+            entry["outcome"] = "failed"
+        elif rep.skipped and entry["outcome"] == "passed":
+            entry["outcome"] = "skipped"
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    tr = session.config.pluginmanager.get_plugin("terminalreporter")
+    if tr is not None and exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+        ran = sum(len(tr.stats.get(k, ())) for k in ("passed", "failed", "error", "xfailed", "xpassed"))
+        if not ran and tr.stats.get("skipped"):
+            # e.g. `pytest -m kind` where kind cannot run: every selected test skipped with its
+            # reason (the skip line says why). A run that tested nothing is not a success: exit 5
+            # (pytest's "no tests ran"), whatever was skipped.
+            session.exitstatus = pytest.ExitCode.NO_TESTS_COLLECTED
+    stash = session.config.stash
+    res = stash.get(state.RESULTS, None)
+    extra = stash.get(state.EXTRA, None)
+    input_error = stash.get(state.INPUT_ERROR, None)
+    # A run that could not test the SUT (its image missing, no /healthz, bad input): "not tested".
+    not_tested = stash.get(state.NOT_TESTED, None) or (
+        {"reason": input_error, "log": []} if input_error else None)
+    if not res and not extra and not not_tested:
+        return
+    d = stash[state.REPORT_DIR]
+    d.mkdir(parents=True, exist_ok=True)
+    results = {"finished": time.time(), "clauses": res or {}, "not_tested": not_tested}
+    (d / "results.json").write_text(redact(json.dumps({**results, "extra": extra, "input_error": input_error},
+                                                      indent=1)))
+    write_report(d, results, marks.session_catalog(session.config), extra=extra)
+
+
+@pytest.hookimpl(trylast=True, specname="pytest_sessionfinish")
+def pytest_sessionfinish_no_secret_in_outputs(session, exitstatus) -> None:
+    """CRED-1, meshcert's own half: nothing of a key in results.json, the report, saved logs,
+    replay files or a junit file. Runs last (after the report and junit are written), in the
+    process that made every key of the run, so every secret is known: each file of the report
+    folder (and ``--junitxml``) is searched for every registered secret, any run of >= 8
+    characters of one's secret part, and anything key-shaped. A finding is masked in place (it
+    must not stay on disk), named with its file and position, recorded as a failure of CRED-1
+    in results.json and the report, and fails the session."""
+    d = session.config.stash.get(state.REPORT_DIR, None)
+    junit = getattr(session.config.option, "xmlpath", None)
+    paths = [p for p in (d, junit) if p and Path(p).exists()]
+    if not paths:
+        return
+    found = scan_files(paths)
+    if not found:
+        return
+    lines = []
+    for f, (text, leaks) in found.items():
+        scrub_file(f, text, leaks)
+        lines.append(f"{f}: {describe(leaks, text)}")
+    message = ("meshcert's own outputs held a secret (masked in place now): " + " | ".join(lines))
+    tr = session.config.pluginmanager.get_plugin("terminalreporter")
+    if tr is not None:
+        tr.write_line(f"meshcert: CRED-1 failed: {message}", red=True, bold=True)
+    if d is not None and Path(d).is_dir():
+        results_file = Path(d) / "results.json"
+        try:
+            doc = json.loads(results_file.read_text())
+        except (OSError, ValueError):  # none written (nothing marked a clause) or unreadable
+            doc = {"finished": time.time(), "clauses": {}, "extra": {}, "input_error": None}
+        entry = doc.setdefault("clauses", {}).setdefault("CRED-1", {"tests": [], "outcome": "failed"})
+        entry["outcome"] = "failed"
+        entry.setdefault("tests", []).append({"test": "meshcert: session-end scan of its own outputs",
+                                              "outcome": "failed", "duration_s": 0.0, "message": message})
+        results_file.write_text(json.dumps(doc, indent=1))
+        write_report(d, {"finished": doc.get("finished"), "clauses": doc["clauses"]},
+                     marks.session_catalog(session.config), extra=doc.get("extra"))
+    if session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED  # a worse status (bad input: 2) is kept

@@ -1,0 +1,1 @@
+"""Helpers shared by meshcert's engine-free tests (fakes only here: never in conformance/)."""
