@@ -44,11 +44,11 @@ import yaml
 
 from meshcert.toolchain import components
 from meshcert.errors import MeshcertError
-from meshcert.toolchain.paths import REPO, cache_dir
+from meshcert.toolchain.paths import cache_dir, charts_dir
 from meshcert.secrets import KEY_SHAPES, redact
 from meshcert.checks.sut import Expect, clause
 
-REFERENCE_CHART = REPO / "charts" / "reference-agent"
+REFERENCE_CHART = charts_dir() / "reference-agent"
 SIDECAR = "tailscale"
 SOCKET_DIR = "/var/run/tailscale"
 DEFAULT_SOCKET = f"{SOCKET_DIR}/tailscaled.sock"  # tailscaled's Linux default, and the SUT contract's

@@ -32,9 +32,9 @@ from typing import Any, Callable, Mapping
 import yaml
 
 from meshcert.errors import EnvironmentProblem
-from meshcert.toolchain.paths import REPO
+from meshcert.toolchain.paths import charts_dir
 
-KIND_CONFIG = REPO / "charts" / "kind-config.yaml"
+KIND_CONFIG = charts_dir() / "kind-config.yaml"
 NODE_REPO = "kindest/node"
 # The default node image of each pinned kind release (sigs.k8s.io/kind, pkg/apis/config/defaults/image.go).
 NODE_IMAGES = {

@@ -6,7 +6,7 @@ it, and the tests asserting it -- and a drift check fails whenever the catalog a
 ``@pytest.mark.clause`` marks disagree. The marks are read statically with :mod:`ast`, so the
 check needs no pytest run and no world.
 
-    catalog = load_catalog()                                   # repo's clauses.yaml
+    catalog = load_catalog()                                   # meshcert/report/clauses.yaml
     marked = collect_marked_tests(["conformance", "scenarios"])
     problems = drift(catalog, marked)                          # [] when they agree
     missing = gaps(catalog)                                    # clauses nobody tests yet
@@ -24,7 +24,7 @@ from pathlib import Path
 import yaml
 
 from meshcert.errors import InputError
-from meshcert.toolchain.paths import REPO
+from meshcert.toolchain.paths import package_file, source_tree, suite_root
 
 # Report order follows the guide: connectivity types, the pre-run health check, ACLs, subnet
 # routes, direct deployments, credentials, troubleshooting, Helm values, errata, performance.
@@ -75,12 +75,14 @@ class Clause:
 
 
 def default_path() -> Path:
-    return Path(os.environ.get("MESHCERT_CLAUSES") or REPO / "clauses.yaml")
+    """MESHCERT_CLAUSES, else the catalog shipped in the package (meshcert/report/clauses.yaml)."""
+    return Path(os.environ.get("MESHCERT_CLAUSES") or package_file("report", "clauses.yaml"))
 
 
 def _display(path: Path) -> str:
+    tree = source_tree()
     try:
-        return str(path.resolve().relative_to(REPO))
+        return str(path.resolve().relative_to(tree)) if tree is not None else str(path)
     except ValueError:
         return str(path)
 
@@ -115,7 +117,7 @@ def load_catalog(path: str | os.PathLike[str] | None = None) -> list[Clause]:
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise InputError(what, "the file does not exist", "create it (see the repo's clauses.yaml)") from None
+        raise InputError(what, "the file does not exist", "create it (see meshcert/report/clauses.yaml)") from None
     except OSError as exc:
         raise InputError(what, f"cannot read it: {exc.strerror}", "check the path and its permissions") from None
     except UnicodeDecodeError as exc:
@@ -369,7 +371,7 @@ def collect_marked_tests(paths: Iterable[str | os.PathLike[str]] = DEFAULT_TEST_
     Marks are found on test functions (and methods of Test* classes), on their classes, in
     module- and class-level ``pytestmark``, and in ``pytest.param(..., marks=...)``.
     """
-    base = Path(root) if root is not None else REPO
+    base = Path(root) if root is not None else suite_root()
     out = MarkedTests()
     for f in _test_files(paths, base):
         rel = _nodeid_path(f, base)
