@@ -2,6 +2,7 @@
 # meshcert's bootstrap: the only entry point a fresh machine needs.
 #   ./meshcert.sh certify   the main job: certify the bundled reference SUT, write the report
 #   ./meshcert.sh test      meshcert's own tests + the conformance suite
+#   ./meshcert.sh tox -e unit|conformance|chaos|property|kind|certify|lint   (tox.ini)
 # It creates .venv with the pinned Python dependencies (pyproject.toml) when missing or changed, then hands
 # over to the `meshcert` command, which installs/starts the Docker engine, builds the pinned
 # Go tools and the local images when missing (with progress), and runs.
@@ -33,4 +34,6 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$stamp_want"
   say "installed: $(.venv/bin/python -m pip list --disable-pip-version-check 2>/dev/null | wc -l) packages in .venv"
 fi
 export TESTCONTAINERS_RYUK_DISABLED=true
+# `./meshcert.sh tox -e unit`: tox from .venv (pinned in the dev extra), see tox.ini
+if [ "${1:-}" = tox ]; then shift; exec .venv/bin/tox "$@"; fi
 exec .venv/bin/meshcert "$@"

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import fcntl
 import os
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Callable, Iterator
 
 PACKAGE = Path(__file__).resolve().parents[1]  # the meshcert package folder (installed or checked out)
 
