@@ -2,7 +2,8 @@
 # meshcert's bootstrap: the only entry point a fresh machine needs.
 #   ./meshcert.sh certify   the main job: certify the bundled reference SUT, write the report
 #   ./meshcert.sh test      meshcert's own tests + the conformance suite
-# It creates .venv with the pinned Python dependencies when missing or changed, then hands
+#   ./meshcert.sh tox -e unit|conformance|chaos|property|kind|certify|lint   (tox.ini)
+# It creates .venv with the pinned Python dependencies (pyproject.toml) when missing or changed, then hands
 # over to the `meshcert` command, which installs/starts the Docker engine, builds the pinned
 # Go tools and the local images when missing (with progress), and runs.
 set -euo pipefail
@@ -21,13 +22,17 @@ if ! "$py" -c 'import venv, ensurepip' 2>/dev/null; then
 fi
 if ! command -v go >/dev/null && [ -x /usr/local/go/bin/go ]; then export PATH="$PATH:/usr/local/go/bin"; fi
 
-stamp_want="$(cat requirements.txt pyproject.toml | sha256sum | cut -c1-16)"
+# pyproject.toml is the one pin list: runtime dependencies, and the `dev` extra (ruff, tox).
+# The venv is rebuilt when it (or setup.py, the package list) changes; otherwise nothing runs.
+stamp_want="$(cat pyproject.toml setup.py | sha256sum | cut -c1-16)"
 stamp=".venv/.meshcert-stamp"
 if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$stamp_want" ]; then
-  say "creating .venv with the pinned Python dependencies (requirements.txt)"
+  say "installing meshcert and its pinned dependencies (pyproject.toml, with the dev extra) into .venv"
   [ -x .venv/bin/python ] || "$py" -m venv .venv
-  .venv/bin/python -m pip install --progress-bar off -q --disable-pip-version-check -r requirements.txt
-  .venv/bin/python -m pip install --progress-bar off -q --disable-pip-version-check --no-deps -e .
+  .venv/bin/python -m pip install --progress-bar off -q --disable-pip-version-check -e ".[dev]"
   echo "$stamp_want" > "$stamp"
+  say "installed: $(.venv/bin/python -m pip list --disable-pip-version-check 2>/dev/null | wc -l) packages in .venv"
 fi
+# `./meshcert.sh tox -e unit`: tox from .venv (pinned in the dev extra), see tox.ini
+if [ "${1:-}" = tox ]; then shift; exec .venv/bin/tox "$@"; fi
 exec .venv/bin/meshcert "$@"

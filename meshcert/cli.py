@@ -13,7 +13,7 @@ from pathlib import Path
 
 from meshcert.toolchain import progress
 from meshcert.errors import InputError, MeshcertError
-from meshcert.toolchain.paths import REPO
+from meshcert.toolchain.paths import source_tree, suite_root
 
 GO_TOOLS = ("tailscale", "headscale", "toxiproxy", "helm")  # kind: built only for --cluster kind
 
@@ -44,7 +44,7 @@ def cmd_doctor(args) -> int:
     for name, comp in components.COMPONENTS.items():
         try:
             line(f"{name} {comp.version}", "present" if comp.present() else "missing",
-                 str(comp.out_dir) if comp.present() else f"will go build (tools/{name}, go.sum-verified)")
+                 str(comp.out_dir) if comp.present() else f"will go build (meshcert/toolchain/tools/{name}, go.sum-verified)")
         except MeshcertError as e:
             line(name, "unknown", str(e))
     if c is not None:
@@ -72,7 +72,7 @@ def cmd_setup(args=None) -> None:
         images.ensure_images(c)
 
 
-def _pytest(pytest_args: list[str]) -> int:
+def _pytest(pytest_args: list[str], cwd: Path) -> int:
     """Run pytest as a child in a session of its own, so Ctrl-C reaches it exactly once: from us.
 
     (subprocess.call would SIGKILL the child on our KeyboardInterrupt, leaving its world for the
@@ -82,7 +82,7 @@ def _pytest(pytest_args: list[str]) -> int:
     env = dict(os.environ)
     cmd = [sys.executable, "-m", "pytest", *pytest_args]
     progress.say("running: " + " ".join(cmd[2:]))
-    child = subprocess.Popen(cmd, cwd=str(REPO), env=env, start_new_session=True)
+    child = subprocess.Popen(cmd, cwd=str(cwd), env=env, start_new_session=True)
     try:
         return child.wait()
     except KeyboardInterrupt:
@@ -99,10 +99,17 @@ def _pytest(pytest_args: list[str]) -> int:
 
 
 def cmd_test(pytest_args: list[str]) -> int:
+    """pytest with meshcert's defaults: in a checkout, from its root (tests, conformance,
+    scenarios when no path is given); installed, from the current directory (the installed
+    conformance and scenarios when no path is given: meshcert's own tests/ do not ship)."""
     cmd_setup()
-    if not any(not a.startswith("-") and os.path.exists(REPO / a.split("::")[0]) for a in pytest_args):
-        pytest_args = [*pytest_args, "tests", "conformance", "scenarios"]
-    return _pytest(pytest_args)
+    tree = source_tree()
+    cwd = tree or Path.cwd()
+    if not any(not a.startswith("-") and os.path.exists(cwd / a.split("::")[0]) for a in pytest_args):
+        suite = suite_root()
+        pytest_args = [*pytest_args, *(["tests", "conformance", "scenarios"] if tree else
+                                       [str(suite / "conformance"), str(suite / "scenarios")])]
+    return _pytest(pytest_args, cwd)
 
 
 def cmd_certify(args) -> int:
@@ -126,7 +133,8 @@ def cmd_certify(args) -> int:
         if not (Path(args.chart) / "Chart.yaml").is_file():
             raise InputError("--chart", f"{args.chart} is not a chart (no Chart.yaml)", "pass the chart's folder")
     catalog = load_catalog()
-    report = Path(args.report_dir or Path("reports") / time.strftime("%Y%m%d-%H%M%S"))
+    # Absolute: pytest runs from the suite's root (so node ids match clauses.yaml), not from here.
+    report = Path(args.report_dir or Path("reports") / time.strftime("%Y%m%d-%H%M%S")).absolute()
     try:
         _require_sut_image(args.sut_image, before_setup=True)
         cmd_setup()
@@ -137,13 +145,14 @@ def cmd_certify(args) -> int:
                    "--junitxml", str(report / "junit.xml")]
     for opt in ("sut_image", "policy", "spec", "chart"):
         if getattr(args, opt):
-            pytest_args += [f"--{opt.replace('_', '-')}", str(getattr(args, opt))]
+            value = getattr(args, opt)
+            pytest_args += [f"--{opt.replace('_', '-')}", value if opt == "sut_image" else str(Path(value).absolute())]
     if args.sut_image:
         pytest_args += ["--sut-port", str(args.sut_port)]
     saved = os.environ.get("MESHCERT_CERTIFY")
     os.environ["MESHCERT_CERTIFY"] = "1"  # the plugin leaves saying why a run was not tested to us
     try:
-        rc = _pytest(pytest_args)
+        rc = _pytest(pytest_args, suite_root())
     finally:
         if saved is None:
             os.environ.pop("MESHCERT_CERTIFY", None)
@@ -288,12 +297,12 @@ def cmd_replay(args) -> int:
         print(f"replay {r.name}: {len(r.faults)} fault(s), {len(r.probes)} probe(s), {len(r.prerun)} pre-run(s)"
               + (f" (scenario {r.scenario})" if r.scenario else ""))
     cmd_setup()
-    report = Path(args.report_dir or Path("reports") / time.strftime("replay-%Y%m%d-%H%M%S"))
+    report = Path(args.report_dir or Path("reports") / time.strftime("replay-%Y%m%d-%H%M%S")).absolute()
     os.environ["MESHCERT_REPLAY"] = os.pathsep.join(str(p) for p in paths)
     # The test is package code (meshcert/replay/session.py), not a file of the checkout: this
     # works from an installed meshcert too.
     rc = _pytest(["--pyargs", "meshcert.replay.session", "-q", "-p", "no:cacheprovider",
-                  "--report-dir", str(report), *(["--keep-world"] if args.keep_world else [])])
+                  "--report-dir", str(report), *(["--keep-world"] if args.keep_world else [])], suite_root())
     print(("replayed: the world does what the file(s) expect" if rc == 0 else
            "replayed: the world differs from what the file(s) expect") + f"; report: {report}/report.html")
     return 0 if rc == 0 else 1

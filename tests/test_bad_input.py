@@ -4,10 +4,11 @@ import io
 import subprocess
 import sys
 import tarfile
+from pathlib import Path
 
 import pytest
 
-from meshcert.toolchain.paths import REPO
+REPO = Path(__file__).resolve().parents[1]  # this checkout (the tests do not ship)
 
 BAD_POLICY = '{ "acls": [ {"action": "accept", "src": ["tag:agent-runtime"] "dst": [] } ] }'
 

@@ -159,7 +159,7 @@ def test_certify_chart_hands_pytest_the_folder_and_refuses_a_non_chart(monkeypat
     (pytest runs in the checkout); a folder without Chart.yaml is refused before anything starts."""
     seen: list[list[str]] = []
     monkeypatch.setattr(cli, "cmd_setup", lambda *a: None)
-    monkeypatch.setattr(cli, "_pytest", lambda args: seen.append(args) or 0)
+    monkeypatch.setattr(cli, "_pytest", lambda args, cwd=None: seen.append(args) or 0)
     user = broken_chart("wrong-secret-key", tmp_path)
     monkeypatch.chdir(tmp_path)
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGPIPE, signal.SIGTERM, signal.SIGINT)}

@@ -34,7 +34,7 @@ def run_certify(monkeypatch, tmp_path, capsys):
     def run(results: dict, rc: int, *extra: str) -> tuple[int, str]:
         monkeypatch.setattr(cli, "cmd_setup", lambda *a: None)
 
-        def fake_pytest(args):
+        def fake_pytest(args, cwd):
             report = args[args.index("--report-dir") + 1]
             assert ("scenarios" in args) == ("--chaos" in extra)
             (tmp_path / "r").mkdir(exist_ok=True)
@@ -114,7 +114,7 @@ def test_not_tested_names_the_reason_once_with_the_log_on_stderr(monkeypatch, tm
     monkeypatch.setattr(cli, "cmd_setup", lambda *a: None)
     reason = "SUT in pod agent: never answered GET /healthz on port 8080 (last: connection refused)"
 
-    def fake_pytest(args):
+    def fake_pytest(args, cwd):
         (tmp_path / "r").mkdir(exist_ok=True)
         (tmp_path / "r" / "results.json").write_text(json.dumps(_not_tested_results(reason, ["line one", "line two"])))
         return 2

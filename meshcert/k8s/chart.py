@@ -2,7 +2,7 @@
 renders, and how a sidecar's settings are read from a rendered container.
 
 The reference chart (and kind's cluster configuration) ship as package data in
-``meshcert/k8s/charts/``, located with :mod:`importlib.resources`; any other chart is a
+``meshcert/k8s/charts/``, located with ``meshcert.toolchain.paths.charts_dir`` (importlib.resources); any other chart is a
 folder (``pytest --chart PATH``).
 
 How a sidecar's settings are read from a rendered container (any chart's convention): a
@@ -22,12 +22,12 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from functools import cached_property
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from meshcert.toolchain.paths import charts_dir
 from meshcert.errors import MeshcertError
 from meshcert.k8s.podrunner import WORKLOAD_KINDS, PodRunError, expand, pod_template
 from meshcert.secrets import redact
@@ -36,7 +36,7 @@ from meshcert.toolchain.paths import cache_dir
 
 # helm reads a chart from a folder: meshcert is installed as files (pip install / -e), never
 # zipped, so the package's Traversable is a real path.
-CHARTS = Path(str(resources.files("meshcert.k8s") / "charts"))
+CHARTS = charts_dir()
 REFERENCE_CHART = CHARTS / "reference-agent"
 SIDECAR = "tailscale"
 SOCKET_DIR = "/var/run/tailscale"

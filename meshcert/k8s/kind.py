@@ -27,7 +27,6 @@ import os
 import socket
 import subprocess
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -35,12 +34,13 @@ import docker
 import docker.errors
 import yaml
 
+from meshcert.toolchain.paths import charts_dir
 from meshcert.errors import EnvironmentProblem
 from meshcert.secrets import redact
 from meshcert.toolchain.components import COMPONENTS
 
 # kind reads its configuration from a file: meshcert is installed as files, never zipped.
-KIND_CONFIG = Path(str(resources.files("meshcert.k8s") / "charts" / "kind-config.yaml"))
+KIND_CONFIG = charts_dir() / "kind-config.yaml"
 NODE_REPO = "kindest/node"
 # The default node image of each pinned kind release (sigs.k8s.io/kind, pkg/apis/config/defaults/image.go).
 NODE_IMAGES = {

@@ -18,7 +18,7 @@ import pytest
 from meshcert.errors import InputError
 from meshcert.plugin import state
 from meshcert.report.catalog import DEFAULT_TEST_DIRS, Clause, drift, load_catalog, with_tests
-from meshcert.toolchain.paths import REPO
+from meshcert.toolchain.paths import suite_root
 
 
 def function_id(item: pytest.Item) -> str:
@@ -84,10 +84,10 @@ class _Grab:
 def collect_clause_tests(paths: Iterable[str | os.PathLike[str]] = DEFAULT_TEST_DIRS,
                          root: str | os.PathLike[str] | None = None) -> dict[str, list[str]]:
     """Clause id -> node ids of the tests marked with it, from a real collection (``pytest
-    --collect-only``, in this process) of ``paths`` (relative ones from ``root``, the repo by
-    default). Raises InputError when the collection fails (an import error, a mark naming an
+    --collect-only``, in this process) of ``paths`` (relative ones from ``root``, the suite's
+    root by default). Raises InputError when the collection fails (an import error, a mark naming an
     unknown clause), with pytest's own words."""
-    base = Path(root) if root is not None else REPO
+    base = Path(root) if root is not None else suite_root()
     args = [str(base / p) for p in paths if (base / p).exists()]
     if not args:
         return {}

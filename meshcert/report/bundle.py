@@ -6,7 +6,7 @@ results.json, junit.xml, report.md, report.html, world.json, the logs of failing
 (``logs/``), replay files of failed scenarios (``replays/``), the clause catalog the run used
 (clauses.yaml, so the summary reads the same with any checkout) and ``manifest.json``: the
 versions of every component (tailscale, headscale, toxiproxy, helm, kind as pinned in
-tools/*/go.mod; meshcert, Python, Go, the engine) and the SUT image's digest.
+meshcert/toolchain/tools/*/go.mod; meshcert, Python, Go, the engine) and the SUT image's digest.
 
 Every text file is passed through :func:`meshcert.secrets.redact` once more on its way in
 (results and logs are redacted when written; this is the belt to those braces).
@@ -26,7 +26,8 @@ import time
 from pathlib import Path
 
 from meshcert.errors import InputError
-from meshcert.toolchain.paths import REPO
+from meshcert.report.catalog import default_path
+from meshcert.toolchain.paths import source_tree
 from meshcert.secrets import redact
 
 PREFIX = "meshcert-results-"
@@ -43,11 +44,14 @@ def meshcert_version() -> str:
         v = version("meshcert")
     except Exception:
         v = "?"
+    tree = source_tree()  # a checkout's commit is stamped; an installed wheel has only its version
+    if tree is None:
+        return v
     try:
-        rev = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short=12", "HEAD"], capture_output=True,
+        rev = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short=12", "HEAD"], capture_output=True,
                              text=True, timeout=10)
         if rev.returncode == 0 and rev.stdout.strip():
-            dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+            dirty = subprocess.run(["git", "-C", str(tree), "status", "--porcelain", "--untracked-files=no"],
                                    capture_output=True, text=True, timeout=10).stdout.strip()
             v += f" (git {rev.stdout.strip()}{', with local changes' if dirty else ''})"
     except (OSError, subprocess.SubprocessError):
@@ -56,7 +60,7 @@ def meshcert_version() -> str:
 
 
 def component_versions(client=None) -> dict[str, str]:
-    """Every component's version: the pinned Go tools (from tools/*/go.mod), meshcert, Python,
+    """Every component's version: the pinned Go tools (from meshcert/toolchain/tools/*/go.mod), meshcert, Python,
     Go and the engine. What cannot be read is "unavailable (why)", never left out."""
     from meshcert.toolchain import components
     out: dict[str, str] = {}
@@ -139,7 +143,7 @@ def write_bundle(report_dir: str | Path, *, sut_image: str | None = None, client
     root = name[: -len(SUFFIX)]
     out = d / name
     tmp = out.with_name(out.name + ".tmp")
-    catalog_path = catalog_path or REPO / "clauses.yaml"
+    catalog_path = catalog_path or default_path()
     with tarfile.open(tmp, "w:gz") as tf:
         def add(arcname: str, data: bytes) -> None:
             info = tarfile.TarInfo(f"{root}/{arcname}")

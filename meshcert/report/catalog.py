@@ -25,7 +25,7 @@ from pathlib import Path
 import yaml
 
 from meshcert.errors import InputError
-from meshcert.toolchain.paths import REPO
+from meshcert.toolchain.paths import package_file, source_tree, suite_root
 
 # Report order follows the guide: connectivity types, the pre-run health check, ACLs, subnet
 # routes, direct deployments, credentials, troubleshooting, Helm values, errata, performance.
@@ -77,12 +77,14 @@ class Clause:
 
 
 def default_path() -> Path:
-    return Path(os.environ.get("MESHCERT_CLAUSES") or REPO / "clauses.yaml")
+    """MESHCERT_CLAUSES, else the catalog shipped in the package (meshcert/report/clauses.yaml)."""
+    return Path(os.environ.get("MESHCERT_CLAUSES") or package_file("report", "clauses.yaml"))
 
 
 def _display(path: Path) -> str:
+    tree = source_tree()
     try:
-        return str(path.resolve().relative_to(REPO))
+        return str(path.resolve().relative_to(tree)) if tree is not None else str(path)
     except ValueError:
         return str(path)
 
@@ -117,7 +119,7 @@ def load_catalog(path: str | os.PathLike[str] | None = None) -> list[Clause]:
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise InputError(what, "the file does not exist", "create it (see the repo's clauses.yaml)") from None
+        raise InputError(what, "the file does not exist", "create it (see meshcert/report/clauses.yaml)") from None
     except OSError as exc:
         raise InputError(what, f"cannot read it: {exc.strerror}", "check the path and its permissions") from None
     except UnicodeDecodeError as exc:

@@ -1,7 +1,7 @@
 """Pinned Go components: headscale, tailscale(d), toxiproxy, helm, kind.
 
-Each lives in ``tools/<name>/`` as a Go module of ours whose ``tool`` directives name the
-commands and whose go.sum verifies every module checksum. Binaries are built with
+Each lives in ``meshcert/toolchain/tools/<name>/`` (package data) as a Go module of ours whose
+``tool`` directives name the commands and whose go.sum verifies every module checksum. Binaries are built with
 ``go build tool`` into the cache, in a folder keyed by a hash of go.mod + go.sum + the Go
 version, so a warm run builds nothing. Nothing of their source enters the repository.
 """
@@ -94,9 +94,18 @@ class Component:
         tmp.mkdir(parents=True)
         env = dict(os.environ, CGO_ENABLED="0", GOFLAGS="-buildvcs=false -mod=readonly")
         log = cache_dir() / f"go-build-{self.name}.log"
-        with progress.step(f"go build {self.name} {self.version} (pinned in tools/{self.name}, verified by go.sum)"):
-            progress.run_streamed([_go(), "build", "-trimpath", "-o", str(tmp) + "/", "tool"],
-                                  f"go build {self.name}", env=env, cwd=str(self.module_dir), log_path=str(log))
+        # The build runs in a copy of the module folder: an installed meshcert's package data may be
+        # read-only, and go.mod/go.sum are all the module is (-mod=readonly: go never edits them).
+        src = tmp.with_name(tmp.name + ".src")
+        shutil.rmtree(src, ignore_errors=True)
+        shutil.copytree(self.module_dir, src)
+        try:
+            with progress.step(f"go build {self.name} {self.version} "
+                               f"(pinned in meshcert/toolchain/tools/{self.name}, verified by go.sum)"):
+                progress.run_streamed([_go(), "build", "-trimpath", "-o", str(tmp) + "/", "tool"],
+                                      f"go build {self.name}", env=env, cwd=str(src), log_path=str(log))
+        finally:
+            shutil.rmtree(src, ignore_errors=True)
         for built, installed in BINARIES[self.name].items():
             if not (tmp / built).exists():
                 raise EnvironmentProblem(f"go build {self.name}", f"expected binary {built} was not produced",

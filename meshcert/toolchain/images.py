@@ -25,7 +25,7 @@ import docker
 
 from meshcert.toolchain import components, paths, progress
 from meshcert.errors import EnvironmentProblem
-from meshcert.toolchain.paths import REPO, cache_dir
+from meshcert.toolchain.paths import PACKAGE, cache_dir
 
 BASE_PACKAGES = ["python3", "ca-certificates", "iproute2", "nftables", "iptables", "procps", "tini"]
 LABEL = "io.meshcert.image"
@@ -131,7 +131,7 @@ def recipes() -> dict[str, Recipe]:
     def binfiles(comp: str) -> dict[str, Path]:
         return {f"/usr/local/bin/{n}": p for n, p in bins[comp].paths().items()}
     return {
-        "host": Recipe("host", {"/opt/meshcert/world/nodeagent.py": REPO / "meshcert" / "world" / "nodeagent.py"}, parent="base",
+        "host": Recipe("host", {"/opt/meshcert/world/nodeagent.py": PACKAGE / "world" / "nodeagent.py"}, parent="base",
                        extra='ENTRYPOINT ["/usr/bin/tini", "-s", "-g", "--"]'),
         "tailscale": Recipe("tailscale", binfiles("tailscale"),
                             extra="RUN mkdir -p /var/run/tailscale /var/lib/tailscale"),
@@ -139,7 +139,7 @@ def recipes() -> dict[str, Recipe]:
                             extra="RUN mkdir -p /var/lib/headscale /var/run/headscale /etc/headscale"),
         "toxiproxy": Recipe("toxiproxy", binfiles("toxiproxy")),
         "sut-reference": Recipe("sut-reference",
-                                {"/opt/sut/runtime.py": REPO / "meshcert" / "sut" / "reference" / "runtime.py"}),
+                                {"/opt/sut/runtime.py": PACKAGE / "sut" / "reference" / "runtime.py"}),
     }
 
 

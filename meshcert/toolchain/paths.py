@@ -1,14 +1,22 @@
-"""Where meshcert keeps things outside the repository."""
+"""Where meshcert finds its own files (package data) and keeps things outside the package.
+
+Everything meshcert reads at run time ships inside the package: the clause catalog
+(meshcert/report/clauses.yaml), the Go tool pins (meshcert/toolchain/tools/<name>/go.mod+go.sum),
+the charts (meshcert/k8s/charts/), the suite (meshcert.suite.conformance / .scenarios, mapped
+from the checkout's top-level conformance/ and scenarios/). So an installed meshcert works from
+any directory; a source tree is used only for its own suite folders and its git commit.
+"""
 
 from __future__ import annotations
 
 import fcntl
 import os
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from importlib import resources
 from pathlib import Path
-from typing import Callable, Iterator
 
-REPO = Path(__file__).resolve().parents[2]
+PACKAGE = Path(__file__).resolve().parents[1]  # the meshcert package folder (installed or checked out)
 
 
 def cache_dir() -> Path:
@@ -19,12 +27,37 @@ def cache_dir() -> Path:
     return p
 
 
+def package_file(*parts: str) -> Path:
+    """A file or folder shipped inside the meshcert package (package data), as a real path:
+    meshcert is installed unzipped (setuptools wheel), so the resource is a file on disk."""
+    return Path(str(resources.files("meshcert").joinpath(*parts)))
+
+
+def source_tree() -> Path | None:
+    """The checkout (source tree) this meshcert package runs from -- an editable install or
+    ``python -m`` in the checkout -- or None when it runs from an installed wheel. Recognised by
+    pyproject.toml and the suite's conformance/ folder beside the package."""
+    root = PACKAGE.parent
+    if (root / "pyproject.toml").is_file() and (root / "conformance").is_dir():
+        return root
+    return None
+
+
+def suite_root() -> Path:
+    """The folder holding the suite's ``conformance/`` and ``scenarios/``: the checkout's own in a
+    source tree, else the installed copy (meshcert/suite/). Test node ids are relative to it, so
+    they read ``conformance/test_x.py::test_y`` either way (as clauses.yaml lists them)."""
+    return source_tree() or package_file("suite")
+
+
 def tools_dir() -> Path:
-    return REPO / "tools"
+    """The pinned Go modules, one folder per tool with go.mod + go.sum (package data)."""
+    return package_file("toolchain", "tools")
 
 
-def images_dir() -> Path:
-    return REPO / "images"
+def charts_dir() -> Path:
+    """The charts (package data, meshcert/k8s/charts/): the reference chart and kind's config."""
+    return package_file("k8s", "charts")
 
 
 @contextmanager

@@ -1,0 +1,1 @@
+"""The chaos scenarios. Installed as meshcert.suite.scenarios."""
