@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from meshcert.plugin import state
-from tests import faults as F
+from tests.common import faults as F
 
 CAUGHT = pytest.StashKey[list]()
 OUTCOME = pytest.StashKey[str]()

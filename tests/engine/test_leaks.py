@@ -11,23 +11,12 @@ import pytest
 from meshcert.toolchain import engine
 from meshcert.world import labels
 
+from tests.common.engine import free_vlan
+
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 
-def _free_vlan() -> str:
-    """A /24 no network of this engine holds: the session world (10.20.5.0/24) runs beside us."""
-    import ipaddress
-    c = engine.ensure_engine()
-    used = [ipaddress.ip_network(cfg["Subnet"]) for n in c.networks.list()
-            for cfg in ((n.attrs.get("IPAM") or {}).get("Config") or []) if "Subnet" in cfg and ":" not in cfg["Subnet"]]
-    for third in range(30, 250):
-        cand = ipaddress.ip_network(f"10.20.{third}.0/24")
-        if not any(cand.overlaps(u) for u in used):
-            return str(cand)
-    raise AssertionError("no free 10.20.x.0/24 on this engine")
-
-
 def _start_world(*extra: str) -> tuple[subprocess.Popen, str]:
-    p = subprocess.Popen([sys.executable, "-m", "meshcert.cli", "world", "--vlan", _free_vlan(), *extra],
+    p = subprocess.Popen([sys.executable, "-m", "meshcert.cli", "world", "--vlan", free_vlan(), *extra],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     run = None
     deadline = time.monotonic() + 180
@@ -82,7 +71,7 @@ def test_interrupting_meshcert_test_tears_the_world_down(sig):
     """Ctrl-C (SIGINT to the command's process group, as a terminal sends it) or SIGTERM to
     `meshcert test` while pytest has a world up: pytest tears it down before the command ends."""
     c = engine.ensure_engine()
-    env = {**os.environ, "MESHCERT_VLAN": _free_vlan()}
+    env = {**os.environ, "MESHCERT_VLAN": free_vlan()}
     p = subprocess.Popen([sys.executable, "-m", "meshcert.cli", "test", "-q", "-p", "no:cacheprovider",
                           "conformance/test_acl.py", "--report-dir", "/tmp/meshcert-leak-test-report"],
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,

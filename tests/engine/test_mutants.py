@@ -14,7 +14,7 @@ from meshcert.checks import ClauseFailure
 from meshcert.checks.sut import SUT_CHECKS
 from meshcert.sut.reference import MUTANTS
 from meshcert.sut.reference.targets import SCENARIO_TARGETS, TARGETS, clauses
-from tests.faults import aims_at
+from tests.common.faults import aims_at
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 

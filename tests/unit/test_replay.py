@@ -297,7 +297,7 @@ def test_symbols_resolve_against_the_world():
 
 def test_findings_dir_replays_are_valid():
     """Every committed replay file of a known finding loads and says what the finding is."""
-    for p in sorted((Path(__file__).parents[1] / "fixtures" / "replays" / "findings").glob("*.yaml")):
+    for p in sorted((Path(__file__).parents[2] / "fixtures" / "replays" / "findings").glob("*.yaml")):
         assert load_replay(p).finding, f"{p}: a file in fixtures/replays/findings/ needs a finding: line"
 
 
@@ -354,7 +354,7 @@ def test_a_scenario_file_needs_no_probes_when_it_has_a_prerun_and_round_trips(tm
 
 
 def test_the_bundled_scenario_replay_files_load():
-    files = sorted((Path(__file__).parents[1] / "fixtures" / "replays" / "scenarios").glob("*.yaml"))
+    files = sorted((Path(__file__).parents[2] / "fixtures" / "replays" / "scenarios").glob("*.yaml"))
     assert files, "fixtures/replays/scenarios/ holds example scenario files"
     for f in files:
         r = load_replay(f)
@@ -391,7 +391,7 @@ def test_the_model_modules_import_only_the_floor_below(module):
 def test_loading_a_replay_file_imports_no_hypothesis_and_no_chaos_runtime():
     import subprocess
     import sys
-    path = sorted((Path(__file__).parents[1] / "fixtures" / "replays" / "scenarios").glob("*.yaml"))[0]
+    path = sorted((Path(__file__).parents[2] / "fixtures" / "replays" / "scenarios").glob("*.yaml"))[0]
     code = (f"import sys; from meshcert.replay.model import load_replay; load_replay({str(path)!r}); "
             "print(chr(10).join(sys.modules))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,

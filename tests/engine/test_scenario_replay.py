@@ -71,9 +71,9 @@ def test_the_replay_file_reproduces_the_failure_and_passes_the_faithful_sut(stea
 
 def test_meshcert_replay_command_runs_a_file_in_a_fresh_world(failed_partition, tmp_path):
     """End to end through the CLI, in a world of its own (another VLAN), against the reference SUT."""
-    from tests.test_leaks import _free_vlan
+    from tests.common.engine import free_vlan
     path = failed_partition[1]["replay_file"]
-    env = {**os.environ, "MESHCERT_VLAN": _free_vlan()}
+    env = {**os.environ, "MESHCERT_VLAN": free_vlan()}
     p = subprocess.run([sys.executable, "-m", "meshcert.cli", "replay", path, "--report-dir", str(tmp_path / "r")],
                        capture_output=True, text=True, env=env, timeout=600)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
@@ -83,7 +83,7 @@ def test_meshcert_replay_command_runs_a_file_in_a_fresh_world(failed_partition, 
 
 def test_meshcert_replay_refuses_a_malformed_file_in_one_line(tmp_path):
     bad = tmp_path / "bad.yaml"
-    text = Path(__file__).parents[1].joinpath("fixtures", "replays", "scenarios", "partition-agent-server.yaml").read_text()
+    text = Path(__file__).parents[2].joinpath("fixtures", "replays", "scenarios", "partition-agent-server.yaml").read_text()
     bad.write_text(text.replace("kind: nft", "kind: unplug"))
     p = subprocess.run([sys.executable, "-m", "meshcert.cli", "replay", str(bad)], capture_output=True, text=True,
                        timeout=60)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-SRC = Path(__file__).resolve().parents[1]  # this checkout (the tests do not ship)
+SRC = Path(__file__).resolve().parents[2]  # this checkout (the tests do not ship)
 
 PROBE = r"""
 import json

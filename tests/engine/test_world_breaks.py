@@ -7,7 +7,7 @@ import pytest
 
 from meshcert.checks import ClauseFailure, acl, route
 from meshcert.world.topology import DB_TAG, SERVER_TAG
-from tests.faults import aims_at
+from tests.common.faults import aims_at
 
 pytestmark = [pytest.mark.engine]
 

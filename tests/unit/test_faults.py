@@ -11,8 +11,8 @@ import pytest
 
 from meshcert.sut.reference import MUTANTS
 from tests import conftest as board_mod
-from tests import faults as F
-from tests.test_chart_variants import VARIANTS
+from tests.common import faults as F
+from tests.unit.test_chart_variants import VARIANTS
 
 
 def test_the_registry_holds_every_mutant_world_break_and_chart():
@@ -87,7 +87,7 @@ NOT_A_FAULT = {
 def test_every_world_break_test_is_a_registered_fault():
     """A broken-setting test added to test_world_breaks.py must be in the denominator: it carries
     ``@aims_at(...)`` (or is listed in NOT_A_FAULT with the reason)."""
-    from tests import test_world_breaks as mod
+    from tests.engine import test_world_breaks as mod
     unmarked = []
     for name, fn in vars(mod).items():
         if not name.startswith("test_") or not callable(fn) or name in NOT_A_FAULT["test_world_breaks"]:

@@ -18,7 +18,7 @@ from meshcert.world.pod import Pod
 from meshcert.world.toxiproxy import Toxiproxy
 from meshcert.world.world import World
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 # Code above the world that is handed a World (report/ is not: its ``world`` is a dict of figures).
 ABOVE = ["meshcert/checks", "meshcert/chaos", "meshcert/property", "meshcert/k8s", "meshcert/replay",
          "meshcert/plugin", "meshcert/cli.py", "conformance", "scenarios"]

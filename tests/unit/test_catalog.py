@@ -12,7 +12,7 @@ from meshcert.report.catalog import (DEFAULT_TEST_DIRS, GROUPS, Clause, drift, g
                                      with_tests)
 from meshcert.errors import InputError
 
-REPO = Path(__file__).resolve().parents[1]  # this checkout (the tests do not ship)
+REPO = Path(__file__).resolve().parents[2]  # this checkout (the tests do not ship)
 
 pytest_plugins = ["pytester"]
 

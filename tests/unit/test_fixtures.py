@@ -10,7 +10,7 @@ import pytest
 from meshcert.policy import load_policy
 from meshcert.spec import load_spec
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 POLICIES = sorted((FIXTURES / "policies").glob("*.hujson"))
 SPECS = sorted((FIXTURES / "specs").glob("*.yaml"))
 

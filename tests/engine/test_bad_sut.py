@@ -1,4 +1,6 @@
-"""Bad input ends in one clear error naming the input, exit code 2, and nothing left running."""
+"""A bad SUT ends in one clear error naming it, exit code 2, and nothing left running (engine
+tests; malformed policy/spec files, refused before anything starts: tests/unit/test_bad_input.py).
+"""
 
 import io
 import subprocess
@@ -8,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]  # this checkout (the tests do not ship)
+REPO = Path(__file__).resolve().parents[2]  # this checkout (the tests do not ship)
 
-BAD_POLICY = '{ "acls": [ {"action": "accept", "src": ["tag:agent-runtime"] "dst": [] } ] }'
 
 
 def _certify(*args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
@@ -30,22 +31,8 @@ def _one_clear_line(p: subprocess.CompletedProcess, *needles: str) -> str:
     return errs[0]
 
 
-def test_malformed_policy_is_refused_before_anything_starts(tmp_path):
-    f = tmp_path / "policy.hujson"
-    f.write_text(BAD_POLICY)
-    line = _one_clear_line(_certify("--policy", str(f)), str(f), "line 1")
-    assert "fix:" in line
 
 
-@pytest.mark.parametrize("text,needle", [
-    ("spec:\n  connectivity:\n    type: wireguard\n", "spec.connectivity.type"),
-    ("spec:\n  connectivity:\n    type: headscale\n    headscale:\n      authKeySecretRef: k\n", "controlServer"),
-    ("spec: [unclosed\n", "not valid YAML"),
-])
-def test_malformed_spec_is_refused_before_anything_starts(tmp_path, text, needle):
-    f = tmp_path / "spec.yaml"
-    f.write_text(text)
-    _one_clear_line(_certify("--spec", str(f)), str(f), needle)
 
 
 @pytest.mark.engine
@@ -71,9 +58,9 @@ def test_a_sut_answering_garbage_is_one_clear_error_and_leaves_nothing(tmp_path)
     buf.seek(0)
     tag = "meshcert/test-garbage-sut:1"
     c.images.build(fileobj=buf, custom_context=True, tag=tag, rm=True, labels={images.LABEL: "test-garbage-sut"})
-    from tests.test_leaks import _free_vlan
+    from tests.common.engine import free_vlan
     p = _certify("--sut-image", tag, "--report-dir", str(tmp_path / "report"),
-                 env_extra={"MESHCERT_VLAN": _free_vlan()})
+                 env_extra={"MESHCERT_VLAN": free_vlan()})
     _one_clear_line(p, "SUT in pod", "non-JSON")
     import json
     doc = json.loads((tmp_path / "report" / "results.json").read_text())
@@ -90,8 +77,8 @@ def test_a_sut_answering_garbage_is_one_clear_error_and_leaves_nothing(tmp_path)
 def _vlan() -> str:
     """A /24 no network of the engine holds: never this session's own MESHCERT_VLAN, whose world
     may be running beside the child run (it was: "Pool overlaps" whenever MESHCERT_VLAN was set)."""
-    from tests.test_leaks import _free_vlan
-    return _free_vlan()
+    from tests.common.engine import free_vlan
+    return free_vlan()
 
 
 def _assert_not_tested(report, needle: str) -> dict:
