@@ -1,4 +1,4 @@
-"""One in-memory stand-in for the World, for engine-free unit tests (the replay runner, the
+"""The in-memory stand-ins for the World, for engine-free unit tests (the replay runner, the
 chaos library): the guide's topology (VLAN 10.20.9.0/24), its nodes on tailnet addresses
 100.64.0.N and WAN addresses 172.18.0.N+4 in topology order (server, database, router, agent,
 agent-us), headscale and toxiproxy on the WAN, a SUT answering every pre-run with one canned
@@ -131,3 +131,38 @@ class FakeWorld:
             out.append({"ok": ok, "banner": f"meshcert-banner host={names[addr]} port={port}" if ok else None,
                         "error": None if ok else "TimeoutError: timed out", "latency_ms": 1.0 if ok else None})
         return out
+
+
+# Narrow stand-ins for one method each, for tests of one mechanism:
+
+class CutPathsWorld:
+    """Port 22 answers with its banner on every path not cut; every other port is dropped."""
+
+    def __init__(self, cut=(), open_ports=(22,)):
+        self.cut, self.open, self.rounds = {frozenset(c) for c in cut}, set(open_ports), []
+
+    def address(self, name):
+        return name
+
+    def dial(self, src, targets, timeout):
+        self.rounds.append((src, list(targets)))
+        return [{"ok": True, "banner": f"meshcert-banner host={h} port={p}", "error": None}
+                if frozenset((src, h)) not in self.cut and p in self.open else
+                {"ok": False, "banner": None, "error": "TimeoutError"} for h, p in targets]
+
+
+class ScriptedPongsWorld:
+    """WireGuard peers as given; a TSMP ping to ``(src, ip)`` is answered from its Nth try on
+    (``pongs_after``), never when not listed."""
+
+    def __init__(self, peers, pongs_after):
+        self.peers, self.pongs_after, self.pings = peers, pongs_after, []
+
+    def wireguard_peer(self, src, address):
+        return self.peers.get((src, address))
+
+    def tsmp_ping(self, src, ip, timeout):
+        self.pings.append((src, ip))
+        n = sum(1 for p in self.pings if p == (src, ip))
+        after = self.pongs_after.get((src, ip))
+        return None if after is not None and n >= after else "ping \"x\" timed out"

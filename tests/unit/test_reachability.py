@@ -4,37 +4,21 @@ connected (a fake world, no engine: the real-world proof is tests/test_world_bre
 import pytest
 
 from meshcert.checks.base import ClauseFailure, Probe, check_reachability
-
-
-class FakeWorld:
-    """Port 22 answers with its banner on every path not cut; every other port is dropped."""
-
-    def __init__(self, cut=(), open_ports=(22,)):
-        self.cut, self.open, self.rounds = {frozenset(c) for c in cut}, set(open_ports), []
-
-    def address(self, name):
-        return name
-
-    def dial(self, src, targets, timeout):
-        self.rounds.append((src, list(targets)))
-        return [{"ok": True, "banner": f"meshcert-banner host={h} port={p}", "error": None}
-                if frozenset((src, h)) not in self.cut and p in self.open else
-                {"ok": False, "banner": None, "error": "TimeoutError"} for h, p in targets]
-
+from tests.common.fakeworld import CutPathsWorld
 
 PROBES = [Probe("agent", "server", 22, True), Probe("agent", "server", 80, False, "default deny"),
           Probe("server", "agent", 5000, False, "target -> agent")]
 
 
 def test_denials_are_dialled_only_after_their_control_connected():
-    w = FakeWorld()
+    w = CutPathsWorld()
     check_reachability(w, "ACL-2", PROBES)
     assert w.rounds[0] == ("agent", [("server", 22)]), "the first round dials the control alone"
     assert sorted(w.rounds[1:]) == [("agent", [("server", 80)]), ("server", [("agent", 5000)])]
 
 
 def test_a_denial_whose_control_never_connects_cannot_pass():
-    w = FakeWorld(cut=[("agent", "server")])
+    w = CutPathsWorld(cut=[("agent", "server")])
     with pytest.raises(ClauseFailure) as e:
         check_reachability(w, "ACL-2", PROBES, positive_deadline=1)
     unjudged = [p for p in e.value.problems if "cannot judge" in p]
@@ -43,7 +27,7 @@ def test_a_denial_whose_control_never_connects_cannot_pass():
 
 
 def test_a_denial_that_connects_fails_as_reachable_even_without_its_control():
-    w = FakeWorld(open_ports=(80,))  # the control (22) is closed, the denial (80) open: a connection is proof
+    w = CutPathsWorld(open_ports=(80,))  # the control (22) is closed, the denial (80) open: a connection is proof
     with pytest.raises(ClauseFailure) as e:
         check_reachability(w, "ACL-2", PROBES, positive_deadline=1)
     assert any(p.startswith("agent -> server (server):80: expected unreachable") and "observed reachable" in p
@@ -52,12 +36,12 @@ def test_a_denial_that_connects_fails_as_reachable_even_without_its_control():
 
 def test_a_denial_that_connects_fails():
     with pytest.raises(ClauseFailure, match="expected unreachable.*observed reachable"):
-        check_reachability(FakeWorld(open_ports=(22, 80)), "ACL-2", PROBES[:2])
+        check_reachability(CutPathsWorld(open_ports=(22, 80)), "ACL-2", PROBES[:2])
 
 
 def test_a_denial_without_any_control_is_refused():
     with pytest.raises(ValueError, match="no positive control between agent and database"):
-        check_reachability(FakeWorld(), "ACL-2", [Probe("agent", "database", 6379, False)])
+        check_reachability(CutPathsWorld(), "ACL-2", [Probe("agent", "database", 6379, False)])
     # the same path proven before a change is a control
-    check_reachability(FakeWorld(), "ROUTE-1", [Probe("agent", "database", 6379, False)],
+    check_reachability(CutPathsWorld(), "ROUTE-1", [Probe("agent", "database", 6379, False)],
                        proven=[("agent", "database")])

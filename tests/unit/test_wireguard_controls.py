@@ -5,27 +5,13 @@ from meshcert.property.live import Observation, wireguard_controls
 from meshcert.property.model import Pair
 from meshcert.property.oracle import Verdict
 from meshcert.property.runner import compare
-
-
-class FakeWorld:
-    def __init__(self, peers, pongs_after):
-        self.peers, self.pongs_after, self.pings = peers, pongs_after, []
-
-    def wireguard_peer(self, src, address):
-        return self.peers.get((src, address))
-
-    def tsmp_ping(self, src, ip, timeout):
-        self.pings.append((src, ip))
-        n = sum(1 for p in self.pings if p == (src, ip))
-        after = self.pongs_after.get((src, ip))
-        return None if after is not None and n >= after else "ping \"x\" timed out"
-
+from tests.common.fakeworld import ScriptedPongsWorld
 
 ADDR = {"server": "100.64.0.2", "database": "100.64.0.3", "legacy": "10.20.5.10"}
 
 
 def test_a_denial_is_judged_after_its_session_answers_or_when_there_is_no_path():
-    w = FakeWorld(peers={("agent", "100.64.0.2"): "100.64.0.2",          # a peer: needs a pong
+    w = ScriptedPongsWorld(peers={("agent", "100.64.0.2"): "100.64.0.2",          # a peer: needs a pong
                          ("agent", "10.20.5.10"): "100.64.0.9"},         # via the subnet router
                   pongs_after={("agent", "100.64.0.2"): 3,               # a lost first handshake
                                ("agent", "100.64.0.9"): 1})
@@ -38,13 +24,13 @@ def test_a_denial_is_judged_after_its_session_answers_or_when_there_is_no_path()
 
 
 def test_a_denial_whose_session_never_answers_is_not_judged():
-    w = FakeWorld(peers={("agent", "100.64.0.2"): "100.64.0.2"}, pongs_after={})
+    w = ScriptedPongsWorld(peers={("agent", "100.64.0.2"): "100.64.0.2"}, pongs_after={})
     out = wireguard_controls(w, [Pair("agent", "server", 80)], ADDR, window=0.5)
     assert out[Pair("agent", "server", 80)].startswith("TSMP ping agent -> 100.64.0.2 never answered")
 
 
 def test_nothing_to_control_costs_nothing():
-    assert wireguard_controls(FakeWorld({}, {}), [], ADDR, window=5) == {}
+    assert wireguard_controls(ScriptedPongsWorld({}, {}), [], ADDR, window=5) == {}
 
 
 
