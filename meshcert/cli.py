@@ -11,15 +11,28 @@ import sys
 import time
 from pathlib import Path
 
-from meshcert.toolchain import progress
 from meshcert.errors import InputError, MeshcertError
+from meshcert.k8s.kind import node_image_availability
+from meshcert.plugin.marks import collect_clause_tests
+from meshcert.policy import load_policy
+from meshcert.replay.faults_schema import FAULT_KINDS
+from meshcert.replay.model import load_replay
+from meshcert.report.bundle import read_bundle, write_bundle
+from meshcert.report.catalog import load_catalog, parse_catalog, with_tests
+from meshcert.report.render import NOT_TESTED, when, load_results, summarize, summary_table, write_report
+from meshcert.secrets import redact
+from meshcert.spec import load_spec
+from meshcert.sut.client import SutNotTestable, require_image
+from meshcert.toolchain import components, engine, images, progress
+from meshcert.toolchain.images import remove_stale_images
 from meshcert.toolchain.paths import source_tree, suite_root
+from meshcert.world import World, labels
+from meshcert.world.topology import guide_topology
 
 GO_TOOLS = ("tailscale", "headscale", "toxiproxy", "helm")  # kind: built only for --cluster kind
 
 
 def cmd_doctor(args) -> int:
-    from meshcert.toolchain import components, engine, images
     ok = True
 
     def line(what: str, state: str, detail: str = "") -> None:
@@ -54,7 +67,6 @@ def cmd_doctor(args) -> int:
          "" if os.path.exists("/dev/net/tun") else "tailnet nodes need TUN (kernel mode)")
     nft = shutil.which("nft") or os.path.exists("/usr/sbin/nft")
     line("nftables", "present" if nft else "missing", "" if nft else "will apt-get install nftables")
-    from meshcert.k8s.kind import node_image_availability
     a = node_image_availability(c) if c is not None else None
     if a is not None and a.ok:
         line("kind node image", "present", a.node_image or "")
@@ -64,7 +76,6 @@ def cmd_doctor(args) -> int:
 
 
 def cmd_setup(args=None) -> None:
-    from meshcert.toolchain import components, engine, images
     with progress.step("setup: engine, pinned components, images"):
         c = engine.ensure_engine()
         for n in GO_TOOLS:
@@ -119,14 +130,10 @@ def cmd_certify(args) -> int:
     3: nothing failed but some clauses have no test yet (an incomplete certification is not a
     pass). The report folder also gets the result bundle (meshcert-results-<ts>.tar.gz)."""
     import json
-    from meshcert.report.catalog import load_catalog
-    from meshcert.sut.client import SutNotTestable
     # Bad input is refused before anything is built or started.
     if args.policy:
-        from meshcert.policy import load_policy
         load_policy(args.policy)
     if args.spec:
-        from meshcert.spec import load_spec
         load_spec(args.spec)
     if args.chart:
         args.chart = str(Path(args.chart).resolve())  # pytest runs in the checkout, not here
@@ -172,8 +179,6 @@ def _require_sut_image(image: str | None, before_setup: bool) -> None:
     only when an engine already answers (set-up may be what starts it)."""
     if not image:
         return
-    from meshcert.toolchain import engine
-    from meshcert.sut.client import require_image
     if before_setup:
         try:
             c = engine.ensure_engine(install=False)
@@ -185,7 +190,6 @@ def _require_sut_image(image: str | None, before_setup: bool) -> None:
 
 
 def _bundle(report: Path, sut_image: str | None) -> Path | None:
-    from meshcert.report.bundle import write_bundle
     try:
         return write_bundle(report, sut_image=sut_image)
     except OSError as e:  # the verdict still stands without its bundle
@@ -197,8 +201,6 @@ def _not_tested(report: Path, data: dict, catalog, args) -> int:
     """Nothing could be tested (refused before the run): results.json and the report say *not
     tested* with the reason; the bundle is written; exit 2."""
     import json
-    from meshcert.report.render import write_report
-    from meshcert.secrets import redact
     report.mkdir(parents=True, exist_ok=True)
     results = {"finished": time.time(), "clauses": {}, "not_tested": data}
     (report / "results.json").write_text(redact(json.dumps({**results, "extra": {}, "input_error": None}, indent=1)))
@@ -211,7 +213,6 @@ def print_verdict(results: dict, catalog, report: Path | None, bundle: Path | No
                   chaos: bool = False, where: str = "") -> int:
     """Print a run's verdict (the summary table, what failed, where the report and the bundle
     are) and return certify's exit code for it. Shared by `certify` and `meshcert report`."""
-    from meshcert.report.render import NOT_TESTED, summarize, summary_table
     summary = summarize(results, catalog)
     extra = results.get("extra") or {}
     files = "".join([f"; report: {report}/report.html" if report else "", f"; bundle: {bundle}" if bundle else "",
@@ -255,22 +256,18 @@ def print_verdict(results: dict, catalog, report: Path | None, bundle: Path | No
 def cmd_report(args) -> int:
     """Print a run's summary again from its result bundle (or its report folder / results.json);
     the exit code is the one certify gave it."""
-    from meshcert.report.catalog import load_catalog, parse_catalog
     src = Path(args.source)
     if src.is_dir() or src.name.endswith(".json"):
-        from meshcert.report.render import load_results
         results, catalog, manifest = load_results(src), load_catalog(), {}
     else:
-        from meshcert.report.bundle import read_bundle
         doc = read_bundle(src)
         results, manifest = doc["results"], doc["manifest"]
         # an older bundle's catalog may still list each clause's tests: ignored
         catalog = parse_catalog(doc["catalog_text"], f"{src}:clauses.yaml", listed_tests_ok=True) \
             if doc["catalog_text"] else load_catalog()
-    from meshcert.report.render import _when
     sut = manifest.get("sut") or {}
     v = manifest.get("versions") or {}
-    print(f"meshcert results {src.name}: finished {_when(results.get('finished'))}")
+    print(f"meshcert results {src.name}: finished {when(results.get('finished'))}")
     if sut:
         print(f"SUT: {sut.get('image') or '?'}{' (the bundled reference SUT)' if sut.get('reference') else ''}"
               f"; image id {sut.get('id') or sut.get('error') or '?'}"
@@ -284,9 +281,6 @@ def cmd_replay(args) -> int:
     """Rerun replay files alone (a failed chaos scenario's, a property example's, a field bug's)
     in a fresh world. Exit 0: the world did what every file expects; 1: it did not (the report
     says where); 2: a file is malformed (refused before anything starts)."""
-    from meshcert.errors import InputError
-    from meshcert.replay.faults_schema import FAULT_KINDS
-    from meshcert.replay.model import load_replay
     paths = [Path(p).resolve() for p in args.files]
     for p in paths:
         r = load_replay(p)  # one clear error naming the file and the field
@@ -309,8 +303,6 @@ def cmd_replay(args) -> int:
 
 
 def cmd_clauses(args) -> int:
-    from meshcert.plugin.marks import collect_clause_tests
-    from meshcert.report.catalog import load_catalog, with_tests
     # each clause's tests: the tests marked with it, from a collect-only pytest run
     for c in with_tests(load_catalog(), collect_clause_tests()):
         tests = f"{len(c.tests)} test(s)" if c.tests else ("out-scope" if c.out_of_scope else "NO TEST")
@@ -319,8 +311,6 @@ def cmd_clauses(args) -> int:
 
 
 def cmd_world(args) -> int:
-    from meshcert.world import World
-    from meshcert.world.topology import guide_topology
     w = World(topology=guide_topology(args.vlan) if args.vlan else guide_topology())
     try:
         w.start()
@@ -347,13 +337,10 @@ def _raise_interrupt(signum, frame):
 
 
 def cmd_sweep(args) -> int:
-    from meshcert.toolchain import engine
-    from meshcert.world import labels
     c = engine.ensure_engine(install=False)
     counts = labels.remove_run(c) if args.all else labels.sweep(c)
     print(f"removed {counts}")
     if args.images:
-        from meshcert.toolchain.images import remove_stale_images
         removed, kept = remove_stale_images(c)
         print(f"removed {len(removed)} stale image(s)" + "".join(f"\n  {r}" for r in removed))
         for k in kept:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import statistics
 
-from meshcert.checks.sut import Expect
+from meshcert.checks.sut import Expect, clause
+from meshcert.world import WorldError, wait_for
+from meshcert.world.extra import BLOCK_UDP, netns_heal, netns_nft
 
 SAMPLES = 30
 
@@ -63,9 +65,6 @@ def perf3_derp_fallback(world, report_extra: dict, src: str = "agent", dst: str 
     """PERF-3: with direct UDP blocked in the agent pod, connections still succeed, relayed by the
     embedded DERP (status: no CurAddr, Relay set); DERP latency measured beside the direct path's."""
     import time
-    from meshcert.world import WorldError, wait_for
-    from meshcert.world.extra import BLOCK_UDP, netns_heal, netns_nft
-    from meshcert.checks.sut import clause
     host = world.address(dst)
     pause = f"{src}-pause"
     rows = []

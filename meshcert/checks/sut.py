@@ -9,8 +9,9 @@ import time
 from collections.abc import Callable
 from contextlib import contextmanager
 
-from meshcert.secrets import MIN_RUN, describe, leaks, redact
 from meshcert.checks.base import ClauseFailure
+from meshcert.secrets import MIN_RUN, Secret, describe, leaks, redact
+from meshcert.world.topology import AGENT_TAG, AgentSpec
 
 SECRET_REF = "headscale-auth-key"
 # Deadline of the checks that judge *what* a pre-run reports, not how long it took.
@@ -325,7 +326,6 @@ def health1_running_means_ready(world, pod: str = "agent") -> None:
     (`tailscale down`), the daemon killed (its socket file left), the start-up state of a
     tailscaled restarted while the control plane is down (NoState), NeedsLogin (a pod whose
     pre-auth key expired)."""
-    from meshcert.world.topology import AGENT_TAG, AgentSpec
     sut = world.sut(pod)
     eps = {"server": ep(world, "server", 22)}
     with clause(world, "HEALTH-1") as e:
@@ -536,7 +536,6 @@ def cred2_run_credentials_never_shown(world, pod: str = "agent") -> None:
     of 8+ characters of its secret part -- never reaches the connect result, the transcript, the
     agent_context of the next pre-run, or the SUT's log."""
     import secrets as pysecrets
-    from meshcert.secrets import Secret
     sut = world.sut(pod)
     # hex: no `-` inside the token, so its secret part (after the last `-`) is all 32 characters
     secret = Secret("run-" + pysecrets.token_hex(16), "run credential")
@@ -582,7 +581,6 @@ def trouble1_missing_secret(world, pod: str = "agent") -> None:
 def trouble2_expired_key(world, pod: str = "agent") -> None:
     """An extra pod whose Secret holds an expired pre-auth key (its SUT the same build as ``pod``'s):
     the sidecar cannot log in, and the pre-run says not ready with the daemon's state."""
-    from meshcert.world.topology import AGENT_TAG, AgentSpec
     spec = AgentSpec(name="agent-expired", tags=(AGENT_TAG,))
     key = world.headscale.preauth_key((AGENT_TAG,), reusable=False, expiration="1h")
     world.headscale.expire_preauth_key(key)

@@ -9,9 +9,13 @@ import json
 import re
 import time
 
-from meshcert.world.topology import AGENT_TAG, HostSpec
 from meshcert.checks.base import Probe, check_reachability
 from meshcert.checks.sut import clause
+from meshcert.report.catalog import load_catalog
+from meshcert.report.render import render_html, render_markdown, summarize
+from meshcert.secrets import Secret, register
+from meshcert.world.extra import add_plain_host, remove_plain_host
+from meshcert.world.topology import AGENT_TAG, AgentSpec, HostSpec
 
 
 def type7_agent_carries_its_tags(world) -> None:
@@ -28,7 +32,6 @@ def type7_agent_carries_its_tags(world) -> None:
 
 def route2_new_vlan_host_reachable(world) -> None:
     """ROUTE-2: a host added to the VLAN after the route was approved is reachable with no re-approval."""
-    from meshcert.world.extra import add_plain_host
     legacy = world.topology.hosts[0]
     net = ipaddress.ip_network(next(n.subnet for n in world.topology.networks if n.name == legacy.network))
     spec = HostSpec("legacy2", legacy.network, str(net.network_address + 11), banner_ports=(22,))
@@ -38,7 +41,6 @@ def route2_new_vlan_host_reachable(world) -> None:
             Probe("agent", legacy.name, 22, True, "the host the route was approved with"),
             Probe("agent", spec.name, 22, True, "a second VLAN host, added after the approval", via="router")])
     finally:
-        from meshcert.world.extra import remove_plain_host
         remove_plain_host(world, spec.name)
 
 
@@ -78,8 +80,6 @@ def errata1_report_names_it(world, results: dict | None = None) -> None:
     """ERRATA-1, its last sentence: the report (report.md and report.html, rendered as the session
     end renders them, from this run's results with ERRATA-1 in them) names the erratum -- its
     errata section has an entry for ERRATA-1 naming the guide's commands and what replaces them."""
-    from meshcert.report.catalog import load_catalog
-    from meshcert.report.render import render_html, render_markdown, summarize
     catalog = load_catalog()
     clauses = dict((results or {}).get("clauses") or {})
     clauses.setdefault("ERRATA-1", {"outcome": "passed", "tests": []})
@@ -105,8 +105,6 @@ def errata2_preauthkey_user_is_an_id(world, *, expire_before_join: bool = False)
     an extra agent pod joined with it reaches Running and shows in headscale's node list (then
     it is removed and the year-long key expired). ``expire_before_join``: a broken setting (the
     key expired before the pod uses it) that this check must fail."""
-    from meshcert.secrets import Secret, register
-    from meshcert.world.topology import AgentSpec
     user = world.topology.user
 
     def create(by: str) -> tuple[int, Secret | None, str]:
@@ -160,7 +158,6 @@ def errata3_guide_untagged_key_grants_nothing(world) -> None:
     """ERRATA-3: the guide's own setup (`preauthkeys create --user legator`, no tags) gives an agent
     node without tag:agent-runtime, which the guide's ACLs grant nothing; a key created with
     `--tags tag:agent-runtime` (the world's agents) makes them apply."""
-    from meshcert.world.topology import AgentSpec
     spec = AgentSpec(name="agent-guide", tags=())
     key = world.headscale.preauth_key((), user_id=world.user_id, expiration="1h")
     world.add_pod(spec, key)

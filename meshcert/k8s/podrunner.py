@@ -42,13 +42,13 @@ import docker
 import docker.errors
 import docker.types
 import requests
-
 from testcontainers.core.container import DockerContainer
 
-from meshcert.toolchain import progress
 from meshcert.errors import MeshcertError
 from meshcert.secrets import redact
+from meshcert.toolchain import progress
 from meshcert.world.base import tar_files
+from meshcert.world.base import Box
 
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "Pod")
 VOLUME_ROOT = "/.meshcert/volumes"  # where the pause container holds every pod volume
@@ -612,7 +612,6 @@ def run_in_world(world, template: dict, pod_name: str, *, secrets: Mapping[str, 
     pod reaches the control server as ``control``), with its run labels and names, the pause
     container from its host image. While the pod lives its containers are among the world's
     boxes, so a failing clause saves their logs with everyone else's."""
-    from meshcert.world.world import Box
 
     penv = PodEnv(world.client, world.container_name, world.labels(), world.networks[network].name, world.images["host"],
                   secrets=secrets or {}, config_maps=config_maps or {}, image_overrides=image_overrides or {},

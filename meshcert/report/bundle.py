@@ -27,8 +27,9 @@ from pathlib import Path
 
 from meshcert.errors import InputError
 from meshcert.report.catalog import default_path
-from meshcert.toolchain.paths import source_tree
 from meshcert.secrets import redact
+from meshcert.toolchain import components, engine
+from meshcert.toolchain.paths import source_tree
 
 PREFIX = "meshcert-results-"
 SUFFIX = ".tar.gz"
@@ -62,7 +63,6 @@ def meshcert_version() -> str:
 def component_versions(client=None) -> dict[str, str]:
     """Every component's version: the pinned Go tools (from meshcert/toolchain/tools/*/go.mod), meshcert, Python,
     Go and the engine. What cannot be read is "unavailable (why)", never left out."""
-    from meshcert.toolchain import components
     out: dict[str, str] = {}
     for name, comp in components.COMPONENTS.items():
         try:
@@ -77,7 +77,6 @@ def component_versions(client=None) -> dict[str, str]:
         out["go"] = f"unavailable ({type(e).__name__})"
     try:
         if client is None:
-            from meshcert.toolchain import engine
             client = engine.ensure_engine(install=False)
         v = client.version()
         out["engine"] = f"Docker {v.get('Version')} (API {v.get('ApiVersion')})"
@@ -99,7 +98,6 @@ def image_identity(client, image: str | None) -> dict:
 
 def _engine():
     try:
-        from meshcert.toolchain import engine
         return engine.ensure_engine(install=False)
     except Exception:
         return None

@@ -25,7 +25,7 @@ from pathlib import Path
 import yaml
 
 from meshcert.errors import InputError
-from meshcert.toolchain.paths import package_file, source_tree, suite_root
+from meshcert.toolchain.paths import package_file, source_tree
 
 # Report order follows the guide: connectivity types, the pre-run health check, ACLs, subnet
 # routes, direct deployments, credentials, troubleshooting, Helm values, errata, performance.

@@ -23,10 +23,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from meshcert.report.catalog import GROUPS, Clause
 from meshcert.errors import InputError
+from meshcert.report.catalog import GROUPS, Clause
 from meshcert.report.svg import latency_svg, timeline_legend_html, timeline_svg
 from meshcert.secrets import redact
+from meshcert.sut.reference.runtime import MUTANTS
 
 OUTCOMES = ("passed", "failed", "skipped")
 NO_TEST = "no test"
@@ -247,7 +248,7 @@ def _inline(text: str) -> str:
     return "".join(out)
 
 
-def _when(ts: float | None) -> str:
+def when(ts: float | None) -> str:
     if ts is None:
         return "unknown"
     return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
@@ -325,10 +326,6 @@ def _added(rows: list[dict]) -> list[dict]:
 # ----------------------------------------------------------------------------- mutants
 
 def _mutant_descriptions() -> dict[str, str]:
-    try:
-        from meshcert.sut.reference.runtime import MUTANTS
-    except Exception:  # the report never fails for want of a description
-        return {}
     return dict(MUTANTS)
 
 
@@ -465,7 +462,7 @@ def _scenario_tally(rows: list) -> str:
 def render_markdown(summary: Summary, catalog: list[Clause], extra: dict | None = None) -> str:
     t = summary.totals
     out = ["# meshcert report", "",
-           f"- Run finished: {_when(summary.finished)}",
+           f"- Run finished: {when(summary.finished)}",
            f"- Verdict: **{summary.verdict}**",
            f"- Clauses in the catalog: {t['clauses']} — passed {t['passed']}, failed {t['failed']}, "
            f"measured (reported, not asserted) {t[MEASURED]}, skipped {t['skipped']}, no test {t[NO_TEST]}, out of scope {t[OUT_OF_SCOPE]}"
@@ -663,7 +660,7 @@ def render_html(summary: Summary, catalog: list[Clause], extra: dict | None = No
          '<meta name="viewport" content="width=device-width, initial-scale=1">',
          "<title>meshcert report</title>", f"<style>{CSS}</style>", "</head>", "<body>",
          "<h1>meshcert report</h1>",
-         f'<p class="muted">Run finished {_h(_when(summary.finished))} · verdict {_verdict_badge(summary.verdict)}</p>']
+         f'<p class="muted">Run finished {_h(when(summary.finished))} · verdict {_verdict_badge(summary.verdict)}</p>']
     h += _html_not_tested(summary)
     h += ['<table class="totals"><thead><tr><th>Clauses</th><th>passed</th><th>failed</th><th>measured</th><th>skipped</th>'
           "<th>no test</th><th>out of scope</th>" + ("<th>not tested</th>" if t.get(NOT_TESTED) else "")

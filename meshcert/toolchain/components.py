@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from meshcert.toolchain import progress
 from meshcert.errors import EnvironmentProblem
+from meshcert.toolchain import progress
 from meshcert.toolchain.paths import cache_dir, cache_lock, tools_dir
 
 # tool folder -> {binary name produced by go build: name we install it under}

@@ -16,8 +16,8 @@ from pathlib import Path
 import docker
 import docker.errors
 
-from meshcert.toolchain import progress
 from meshcert.errors import EnvironmentProblem
+from meshcert.toolchain import progress
 from meshcert.toolchain.paths import cache_dir
 
 DEBIAN_PACKAGES = {

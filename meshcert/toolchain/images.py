@@ -23,8 +23,8 @@ from pathlib import Path
 
 import docker
 
-from meshcert.toolchain import components, paths, progress
 from meshcert.errors import EnvironmentProblem
+from meshcert.toolchain import components, paths, progress
 from meshcert.toolchain.paths import PACKAGE, cache_dir
 
 BASE_PACKAGES = ["python3", "ca-certificates", "iproute2", "nftables", "iptables", "procps", "tini"]

@@ -8,6 +8,8 @@ import sys
 import time
 from typing import Iterator, Sequence
 
+from meshcert.errors import EnvironmentProblem
+
 _T0 = time.monotonic()
 quiet = False
 
@@ -35,7 +37,6 @@ def run_streamed(cmd: Sequence[str], title: str, *, env: dict | None = None, cwd
 
     Output goes to ``log_path`` (or is kept in memory); on failure the tail is raised.
     """
-    from meshcert.errors import EnvironmentProblem
 
     t0 = time.monotonic()
     out = open(log_path, "w") if log_path else subprocess.PIPE
