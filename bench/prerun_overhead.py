@@ -67,7 +67,7 @@ def main() -> int:
             sut = world.sut(pod)
             # a positive control first: the peers whose denied ports we dial are up and handshaken
             wait_for(f"server:22 reachable from the SUT in {pod}",
-                     lambda: sut.connect(world.address("server"), 22, timeout_s=3).get("ok"), 30)
+                     lambda sut=sut: sut.connect(world.address("server"), 22, timeout_s=3).get("ok"), 30)
             eps = {f"{n}-{p}": ep(world, n, p, critical=False) for n, p in BLACKHOLES}
             for deadline in a.deadlines:
                 load0 = os.getloadavg()

@@ -312,14 +312,14 @@ def pod_accept_routes(world, chart: Chart) -> None:
                     router_ip = world.address(router)
                     seen = {}
 
-                    def pong() -> bool:
+                    def pong(router_ip: str = router_ip, seen: dict = seen) -> bool:
                         code, out = cp.pod.exec(SIDECAR, ["tailscale", f"--socket={cp.socket}", "ping", "--tsmp",
                                                           "-c", "1", "--timeout=2s", router_ip])
                         seen["last"] = out.strip().splitlines()[-1] if out.strip() else f"exit {code}"
                         return code == 0 and "pong from" in out
                     try:
                         wait_for(f"chart pod {cp.pod.name}: a TSMP pong from {router} ({router_ip})", pong, 30,
-                                 describe=lambda: seen.get("last", "no ping answered yet"))
+                                 describe=lambda seen=seen: seen.get("last", "no ping answered yet"))
                     except MeshcertError as err:
                         e.that(False, f"acceptRoutes false: the WireGuard session to {router} up (positive control "
                                f"on the legacy host's path)", err.message)

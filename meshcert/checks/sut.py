@@ -294,14 +294,14 @@ def type6_endpoint_forms(world, pod: str = "agent") -> None:
         eps.update({label: {"url": _url(host, 80), "critical": False} for label, host in denied.items()})
         code, ans = sut.prerun(mesh_spec(world), eps, deadline_s=3)
         got = ans.get("endpoints") or {}
-        for label, _n, host, p in forms:
+        for label, *_ in forms:
             _reported(e, f"pre-run in pod {pod}: {eps[label]['url']}", got.get(label), True)
-        for label, host in denied.items():
+        for label in denied:
             _reported(e, f"pre-run in pod {pod}: {eps[label]['url']} (ACL-denied)", got.get(label), False)
-        for label, node, host, p in forms:
+        for _label, node, host, p in forms:
             r = sut.connect(host, p, timeout_s=3)
             e.that(_banner_of(r, node, p), f"/connect in pod {pod} to {host}:{p} answered by {node}'s banner", r)
-        for label, host in denied.items():
+        for host in denied.values():
             r = sut.connect(host, 80, timeout_s=DEADLINE_S)
             e.that(r.get("ok") is False and bool(str(r.get("error") or "").strip()),
                    f"/connect in pod {pod} to {host}:80 (ACL-denied): ok false with an error", r)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import concurrent.futures
 import ipaddress
 import json
+import re
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping

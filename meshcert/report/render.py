@@ -198,7 +198,10 @@ def summary_table(summary: Summary, extra: dict | None = None) -> str:
     cols = [c for c in TABLE_COLUMNS if c not in (OUT_OF_SCOPE, MEASURED) or any(r.get(c) for _, r in rows)]
     w0 = max(len("group"), *(len(label) for label, _ in rows))
     ws = [max(len(c), 3) for c in cols]
-    line = lambda cells: "  ".join([cells[0].ljust(w0), *(str(v).rjust(w) for v, w in zip(cells[1:], ws))]).rstrip()
+
+    def line(cells: list) -> str:
+        return "  ".join([cells[0].ljust(w0), *(str(v).rjust(w) for v, w in zip(cells[1:], ws))]).rstrip()
+
     out = [line(["group", *cols]), line(["-" * w0, *("-" * w for w in ws)])]
     for label, c in rows:
         if label in ("all clauses", "chaos scenarios"):
@@ -559,7 +562,7 @@ def _md_scenarios(extra: dict | None) -> list[str]:
         replay = _md_inline_code(j["replay_file"]) if j.get("replay_file") else "–"
         out.append(f"| {_md_cell(name)} | {badge} | {_duration(j.get('duration_s'))} | "
                    f"{_md_cell(', '.join(figures) or '–')} | {replay} |")
-    for name, j, _, events in rows:
+    for name, _j, _, events in rows:
         out += ["", f"### Journal: {_md_cell(name)}", ""]
         for t, event, detail in events:
             out.append(f"- {t} **{_md_cell(event)}**" + "".join(f" {_md_inline_code(d, cell=False)}" for d in detail))

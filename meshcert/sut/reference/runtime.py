@@ -459,6 +459,8 @@ def _socks5_address(host: str) -> bytes:
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
+        ip = None
+    if ip is None:
         try:
             name = host.encode("idna")
         except UnicodeError:
