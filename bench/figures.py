@@ -179,7 +179,7 @@ def block_property() -> str:
             f"slowest first connected after {p.get('slowest_first_connect_s', '–')} s.")
     f = a.get("property_oracle_flip")
     if f:
-        text += (f" The flipped oracle rule (`tests/test_property_oracle_flip.py`) was caught at example "
+        text += (f" The flipped oracle rule (`tests/engine/test_property_oracle_flip.py`) was caught at example "
                  f"{f.get('first_failure_at')}.")
     return text
 
