@@ -77,6 +77,10 @@ def pytest_itemcollected(item: pytest.Item) -> None:
 
 
 @pytest.hookimpl(tryfirst=True)  # before -k/-m deselect: every collected item is checked
+def pytest_collection_finish(session: pytest.Session) -> None:
+    marks.dump_if_asked(session.config)  # only in a child of marks.collect_clause_tests
+
+
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
     config.stash[state.CLAUSE_TESTS_WHOLE] = marks.whole(config)
     problems = marks.problems(items, config)

@@ -1,15 +1,16 @@
 """The clause marks, collected: ``@pytest.mark.clause("<id>")`` is the one place a test is
 registered for a clause. During any session the plugin records clause -> node ids as items are
 collected (before -k/-m deselection); :func:`collect_clause_tests` runs a collect-only pytest
-in-process for the tools that need the whole map outside a session (``meshcert clauses``, the
+in a child process for the tools that need the whole map outside a session (``meshcert clauses``, the
 README's catalog block, tests/test_catalog.py)."""
 
 from __future__ import annotations
 
-import contextlib
-import io
+import json
 import os
+import subprocess
 import sys
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -72,42 +73,35 @@ def session_catalog(config: pytest.Config) -> list[Clause]:
                       whole=config.stash.get(state.CLAUSE_TESTS_WHOLE, False))
 
 
-class _Grab:
-    def __init__(self):
-        self.marked: dict[str, list[str]] = {}
+MARKS_OUT = "MESHCERT_MARKS_OUT"  # set by collect_clause_tests: the child writes its map there
 
-    @pytest.hookimpl(trylast=True)
-    def pytest_collection_finish(self, session):
-        self.marked = dict(session.config.stash.get(state.CLAUSE_TESTS, {}))
+
+def dump_if_asked(config: pytest.Config) -> None:
+    """Called by the plugin when collection finishes: in a child started by
+    :func:`collect_clause_tests`, write clause -> node ids to the file it names."""
+    out = os.environ.get(MARKS_OUT)
+    if out:
+        Path(out).write_text(json.dumps({k: list(v) for k, v in config.stash.get(state.CLAUSE_TESTS, {}).items()}))
 
 
 def collect_clause_tests(paths: Iterable[str | os.PathLike[str]] = DEFAULT_TEST_DIRS,
                          root: str | os.PathLike[str] | None = None) -> dict[str, list[str]]:
     """Clause id -> node ids of the tests marked with it, from a real collection (``pytest
-    --collect-only``, in this process) of ``paths`` (relative ones from ``root``, the suite's
-    root by default). Raises InputError when the collection fails (an import error, a mark naming an
-    unknown clause), with pytest's own words."""
+    --collect-only`` in a child process, so nothing it imports can clash with this process's
+    modules) of ``paths`` (relative ones from ``root``, the suite's root by default). Raises
+    InputError when the collection fails (an import error, a mark naming an unknown clause),
+    with pytest's own words."""
     base = Path(root) if root is not None else suite_root()
     args = [str(base / p) for p in paths if (base / p).exists()]
     if not args:
         return {}
-    grab = _Grab()
-    out = io.StringIO()
-    # The test modules are imported under their basenames (test_acl, ...): forget them and the
-    # sys.path entries the collection added, so another collection (another tree, or the
-    # session this runs in) imports its own files. meshcert's own modules stay (one copy each).
-    modules, path = set(sys.modules), list(sys.path)
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-            rc = pytest.main(["--collect-only", "-qq", "-p", "no:cacheprovider", "--rootdir", str(base), *args],
-                             plugins=[grab])
-    finally:
-        for name in set(sys.modules) - modules:
-            if name != "meshcert" and not name.startswith("meshcert."):
-                del sys.modules[name]
-        sys.path[:] = path
-    if rc not in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
-        lines = [ln.strip() for ln in out.getvalue().splitlines() if ln.strip()]
-        raise InputError(", ".join(str(p) for p in paths), "collecting the tests' clause marks failed: "
-                         + " | ".join(lines[-8:]), "fix what pytest names above")
-    return grab.marked
+    with tempfile.TemporaryDirectory(prefix="meshcert-marks-") as tmp:
+        out = Path(tmp) / "marks.json"
+        p = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-qq", "-p", "no:cacheprovider",
+                            "--rootdir", str(base), *args], cwd=base, capture_output=True, text=True,
+                           env={**os.environ, MARKS_OUT: str(out)})
+        if p.returncode not in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED) or not out.exists():
+            lines = [ln.strip() for ln in (p.stdout + p.stderr).splitlines() if ln.strip()]
+            raise InputError(", ".join(str(x) for x in paths), "collecting the tests' clause marks failed: "
+                             + " | ".join(lines[-8:]), "fix what pytest names above")
+        return json.loads(out.read_text())
