@@ -115,21 +115,35 @@ def check_reachability(world, clause: str, probes: list[Probe], *, negative_time
     positives = [p for p in probes if p.expect]
     negatives = [p for p in probes if not p.expect]
     deadline = time.monotonic() + positive_deadline
+
+    def ready(n: Probe) -> bool:  # a negative not yet dialled whose control has connected (or needs none)
+        return n not in results and (controls[n] is None or _good(controls[n], results.get(controls[n])))
+
+    def next_round() -> list[Probe]:
+        """Positives not yet good, and the negatives that are ready. A ready negative waits one
+        round while a control of another negative is being dialled (the controls connect in
+        milliseconds over a live session, a dropped negative costs its whole timeout): so the
+        negatives of a check are dialled together, one timeout in all, not one per wave. Past the
+        deadline nothing waits."""
+        pos = [p for p in positives if not _good(p, results.get(p))]
+        neg = [n for n in negatives if ready(n)]
+        unlocks = {controls[n] for n in negatives if n not in results and not ready(n)}
+        if neg and time.monotonic() < deadline and any(p in unlocks for p in pos):
+            return pos
+        return pos + neg
+
     while True:
         started = time.monotonic()
-        # positives not yet good; negatives whose control had connected before this round
-        todo = [p for p in positives if not _good(p, results.get(p))]
-        todo += [n for n in negatives if n not in results and (controls[n] is None or _good(controls[n],
-                                                                                           results.get(controls[n])))]
+        todo = next_round()
         if todo:
             _dial_round(world, todo, addr, negative_timeout, results)
         waiting = [p for p in positives if not _good(p, results.get(p))] + [n for n in negatives if n not in results]
-        ready = [n for n in negatives if n not in results and (controls[n] is None or _good(controls[n],
-                                                                                           results.get(controls[n])))]
-        if not waiting or (time.monotonic() >= deadline and not ready):
+        if not waiting or (time.monotonic() >= deadline and not any(ready(n) for n in negatives)):
             break  # past the deadline, negatives whose control connected in the last round still get their dial
-        if time.monotonic() - started < 0.5:
-            time.sleep(0.5)  # poll interval of a condition wait (a fast refusal must not spin)
+        if not any(n in negatives for n in next_round()) and time.monotonic() - started < 0.5:
+            # only retries of positives are due: the poll interval of a condition wait (a fast
+            # refusal must not spin); a round with a newly ready negative starts at once
+            time.sleep(0.5)
     # Negatives whose control never connected: one dial each all the same. A connection is a
     # violation whatever the control did (it needs no proof); no connection judges nothing.
     unjudged = [n for n in negatives if n not in results]

@@ -45,3 +45,19 @@ def test_a_denial_without_any_control_is_refused():
     # the same path proven before a change is a control
     check_reachability(CutPathsWorld(), "ROUTE-1", [Probe("agent", "database", 6379, False)],
                        proven=[("agent", "database")])
+
+
+def test_every_negative_is_dialled_in_one_round_after_the_controls():
+    """A proven negative (no control needed) is not dialled beside the controls: it waits for the
+    round of the controlled negatives, so a check pays one negative timeout, not two."""
+    w = FakeWorld()
+    probes = [*PROBES, Probe("agent", "database", 6379, False, "proven before a change")]
+    check_reachability(w, "ACL-2", probes, proven=[("agent", "database")])
+    assert w.rounds[0] == ("agent", [("server", 22)]), "the first round dials the control alone"
+    assert sorted(w.rounds[1:]) == [("agent", [("server", 80), ("database", 6379)]), ("server", [("agent", 5000)])]
+
+
+def test_only_proven_negatives_are_dialled_at_once():
+    w = FakeWorld()
+    check_reachability(w, "ACL-2", [Probe("agent", "database", 6379, False)], proven=[("agent", "database")])
+    assert w.rounds == [("agent", [("database", 6379)])]
