@@ -5,12 +5,15 @@
 - ``ci``: ``.ci/run`` on a clean clone of the checkout's HEAD (its venv is new, the Go tools
   and images are cached), with pytest's 40 slowest tests.
 
-    .venv/bin/python bench/speed.py [--checkout DIR] [--steps certify,property,ci] [--runs N]
+    .venv/bin/python bench/speed.py [--checkout DIR] [--vs DIR] [--steps certify,property,ci] [--runs N]
+                                    [--property-seed N]
 
 ``--checkout`` measures another checkout; ``--vs DIR`` measures a second checkout (the "before":
 an older commit in a worktree) in the same call, A and B runs alternating (A B A B ...) so that
 both see the same machine, with the ratio A/B taken pair by pair. Results: bench/results/speed-<date>-<commit>.{json,md}
-of THIS repo, stamped with the measured checkout's commit and the machine. Medians are quoted;
+of THIS repo, stamped with the measured checkout's commit, the machine and its load while each
+command ran (the engine and the 2 cores are shared; ``--property-seed`` runs the same examples
+in every run). Medians are quoted;
 with --runs 1 the median is the one run.
 """
 
@@ -32,11 +35,40 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import stamp  # noqa: E402
 
 
+LOADS: list[dict] = []  # the machine's load around each timed command (the engine is shared)
+
+
+def _load() -> dict:
+    """1-min load average and how many meshcert containers run on the engine (all sessions')."""
+    try:
+        load1 = float(Path("/proc/loadavg").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        load1 = None
+    try:
+        out = subprocess.run(["docker", "ps", "-q", "--filter", "name=^mc-"], capture_output=True, text=True,
+                             timeout=30).stdout
+        containers = len(out.split())
+    except (OSError, subprocess.TimeoutExpired):
+        containers = None
+    return {"load1": load1, "mc_containers": containers}
+
+
 def _timed(cmd: list[str], cwd: Path, log: Path, env: dict | None = None) -> tuple[float, int, str]:
+    before = _load()
+    samples: list[float] = []
     t0 = time.monotonic()
     with log.open("w") as f:
-        p = subprocess.run(cmd, cwd=cwd, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
-    return time.monotonic() - t0, p.returncode, log.read_text(errors="replace")
+        p = subprocess.Popen(cmd, cwd=cwd, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+        while p.poll() is None:  # the load, every 15 s while it runs
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                samples.append(_load()["load1"] or 0.0)
+    wall = time.monotonic() - t0
+    LOADS.append({"log": log.name, "before": before, "after": _load(),
+                  "load1_median": statistics.median(samples) if samples else before["load1"],
+                  "load1_max": max(samples) if samples else before["load1"]})
+    return wall, p.returncode, log.read_text(errors="replace")
 
 
 def _slowest(text: str) -> list[str]:
@@ -59,6 +91,8 @@ def main() -> int:
     ap.add_argument("--steps", default="certify,property,ci")
     ap.add_argument("--vs", type=Path, default=None, help="a second checkout (the baseline), alternated with --checkout")
     ap.add_argument("--runs", type=int, default=1, help="runs of certify and property (ci runs once)")
+    ap.add_argument("--property-seed", help="MESHCERT_PROPERTY_SEED for certify and property (the same examples "
+                                            "in every run); default: a random seed per run")
     ap.add_argument("--logs", type=Path, default=Path(tempfile.mkdtemp(prefix="meshcert-speed-")))
     args = ap.parse_args()
     co = args.checkout.resolve()
@@ -66,6 +100,9 @@ def main() -> int:
     args.logs.mkdir(parents=True, exist_ok=True)
     res: dict = {**stamp.stamp("bench/speed.py --steps " + ",".join(steps), co), "checkout": str(co), "steps": {}}
     env = {"MESHCERT_VLAN": os.environ.get("MESHCERT_VLAN", "10.20.90.0/24")}
+    if args.property_seed:
+        env["MESHCERT_PROPERTY_SEED"] = str(args.property_seed)
+        res["property_seed"] = args.property_seed
 
     checkouts = {"a": co} | ({"b": args.vs.resolve()} if args.vs else {})
     if "certify" in steps or "property" in steps:
@@ -119,6 +156,7 @@ def main() -> int:
         print(f"ci: {w:.0f} s, exit {rc}, {res['steps']['ci']['summary']}", flush=True)
         shutil.rmtree(clone, ignore_errors=True)
 
+    res["load"] = LOADS
     name = f"speed-{res['generated'][:10]}-{res['commit']}"
     stamp.RESULTS.mkdir(parents=True, exist_ok=True)
     (stamp.RESULTS / f"{name}.json").write_text(json.dumps(res, indent=2) + "\n")
@@ -134,6 +172,10 @@ def main() -> int:
         lines.append(f"| {k} | {statistics.median(walls):.0f} s | {len(walls)} | {v['exit']} | {note} | {base} | "
                      f"{vs['ratio_median']:.2f} |" if vs else
                      f"| {k} | {statistics.median(walls):.0f} s | {len(walls)} | {v['exit']} | {note} | – | – |")
+    lines += ["", "Machine load while each command ran (1-min load average on "
+              f"{res['machine'].get('cores')} cores; meshcert containers on the engine, all sessions):", ""]
+    lines += [f"- {x['log']}: load median {x['load1_median']}, max {x['load1_max']}; containers "
+              f"{x['before']['mc_containers']} before, {x['after']['mc_containers']} after" for x in LOADS]
     if "ci" in res["steps"]:
         lines += ["", "Slowest tests of the ci run:", "", "```", *res["steps"]["ci"]["slowest"], "```"]
     (stamp.RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")

@@ -4,6 +4,7 @@ check, direct mode, credentials, troubleshooting. Each check raises ClauseFailur
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import time
 from collections.abc import Callable
@@ -11,6 +12,7 @@ from contextlib import contextmanager
 
 from meshcert.checks.base import ClauseFailure
 from meshcert.secrets import MIN_RUN, Secret, describe, leaks, redact
+from meshcert.sut.client import SutClient
 from meshcert.world.topology import AGENT_TAG, AgentSpec
 
 SECRET_REF = "headscale-auth-key"
@@ -241,6 +243,16 @@ def _controls(e: "Expect", sut, pod: str, controls: list[tuple[str, str, int]]) 
     return ok
 
 
+def _connect_each(sut, targets: list[tuple[str, int, float]]) -> list[dict]:
+    """/connect to every (host, port, timeout_s) at once, each on a client of its own, results in
+    order. For dials that are expected to fail: each costs its whole timeout when the mesh drops
+    it, so one after another they cost the sum (the agent's tools dial concurrently too)."""
+    def one(t: tuple[str, int, float]) -> dict:
+        return SutClient(sut.base, name=sut.name, timeout=sut.timeout).connect(t[0], t[1], timeout_s=t[2])
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(targets))) as ex:
+        return list(ex.map(one, targets))
+
+
 def _url(host: str, port: int) -> str:
     return f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"
 
@@ -268,10 +280,10 @@ def type6_unreachable_reported_unreachable(world, pod: str = "agent") -> None:
         for n, h, p in controls:
             e.that((got.get(f"control-{n}") or {}).get("reachable") is True,
                    f"pre-run in pod {pod}: the control {n} ({h}:{p}) reachable", got.get(f"control-{n}"))
-        for n, (h, p, why) in negatives.items():
+        dialled = _connect_each(sut, [(h, p, DEADLINE_S) for h, p, _ in negatives.values()])
+        for (n, (h, p, why)), r in zip(negatives.items(), dialled):
             e.that((got.get(n) or {}).get("reachable") is False,
                    f"pre-run in pod {pod}: {n} {h}:{p} ({why}) reported unreachable", got.get(n))
-            r = sut.connect(h, p, timeout_s=DEADLINE_S)
             e.that(r.get("ok") is False and bool(str(r.get("error") or "").strip()),
                    f"/connect in pod {pod} to {n} {h}:{p} ({why}): ok false with an error", r)
 
@@ -301,8 +313,7 @@ def type6_endpoint_forms(world, pod: str = "agent") -> None:
         for _label, node, host, p in forms:
             r = sut.connect(host, p, timeout_s=3)
             e.that(_banner_of(r, node, p), f"/connect in pod {pod} to {host}:{p} answered by {node}'s banner", r)
-        for host in denied.values():
-            r = sut.connect(host, 80, timeout_s=DEADLINE_S)
+        for host, r in zip(denied.values(), _connect_each(sut, [(h, 80, DEADLINE_S) for h in denied.values()])):
             e.that(r.get("ok") is False and bool(str(r.get("error") or "").strip()),
                    f"/connect in pod {pod} to {host}:80 (ACL-denied): ok false with an error", r)
 
