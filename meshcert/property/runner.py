@@ -135,6 +135,7 @@ class Runner:
     denials_judged: int = 0     # denied pairs dialled after a positive control between the same nodes
     denials_unjudged: int = 0   # denied pairs whose WireGuard control never answered (see probe())
     slowest_handshake_s: float = 0.0  # the latest an allowed pair first connected (after_s of a retried pair)
+    connect_ms_max: float = 0.0  # the slowest connect of an allowed pair at its first dial (a live session)
 
     def __repr__(self) -> str:  # Hypothesis prints the test's arguments: keep it to one line
         return f"Runner(oracle={getattr(self.oracle, '__name__', self.oracle)}, seed={self.seed})"
@@ -146,6 +147,12 @@ class Runner:
         for k, v in outcome.seconds.items():
             self.phases.setdefault(k, []).append(v)
         retried = [p for p, o in outcome.observations.items() if o.attempts > 1]
+        # connect latency of the allowed pairs that connected at their first dial (a live session):
+        # what the negative timeout (model.NEGATIVE_TIMEOUT) must stay far above
+        first_ms = [o.latency_ms for p, o in outcome.observations.items()
+                    if outcome.verdicts[p].allowed and o.attempts == 1 and o.reached(p) and o.latency_ms is not None]
+        if first_ms:
+            self.connect_ms_max = max(self.connect_ms_max, max(first_ms))
         if self.log_path:
             with open(self.log_path, "a") as f:
                 f.write(json.dumps({"n": self.examples, "seconds": {k: round(v, 2) for k, v in outcome.seconds.items()},
@@ -153,6 +160,7 @@ class Runner:
                                     "accept_routes": outcome.accept_routes,
                                     "retried": {str(p): [o.attempts, o.after_s, o.describe()] for p, o in
                                                 ((p, outcome.observations[p]) for p in retried)},
+                                    "connect_ms_max": max(first_ms) if first_ms else None,
                                     "differences": [str(d) for d in outcome.differences]}) + "\n")
         for p, o in outcome.observations.items():
             if not outcome.verdicts[p].allowed:
@@ -191,4 +199,5 @@ class Runner:
                 "recovered_on_retry": self.recovered_pairs,
                 "denials_judged_live": self.denials_judged, "denials_unjudged": self.denials_unjudged,
                 "slowest_first_connect_s": self.slowest_handshake_s,
+                "connect_ms_max": round(self.connect_ms_max, 1),
                 "replay": os.fspath(self.replay_path) if self.replay_path else None}

@@ -182,6 +182,36 @@ class NodeAPI:
     def status(self) -> dict:
         return self.localapi("status")
 
+    def tsmp_ping(self, ip: str, timeout: float) -> str | None:
+        """One TSMP ping through tailscaled's LocalAPI (the call `tailscale ping --tsmp -c 1` makes):
+        None when the peer answered, else what was seen."""
+        try:
+            r = self.session.post(f"{self.base}/localapi/v0/ping", params={"ip": ip, "type": "TSMP"},
+                                  headers={"X-Meshcert-Timeout": f"{timeout:g}"}, timeout=timeout + 10)
+        except requests.RequestException as e:
+            return brief_error(e)
+        if r.status_code != 200:
+            return f"HTTP {r.status_code}: {r.text.strip()[:200]}"
+        try:
+            err = (r.json() or {}).get("Err") or ""
+        except ValueError:
+            return f"HTTP 200 without JSON: {r.text.strip()[:200]}"
+        return None if not err else err
+
+    def edit_prefs(self, masked: dict) -> dict:
+        """PATCH the LocalAPI prefs (the EditPrefs call `tailscale set` makes); the prefs now held."""
+        r = self.session.patch(f"{self.base}/localapi/v0/prefs", json=masked, timeout=15)
+        if r.status_code != 200:
+            raise WorldError(f"{self.name}: LocalAPI PATCH prefs {sorted(masked)} answered {r.status_code}: "
+                             f"{r.text[:200]}")
+        return r.json()
+
+    def routes(self, addrs: list[str]) -> dict[str, str]:
+        """``ip -4 -o route get`` of each address, in the agent's network namespace."""
+        r = self.session.post(self.base + "/routes", json={"addrs": addrs}, timeout=15)
+        r.raise_for_status()
+        return r.json()["routes"]
+
     def filter_rules(self) -> list:
         return self.localapi("debug-packet-filter-rules") or []
 

@@ -85,8 +85,10 @@ class Headscale:
         self.cli("preauthkeys", "expire", "--id", str(self.key_ids[key.reveal()]))
 
     def set_policy_text(self, text: str) -> None:
-        self.box.put({"/tmp/meshcert-policy.hujson": (text.encode(), 0o600)})
-        code, out = self.box.exec(["headscale", "policy", "set", "-f", "/tmp/meshcert-policy.hujson"])
+        # one exec, the policy its argument (a policy holds no secret), instead of a copy (put_archive
+        # measured 0.4 s median on the loaded engine) and an exec
+        code, out = self.box.exec(["sh", "-c", 'umask 077 && printf "%s" "$1" > /tmp/meshcert-policy.hujson && '
+                                   'exec headscale policy set -f /tmp/meshcert-policy.hujson', "sh", text])
         if code != 0:
             raise WorldError(f"headscale rejected the policy: {out.strip()[-800:]}",
                              "fix the policy (run `headscale policy check` semantics: tags need tagOwners, users end in @)")
@@ -172,6 +174,14 @@ unix_socket: /var/run/headscale/headscale.sock
 unix_socket_permission: "0770"
 logtail:
   enabled: false
+tuning:
+  # headscale batches node-store writes (default 500 ms) and map updates to the nodes (default
+  # 800 ms) on tickers, so every policy, route or registration change waited up to 1.3 s for
+  # them (measured: policy set to every packet filter 1.2 s -> 0.7 s, a route approval off and on
+  # 3.2 s -> 1.2 s, the world's joins 12 s -> 7 s). 50 ms is what headscale's own server tests
+  # use (hscontrol/servertest); what is sent is the same, only sooner.
+  batch_change_delay: 50ms
+  node_store_batch_timeout: 50ms
 taildrop:
   enabled: false
 """

@@ -64,7 +64,9 @@ class TailnetNode:
             return f"unavailable ({e})"
 
     def set_accept_routes(self, on: bool) -> None:
-        self.tailscale("set", f"--accept-routes={'true' if on else 'false'}")
+        # `tailscale set --accept-routes` as the LocalAPI call the CLI makes (EditPrefs), through
+        # the node agent: one HTTP request instead of a docker exec
+        self.api.edit_prefs({"RouteAll": on, "RouteAllSet": True})
         self.accept_routes = on
         wait_for(f"{self.name} prefs RouteAll={on}",
                  lambda: self.api.localapi("prefs").get("RouteAll") is on, 15,

@@ -398,10 +398,14 @@ class World:
                     if ports.get("First") == port and ports.get("Last") == port:
                         return True
             return False
-        for node in self.nodes.values():
-            wait_for(f"policy v{self.policy_version} in {node.name}'s packet filter", lambda n=node: has(n), timeout,
-                     describe=lambda n=node: f"{len(n.api.filter_rules())} packet filter rule(s), none for the "
-                                             f"policy's sentinel port {port}")
+        # every node at once, polled every 50 ms: the filter lands within one of headscale's
+        # batches (tuning.batch_change_delay, 50 ms) and the wait should end when it does
+        nodes = list(self.nodes.values())
+        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(nodes))) as ex:
+            list(ex.map(lambda n: wait_for(f"policy v{self.policy_version} in {n.name}'s packet filter",
+                                           lambda: has(n), timeout, interval=0.05,
+                                           describe=lambda: f"{len(n.api.filter_rules())} packet filter rule(s), "
+                                                            f"none for the policy's sentinel port {port}"), nodes))
 
     # ---------------------------------------------------------------- mesh state
     def _wait_mesh(self, timeout: float = 60) -> None:
@@ -475,10 +479,7 @@ class World:
         before its packet filter (tailscale v1.102 net/tstun/wrap.go handles TSMP ahead of
         filter.RunIn), so a pong proves the session between the two nodes is up whatever the
         ACL says: the positive control a denial on that path is judged after."""
-        code, out = self.nodes[src].ts_box.exec(["tailscale", "ping", "--tsmp", "-c", "1",
-                                                 f"--timeout={timeout:g}s", peer_ip])
-        text = out.strip()
-        return None if code == 0 and "pong from" in text else (text.splitlines()[-1] if text else f"exit {code}")
+        return self.nodes[src].api.tsmp_ping(peer_ip, timeout)  # the LocalAPI call the CLI makes
 
     def set_route_approval(self, router: str, cidrs: Iterable[str]) -> None:
         """Approve exactly ``cidrs`` for ``router`` (empty: none) and wait until accepting nodes see it."""
