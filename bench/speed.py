@@ -55,7 +55,7 @@ def _load() -> dict:
 
 def _timed(cmd: list[str], cwd: Path, log: Path, env: dict | None = None) -> tuple[float, int, str]:
     before = _load()
-    samples: list[float] = []
+    samples: list[dict] = []
     t0 = time.monotonic()
     with log.open("w") as f:
         p = subprocess.Popen(cmd, cwd=cwd, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
@@ -63,11 +63,12 @@ def _timed(cmd: list[str], cwd: Path, log: Path, env: dict | None = None) -> tup
             try:
                 p.wait(timeout=15)
             except subprocess.TimeoutExpired:
-                samples.append(_load()["load1"] or 0.0)
+                samples.append(_load())
     wall = time.monotonic() - t0
+    loads = [x["load1"] or 0.0 for x in samples] or [before["load1"] or 0.0]
     LOADS.append({"log": log.name, "before": before, "after": _load(),
-                  "load1_median": statistics.median(samples) if samples else before["load1"],
-                  "load1_max": max(samples) if samples else before["load1"]})
+                  "load1_median": round(statistics.median(loads), 2), "load1_max": max(loads),
+                  "mc_containers_max": max((x["mc_containers"] or 0 for x in samples), default=None)})
     return wall, p.returncode, log.read_text(errors="replace")
 
 
@@ -174,8 +175,9 @@ def main() -> int:
                      f"| {k} | {statistics.median(walls):.0f} s | {len(walls)} | {v['exit']} | {note} | – | – |")
     lines += ["", "Machine load while each command ran (1-min load average on "
               f"{res['machine'].get('cores')} cores; meshcert containers on the engine, all sessions):", ""]
-    lines += [f"- {x['log']}: load median {x['load1_median']}, max {x['load1_max']}; containers "
-              f"{x['before']['mc_containers']} before, {x['after']['mc_containers']} after" for x in LOADS]
+    lines += [f"- {x['log']}: load median {x['load1_median']}, max {x['load1_max']}; meshcert containers "
+              f"{x['before']['mc_containers']} before, up to {x['mc_containers_max']} during, "
+              f"{x['after']['mc_containers']} after" for x in LOADS]
     if "ci" in res["steps"]:
         lines += ["", "Slowest tests of the ci run:", "", "```", *res["steps"]["ci"]["slowest"], "```"]
     (stamp.RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
