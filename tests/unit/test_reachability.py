@@ -50,7 +50,7 @@ def test_a_denial_without_any_control_is_refused():
 def test_every_negative_is_dialled_in_one_round_after_the_controls():
     """A proven negative (no control needed) is not dialled beside the controls: it waits for the
     round of the controlled negatives, so a check pays one negative timeout, not two."""
-    w = FakeWorld()
+    w = CutPathsWorld()
     probes = [*PROBES, Probe("agent", "database", 6379, False, "proven before a change")]
     check_reachability(w, "ACL-2", probes, proven=[("agent", "database")])
     assert w.rounds[0] == ("agent", [("server", 22)]), "the first round dials the control alone"
@@ -58,6 +58,6 @@ def test_every_negative_is_dialled_in_one_round_after_the_controls():
 
 
 def test_only_proven_negatives_are_dialled_at_once():
-    w = FakeWorld()
+    w = CutPathsWorld()
     check_reachability(w, "ACL-2", [Probe("agent", "database", 6379, False)], proven=[("agent", "database")])
     assert w.rounds == [("agent", [("database", 6379)])]
