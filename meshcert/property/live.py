@@ -330,8 +330,8 @@ def probe(world, pairs: list[Pair], expect: Mapping[Pair, bool], *, timeout: flo
     connected -- their WireGuard session is then up, so a handshake still in flight cannot pass
     for a denial. One whose control never connects is not dialled (the control is a difference
     already). A denied pair the example allows nothing between is dialled in the round after the
-    allowed pairs', once its WireGuard control (:func:`wireguard_controls`) answered or showed there is no
-    tailnet path at all; one whose control never answered is still dialled (a connection is a
+    allowed pairs', once its WireGuard control (:func:`wireguard_controls`) answered or showed
+    there is no tailnet path at all; one whose control never answered is still dialled (a connection is a
     difference) but marked unjudged (``Observation.judged``) and counted in the test's figures.
     """
     addr = {d: world.address(d) for d in {p.dst for p in pairs}}
