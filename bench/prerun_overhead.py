@@ -25,8 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from meshcert.toolchain import progress  # noqa: E402
 from meshcert.checks.sut import BLACKHOLES, ep, mesh_spec  # noqa: E402
+from meshcert.toolchain import progress  # noqa: E402
 from meshcert.world import World, wait_for  # noqa: E402
 from meshcert.world.topology import guide_topology  # noqa: E402
 
@@ -97,7 +97,7 @@ def main() -> int:
     stem = f"prerun-overhead-{time.strftime('%Y-%m-%d', time.gmtime())}-{result['commit']}"
     (out_dir / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
     m = result["machine"]
-    lines = [f"# Pre-run overhead beyond its deadline (all endpoints blackholed)", "",
+    lines = ["# Pre-run overhead beyond its deadline (all endpoints blackholed)", "",
              f"{result['when']}, commit {result['commit']}, {m['cores']} cores, {m['memory_gib']} GiB, "
              f"kernel {m['kernel']}; {a.runs} pre-runs per row, {len(eps)} endpoints each, mesh mode, "
              f"timed from the host as the checks time them. Written by `bench/prerun_overhead.py`.", "",

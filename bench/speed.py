@@ -34,7 +34,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import stamp  # noqa: E402
 
-
 LOADS: list[dict] = []  # the machine's load around each timed command (the engine is shared)
 
 

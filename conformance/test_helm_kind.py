@@ -8,8 +8,8 @@ marked ``kind`` with one reason, before any fixture (no world is built for it).
 
 import pytest
 
-from meshcert.k8s import kind
 from meshcert.checks import helm_pod
+from meshcert.k8s import kind
 from meshcert.k8s.chart import REFERENCE_CHART, Chart
 
 pytestmark = [pytest.mark.kind, pytest.mark.engine, pytest.mark.slow]

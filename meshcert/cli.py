@@ -19,7 +19,7 @@ from meshcert.replay.faults_schema import FAULT_KINDS
 from meshcert.replay.model import load_replay
 from meshcert.report.bundle import read_bundle, write_bundle
 from meshcert.report.catalog import load_catalog, parse_catalog, with_tests
-from meshcert.report.render import NOT_TESTED, when, load_results, summarize, summary_table, write_report
+from meshcert.report.render import NOT_TESTED, load_results, summarize, summary_table, when, write_report
 from meshcert.secrets import redact
 from meshcert.spec import load_spec
 from meshcert.sut.client import SutNotTestable, require_image

@@ -13,10 +13,10 @@ import contextlib
 import json
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from meshcert.chaos.faults import FAULTS, Undo, resolve
 from meshcert.checks.base import ClauseFailure, Probe, check_reachability
@@ -28,7 +28,6 @@ from meshcert.replay.model import Replay, ReplayProbe, save_replay
 from meshcert.secrets import redact
 from meshcert.world.extra import netns_heal
 from meshcert.world.topology import Topology
-
 
 # ------------------------------------------------------------------------------------ pre-run expectations
 

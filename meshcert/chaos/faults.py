@@ -12,9 +12,9 @@ A handler takes ``(world, fault)`` and returns the fault's undo.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from meshcert.errors import InputError
 from meshcert.property.live import resolve as resolve_replay

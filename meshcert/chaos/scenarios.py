@@ -14,7 +14,7 @@ from meshcert.chaos.experiment import scenario
 from meshcert.checks import acl
 from meshcert.checks.base import Probe, check_reachability
 from meshcert.checks.perf import _peer, measure
-from meshcert.checks.sut import (BOUND_DEADLINE_S, DEADLINE_S, LOCALAPI_BOUND_S, clause, ep, mesh_spec, prerun_bound)
+from meshcert.checks.sut import BOUND_DEADLINE_S, DEADLINE_S, LOCALAPI_BOUND_S, clause, ep, mesh_spec, prerun_bound
 from meshcert.world import WorldError, wait_for
 from meshcert.world.extra import BLOCK_UDP
 from meshcert.world.topology import AGENT_TAG, AgentSpec

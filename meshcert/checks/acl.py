@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from meshcert.world.topology import AGENT_TAG, DB_TAG, SERVER_TAG
 from meshcert.checks.base import Probe, check_reachability, pair
+from meshcert.world.topology import AGENT_TAG, DB_TAG, SERVER_TAG
 
 # The guide: tag:agent-runtime -> tag:managed-servers:22 and tag:managed-databases:5432,3306.
 GUIDE_GRANTS = {SERVER_TAG: (22,), DB_TAG: (5432, 3306)}

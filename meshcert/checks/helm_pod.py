@@ -17,9 +17,10 @@ import json
 import os
 import secrets as pysecrets
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 from meshcert.checks.sut import clause
 from meshcert.errors import MeshcertError

@@ -16,17 +16,32 @@ from __future__ import annotations
 
 import os
 import secrets as pysecrets
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import urlsplit
 
 import yaml
 
 from meshcert.checks.sut import Expect, clause
-from meshcert.k8s.chart import (DEFAULT_SOCKET, SIDECAR, SOCKET_DIR, Chart, ChartError, Manifests, describe,
-                                env_item, guide_values, literal_env, mount_for, runs_tailscale, setting,
-                                socket_path, truthy, userspace)
+from meshcert.k8s.chart import (
+    DEFAULT_SOCKET,
+    SIDECAR,
+    SOCKET_DIR,
+    Chart,
+    ChartError,
+    Manifests,
+    describe,
+    env_item,
+    guide_values,
+    literal_env,
+    mount_for,
+    runs_tailscale,
+    setting,
+    socket_path,
+    truthy,
+    userspace,
+)
 from meshcert.secrets import KEY_SHAPES, redact
 
 PROXY_ENV = ("SUT_PROXY", "ALL_PROXY", "all_proxy", "HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")

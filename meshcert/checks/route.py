@@ -3,7 +3,7 @@ accepted (acceptRoutes) -- each of the three its own case."""
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from meshcert.checks.base import Probe, check_reachability
 

@@ -227,7 +227,7 @@ def _banner_of(r: dict, node: str, port: int) -> bool:
     return bool(r.get("ok")) and f"host={node} port={port}" in (r.get("banner") or "")
 
 
-def _controls(e: "Expect", sut, pod: str, controls: list[tuple[str, str, int]]) -> bool:
+def _controls(e: Expect, sut, pod: str, controls: list[tuple[str, str, int]]) -> bool:
     """Positive controls through the SUT's own data path in ``pod``: /connect to (label host, address,
     port) until the target's banner answers or POSITIVE_WAIT_S passes. False if one never did."""
     ok = True
@@ -404,7 +404,7 @@ def health2_concurrent_deadlines(world, pod: str = "agent") -> None:
                 _reported(e, f"{name} (blackholed)", got.get(name), False)
 
 
-def _reported(e: "Expect", label: str, res, reachable: bool) -> None:
+def _reported(e: Expect, label: str, res, reachable: bool) -> None:
     """One endpoint's result: reachable with latency_ms a number >= 0, or unreachable with a
     non-empty error."""
     res = res if isinstance(res, dict) else {}

@@ -27,12 +27,11 @@ from typing import Any
 
 import yaml
 
-from meshcert.toolchain.paths import charts_dir
 from meshcert.errors import MeshcertError
 from meshcert.k8s.podrunner import WORKLOAD_KINDS, PodRunError, expand, pod_template
 from meshcert.secrets import redact
 from meshcert.toolchain import components
-from meshcert.toolchain.paths import cache_dir
+from meshcert.toolchain.paths import cache_dir, charts_dir
 
 # helm reads a chart from a folder: meshcert is installed as files (pip install / -e), never
 # zipped, so the package's Traversable is a real path.

@@ -26,18 +26,19 @@ import ipaddress
 import os
 import socket
 import subprocess
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import docker
 import docker.errors
 import yaml
 
-from meshcert.toolchain.paths import charts_dir
 from meshcert.errors import EnvironmentProblem
 from meshcert.secrets import redact
 from meshcert.toolchain.components import COMPONENTS
+from meshcert.toolchain.paths import charts_dir
 
 # kind reads its configuration from a file: meshcert is installed as files, never zipped.
 KIND_CONFIG = charts_dir() / "kind-config.yaml"
@@ -219,7 +220,7 @@ class KindCluster:
             raise EnvironmentProblem(f"kind {args[0]}", r.stderr.strip()[-800:] or f"exit {r.returncode}")
         return r.stdout
 
-    def create(self) -> "KindCluster":
+    def create(self) -> KindCluster:
         self._kind("create", "cluster", "--name", self.name, "--config", str(self.config), "--image", self.node_image,
                    "--wait", "180s")
         return self

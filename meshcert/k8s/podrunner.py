@@ -35,8 +35,9 @@ import re
 import shlex
 import socket
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import docker
 import docker.errors
@@ -47,8 +48,7 @@ from testcontainers.core.container import DockerContainer
 from meshcert.errors import MeshcertError
 from meshcert.secrets import redact
 from meshcert.toolchain import progress
-from meshcert.world.base import tar_files
-from meshcert.world.base import Box
+from meshcert.world.base import Box, tar_files
 
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "Pod")
 VOLUME_ROOT = "/.meshcert/volumes"  # where the pause container holds every pod volume
@@ -316,7 +316,7 @@ class RunningPod:
                 progress.say(f"pod {self.name}: could not remove volume {v.name}: {e}")
         return counts
 
-    def __enter__(self) -> "RunningPod":
+    def __enter__(self) -> RunningPod:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -10,9 +10,16 @@ Any checkout of the package runs the suite the same way.
 """
 
 from meshcert.plugin.fixtures import clause_results, report_dir, report_extra, steady_world, world
-from meshcert.plugin.hooks import (pytest_addoption, pytest_collection_finish, pytest_collection_modifyitems,
-                                   pytest_configure, pytest_itemcollected, pytest_runtest_makereport,
-                                   pytest_sessionfinish, pytest_sessionfinish_no_secret_in_outputs)
+from meshcert.plugin.hooks import (
+                                   pytest_addoption,
+                                   pytest_collection_finish,
+                                   pytest_collection_modifyitems,
+                                   pytest_configure,
+                                   pytest_itemcollected,
+                                   pytest_runtest_makereport,
+                                   pytest_sessionfinish,
+                                   pytest_sessionfinish_no_secret_in_outputs,
+)
 
 __all__ = ["clause_results", "report_dir", "report_extra", "steady_world", "world", "pytest_addoption",
            "pytest_collection_finish", "pytest_collection_modifyitems", "pytest_configure", "pytest_itemcollected",

@@ -37,11 +37,18 @@ from typing import Any
 from meshcert.checks.base import BANNER
 from meshcert.errors import InputError
 from meshcert.policy import parse_policy
-from meshcert.property.model import (NEGATIVE_TIMEOUT, RETRY_TIMEOUT, RETRY_WINDOW, SYMBOL, TAILNET_V4, Example, Pair,
-                                     RouteSettings)
+from meshcert.property.model import (
+    NEGATIVE_TIMEOUT,
+    RETRY_TIMEOUT,
+    RETRY_WINDOW,
+    SYMBOL,
+    TAILNET_V4,
+    Example,
+    Pair,
+    RouteSettings,
+)
 from meshcert.property.oracle import Host, Node
 from meshcert.world.base import WorldError, wait_for
-
 
 # ------------------------------------------------------------------------------------ symbols
 

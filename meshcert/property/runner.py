@@ -25,8 +25,16 @@ from hypothesis.control import current_build_context
 from meshcert.errors import InputError
 from meshcert.policy import parse_policy
 from meshcert.property.live import Applied, Observation, apply_example, live_nodes, probe
-from meshcert.property.model import (NEGATIVE_TIMEOUT, RETRY_WINDOW, Difference, Example, Outcome, Pair, Shape,
-                                     probe_matrix)
+from meshcert.property.model import (
+    NEGATIVE_TIMEOUT,
+    RETRY_WINDOW,
+    Difference,
+    Example,
+    Outcome,
+    Pair,
+    Shape,
+    probe_matrix,
+)
 from meshcert.property.oracle import Oracle, Verdict
 from meshcert.replay.model import Replay, save_replay
 

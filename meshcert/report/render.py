@@ -254,7 +254,7 @@ def _inline(text: str) -> str:
 def when(ts: float | None) -> str:
     if ts is None:
         return "unknown"
-    return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _secs(v) -> str:

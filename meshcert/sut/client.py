@@ -13,8 +13,8 @@ from typing import Any
 import requests
 
 from meshcert.errors import InputError, MeshcertError
-from meshcert.secrets import redact
 from meshcert.observed import brief_error, log_tail
+from meshcert.secrets import redact
 
 PRERUN_KEYS = {"type": str, "ready": bool, "message": str, "endpoints": dict, "logs": list, "agent_context": list}
 ENDPOINT_KEYS = {"reachable": bool}

@@ -100,7 +100,7 @@ def ensure_engine(install: bool = True) -> docker.DockerClient:
             deadline = time.monotonic() + 90
             while (c := _ping()) is None:
                 if time.monotonic() > deadline:
-                    raise EnvironmentProblem("Docker engine", f"dockerd did not answer within 90 s",
+                    raise EnvironmentProblem("Docker engine", "dockerd did not answer within 90 s",
                                              f"read {cache_dir() / 'dockerd.log'}")
                 time.sleep(0.5)
     elif install:

@@ -6,7 +6,7 @@ import contextlib
 import subprocess
 import sys
 import time
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 from meshcert.errors import EnvironmentProblem
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import io
 import tarfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import docker
 import docker.errors
@@ -45,7 +46,7 @@ def http_state(url: str, timeout: float = 2.0, **kw: Any) -> str:
         s.close()
 
 
-def container_state(box: "Box", lines: int = 5) -> str:
+def container_state(box: Box, lines: int = 5) -> str:
     """A container's state and the last lines of its log, labelled as such (its log may be a
     tool's usage text: that is what the container printed, not what we observed of the service)."""
     try:

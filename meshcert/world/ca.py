@@ -20,7 +20,7 @@ class Certs:
 
 
 def make_certs(run_id: str, names: list[str]) -> Certs:
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"meshcert run {run_id} CA")])
     ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)

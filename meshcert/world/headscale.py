@@ -11,7 +11,8 @@ from __future__ import annotations
 import http.client
 import json
 import ssl
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from meshcert.secrets import Secret, redact
 from meshcert.world.base import Box, Launcher, WorldError, brief_error

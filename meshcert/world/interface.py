@@ -11,9 +11,10 @@ must be a member here, and every member here must exist on World."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Protocol
 
 from meshcert.secrets import Secret
 from meshcert.sut.client import SutClient

@@ -16,8 +16,8 @@ import time
 
 import docker
 
-from meshcert.toolchain import progress
 from meshcert.errors import EnvironmentProblem
+from meshcert.toolchain import progress
 from meshcert.toolchain.paths import cache_dir
 from meshcert.world import labels as lbl
 from meshcert.world.base import NodeAPI, http_state, wait_for

@@ -156,7 +156,7 @@ class _API(BaseHTTPRequestHandler):
         try:
             timeout = float(self.headers.get("X-Meshcert-Timeout", "5"))
             code, out = localapi(method, self.path, body if body else None, timeout)
-        except (TimeoutError, socket.timeout) as e:
+        except TimeoutError as e:
             self._send(504, json.dumps({"error": f"localapi: timed out after {timeout:g} s ({e})"}).encode())
             return
         except (OSError, ValueError) as e:

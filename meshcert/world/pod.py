@@ -7,8 +7,8 @@ This module starts the pause + sidecar + probe set (``start_pod``) and the SUT c
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from meshcert.secrets import Secret
 from meshcert.world.base import Box, Launcher

@@ -15,14 +15,14 @@ import json
 import os
 import secrets as pysecrets
 import time
+from collections.abc import Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import docker
 import docker.errors
-
 from testcontainers.core.container import DockerContainer
 
 from meshcert.policy import parse_policy
@@ -30,20 +30,37 @@ from meshcert.secrets import Secret, redact
 from meshcert.sut.client import SutClient, require_image, wait_serving
 from meshcert.toolchain import engine, images, progress
 from meshcert.world import labels as lbl
+
 # Names re-exported for callers that still import them from meshcert.world.world (checks/helm.py,
 # k8s/podrunner.py, tests/test_wait_for.py, tests/test_chart_variants.py); their home is base.py.
-from meshcert.world.base import (NODE_API, Box, NodeAPI, WorldError, brief_error, container_state,  # noqa: F401
-                                 http_state, log_tail, tar_files, wait_for)
+from meshcert.world.base import (  # noqa: F401
+    NODE_API,
+    Box,
+    NodeAPI,
+    WorldError,
+    brief_error,
+    container_state,
+    http_state,
+    log_tail,
+    tar_files,
+    wait_for,
+)
 from meshcert.world.ca import make_certs
-from meshcert.world.headscale import (CONTROL_ALIAS, HEADSCALE_ALIAS, HEADSCALE_PORT, MAGIC_DNS_BASE,  # noqa: F401
-                                      Headscale, login_server, start_headscale)
+from meshcert.world.headscale import (  # noqa: F401
+    CONTROL_ALIAS,
+    HEADSCALE_ALIAS,
+    HEADSCALE_PORT,
+    MAGIC_DNS_BASE,
+    Headscale,
+    login_server,
+    start_headscale,
+)
 from meshcert.world.host import start_host
 from meshcert.world.isolation import check_isolation
 from meshcert.world.node import TS_SOCKET, TailnetNode, join, start_node
 from meshcert.world.pod import SECRET_PATH, Pod, start_pod, start_sut_container
 from meshcert.world.topology import AgentSpec, NodeSpec, Topology, guide_topology
 from meshcert.world.toxiproxy import TOXI_API, Toxiproxy, start_toxiproxy
-
 
 SENTINEL_SRC = "192.0.2.1/32"  # TEST-NET-1: never a packet, only a marker in the policy
 SENTINEL_PORTS = (64600, 65000)
@@ -124,7 +141,7 @@ class World:
         self.boxes[role] = box
         return box
 
-    def start(self) -> "World":
+    def start(self) -> World:
         t0 = time.monotonic()
         self.client = engine.ensure_engine()
         lbl.sweep(self.client)

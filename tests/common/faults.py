@@ -20,9 +20,8 @@ killed, with the reason.
 from __future__ import annotations
 
 import importlib
-
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import pytest
 

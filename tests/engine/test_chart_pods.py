@@ -14,8 +14,8 @@ from meshcert.checks import helm_pod as hp
 from meshcert.k8s import chart as h
 from meshcert.k8s import podrunner
 from meshcert.k8s.chartpatch import load_variants, variant_chart
-from meshcert.world.base import wait_for
 from meshcert.world import labels as lbl
+from meshcert.world.base import wait_for
 from tests.common.faults import aims_at
 
 # fixtures/ at the checkout's root, wherever this file sits below it

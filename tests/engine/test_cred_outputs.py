@@ -5,8 +5,8 @@ also scans its whole report folder at its end: meshcert.plugin.pytest_sessionfin
 
 import pytest
 
-from meshcert.report.catalog import load_catalog
 from meshcert.checks import ClauseFailure, sut
+from meshcert.report.catalog import load_catalog
 from meshcert.report.render import write_report
 from meshcert.secrets import leaks, scan_files
 

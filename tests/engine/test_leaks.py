@@ -10,7 +10,6 @@ import pytest
 
 from meshcert.toolchain import engine
 from meshcert.world import labels
-
 from tests.common.engine import free_vlan
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]

@@ -8,9 +8,9 @@ import tarfile
 
 import pytest
 
+from meshcert.errors import InputError
 from meshcert.report import bundle
 from meshcert.report.bundle import read_bundle, write_bundle
-from meshcert.errors import InputError
 from meshcert.secrets import register
 
 KEY = "hskey-auth-Zm9vYmFyYmF6cXV4MTIz"

@@ -7,10 +7,19 @@ from pathlib import Path
 
 import pytest
 
-from meshcert.plugin.marks import collect_clause_tests
-from meshcert.report.catalog import (DEFAULT_TEST_DIRS, GROUPS, Clause, drift, gaps, load_catalog, misquoted, parse_catalog,
-                                     with_tests)
 from meshcert.errors import InputError
+from meshcert.plugin.marks import collect_clause_tests
+from meshcert.report.catalog import (
+    DEFAULT_TEST_DIRS,
+    GROUPS,
+    Clause,
+    drift,
+    gaps,
+    load_catalog,
+    misquoted,
+    parse_catalog,
+    with_tests,
+)
 
 REPO = Path(__file__).resolve().parents[2]  # this checkout (the tests do not ship)
 

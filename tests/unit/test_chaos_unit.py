@@ -12,7 +12,6 @@ from meshcert.errors import InputError
 from meshcert.replay.faults_schema import FAULT_KINDS, validate_fault
 from tests.common.fakeworld import FakeWorld
 
-
 GOOD = {"ready": False, "message": "not ready: sidecar BackendState is NeedsLogin",
         "sidecar": {"ready": False, "detail": "BackendState is NeedsLogin"},
         "endpoints": {"ssh": {"reachable": False}, "db": {"reachable": True}},

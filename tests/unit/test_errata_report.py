@@ -4,9 +4,9 @@ and their working equivalents; a report that leaves the erratum out fails ERRATA
 
 import pytest
 
-from meshcert.report import render as report
 from meshcert.checks import ClauseFailure
 from meshcert.checks import world_clauses as wc
+from meshcert.report import render as report
 
 
 class LogsOnly:

@@ -7,11 +7,11 @@ import base64
 import pytest
 import yaml
 
-from meshcert.k8s import kind
 from meshcert.checks.helm_pod import CA_CONFIGMAP
 from meshcert.k8s import chart as h
-from meshcert.toolchain.components import COMPONENTS
+from meshcert.k8s import kind
 from meshcert.secrets import Secret, redact
+from meshcert.toolchain.components import COMPONENTS
 
 
 def test_the_repo_kind_config_is_valid():

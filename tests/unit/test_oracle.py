@@ -5,8 +5,8 @@ from dataclasses import replace
 import pytest
 
 from meshcert.errors import InputError
-from meshcert.property.oracle import Host, Node, Oracle, Verdict
 from meshcert.policy import guide_policy, parse_policy, with_host, with_rule, without_rule
+from meshcert.property.oracle import Host, Node, Oracle, Verdict
 
 AGENT = Node(
     "agent",

@@ -5,7 +5,19 @@ import json
 import pytest
 
 from meshcert.errors import InputError
-from meshcert.policy import (ALL_PORTS, AliasKind, PortSet, guide_policy, load_policy, parse_policy, with_group, with_host, with_rule, with_tag_owner, without_rule)
+from meshcert.policy import (
+    ALL_PORTS,
+    AliasKind,
+    PortSet,
+    guide_policy,
+    load_policy,
+    parse_policy,
+    with_group,
+    with_host,
+    with_rule,
+    with_tag_owner,
+    without_rule,
+)
 
 RICH = """\
 // A policy using every modelled section.

@@ -11,10 +11,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 
 from meshcert.errors import InputError
-from meshcert.property.oracle import Oracle, Verdict
 from meshcert.policy import parse_policy
 from meshcert.property.live import Observation, resolve_data
 from meshcert.property.model import Difference, Example, Outcome, Pair, RouteSettings, Shape, probe_matrix
+from meshcert.property.oracle import Oracle, Verdict
 from meshcert.property.runner import PropertyMismatch, Runner
 from meshcert.property.strategies import edge_examples, examples
 from meshcert.replay.model import Replay, ReplayProbe, dumps_replay, load_replay, replay_from_data, save_replay

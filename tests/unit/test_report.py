@@ -6,8 +6,8 @@ from html.parser import HTMLParser
 
 import pytest
 
-from meshcert.report.catalog import load_catalog, parse_catalog, with_tests
 from meshcert.errors import InputError
+from meshcert.report.catalog import load_catalog, parse_catalog, with_tests
 from meshcert.report.render import load_results, write_report
 from meshcert.secrets import register
 

@@ -160,7 +160,7 @@ def test_session_end_scan_masks_a_leak_in_the_report_dir_and_junit_and_fails_cre
     (file and position, no secret) and fail CRED-1 and the session."""
     pytester.makepyfile(test_leaky=LEAKY_SESSION)
     rd, junit = pytester.path / "report", pytester.path / "junit.xml"
-    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-o", "asyncio_default_fixture_loop_scope=function", "--report-dir", str(rd),
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "--report-dir", str(rd),
                                           f"--junitxml={junit}")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     out = result.stdout.str()
@@ -185,5 +185,5 @@ def test_ok(report_dir):
     (report_dir / "logs" / "agent-sut.log").write_text("auth key secret headscale-auth-key is available\\n")
 ''')
     rd = pytester.path / "report"
-    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-o", "asyncio_default_fixture_loop_scope=function", "--report-dir", str(rd))
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "--report-dir", str(rd))
     assert result.ret == pytest.ExitCode.OK and "CRED-1" not in result.stdout.str()

@@ -34,7 +34,7 @@ import sys
 import threading
 import time
 import traceback
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
@@ -337,7 +337,7 @@ def localapi_get(sock_path: str, path: str, timeout: float):
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise socket.timeout()
+                raise TimeoutError()
             sock.settimeout(remaining)
             chunk = sock.recv(65536)
             buf += chunk
@@ -346,7 +346,7 @@ def localapi_get(sock_path: str, path: str, timeout: float):
             done = _body_if_complete(bytes(buf), eof=not chunk)
             if done is not None:
                 return done
-    except socket.timeout:
+    except TimeoutError:
         raise SidecarError(f"LocalAPI did not answer within {timeout:g} s") from None
     except SidecarError:
         raise
@@ -440,7 +440,7 @@ def _describe(exc: OSError, timeout: float) -> str:
 def _remaining(deadline: float) -> float:
     left = deadline - time.monotonic()
     if left <= 0:
-        raise socket.timeout()
+        raise TimeoutError()
     return left
 
 
@@ -599,7 +599,7 @@ class Runtime:
         entry = self.redact({"level": level, "msg": msg, **fields})
         if logs is not None:
             logs.append(entry)
-        ts = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        ts = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         line = json.dumps({"ts": ts, **entry}, ensure_ascii=False)
         with self._lock:
             try:
