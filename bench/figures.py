@@ -263,8 +263,9 @@ def block_speed() -> str:
             ex = f", {v['examples'][0]} examples" if v.get("examples") else ""
             rows.append(f"| {job} | {vs['median_s']:.0f} s (commit {vs['commit']}) | {v['median_s']:.0f} s{ex} | "
                         f"{vs['ratio_median']:.2f} |")
-        out += [f"Warm wall times, the baseline and this layout measured in one call, runs alternating "
-                f"(`bench/results/{n}`, {describe(a)}):", "",
+        runs = max(len(v.get("wall_s") or []) for v in a["steps"].values() if v.get("vs"))
+        out += [f"Warm wall times, the baseline and this layout measured in one call, runs alternating, "
+                f"{runs} run{'s' if runs != 1 else ''} each, medians (`bench/results/{n}`, {describe(a)}):", "",
                 "| job | before | after | after / before |", "|---|---|---|---|", *rows]
     else:
         out.append(_none("speed-*.json with a --vs baseline"))
