@@ -30,7 +30,7 @@ from meshcert.k8s.podrunner import pod_template, run_in_world
 from meshcert.secrets import redact
 from meshcert.sut.client import SutClient
 from meshcert.world.base import log_tail, wait_for
-from meshcert.world.world import CONTROL_ALIAS
+from meshcert.world.headscale import CONTROL_ALIAS
 
 AGENT_TAG = "tag:agent-runtime"
 CA_CONFIGMAP = "meshcert-control-ca"

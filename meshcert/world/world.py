@@ -30,23 +30,16 @@ from meshcert.secrets import Secret, redact
 from meshcert.sut.client import SutClient, require_image, wait_serving
 from meshcert.toolchain import engine, images, progress
 from meshcert.world import labels as lbl
-
-# Names re-exported for callers that still import them from meshcert.world.world (checks/helm.py,
-# k8s/podrunner.py, tests/test_wait_for.py, tests/test_chart_variants.py); their home is base.py.
-from meshcert.world.base import (  # noqa: F401
-    NODE_API,
+from meshcert.world.base import (
     Box,
     NodeAPI,
     WorldError,
-    brief_error,
     container_state,
     http_state,
-    log_tail,
-    tar_files,
     wait_for,
 )
 from meshcert.world.ca import make_certs
-from meshcert.world.headscale import (  # noqa: F401
+from meshcert.world.headscale import (
     CONTROL_ALIAS,
     HEADSCALE_ALIAS,
     HEADSCALE_PORT,

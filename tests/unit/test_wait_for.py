@@ -12,7 +12,7 @@ import threading
 import pytest
 import requests
 
-from meshcert.world.world import WorldError, brief_error, container_state, http_state, log_tail, wait_for
+from meshcert.world.base import WorldError, brief_error, container_state, http_state, log_tail, wait_for
 
 
 def _closed_port() -> int:
