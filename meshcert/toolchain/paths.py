@@ -20,7 +20,7 @@ def cache_dir() -> Path:
 
 
 def tools_dir() -> Path:
-    return REPO / "tools"
+    return Path(__file__).resolve().parent / "tools"
 
 
 def images_dir() -> Path:
