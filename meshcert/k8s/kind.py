@@ -209,7 +209,11 @@ class KindCluster:
     def __init__(self, name: str, node_image: str, config: str | os.PathLike = KIND_CONFIG, *,
                  run_id: str | None = None, client=None):
         self.name, self.node_image, self.config = name, node_image, Path(config)
-        self.run_id = run_id or name
+        self.run_id = run_id or name  # the meshcert run the cluster belongs to (names, logs)
+        # The label run id of the cluster's containers and network: its own name, so that removing
+        # the cluster never touches the world it was started beside (same process, so the sweeper
+        # still removes both after a kill).
+        self.label_run = name
         self.client = client or docker.from_env(timeout=120)
         self.network = f"{name}-net"
         self.unprivileged: list[str] | None = None
@@ -222,7 +226,7 @@ class KindCluster:
     def _kind(self, *args: str, timeout: float = 600) -> str:
         binary = str(COMPONENTS["kind"].ensure()["kind"])
         r = subprocess.run([binary, *args], capture_output=True, text=True, timeout=timeout,
-                           env=cluster.kind_env(self.run_id, self.network, self.unprivileged))
+                           env=cluster.kind_env(self.label_run, self.network, self.unprivileged))
         if r.returncode != 0:
             raise EnvironmentProblem(f"kind {args[0]}", r.stderr.strip()[-1500:] or f"exit {r.returncode}")
         return r.stdout
@@ -246,7 +250,7 @@ class KindCluster:
         try:
             self._kind("delete", "cluster", "--name", self.name, "--kubeconfig", str(self.kubeconfig), timeout=180)
         finally:
-            labels.remove_run(self.client, self.run_id)
+            labels.remove_run(self.client, self.label_run)
             cluster.remove_kubeconfig(self.name)
             (cluster.kubeconfig_dir() / f"{self.name}.kind-config.yaml").unlink(missing_ok=True)
 
