@@ -410,3 +410,12 @@ def _build_node(c: docker.DockerClient, p: Plan) -> None:
             except docker.errors.BuildError as e:
                 logs = "".join(str(x.get("stream", x.get("error", ""))) for x in e.build_log)[-2000:]
                 raise EnvironmentProblem("kind node image", f"docker build failed: {e.msg}\n{logs}") from None
+
+
+def stale_images(c: docker.DockerClient) -> list[str]:
+    """meshcert's kind-base / kind-node images that this checkout's inputs no longer hash to
+    (for ``meshcert sweep --images``); a container still using one keeps it."""
+    p = plan()
+    keep = {p.base_tag, p.node_tag}
+    return sorted(t for img in c.images.list(filters={"label": LABEL}) for t in img.tags
+                  if t.split(":")[0] in (BASE_REPO, NODE_REPO) and t not in keep)
