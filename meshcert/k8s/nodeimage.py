@@ -30,6 +30,7 @@ patches in :func:`cluster_config_patches` say so to kind and kubeadm.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import io
 import json
 import os
@@ -191,7 +192,9 @@ def _gcc_version() -> str:
 
 @dataclass(frozen=True)
 class Plan:
-    """Every input of the two images, and the tags they hash to."""
+    """Every input of the two images, and the tags they hash to: the tags hash the inputs'
+    contents and the source of the functions that assemble each stage (an edit elsewhere in
+    this module rebuilds nothing)."""
     kind_files: Path
     k8s_src: Path
     k8s_version: str
@@ -209,11 +212,12 @@ def plan() -> Plan:
     images = control_plane_images(k8s.version, consts)
     pause_image = next(n for n, (b, _) in images.items() if b == "pause")
     base = _hash("base", NODE_SUITE, *NODE_PACKAGES, *_tree_digest(kf), *_tree_digest(NODE_FILES),
-                 json.dumps(KUBELET_SYSCTLS, sort_keys=True), json.dumps(ENTRYPOINT), pause_image,
-                 Path(__file__).read_bytes())
+                 json.dumps(KUBELET_SYSCTLS, sort_keys=True), json.dumps(ENTRYPOINT), pause_image, LABEL,
+                 *(inspect.getsource(f) for f in (_build_base, _assemble_base, containerd_config, cri_base_spec)))
     base_tag = f"{BASE_REPO}:{base}"
     pause_c = (src / "build" / "pause" / "linux" / "pause.c").read_bytes()
-    node = _hash("node", base_tag, k8s.version, k8s.key, pause_c, _gcc_version(), json.dumps(images, sort_keys=True))
+    node = _hash("node", base_tag, k8s.version, k8s.key, pause_c, _gcc_version(), json.dumps(images, sort_keys=True),
+                 *(inspect.getsource(f) for f in (_build_node, _build_pause, write_image_archive)))
     return Plan(kf, src, k8s.version, images, pause_image, base_tag, f"{NODE_REPO}:{node}")
 
 
