@@ -231,7 +231,8 @@ class KindCluster:
             raise EnvironmentProblem(f"kind {args[0]}", r.stderr.strip()[-1500:] or f"exit {r.returncode}")
         return r.stdout
 
-    def create(self, wait: str = "180s") -> "KindCluster":
+    def create(self, wait: str = "180s", retain: bool = False) -> "KindCluster":
+        """Create the cluster; ``retain`` keeps a failed one's node for its logs (delete() still removes it)."""
         doc = load_config(self.config)
         problems = config_problems(doc)
         if problems:
@@ -242,7 +243,7 @@ class KindCluster:
         cfg = cluster.kubeconfig_dir() / f"{self.name}.kind-config.yaml"
         cfg.write_text(yaml.safe_dump(effective_config(doc, ours), sort_keys=False))
         self._kind("create", "cluster", "--name", self.name, "--config", str(cfg), "--image", self.node_image,
-                   "--kubeconfig", str(self.kubeconfig), "--wait", wait)
+                   "--kubeconfig", str(self.kubeconfig), "--wait", wait, *(["--retain"] if retain else []))
         return self
 
     def delete(self) -> None:
