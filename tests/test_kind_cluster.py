@@ -84,10 +84,12 @@ def cluster(client):
         assert not any(left.values()), f"kind cluster {c.name} left {left}"
 
 
-def _pod(name: str, secret: str, image: str) -> dict:
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"},
-            "spec": {"restartPolicy": "Never", "volumes": [{"name": "s", "secret": {"secretName": secret}},
-                                                           {"name": "shared", "emptyDir": {}}],
+def _pod(name: str, secret: str, image: str, secret_volume: bool = True) -> dict:
+    volumes = [{"name": "shared", "emptyDir": {}}]
+    if secret_volume:
+        volumes.append({"name": "s", "secret": {"secretName": secret}})
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"},
+            "spec": {"restartPolicy": "Never", "volumes": volumes,
                      "containers": [
                          {"name": "writer", "image": image, "imagePullPolicy": "Never",
                           "command": ["sh", "-c", "cat /secret/key > /shared/copy; echo $KEY > /shared/env; sleep 3600"],
@@ -96,6 +98,10 @@ def _pod(name: str, secret: str, image: str) -> dict:
                          {"name": "reader", "image": image, "imagePullPolicy": "Never",
                           "command": ["sh", "-c", "sleep 3600"],
                           "volumeMounts": [{"name": "shared", "mountPath": "/shared"}]}]}}
+    if not secret_volume:
+        writer = pod["spec"]["containers"][0]
+        writer["volumeMounts"] = [m for m in writer["volumeMounts"] if m["name"] != "s"]
+    return pod
 
 
 def _pod_status(cluster, name: str) -> dict:
@@ -119,22 +125,44 @@ def test_a_pod_with_a_secret_volume_and_secret_key_ref_runs(cluster):
     wait_until("pod with-secret Running with both containers ready",
                lambda: ((s := _pod_status(cluster, "with-secret")).get("phase") == "Running"
                         and all(c.get("ready") for c in s.get("containerStatuses", [])), s), 120)
-    read = cluster.kubectl("exec", "with-secret", "-c", "reader", "--", "sh", "-c", "cat /shared/copy /shared/env")
-    assert read.split() == [SECRET_VALUE, SECRET_VALUE], "the reader sees the Secret volume's file and the env value"
+    def read(path: str) -> str:
+        return cluster.kubectl("exec", "with-secret", "-c", "reader", "--", "cat", path).strip()
+    assert (read("/shared/copy"), read("/shared/env")) == (SECRET_VALUE, SECRET_VALUE), \
+        "the reader sees what the writer read from the Secret volume and from its secretKeyRef env var"
+
+
+def _events(cluster, pod: str) -> list[str]:
+    items = yaml.safe_load(cluster.kubectl("get", "events", "--field-selector", f"involvedObject.name={pod}",
+                                           "-o", "yaml"))["items"]
+    return [e.get("message", "") for e in items]
 
 
 def test_a_missing_secret_is_the_kubelets_create_container_config_error(cluster):
-    cluster.apply([_pod("without-secret", "does-not-exist", cluster.workload)])
+    """secretKeyRef to a Secret that does not exist: the kubelet's CreateContainerConfigError."""
+    cluster.apply([_pod("without-secret", "does-not-exist", cluster.workload, secret_volume=False)])
 
     def waiting():
         s = _pod_status(cluster, "without-secret")
         reasons = {(c.get("state", {}).get("waiting") or {}).get("reason") for c in s.get("containerStatuses", [])}
         return "CreateContainerConfigError" in reasons, s
     wait_until("pod without-secret waiting with CreateContainerConfigError", waiting, 120)
-    events = yaml.safe_load(cluster.kubectl("get", "events", "--field-selector", "involvedObject.name=without-secret",
-                                            "-o", "yaml"))["items"]
-    assert any('secret "does-not-exist" not found' in e.get("message", "") for e in events), \
-        [e.get("message") for e in events]
+    events = _events(cluster, "without-secret")
+    assert any('secret "does-not-exist" not found' in m for m in events), events
+
+
+def test_a_missing_secret_volume_stops_the_pod_at_mount(cluster):
+    """A Secret volume whose Secret does not exist: the kubelet never creates the containers
+    (FailedMount, ContainerCreating), so no CreateContainerConfigError is ever shown."""
+    cluster.apply([_pod("without-secret-volume", "does-not-exist", cluster.workload)])
+    want = 'MountVolume.SetUp failed for volume "s" : secret "does-not-exist" not found'
+
+    def failed_mount():
+        ev = _events(cluster, "without-secret-volume")
+        return any(want in m for m in ev), ev
+    wait_until("FailedMount event for pod without-secret-volume", failed_mount, 120)
+    s = _pod_status(cluster, "without-secret-volume")
+    assert s.get("phase") == "Pending" and {(c.get("state", {}).get("waiting") or {}).get("reason")
+                                            for c in s.get("containerStatuses", [])} == {"ContainerCreating"}, s
 
 
 def test_the_host_keeps_its_sysctls(cluster):
