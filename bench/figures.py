@@ -238,7 +238,46 @@ def block_catalog() -> str:
     return "\n".join(out)
 
 
-BLOCKS = {"mutants": block_mutants, "latency": block_latency, "world": block_world,
+def _speed_files() -> list[tuple[str, dict]]:
+    out = []
+    for f in sorted(RESULTS.glob("speed-*.json")):
+        a = _read(f.name)
+        if a:
+            out.append((f.name, a))
+    return sorted(out, key=lambda x: x[1].get("generated", ""))
+
+
+def block_speed() -> str:
+    """The newest A/B measurement of the warm jobs (bench/speed.py --vs) and the newest clean-clone CI."""
+    files = _speed_files()
+    ab = [(n, a) for n, a in files if any("vs" in v for v in a.get("steps", {}).values())]
+    ci = [(n, a) for n, a in files if "ci" in a.get("steps", {})]
+    out = []
+    if ab:
+        n, a = ab[-1]
+        rows = []
+        for job, v in a["steps"].items():
+            vs = v.get("vs")
+            if not vs:
+                continue
+            ex = f", {v['examples'][0]} examples" if v.get("examples") else ""
+            rows.append(f"| {job} | {vs['median_s']:.0f} s (commit {vs['commit']}) | {v['median_s']:.0f} s{ex} | "
+                        f"{vs['ratio_median']:.2f} |")
+        runs = max(len(v.get("wall_s") or []) for v in a["steps"].values() if v.get("vs"))
+        out += [f"Warm wall times, the baseline and this layout measured in one call, runs alternating, "
+                f"{runs} run{'s' if runs != 1 else ''} each, medians (`bench/results/{n}`, {describe(a)}):", "",
+                "| job | before | after | after / before |", "|---|---|---|---|", *rows]
+    else:
+        out.append(_none("speed-*.json with a --vs baseline"))
+    if ci:
+        n, a = ci[-1]
+        c = a["steps"]["ci"]
+        out += ["", f"Clean-clone `.ci/run`: {c['wall_s']:.0f} s, exit {c['exit']}, {c.get('summary') or '?'} "
+                f"(`bench/results/{n}`, {describe(a)}; its 40 slowest tests are in the file)."]
+    return "\n".join(out)
+
+
+BLOCKS = {"mutants": block_mutants, "speed": block_speed, "latency": block_latency, "world": block_world,
           "property": block_property, "flake": block_flake, "catalog": block_catalog}
 MARKER = re.compile(r"(<!-- figures:(?P<name>[a-z]+) -->)(?P<body>.*?)(<!-- /figures:(?P=name) -->)", re.S)
 

@@ -1,4 +1,4 @@
-"""The mutation score of meshcert's own tests, over the whole registry of faults (tests/faults.py).
+"""The mutation score of meshcert's own tests, over the whole registry of faults (tests/common/faults.py).
 
 Every fault in the registry is scored, whatever this session selected: killed only when the test
 aimed at it ran, passed, and named (through the ``caught`` fixture) the clause(s) or scenario
@@ -34,7 +34,7 @@ def _fault_names(item) -> list[str]:
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "fault(name): the test shows this fault of tests/faults.py caught")
+    config.addinivalue_line("markers", "fault(name): the test shows this fault of tests/common/faults.py caught")
     config.stash[FAULTS] = {}
     config.stash[FAULT_TESTS_SEEN] = False
 
@@ -130,7 +130,7 @@ def pytest_terminal_summary(terminalreporter, config):
     board = config.stash.get(state.EXTRA, {}).get("mutants")
     if not board:
         return
-    terminalreporter.write_sep("-", "mutation score (tests/faults.py: every fault meshcert must catch)")
+    terminalreporter.write_sep("-", "mutation score (tests/common/faults.py: every fault meshcert must catch)")
     terminalreporter.write_line(score_line(board))
     unselected = [n for n, v in board.items() if not v["killed"] and "deselected" in (v.get("why") or "")]
     for name, v in board.items():

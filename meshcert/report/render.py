@@ -338,7 +338,7 @@ MUTANT_KINDS = {"mutant": "mutants of the reference SUT", "world": "broken world
 
 @dataclass(frozen=True)
 class FaultRow:
-    """One fault of the scoreboard (tests/faults.py): killed only when its target's assertion failed."""
+    """One fault of the scoreboard (tests/common/faults.py): killed only when its target's assertion failed."""
     name: str
     kind: str
     target: list[str]
@@ -578,7 +578,7 @@ def _md_mutants(extra: dict | None) -> list[str]:
         return []
     score, parts = _mutant_score(rows)
     out = ["## Mutation score", "",
-           f"{score}: {parts}. The denominator is every fault meshcert must catch (tests/faults.py); a "
+           f"{score}: {parts}. The denominator is every fault meshcert must catch (tests/common/faults.py); a "
            "fault whose test failed, errored, was skipped or not run counts as not killed.", "",
            "| Fault | Kind | Target | Result | Fault description |", "|---|---|---|---|---|"]
     for r in rows:
@@ -815,7 +815,7 @@ def _html_mutants(extra: dict | None) -> list[str]:
     score, parts = _mutant_score(rows)
     out = ['<h2 id="mutants">Mutation score</h2>',
            f"<p><strong>{_h(score)}</strong>: {_h(parts)}. The denominator is every fault meshcert must catch "
-           "(tests/faults.py); a fault whose test failed, errored, was skipped or not run counts as not killed.</p>",
+           "(tests/common/faults.py); a fault whose test failed, errored, was skipped or not run counts as not killed.</p>",
            "<table><thead><tr><th>Fault</th><th>Kind</th><th>Target</th><th>Result</th><th>Fault description</th>"
            "</tr></thead><tbody>"]
     for r in rows:

@@ -3,36 +3,11 @@ tests; malformed policy/spec files, refused before anything starts: tests/unit/t
 """
 
 import io
-import subprocess
-import sys
 import tarfile
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]  # this checkout (the tests do not ship)
-
-
-
-def _certify(*args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
-    import os
-    env = dict(os.environ, **(env_extra or {}))
-    return subprocess.run([sys.executable, "-m", "meshcert.cli", "certify", *args], capture_output=True, text=True,
-                          cwd=REPO, env=env, timeout=600)
-
-
-def _one_clear_line(p: subprocess.CompletedProcess, *needles: str) -> str:
-    assert p.returncode == 2, p.stderr[-2000:]
-    errs = [line for line in p.stderr.splitlines() if line.startswith("meshcert: ")]
-    assert len(errs) == 1, p.stderr[-2000:]
-    assert "Traceback" not in p.stderr and "Traceback" not in p.stdout
-    for n in needles:
-        assert n in errs[0], errs[0]
-    return errs[0]
-
-
-
-
+from tests.common.cli import certify, one_clear_line
 
 
 @pytest.mark.engine
@@ -59,9 +34,9 @@ def test_a_sut_answering_garbage_is_one_clear_error_and_leaves_nothing(tmp_path)
     tag = "meshcert/test-garbage-sut:1"
     c.images.build(fileobj=buf, custom_context=True, tag=tag, rm=True, labels={images.LABEL: "test-garbage-sut"})
     from tests.common.engine import free_vlan
-    p = _certify("--sut-image", tag, "--report-dir", str(tmp_path / "report"),
+    p = certify("--sut-image", tag, "--report-dir", str(tmp_path / "report"),
                  env_extra={"MESHCERT_VLAN": free_vlan()})
-    _one_clear_line(p, "SUT in pod", "non-JSON")
+    one_clear_line(p, "SUT in pod", "non-JSON")
     import json
     doc = json.loads((tmp_path / "report" / "results.json").read_text())
     assert "non-JSON" in doc["not_tested"]["reason"], doc.get("not_tested")
@@ -97,8 +72,8 @@ def _assert_not_tested(report, needle: str) -> dict:
 def test_a_sut_image_not_on_the_engine_is_refused_before_anything_starts(tmp_path):
     """Engine-light: the engine is only asked whether it has the image; no set-up, no world."""
     image = "meshcert/not-on-this-engine:0"
-    p = _certify("--sut-image", image, "--report-dir", str(tmp_path / "report"))
-    line = _one_clear_line(p, image, "is not on this engine", "docker load -i", "docker tag")
+    p = certify("--sut-image", image, "--report-dir", str(tmp_path / "report"))
+    line = one_clear_line(p, image, "is not on this engine", "docker load -i", "docker tag")
     assert "setup:" not in p.stderr and "world mc" not in p.stderr, p.stderr[-2000:]
     assert "certification: not tested" in p.stdout
     _assert_not_tested(tmp_path / "report", image)
@@ -117,9 +92,9 @@ def test_a_sut_that_never_answers_healthz_is_not_tested_and_the_world_is_built_o
     from meshcert.world import labels
     c = engine.ensure_engine()
     host = images.ensure_images(c, ("host",))["host"]
-    p = _certify("--sut-image", host, "--sut-port", "8080", "--report-dir", str(tmp_path / "report"),
+    p = certify("--sut-image", host, "--sut-port", "8080", "--report-dir", str(tmp_path / "report"),
                  env_extra={"MESHCERT_VLAN": _vlan()})
-    line = _one_clear_line(p, "SUT in pod agent", "GET /healthz on port 8080", "exited with code",
+    line = one_clear_line(p, "SUT in pod agent", "GET /healthz on port 8080", "exited with code",
                            f"image {host} runs ENTRYPOINT `/usr/bin/tini -s -g --`, no CMD")
     assert "verbose output" not in line, "a tool's usage text reported as the observation"
     log = [x for x in p.stderr.splitlines() if x.startswith("  | ")]

@@ -5,7 +5,6 @@ HELM-6 on a running pod; headscale refuses advertised tags with a pre-auth key; 
 with an untagged key fails HELM-4.
 """
 
-from pathlib import Path
 
 import pytest
 
@@ -13,22 +12,10 @@ from meshcert.checks import ClauseFailure
 from meshcert.checks import helm_pod as hp
 from meshcert.k8s import chart as h
 from meshcert.k8s import podrunner
-from meshcert.k8s.chartpatch import load_variants, variant_chart
 from meshcert.world import labels as lbl
 from meshcert.world.base import wait_for
+from tests.common.charts import broken_chart
 from tests.common.faults import aims_at
-
-# fixtures/ at the checkout's root, wherever this file sits below it
-FIXTURES = next(p / "fixtures" / "charts" for p in Path(__file__).resolve().parents
-                if (p / "fixtures" / "charts").is_dir())
-VARIANT_PATCHES = load_variants(FIXTURES)
-VARIANTS = {name: v.clause for name, v in VARIANT_PATCHES.items()}
-
-
-def broken_chart(variant: str, tmp_path: Path) -> Path:
-    """The reference chart with the variant's defect, in a fresh folder."""
-    return variant_chart(VARIANT_PATCHES[variant], tmp_path / f"chart-{variant}")
-
 
 # ----------------------------------------------------------------------------- render clauses
 

@@ -3,7 +3,7 @@
 Each mutant runs in the real world (its pod, the real sidecar); the clause checks are the same
 functions the conformance tests call. A mutant is killed when every clause it targets fails with
 a ClauseFailure of that clause (a scenario target: when the scenario fails after its steady state
-held). The mutation score is computed by tests/conftest.py over every fault of tests/faults.py
+held). The mutation score is computed by tests/conftest.py over every fault of tests/common/faults.py
 (every mutant, broken world setting and broken chart), printed and written to the report.
 """
 

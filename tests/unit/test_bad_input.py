@@ -1,37 +1,17 @@
 """Bad input ends in one clear error naming the input, exit code 2, and nothing left running."""
 
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]  # this checkout (the tests do not ship)
+from tests.common.cli import certify, one_clear_line
 
 BAD_POLICY = '{ "acls": [ {"action": "accept", "src": ["tag:agent-runtime"] "dst": [] } ] }'
-
-
-def _certify(*args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
-    import os
-    env = dict(os.environ, **(env_extra or {}))
-    return subprocess.run([sys.executable, "-m", "meshcert.cli", "certify", *args], capture_output=True, text=True,
-                          cwd=REPO, env=env, timeout=600)
-
-
-def _one_clear_line(p: subprocess.CompletedProcess, *needles: str) -> str:
-    assert p.returncode == 2, p.stderr[-2000:]
-    errs = [line for line in p.stderr.splitlines() if line.startswith("meshcert: ")]
-    assert len(errs) == 1, p.stderr[-2000:]
-    assert "Traceback" not in p.stderr and "Traceback" not in p.stdout
-    for n in needles:
-        assert n in errs[0], errs[0]
-    return errs[0]
 
 
 def test_malformed_policy_is_refused_before_anything_starts(tmp_path):
     f = tmp_path / "policy.hujson"
     f.write_text(BAD_POLICY)
-    line = _one_clear_line(_certify("--policy", str(f)), str(f), "line 1")
+    line = one_clear_line(certify("--policy", str(f)), str(f), "line 1")
     assert "fix:" in line
 
 
@@ -43,7 +23,7 @@ def test_malformed_policy_is_refused_before_anything_starts(tmp_path):
 def test_malformed_spec_is_refused_before_anything_starts(tmp_path, text, needle):
     f = tmp_path / "spec.yaml"
     f.write_text(text)
-    _one_clear_line(_certify("--spec", str(f)), str(f), needle)
+    one_clear_line(certify("--spec", str(f)), str(f), needle)
 
 
 

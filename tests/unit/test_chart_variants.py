@@ -14,7 +14,6 @@
 
 import shutil
 import signal
-from pathlib import Path
 
 import pytest
 
@@ -24,19 +23,9 @@ from meshcert.checks import helm_pod as hp
 from meshcert.checks import helm_render as hr
 from meshcert.k8s import chart as h
 from meshcert.k8s import podrunner
-from meshcert.k8s.chartpatch import PatchDoesNotApply, apply_unified_diff, load_variants, variant_chart
+from meshcert.k8s.chartpatch import PatchDoesNotApply, apply_unified_diff, variant_chart
+from tests.common.charts import VARIANT_PATCHES, VARIANTS, broken_chart
 from tests.common.faults import aims_at, param
-
-# fixtures/ at the checkout's root, wherever this file sits below it
-FIXTURES = next(p / "fixtures" / "charts" for p in Path(__file__).resolve().parents
-                if (p / "fixtures" / "charts").is_dir())
-VARIANT_PATCHES = load_variants(FIXTURES)
-VARIANTS = {name: v.clause for name, v in VARIANT_PATCHES.items()}
-
-
-def broken_chart(variant: str, tmp_path: Path) -> Path:
-    """The reference chart with the variant's defect, in a fresh folder."""
-    return variant_chart(VARIANT_PATCHES[variant], tmp_path / f"chart-{variant}")
 
 
 # ----------------------------------------------------------------------------- render clauses

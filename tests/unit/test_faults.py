@@ -12,7 +12,7 @@ import pytest
 from meshcert.sut.reference import MUTANTS
 from tests import conftest as board_mod
 from tests.common import faults as F
-from tests.unit.test_chart_variants import VARIANTS
+from tests.common.charts import VARIANTS
 
 
 def test_the_registry_holds_every_mutant_world_break_and_chart():

@@ -1,6 +1,6 @@
 """Which clause(s) or chaos scenario each mutant of the reference SUT (runtime.py's MUTANTS) must
 be caught by: the mutant zoo (tests/test_mutants.py) runs it against them and the mutation
-score (tests/faults.py, tests/conftest.py) counts a kill only when that target's assertion failed.
+score (tests/common/faults.py, tests/conftest.py) counts a kill only when that target's assertion failed.
 Beside the runtime so a new mutant and its target are written in one place."""
 
 from __future__ import annotations
