@@ -1,8 +1,8 @@
 """HELM clauses on a real Kubernetes pod: the chart applied to a kind cluster whose node joins
 the world's WAN, its sidecar Running in the tailnet (``pytest --cluster kind``).
 
-Where no kind node image can be had (no kindest/node image on the engine, no registry to pull
-one from: our machines), or without ``--cluster kind``, meshcert's plugin skips every test
+Where no kind node image can be had (meshcert's cannot be built here and none is named with
+MESHCERT_KIND_NODE_IMAGE), or without ``--cluster kind``, meshcert's plugin skips every test
 marked ``kind`` with one reason, before any fixture (no world is built for it).
 """
 
@@ -23,7 +23,8 @@ def chart(pytestconfig, report_dir) -> Chart:
 
 @pytest.fixture(scope="module")
 def cluster(world):
-    c = kind.KindCluster(f"meshcert-{world.run_id}", kind.node_image_availability().node_image).create()
+    c = kind.KindCluster(f"meshcert-{world.run_id}", kind.ensure_node_image(world.client), run_id=world.run_id,
+                         client=world.client).create()
     try:
         c.connect(world.client, world.networks["wan"].name)
         c.load(kind.images_to_load(world.images, world.sut_image))

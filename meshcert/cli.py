@@ -81,6 +81,11 @@ def cmd_setup(args=None) -> None:
         for n in GO_TOOLS:
             components.COMPONENTS[n].ensure()
         images.ensure_images(c)
+    if args is not None and getattr(args, "kind", False):
+        from meshcert.k8s import kind
+        with progress.step("setup --kind: the pinned kind and its node image"):
+            components.COMPONENTS["kind"].ensure()
+            progress.say(f"kind node image: {kind.ensure_node_image(c)}")
 
 
 def _pytest(pytest_args: list[str], cwd: Path) -> int:
@@ -352,7 +357,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="meshcert", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("doctor", help="one line per prerequisite: present, missing, or how it will be obtained")
-    sub.add_parser("setup", help="install/build what is missing (engine, Go tools, images)")
+    st = sub.add_parser("setup", help="install/build what is missing (engine, Go tools, images)")
+    st.add_argument("--kind", action="store_true",
+                    help="also the pinned kind and its node image (Kubernetes built here from pinned modules)")
     sub.add_parser("test", help="set up, then run pytest (every further argument goes to pytest; "
                                 "default paths: tests conformance scenarios)")
     cf = sub.add_parser("certify", help="the main job: certify the SUT against every clause and write the report")

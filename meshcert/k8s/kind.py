@@ -1,22 +1,21 @@
 """The kind path: the HELM clauses against a real Kubernetes pod (``pytest --cluster kind``).
 
-- the cluster's configuration is ``meshcert/k8s/charts/kind-config.yaml`` (package data; checked by
-  :func:`config_problems`);
-- the node image is never pulled behind the user's back: :func:`node_image_availability` says
-  whether one can be had -- a ``kindest/node`` image already on the engine (the pinned kind's
-  default tag preferred, or ``MESHCERT_KIND_NODE_IMAGE``), or, only when the user allows pulls
-  (``MESHCERT_KIND_PULL=1``), a registry that answers. On machines without a registry and
-  without a node image (ours) the answer is "cannot" with a one-line reason, and the kind tests
-  skip with it;
+- the cluster's configuration is ``meshcert/k8s/charts/kind-config.yaml`` (package data) (checked by :func:`config_problems`),
+  plus what meshcert's node image needs (:func:`effective_config`);
+- the node image is never pulled: meshcert builds its own here from pinned inputs
+  (:mod:`meshcert.k8s.nodeimage`, ``meshcert setup --kind``), or uses the one the user names with
+  ``MESHCERT_KIND_NODE_IMAGE`` (already on the engine); :func:`node_image_availability` says which,
+  or why neither can be had, in one line;
 - :func:`images_to_load` lists what ``kind load docker-image`` must copy into the node (the
   chart's two images: nothing is pulled inside the cluster either, ``imagePullPolicy: Never``);
 - :func:`cluster_manifests` is what is applied: a Namespace, the auth key Secret, the control
   server's CA ConfigMap, and the chart's rendered manifests;
-- :class:`KindCluster` drives the pinned kind binary (tools/kind) and runs ``kubectl`` inside
-  the node (the node image ships it), so nothing talks to the API server from outside.
+- :class:`KindCluster` drives the pinned, unmodified kind binary through meshcert's docker shim
+  (:mod:`meshcert.k8s.cluster`) and runs ``kubectl`` inside the node (the node image ships it),
+  so nothing talks to the API server from outside.
 
-A run that is killed leaves its cluster behind (kind's containers carry kind's labels, not
-meshcert's): ``kind delete cluster --name <name>`` removes it.
+The node containers and the cluster's network carry meshcert's labels (run id, owner): a run
+that is killed leaves them for the world's sweeper (``meshcert sweep``) to remove.
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import os
-import socket
+import shutil
 import subprocess
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -36,18 +35,14 @@ import docker.errors
 import yaml
 
 from meshcert.errors import EnvironmentProblem
+from meshcert.k8s import cluster, nodeimage
 from meshcert.secrets import redact
 from meshcert.toolchain.components import COMPONENTS
 from meshcert.toolchain.paths import charts_dir
+from meshcert.world import labels
 
 # kind reads its configuration from a file: meshcert is installed as files, never zipped.
 KIND_CONFIG = charts_dir() / "kind-config.yaml"
-NODE_REPO = "kindest/node"
-# The default node image of each pinned kind release (sigs.k8s.io/kind, pkg/apis/config/defaults/image.go).
-NODE_IMAGES = {
-    "v0.30.0": "kindest/node:v1.34.0@sha256:7416a61b42b1662ca6ca89f02028ac133a309a2a30ba309614e8ec94d976dc5a",
-}
-REGISTRY = ("registry-1.docker.io", 443)  # only ever dialled when MESHCERT_KIND_PULL=1
 MESHCERT_NETS = ipaddress.ip_network("10.20.0.0/16")  # the guide's VLAN and every world's VLAN
 
 
@@ -106,33 +101,27 @@ def config_problems(doc: dict) -> list[str]:
 class Availability:
     ok: bool
     reason: str               # one line: why kind can or cannot run here
-    node_image: str | None = None
+    node_image: str | None = None  # None while meshcert's own node image is still to be built
 
 
-def pinned_node_image() -> str:
-    v = COMPONENTS["kind"].version
-    if v not in NODE_IMAGES:
-        raise EnvironmentProblem("kind", f"no node image known for the pinned kind {v}",
-                                 "add its default (pkg/apis/config/defaults/image.go) to meshcert.k8s.kind.NODE_IMAGES")
-    return NODE_IMAGES[v]
-
-
-def registry_reachable(timeout: float = 3.0) -> bool:
-    """A TCP connection to the registry kind pulls node images from (only called when pulls are allowed)."""
-    try:
-        socket.create_connection(REGISTRY, timeout=timeout).close()
-        return True
-    except OSError:
-        return False
+def build_prerequisites() -> list[str]:
+    """What this machine lacks to build meshcert's node image (meshcert.k8s.nodeimage); [] = none."""
+    missing = []
+    if not (shutil.which("go") or os.path.exists("/usr/local/go/bin/go")):
+        missing.append("go")
+    if not (shutil.which("debootstrap") or os.path.exists("/usr/sbin/debootstrap")):
+        missing.append("debootstrap")
+    if not shutil.which("gcc"):
+        missing.append("gcc")
+    return missing
 
 
 def node_image_availability(client=None, env: Mapping[str, str] | None = None,
-                            registry_probe: Callable[[], bool] | None = None) -> Availability:
-    """Whether a kind node image can be had here, and which; never pulls, never dials out
-    unless ``MESHCERT_KIND_PULL=1``."""
+                            prerequisites: Callable[[], list[str]] = build_prerequisites) -> Availability:
+    """Which node image kind uses here; never pulls. ``MESHCERT_KIND_NODE_IMAGE`` names one that
+    must be on the engine (for example a kindest/node the user loaded); otherwise meshcert's own,
+    built here from pinned inputs (``meshcert setup --kind``) -- node_image None means "to build"."""
     env = os.environ if env is None else env
-    pinned = pinned_node_image()
-    tag = pinned.split("@")[0]
     if client is None:
         try:
             client = docker.from_env(timeout=10)
@@ -145,19 +134,21 @@ def node_image_availability(client=None, env: Mapping[str, str] | None = None,
             return Availability(True, f"kind node image {wanted} (MESHCERT_KIND_NODE_IMAGE) is on the engine", wanted)
         return Availability(False, f"kind cannot run here: MESHCERT_KIND_NODE_IMAGE={wanted} is not on the engine "
                                    f"(docker load it first)")
-    local = sorted(t for img in client.images.list(name=NODE_REPO) for t in img.tags)
-    if local:
-        best = tag if tag in local else local[0]
-        return Availability(True, f"kind node image {best} is on the engine", best)
-    if env.get("MESHCERT_KIND_PULL") == "1":
-        probe = registry_probe or registry_reachable
-        if probe():
-            return Availability(True, f"kind will pull {pinned} (MESHCERT_KIND_PULL=1, registry reachable)", pinned)
-        return Availability(False, f"kind cannot run here: no {NODE_REPO} image on the engine and the registry "
-                                   f"{REGISTRY[0]} does not answer")
-    return Availability(False, f"kind cannot run here: no {NODE_REPO} image on the engine and no registry to pull "
-                               f"{tag} from (docker load one, or set MESHCERT_KIND_PULL=1 where a registry "
-                               f"is reachable)")
+    local = sorted(t for img in client.images.list(name=nodeimage.NODE_REPO) for t in img.tags)
+    missing = prerequisites()
+    if missing:
+        return Availability(False, f"kind cannot run here: building the node image needs {', '.join(missing)}"
+                                   f"{' (an older meshcert node image is on the engine)' if local else ''}")
+    return Availability(True, "meshcert's kind node image is built here from pinned inputs "
+                              "(meshcert setup --kind; a warm run rebuilds nothing)")
+
+
+def ensure_node_image(client, env: Mapping[str, str] | None = None) -> str:
+    """The node image to run: MESHCERT_KIND_NODE_IMAGE, or meshcert's own, built when missing."""
+    a = node_image_availability(client, env)
+    if not a.ok:
+        raise EnvironmentProblem("kind node image", a.reason)
+    return a.node_image or nodeimage.ensure_node_image(client)
 
 
 def _has_image(client, ref: str) -> bool:
@@ -202,11 +193,32 @@ def cluster_manifests(rendered: list[dict], *, namespace: str, secret_name: str,
 
 
 # ------------------------------------------------------------------------------ the cluster
-class KindCluster:
-    """A kind cluster driven by the pinned kind binary; kubectl runs inside its node."""
+def effective_config(doc: dict, node_image_is_ours: bool) -> dict:
+    """The config kind gets: the user's, plus what meshcert's node image needs
+    (:func:`meshcert.k8s.nodeimage.cluster_config_patches`); a foreign node image (a kindest/node)
+    only gets kubelet's cgroup v1 switch."""
+    if node_image_is_ours:
+        return cluster.merge_config(doc, nodeimage.cluster_config_patches())
+    return cluster.merge_config(doc, {"kubeadmConfigPatches": ["kind: KubeletConfiguration\nfailCgroupV1: false\n"]})
 
-    def __init__(self, name: str, node_image: str, config: str | os.PathLike = KIND_CONFIG):
+
+class KindCluster:
+    """A kind cluster driven by the pinned, unmodified kind binary through meshcert's docker shim
+    (meshcert.k8s.cluster: labels, and the engine adapter where --privileged is refused);
+    kubectl runs inside its node. Its kubeconfig stays in meshcert's cache, never ~/.kube."""
+
+    def __init__(self, name: str, node_image: str, config: str | os.PathLike = KIND_CONFIG, *,
+                 run_id: str | None = None, client=None):
         self.name, self.node_image, self.config = name, node_image, Path(config)
+        self.run_id = run_id or name  # the meshcert run the cluster belongs to (names, logs)
+        # The label run id of the cluster's containers and network: its own name, so that removing
+        # the cluster never touches the world it was started beside (same process, so the sweeper
+        # still removes both after a kill).
+        self.label_run = name
+        self.client = client or docker.from_env(timeout=120)
+        self.network = f"{name}-net"
+        self.unprivileged: list[str] | None = None
+        self.kubeconfig = cluster.kubeconfig_dir() / f"{name}.yaml"
 
     @property
     def node(self) -> str:
@@ -215,27 +227,43 @@ class KindCluster:
     def _kind(self, *args: str, timeout: float = 600) -> str:
         binary = str(COMPONENTS["kind"].ensure()["kind"])
         r = subprocess.run([binary, *args], capture_output=True, text=True, timeout=timeout,
-                           env={**os.environ, "KIND_EXPERIMENTAL_PROVIDER": "docker"})
+                           env=cluster.kind_env(self.label_run, self.network, self.unprivileged))
         if r.returncode != 0:
-            raise EnvironmentProblem(f"kind {args[0]}", r.stderr.strip()[-800:] or f"exit {r.returncode}")
+            raise EnvironmentProblem(f"kind {args[0]}", r.stderr.strip()[-1500:] or f"exit {r.returncode}")
         return r.stdout
 
-    def create(self) -> KindCluster:
-        self._kind("create", "cluster", "--name", self.name, "--config", str(self.config), "--image", self.node_image,
-                   "--wait", "180s")
+    def create(self, wait: str = "180s", retain: bool = False) -> KindCluster:
+        """Create the cluster; ``retain`` keeps a failed one's node for its logs (delete() still removes it)."""
+        doc = load_config(self.config)
+        problems = config_problems(doc)
+        if problems:
+            raise EnvironmentProblem("kind config", f"{self.config}: " + "; ".join(problems))
+        ours = self.node_image.split(":")[0] == nodeimage.NODE_REPO
+        if cluster.engine_refuses_privileged(self.client, self.node_image):
+            self.unprivileged = cluster.unprivileged_options(cluster.missing_capabilities())
+        cfg = cluster.kubeconfig_dir() / f"{self.name}.kind-config.yaml"
+        cfg.write_text(yaml.safe_dump(effective_config(doc, ours), sort_keys=False))
+        self._kind("create", "cluster", "--name", self.name, "--config", str(cfg), "--image", self.node_image,
+                   "--kubeconfig", str(self.kubeconfig), "--wait", wait, *(["--retain"] if retain else []))
         return self
 
     def delete(self) -> None:
-        self._kind("delete", "cluster", "--name", self.name, timeout=180)
+        """Remove the cluster, its network and kubeconfig; safe to call twice or after a failed create."""
+        try:
+            self._kind("delete", "cluster", "--name", self.name, "--kubeconfig", str(self.kubeconfig), timeout=180)
+        finally:
+            labels.remove_run(self.client, self.label_run)
+            cluster.remove_kubeconfig(self.name)
+            (cluster.kubeconfig_dir() / f"{self.name}.kind-config.yaml").unlink(missing_ok=True)
 
     def load(self, images: list[str]) -> None:
         for img in images:
             self._kind("load", "docker-image", img, "--name", self.name)
 
-    def kubectl(self, *args: str, stdin: str | None = None, timeout: float = 180) -> str:
+    def kubectl(self, *args: str, stdin: str | None = None, timeout: float = 180, check: bool = True) -> str:
         r = subprocess.run(["docker", "exec", "-i", self.node, "kubectl", "--kubeconfig=/etc/kubernetes/admin.conf",
                             *args], input=stdin, capture_output=True, text=True, timeout=timeout)
-        if r.returncode != 0:
+        if check and r.returncode != 0:
             raise EnvironmentProblem(f"kubectl {args[0]}", redact(r.stderr.strip()[-800:]) or f"exit {r.returncode}")
         return r.stdout
 

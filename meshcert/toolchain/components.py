@@ -1,4 +1,4 @@
-"""Pinned Go components: headscale, tailscale(d), toxiproxy, helm, kind.
+"""Pinned Go components: headscale, tailscale(d), toxiproxy, helm, kind, and the kind node's Kubernetes.
 
 Each lives in ``meshcert/toolchain/tools/<name>/`` (package data) as a Go module of ours whose
 ``tool`` directives name the commands and whose go.sum verifies every module checksum. Binaries are built with
@@ -28,7 +28,27 @@ BINARIES: dict[str, dict[str, str]] = {
     "toxiproxy": {"server": "toxiproxy-server"},
     "helm": {"helm": "helm"},
     "kind": {"kind": "kind"},
+    # The kind node image's Kubernetes (meshcert/k8s/nodeimage.py); etcd's main is the root of
+    # go.etcd.io/etcd/server/v3, which go build names "server".
+    "kubernetes": {"kubelet": "kubelet", "kubeadm": "kubeadm", "kubectl": "kubectl",
+                   "kube-apiserver": "kube-apiserver", "kube-controller-manager": "kube-controller-manager",
+                   "kube-scheduler": "kube-scheduler", "server": "etcd"},
 }
+
+
+def ldflags(name: str, version: str) -> list[str]:
+    """Extra ``go build`` flags of a component. Kubernetes takes its version from ``-X`` flags
+    (its release scripts set them; without them kubeadm reports v0.0.0 and asks for images of
+    that version); ``-s -w`` drop the symbol tables of these large binaries (about a third of
+    the node image's Kubernetes bytes)."""
+    if name != "kubernetes":
+        return []
+    major, minor = version.lstrip("v").split(".")[:2]
+    x = []
+    for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
+        x += [f"-X {pkg}.gitVersion={version}", f"-X {pkg}.gitMajor={major}", f"-X {pkg}.gitMinor={minor}",
+              f"-X {pkg}.gitTreeState=clean", f"-X {pkg}.buildDate=1970-01-01T00:00:00Z"]
+    return ["-ldflags", " ".join(["-s", "-w", *x])]
 
 
 @lru_cache(maxsize=1)
@@ -58,7 +78,7 @@ class Component:
         text = (self.module_dir / "go.mod").read_text()
         want = {"headscale": "github.com/juanfont/headscale", "tailscale": "tailscale.com",
                 "toxiproxy": "github.com/Shopify/toxiproxy/v2", "helm": "helm.sh/helm/v3",
-                "kind": "sigs.k8s.io/kind"}[self.name]
+                "kind": "sigs.k8s.io/kind", "kubernetes": "k8s.io/kubernetes"}[self.name]
         m = re.search(rf"^\s*(?:require\s+)?{re.escape(want)}\s+(v\S+)", text, re.M)
         return m.group(1) if m else "?"
 
@@ -102,7 +122,8 @@ class Component:
         try:
             with progress.step(f"go build {self.name} {self.version} "
                                f"(pinned in meshcert/toolchain/tools/{self.name}, verified by go.sum)"):
-                progress.run_streamed([_go(), "build", "-trimpath", "-o", str(tmp) + "/", "tool"],
+                progress.run_streamed([_go(), "build", "-trimpath", *ldflags(self.name, self.version),
+                                       "-o", str(tmp) + "/", "tool"],
                                       f"go build {self.name}", env=env, cwd=str(src), log_path=str(log))
         finally:
             shutil.rmtree(src, ignore_errors=True)

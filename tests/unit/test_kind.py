@@ -38,9 +38,11 @@ def test_config_problems_are_named(change, problem):
     assert any(problem in p for p in kind.config_problems(doc)), kind.config_problems(doc)
 
 
-def test_the_pinned_kind_has_a_known_node_image():
-    assert COMPONENTS["kind"].version in kind.NODE_IMAGES
-    assert kind.pinned_node_image().startswith("kindest/node:v1.") and "@sha256:" in kind.pinned_node_image()
+def test_the_pinned_kind_matches_the_pinned_kubernetes():
+    """kind v0.33's default node is Kubernetes 1.37 (pkg/apis/config/defaults/image.go); the
+    node image meshcert builds is the Kubernetes pinned in tools/kubernetes."""
+    assert COMPONENTS["kind"].version == "v0.33.0"
+    assert COMPONENTS["kubernetes"].version.startswith("v1.37.")
 
 
 def test_images_to_load_are_the_charts_two_images():
@@ -67,38 +69,40 @@ class _Engine:
         self.images = _Images(list(tags))
 
 
-def _never_dial():
-    raise AssertionError("the registry must not be dialled unless MESHCERT_KIND_PULL=1")
+def test_meshcerts_node_image_is_built_here_when_the_tools_are_there():
+    a = kind.node_image_availability(_Engine("meshcert/host:1"), env={}, prerequisites=lambda: [])
+    assert a.ok and a.node_image is None and "built here from pinned inputs" in a.reason
 
 
-def test_no_node_image_and_no_pulls_means_cannot_in_one_line():
-    a = kind.node_image_availability(_Engine("meshcert/host:1"), env={}, registry_probe=_never_dial)
+def test_missing_build_tools_mean_cannot_in_one_line():
+    a = kind.node_image_availability(_Engine(), env={}, prerequisites=lambda: ["debootstrap", "gcc"])
     assert not a.ok and a.node_image is None
-    assert a.reason.startswith("kind cannot run here: no kindest/node image on the engine") and "\n" not in a.reason
-
-
-def test_a_node_image_on_the_engine_is_used_the_pinned_tag_first():
-    pinned = kind.pinned_node_image().split("@")[0]
-    a = kind.node_image_availability(_Engine("kindest/node:v1.20.0", pinned), env={}, registry_probe=_never_dial)
-    assert a.ok and a.node_image == pinned
-    a = kind.node_image_availability(_Engine("kindest/node:v1.20.0"), env={}, registry_probe=_never_dial)
-    assert a.ok and a.node_image == "kindest/node:v1.20.0"
+    assert a.reason == "kind cannot run here: building the node image needs debootstrap, gcc"
 
 
 def test_an_explicit_node_image_must_be_on_the_engine():
-    env = {"MESHCERT_KIND_NODE_IMAGE": "my/node:1"}
-    a = kind.node_image_availability(_Engine("my/node:1"), env=env, registry_probe=_never_dial)
-    assert a.ok and a.node_image == "my/node:1"
-    a = kind.node_image_availability(_Engine(), env=env, registry_probe=_never_dial)
-    assert not a.ok and "MESHCERT_KIND_NODE_IMAGE=my/node:1 is not on the engine" in a.reason
+    env = {"MESHCERT_KIND_NODE_IMAGE": "kindest/node:v1.37.0"}
+    a = kind.node_image_availability(_Engine("kindest/node:v1.37.0"), env=env, prerequisites=lambda: ["go"])
+    assert a.ok and a.node_image == "kindest/node:v1.37.0"
+    a = kind.node_image_availability(_Engine(), env=env, prerequisites=lambda: [])
+    assert not a.ok and "MESHCERT_KIND_NODE_IMAGE=kindest/node:v1.37.0 is not on the engine" in a.reason
 
 
-def test_pulls_only_when_allowed_and_the_registry_answers():
-    env = {"MESHCERT_KIND_PULL": "1"}
-    a = kind.node_image_availability(_Engine(), env=env, registry_probe=lambda: True)
-    assert a.ok and a.node_image == kind.pinned_node_image()
-    a = kind.node_image_availability(_Engine(), env=env, registry_probe=lambda: False)
-    assert not a.ok and "does not answer" in a.reason
+def test_the_effective_config_adds_what_meshcerts_node_image_needs():
+    doc = kind.load_config()
+    ours = kind.effective_config(doc, node_image_is_ours=True)
+    assert ours["networking"]["disableDefaultCNI"] is True and ours["networking"]["kubeProxyMode"] == "none"
+    assert ours["networking"]["podSubnet"] == doc["networking"]["podSubnet"], "the user's settings stay"
+    patches = [yaml.safe_load(p) for p in ours["kubeadmConfigPatches"]]
+    assert {"kind": "KubeletConfiguration", "failCgroupV1": False} in patches
+    init = next(p for p in patches if p["kind"] == "InitConfiguration")
+    assert set(init["skipPhases"]) == {"preflight", "addon/kube-proxy", "addon/coredns"}
+    assert kind.config_problems(ours) == []
+    assert "kubeadmConfigPatches" not in doc, "the loaded config is not modified"
+    foreign = kind.effective_config(doc, node_image_is_ours=False)
+    assert "disableDefaultCNI" not in foreign["networking"]
+    assert [yaml.safe_load(p) for p in foreign["kubeadmConfigPatches"]] == [
+        {"kind": "KubeletConfiguration", "failCgroupV1": False}]
 
 
 def test_cluster_manifests_carry_the_key_only_in_the_secret():
