@@ -14,6 +14,7 @@ import ipaddress
 import json
 import os
 import secrets as pysecrets
+import threading
 import time
 from collections.abc import Iterable
 from contextlib import contextmanager
@@ -78,6 +79,7 @@ class World:
         self.headscale: Headscale | None = None
         self.toxiproxy: Toxiproxy | None = None
         self.keys: dict[tuple[str, ...], Secret] = {}
+        self._keys_lock = threading.Lock()
         self.policy: dict = {}
         self.policy_version = 0
         self.images: dict[str, str] = {}
@@ -206,6 +208,7 @@ class World:
                                   f"{container_state(tp_box)}")
         self.toxiproxy.ensure_proxy("control", f"0.0.0.0:{HEADSCALE_PORT}", f"{HEADSCALE_ALIAS}:{HEADSCALE_PORT}")
         self.user_id = self.headscale.create_user(topo.user)
+        self.headscale.enable_api(self.certs.ca_pem)
         self._apply_policy(topo.policy, wait=False)
         self.timings["control"] = time.monotonic() - t
 
@@ -213,13 +216,16 @@ class World:
         for node in self.nodes.values():
             wait_for(f"node agent on {node.name}", node.api.healthy, 30,
                      describe=lambda n=node: self._agent_state(n))
+        # the SUT containers start while the nodes join (as a pod's containers start together)
         with concurrent.futures.ThreadPoolExecutor(max_workers=8) as ex:
+            suts = [ex.submit(self.start_sut, p.spec.name) for p in self.pods.values()]
             list(ex.map(self._join, self.nodes.values()))
-        self.timings["join"] = time.monotonic() - t
+            self.timings["join"] = time.monotonic() - t
+            for f in suts:
+                f.result()
+        self.timings["suts"] = time.monotonic() - t
 
         t = time.monotonic()
-        with concurrent.futures.ThreadPoolExecutor(max_workers=4) as ex:
-            list(ex.map(lambda p: self.start_sut(p.spec.name), self.pods.values()))
         self._approve_routes()
         self._wait_policy_everywhere()
         self._wait_mesh()
@@ -248,14 +254,21 @@ class World:
                            socks5=f"127.0.0.1:{spec.socks5_port}" if spec.userspace else None)
         self.nodes[spec.name] = node
         wait_for(f"node agent on {spec.name}", node.api.healthy, 30, describe=lambda: self._agent_state(node))
-        if expect_join:
-            self._join(node, key)
-        else:
-            try:
-                self._join(node, key, up_timeout="15s", wait=False)
-            except WorldError:
-                pass
-        self.start_sut(spec.name, key=key, mutant=mutant)
+
+        def join() -> None:
+            if expect_join:
+                self._join(node, key)
+            else:
+                try:
+                    self._join(node, key, up_timeout="15s", wait=False)
+                except WorldError:
+                    pass
+        # the SUT container starts while the sidecar joins, as a pod's containers start together
+        with concurrent.futures.ThreadPoolExecutor(max_workers=2) as ex:
+            f_join = ex.submit(join)
+            f_sut = ex.submit(self.start_sut, spec.name, key=key, mutant=mutant)
+            f_join.result()
+            f_sut.result()
         return node
 
     def remove_pod(self, name: str) -> None:
@@ -310,13 +323,17 @@ class World:
     def _forget(self, name: str, roles: Iterable[str]) -> None:
         """Remove a node's containers and delete it from headscale (if it ever registered)."""
         self.nodes.pop(name, None)
-        for role in roles:
-            box = self.boxes.pop(role, None)
-            if box is not None:
-                try:
-                    box.container.remove(force=True)
-                except docker.errors.NotFound:
-                    pass
+        boxes = [b for b in (self.boxes.pop(role, None) for role in roles) if b is not None]
+
+        def remove(box: Box) -> None:
+            try:
+                box.container.remove(force=True)
+            except docker.errors.NotFound:
+                pass
+        # all at once (a pod's four containers one after another took ~5 s on the loaded engine);
+        # the containers go before the headscale node, so no tailscaled is left to register again
+        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(boxes))) as ex:
+            list(ex.map(remove, boxes))
         try:
             self.headscale.cli("nodes", "delete", "-i", str(self.headscale.node_id(name)), "--force")
         except WorldError:
@@ -325,9 +342,10 @@ class World:
     def key_for(self, tags: tuple[str, ...]) -> Secret:
         """The run's reusable pre-auth key for ``tags`` (made once, then reused)."""
         k = tuple(sorted(tags))
-        if k not in self.keys:
-            self.keys[k] = self.headscale.preauth_key(k, reusable=True, expiration="2h")
-        return self.keys[k]
+        with self._keys_lock:  # joins and SUT starts run in threads: one key per tag set, never two
+            if k not in self.keys:
+                self.keys[k] = self.headscale.preauth_key(k, reusable=True, expiration="2h")
+            return self.keys[k]
 
     def login_server(self) -> str:
         return login_server()
@@ -566,8 +584,17 @@ class World:
         self.pods[pod_name].sidecar.container.stop(timeout=5)
 
     def start_sidecar(self, pod_name: str = "agent") -> None:
+        """The pod's sidecar running and Running again: a stopped container is started; a running
+        one that is not Running (e.g. restarted while the control plane was down) is restarted.
+        Why restart: its tailscaled retries the control plane with a growing backoff, and waited
+        11.8 s to reach Running after the control plane came back (HEALTH-1, 2026-12-01, load ~13);
+        a fresh tailscaled (its state kept in the container) logs in at once."""
         pod, node = self.pods[pod_name], self.nodes[pod_name]
-        pod.sidecar.container.start()
+        pod.sidecar.container.reload()
+        if pod.sidecar.container.status != "running":
+            pod.sidecar.container.start()
+        elif node.backend_state() != "Running":
+            pod.sidecar.container.restart(timeout=5)
         wait_for(f"{pod_name}'s sidecar Running again (state kept in its container)",
                  lambda: node.backend_state() == "Running", 60, describe=node.backend_state)
 
