@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from meshcert.checks.sut import clause
+from meshcert.checks.sut import at_once, clause
 from meshcert.errors import MeshcertError
 from meshcert.k8s import kind
 from meshcert.k8s.chart import DEFAULT_SOCKET, SIDECAR, SOCKET_DIR, Chart, Manifests, guide_values, socket_path
@@ -272,61 +272,66 @@ def pod_accept_routes(world, chart: Chart) -> None:
     router, routes = next(iter(world.expected_primary_routes().items()))
     vlan = next(iter(routes))
     legacy = world.address("legacy")
-    with clause(world, "HELM-5") as e:
-        for on in (True, False):
-            with chart_pod(world, chart, acceptRoutes=on) as cp:
-                try:
-                    cp.wait_running()
-                except MeshcertError as err:
-                    e.that(False, f"acceptRoutes {on}: the sidecar Running", err.message)
-                    continue
-                try:
-                    wait_for(f"chart pod {cp.pod.name}: sees the router's primary route {vlan}",
-                             lambda: any(vlan in (p.get("PrimaryRoutes") or [])
-                                         for p in (cp.ts_status().get("Peer") or {}).values()), 30,
-                             describe=lambda: "primary routes seen: " + json.dumps(
-                                 {p.get("HostName"): p.get("PrimaryRoutes") or []
-                                  for p in (cp.ts_status().get("Peer") or {}).values()}))
-                except MeshcertError as err:
-                    e.that(False, f"acceptRoutes {on}: the router's route {vlan} in the sidecar's netmap", err.message)
-                code, out = cp.pod.exec(SIDECAR, ["tailscale", f"--socket={cp.socket}", "debug", "prefs"])
-                try:
-                    route_all = json.loads(out).get("RouteAll")
-                except json.JSONDecodeError:
-                    route_all = f"(not JSON: {out.strip()[-200:]})"
-                e.that(route_all is on, f"acceptRoutes {str(on).lower()}: the sidecar's RouteAll pref is {on}",
-                       route_all)
-                sut = cp.sut()
-                r = _connect_until(sut, world.address("server"), 22, "server")
-                if not e.that(r.get("ok"), f"acceptRoutes {on}: server:22 reachable on the tailnet (positive control)",
-                              r):
-                    continue
-                if on:
-                    r = _connect_until(sut, legacy, 22, "legacy")
-                    e.that(r.get("ok") and "host=legacy port=22" in (r.get("banner") or ""),
-                           f"acceptRoutes true: the legacy host {legacy}:22 on {vlan} reached through the router", r)
-                else:
-                    # The denial is judged only once the WireGuard session to the router (the path
-                    # the legacy host's packets would take) answers a TSMP ping: tailscaled answers
-                    # those ahead of its packet filter, so the tunnel is proven up and a lost first
-                    # handshake cannot pass for "routes not accepted".
-                    router_ip = world.address(router)
-                    seen = {}
 
-                    def pong(router_ip: str = router_ip, seen: dict = seen) -> bool:
-                        code, out = cp.pod.exec(SIDECAR, ["tailscale", f"--socket={cp.socket}", "ping", "--tsmp",
-                                                          "-c", "1", "--timeout=2s", router_ip])
-                        seen["last"] = out.strip().splitlines()[-1] if out.strip() else f"exit {code}"
-                        return code == 0 and "pong from" in out
-                    try:
-                        wait_for(f"chart pod {cp.pod.name}: a TSMP pong from {router} ({router_ip})", pong, 30,
-                                 describe=lambda seen=seen: seen.get("last", "no ping answered yet"))
-                    except MeshcertError as err:
-                        e.that(False, f"acceptRoutes false: the WireGuard session to {router} up (positive control "
-                               f"on the legacy host's path)", err.message)
-                        continue
-                    r = sut.connect(legacy, 22, timeout_s=3)
-                    e.that(not r.get("ok"), f"acceptRoutes false: the legacy host {legacy}:22 unreachable", r)
+    def one(e, on: bool) -> None:
+        with chart_pod(world, chart, acceptRoutes=on) as cp:
+            try:
+                cp.wait_running()
+            except MeshcertError as err:
+                e.that(False, f"acceptRoutes {on}: the sidecar Running", err.message)
+                return
+            try:
+                wait_for(f"chart pod {cp.pod.name}: sees the router's primary route {vlan}",
+                         lambda: any(vlan in (p.get("PrimaryRoutes") or [])
+                                     for p in (cp.ts_status().get("Peer") or {}).values()), 30,
+                         describe=lambda: "primary routes seen: " + json.dumps(
+                             {p.get("HostName"): p.get("PrimaryRoutes") or []
+                              for p in (cp.ts_status().get("Peer") or {}).values()}))
+            except MeshcertError as err:
+                e.that(False, f"acceptRoutes {on}: the router's route {vlan} in the sidecar's netmap", err.message)
+            code, out = cp.pod.exec(SIDECAR, ["tailscale", f"--socket={cp.socket}", "debug", "prefs"])
+            try:
+                route_all = json.loads(out).get("RouteAll")
+            except json.JSONDecodeError:
+                route_all = f"(not JSON: {out.strip()[-200:]})"
+            e.that(route_all is on, f"acceptRoutes {str(on).lower()}: the sidecar's RouteAll pref is {on}",
+                   route_all)
+            sut = cp.sut()
+            r = _connect_until(sut, world.address("server"), 22, "server")
+            if not e.that(r.get("ok"), f"acceptRoutes {on}: server:22 reachable on the tailnet (positive control)",
+                          r):
+                return
+            if on:
+                r = _connect_until(sut, legacy, 22, "legacy")
+                e.that(r.get("ok") and "host=legacy port=22" in (r.get("banner") or ""),
+                       f"acceptRoutes true: the legacy host {legacy}:22 on {vlan} reached through the router", r)
+            else:
+                # The denial is judged only once the WireGuard session to the router (the path
+                # the legacy host's packets would take) answers a TSMP ping: tailscaled answers
+                # those ahead of its packet filter, so the tunnel is proven up and a lost first
+                # handshake cannot pass for "routes not accepted".
+                router_ip = world.address(router)
+                seen = {}
+
+                def pong(router_ip: str = router_ip, seen: dict = seen) -> bool:
+                    code, out = cp.pod.exec(SIDECAR, ["tailscale", f"--socket={cp.socket}", "ping", "--tsmp",
+                                                      "-c", "1", "--timeout=2s", router_ip])
+                    seen["last"] = out.strip().splitlines()[-1] if out.strip() else f"exit {code}"
+                    return code == 0 and "pong from" in out
+                try:
+                    wait_for(f"chart pod {cp.pod.name}: a TSMP pong from {router} ({router_ip})", pong, 30,
+                             describe=lambda seen=seen: seen.get("last", "no ping answered yet"))
+                except MeshcertError as err:
+                    e.that(False, f"acceptRoutes false: the WireGuard session to {router} up (positive control "
+                           f"on the legacy host's path)", err.message)
+                    return
+                r = sut.connect(legacy, 22, timeout_s=3)
+                e.that(not r.get("ok"), f"acceptRoutes false: the legacy host {legacy}:22 unreachable", r)
+
+    # the two pods are independent (own hostname, own containers): both at once, not one after
+    # the other (each pod's start-up and join is ~8 s of waiting)
+    with clause(world, "HELM-5") as e:
+        at_once(e, one, (True, False))
 
 
 def pod_missing_secret(world, chart: Chart) -> None:
@@ -334,41 +339,46 @@ def pod_missing_secret(world, chart: Chart) -> None:
     without the Secret, or with the key under another name, the kubelet does not start the
     sidecar (CreateContainerConfigError naming the Secret / key); the controller still runs and
     its pre-run warns about the sidecar and goes on."""
+    cases = (("no Secret", {}, "secret \"{secret}\" not found"),
+             ("the Secret without the key", None, "couldn't find key {key} in Secret"))
+
+    def one(e, case) -> None:
+        label, secrets, reason = case
+        values_secret = guide_values()["connectivity"]
+        sname, skey = values_secret["authKeySecret"], values_secret["authKeySecretKey"]
+        if secrets is None:
+            secrets = {sname: {"not-" + skey: world.key_for((AGENT_TAG,)).reveal()}}
+        with chart_pod(world, chart, secrets=secrets) as cp:
+            pod = cp.pod
+            why = pod.not_started().get(_sidecar_name(cp.manifests), "")
+            want = reason.format(secret=sname, key=skey)
+            e.that(why.startswith("CreateContainerConfigError") and want in why,
+                   f"{label}: the sidecar not started, CreateContainerConfigError: {want}",
+                   why or f"started ({pod.state(SIDECAR) if pod.started(SIDECAR) else 'absent'})")
+            ctl = cp.manifests.controller()
+            cname = ctl.get("name") if ctl else "controller"
+            if not e.that(pod.started(cname), f"{label}: the controller starts anyway", pod.not_started()):
+                return
+            try:
+                pod.wait_probe(cname, "readinessProbe", 30)
+            except MeshcertError as err:
+                e.that(False, f"{label}: the controller ready", err.message)
+                return
+            code, ans = cp.sut().prerun(_mesh_spec(world, cp.secret), {
+                "server": {"url": f"tcp://{world.address('server')}:22", "critical": False}}, deadline_s=1)
+            logs = ans.get("logs") or []
+            e.that(code == 200, f"{label}: the pre-run answers HTTP 200 (the run goes on)", f"HTTP {code}")
+            e.that((ans.get("sidecar") or {}).get("ready") is False, f"{label}: sidecar not ready",
+                   ans.get("sidecar"))
+            e.that(any(x.get("level") == "warning" and "sidecar" in x.get("msg", "").lower() for x in logs),
+                   f"{label}: a warning about the sidecar", logs)
+            e.that(not any(x.get("level") == "error" for x in logs), f"{label}: no error-level line", logs)
+            e.that("server" in (ans.get("endpoints") or {}), f"{label}: endpoints still dialled",
+                   ans.get("endpoints"))
+
+    # the two cases are independent pods: both at once
     with clause(world, "HELM-2") as e:
-        cases = (("no Secret", {}, "secret \"{secret}\" not found"),
-                 ("the Secret without the key", None, "couldn't find key {key} in Secret"))
-        for label, secrets, reason in cases:
-            values_secret = guide_values()["connectivity"]
-            sname, skey = values_secret["authKeySecret"], values_secret["authKeySecretKey"]
-            if secrets is None:
-                secrets = {sname: {"not-" + skey: world.key_for((AGENT_TAG,)).reveal()}}
-            with chart_pod(world, chart, secrets=secrets) as cp:
-                pod = cp.pod
-                why = pod.not_started().get(_sidecar_name(cp.manifests), "")
-                want = reason.format(secret=sname, key=skey)
-                e.that(why.startswith("CreateContainerConfigError") and want in why,
-                       f"{label}: the sidecar not started, CreateContainerConfigError: {want}",
-                       why or f"started ({pod.state(SIDECAR) if pod.started(SIDECAR) else 'absent'})")
-                ctl = cp.manifests.controller()
-                cname = ctl.get("name") if ctl else "controller"
-                if not e.that(pod.started(cname), f"{label}: the controller starts anyway", pod.not_started()):
-                    continue
-                try:
-                    pod.wait_probe(cname, "readinessProbe", 30)
-                except MeshcertError as err:
-                    e.that(False, f"{label}: the controller ready", err.message)
-                    continue
-                code, ans = cp.sut().prerun(_mesh_spec(world, cp.secret), {
-                    "server": {"url": f"tcp://{world.address('server')}:22", "critical": False}}, deadline_s=1)
-                logs = ans.get("logs") or []
-                e.that(code == 200, f"{label}: the pre-run answers HTTP 200 (the run goes on)", f"HTTP {code}")
-                e.that((ans.get("sidecar") or {}).get("ready") is False, f"{label}: sidecar not ready",
-                       ans.get("sidecar"))
-                e.that(any(x.get("level") == "warning" and "sidecar" in x.get("msg", "").lower() for x in logs),
-                       f"{label}: a warning about the sidecar", logs)
-                e.that(not any(x.get("level") == "error" for x in logs), f"{label}: no error-level line", logs)
-                e.that("server" in (ans.get("endpoints") or {}), f"{label}: endpoints still dialled",
-                       ans.get("endpoints"))
+        at_once(e, one, cases)
 
 
 def pod_disabled(world, chart: Chart) -> None:

@@ -9,6 +9,7 @@ import json
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
+from typing import Any
 
 from meshcert.checks.base import ClauseFailure
 from meshcert.secrets import MIN_RUN, Secret, describe, leaks, redact
@@ -83,6 +84,17 @@ class Expect:
     def done(self) -> None:
         if self.problems:
             raise ClauseFailure(self.clause, self.problems, self.world.failure_logs(self.clause))
+
+
+def at_once(e: Expect, fn: Callable[[Expect, Any], None], items) -> None:
+    """``fn(sub, item)`` for every item at once (threads), each with an Expect of its own for
+    ``e``'s clause; their violations join ``e``'s in the order of ``items`` (not of finishing)."""
+    items = list(items)
+    subs = [Expect(e.world, e.clause) for _ in items]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(items))) as ex:
+        list(ex.map(fn, subs, items))
+    for sub in subs:
+        e.problems.extend(sub.problems)
 
 
 @contextmanager
