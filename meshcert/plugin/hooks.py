@@ -27,7 +27,7 @@ MARKERS = {
     "property": "property-based differential tests against the oracle",
     "kind": "needs a kind cluster (skipped, and no clause recorded, unless --cluster kind and a node image)",
     "chaos": "chaos scenarios",
-    "slow": "takes more than a minute",
+    "slow": "takes more than a minute (slow(minutes=N): about N; under xdist the longest start first)",
     "sut": "asserted against the SUT running in its pod",
 }
 # an item skipped because it needs kind and this run does not use kind: its clauses are not
@@ -100,6 +100,8 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             return
         raise pytest.UsageError(message)
     _skip_kind(items, config)
+    if parallel.is_worker(config):
+        parallel.order_for_workers(items)
 
 
 def _skip_kind(items: list[pytest.Item], config: pytest.Config) -> None:

@@ -76,6 +76,21 @@ def worker_vlans(env: dict[str, str] | None = None) -> tuple[int, int] | None:
     return int(net.network_address.packed[2]), int(count)
 
 
+def order_for_workers(items: list[pytest.Item]) -> None:
+    """In each xdist worker (the same order in all, as xdist requires): the shared-world tests
+    first, in collection order, then the ``slow``-marked ones, longest first by the mark's
+    ``minutes`` (an estimate beside the mark), then the rest in collection order. xdist hands
+    out work units in this order, so the longest tests start at once instead of last."""
+    def key(item: pytest.Item) -> tuple[int, float]:
+        if any(d in PurePosixPath(item.nodeid.split("::", 1)[0]).parts[:-1] for d in SHARED_WORLD_DIRS):
+            return (0, 0.0)
+        slow = item.get_closest_marker("slow")
+        if slow is None:
+            return (2, 0.0)
+        return (1, -float(slow.kwargs.get("minutes", 1)))
+    items.sort(key=key)
+
+
 def merge_extra(into: dict, extra: dict) -> None:
     """A worker's report sections into the controller's: a section both have as a dict (e.g.
     "scenarios": name -> journal) is merged key by key, any other is set."""
