@@ -88,9 +88,12 @@ def test_interrupting_meshcert_test_tears_the_world_down(sig, paths):
         # the worlds' containers carry their owner: the pytest process the command started, or
         # (`meshcert test` runs xdist workers) one of its workers
         owners = {labels.owner_token(pid) for pid in _descendants(p.pid)}
-        for ctr in c.containers.list(filters={"label": labels.LABEL + "=1"}):
-            if ctr.labels.get(labels.OWNER) in owners:
-                runs.add(ctr.labels[labels.RUN])
+        # sparse: the list's own labels, no inspect per container (another run's container
+        # removed between the list and its inspect was a 404 here)
+        for ctr in c.containers.list(sparse=True, filters={"label": labels.LABEL + "=1"}):
+            ctr_labels = ctr.attrs.get("Labels") or {}
+            if ctr_labels.get(labels.OWNER) in owners:
+                runs.add(ctr_labels[labels.RUN])
         time.sleep(0.5)  # polling the engine for the worlds to appear, not waiting on time
     assert len(runs) == len(paths), (f"{len(runs)} of {len(paths)} worlds came up: "
                                      + (p.stderr.read()[-2000:] if p.poll() is not None else "(still running)"))
