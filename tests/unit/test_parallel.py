@@ -126,6 +126,30 @@ def test_a_secret_a_worker_made_is_found_in_the_report_by_the_controller(tmp_pat
         assert secret[-20:] not in (tmp_path / name / "report" / "logs" / "node.log").read_text()  # masked
 
 
+def test_an_input_error_stops_a_parallel_run_as_a_serial_one(tmp_path):
+    """Bad input (here raised by a test, as a SUT answering garbage does) ends the run: not
+    tested, with its one line; the other workers stop too."""
+    tree = {"test_i.py": '''
+        import pytest
+        from meshcert.errors import InputError
+
+        @pytest.mark.clause("ACL-1")
+        def test_bad_input():
+            raise InputError("the SUT's /connect answer", "not JSON", "answer the contract")
+
+        @pytest.mark.parametrize("n", range(6))
+        def test_other(n):
+            pass
+    '''}
+    got = {}
+    for name, args in (("serial", ("-p", "no:xdist")), ("parallel", ("-n", "2"))):
+        rc, out, results = _run(tmp_path, name, *args, tree=tree)
+        got[name] = (rc, results["not_tested"]["reason"], results["input_error"], results["clauses"])
+    assert got["parallel"] == got["serial"], got
+    assert got["serial"][0] == pytest.ExitCode.INTERRUPTED and "not JSON" in got["serial"][1]
+    assert got["serial"][3] == {}  # not recorded as a failed clause
+
+
 @pytest.mark.parametrize("vlan, worker, want", [
     (None, None, "10.20.5.0/24"),
     (None, "gw0", "10.20.5.0/24"),
