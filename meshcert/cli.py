@@ -393,7 +393,8 @@ def main(argv: list[str] | None = None) -> int:
     st.add_argument("--kind", action="store_true",
                     help="also the pinned kind and its node image (Kubernetes built here from pinned modules)")
     sub.add_parser("test", help="set up, then run pytest (every further argument goes to pytest; "
-                                "default paths: tests conformance scenarios)")
+                                "default paths: tests conformance scenarios) in parallel: -n 3 xdist workers, "
+                                "each with a world (MESHCERT_TEST_WORKERS=N; 0: serial)")
     cf = sub.add_parser("certify", help="the main job: certify the SUT against every clause and write the report")
     cf.add_argument("--sut-image", help="certify this image instead of the bundled reference SUT")
     cf.add_argument("--sut-port", type=int, default=8080)
