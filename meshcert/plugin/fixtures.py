@@ -57,7 +57,10 @@ def world(pytestconfig, report_dir):
     w = World(topology=topo, sut_image=pytestconfig.getoption("--sut-image"),
               sut_port=pytestconfig.getoption("--sut-port"))
     w.connectivity_spec = spec
-    w.log_root = report_dir / "logs"
+    wid = parallel.worker_id(pytestconfig)
+    # a failing clause's logs go to logs/<clause>-<n>, n counted per world: under xdist each
+    # worker's world has a folder of its own (logs/gw0/...), so two worlds' "<clause>-1" never meet
+    w.log_root = report_dir / "logs" / wid if wid else report_dir / "logs"
     try:
         w.start()
     except MeshcertError as e:
@@ -70,7 +73,6 @@ def world(pytestconfig, report_dir):
         pytest.exit(_not_tested_exit_message(data), returncode=2)
     about = json.dumps({"run": w.run_id, "timings": w.timings, "images": w.images, "sut_image": w.sut_image},
                        indent=1)
-    wid = parallel.worker_id(pytestconfig)
     if wid:  # xdist: one world per worker, each named; world.json (the bundle's) is the first one built
         (report_dir / f"world-{wid}.json").write_text(about)
         try:
