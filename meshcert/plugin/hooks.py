@@ -214,9 +214,21 @@ WORKER_EXIT_S = 180
 
 @pytest.hookimpl(hookwrapper=True, specname="pytest_sessionfinish")
 def pytest_sessionfinish_let_workers_tear_down(session):
-    nodes = getattr(session.config.pluginmanager.getplugin("dsession"), "nodemanager", None)
-    if nodes is not None:
-        nodes.EXIT_TIMEOUT = max(nodes.EXIT_TIMEOUT, WORKER_EXIT_S)
+    """xdist's controller, before it shuts its workers down: after Ctrl-C it waits for every
+    worker to report its end (each got the SIGINT too and is removing its world). Shut down at
+    once, a worker still busy is interrupted after 5 s and ended (os._exit) 10 s later by
+    execnet, mid-way through its world's removal (seen in CI under load: networks and volumes left)."""
+    dsession = session.config.pluginmanager.getplugin("dsession")
+    manager = getattr(dsession, "nodemanager", None)
+    if manager is not None:
+        manager.EXIT_TIMEOUT = max(manager.EXIT_TIMEOUT, WORKER_EXIT_S)
+        sched = getattr(dsession, "sched", None)
+        if session.exitstatus == pytest.ExitCode.INTERRUPTED and sched is not None:
+            nodes = list(sched.nodes)
+            deadline = time.monotonic() + WORKER_EXIT_S
+            # xdist marks a node down (its private _down) when its "finished" or "errordown" arrives
+            while time.monotonic() < deadline and not all(getattr(n, "_down", True) for n in nodes):
+                time.sleep(0.2)  # polling the workers' end events, not waiting on time
     yield
 
 
