@@ -76,7 +76,7 @@ def _verdicts(results: dict) -> dict:
 def test_two_workers_give_the_serial_runs_verdicts_sections_and_exit(tmp_path):
     rc1, out1, serial = _run(tmp_path, "serial", "-p", "no:xdist")
     rc2, out2, par = _run(tmp_path, "parallel", "-n", "2")
-    assert "2 workers" in out2 or "gw1" in out2, out2[-1500:]
+    assert "bringing up nodes" in out2, out2[-1500:]  # xdist's own line: the run had workers
     assert rc1 == rc2 == pytest.ExitCode.TESTS_FAILED, (out1[-800:], out2[-800:])
     assert _verdicts(par) == _verdicts(serial)
     assert _verdicts(par)["ACL-2"][0] == "failed" and _verdicts(par)["ROUTE-2"][0] == "skipped"
