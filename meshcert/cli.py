@@ -93,7 +93,8 @@ def _pytest(pytest_args: list[str], cwd: Path) -> int:
 
     (subprocess.call would SIGKILL the child on our KeyboardInterrupt, leaving its world for the
     next run to sweep; a terminal's Ctrl-C sent to both of us could interrupt its teardown twice.)
-    On Ctrl-C or SIGTERM we send the child one SIGINT and wait until it has torn its world down.
+    On Ctrl-C or SIGTERM we send the child's process group (pytest, and under -n its xdist workers,
+    each with a world) one SIGINT and wait until it has torn its worlds down.
     """
     env = dict(os.environ)
     cmd = [sys.executable, "-m", "pytest", *pytest_args]
@@ -103,8 +104,11 @@ def _pytest(pytest_args: list[str], cwd: Path) -> int:
         return child.wait()
     except KeyboardInterrupt:
         if child.poll() is None:
-            progress.say("interrupted: pytest is tearing its world down ...")
-            child.send_signal(signal.SIGINT)
+            progress.say("interrupted: pytest is tearing its world(s) down ...")
+            try:
+                os.killpg(child.pid, signal.SIGINT)  # its own session: the group is pytest + its workers
+            except ProcessLookupError:
+                pass
         while True:
             try:
                 child.wait()
@@ -114,10 +118,38 @@ def _pytest(pytest_args: list[str], cwd: Path) -> int:
         raise
 
 
+# `meshcert test` runs this many pytest-xdist workers unless told otherwise (MESHCERT_TEST_WORKERS,
+# or -n/-p no:xdist among the arguments). The suite waits far more than it computes (handshakes,
+# pod start-ups, timeouts), so on 2 cores 3 workers, each with a world of its own, measured
+# fastest: see tests/README.md.
+TEST_WORKERS = 3
+# arguments after which `meshcert test` adds no -n: the user chose, or xdist cannot do it
+# (a debugger, collection only)
+_SERIAL_ARGS = ("-n", "--numprocesses", "--pdb", "--trace", "--collect-only", "--co", "--setup-plan")
+
+
+def parallel_args(pytest_args: list[str], env: dict[str, str] | None = None) -> list[str]:
+    """``-n N`` for `meshcert test` (N: MESHCERT_TEST_WORKERS, default TEST_WORKERS; 0 or 1: a
+    serial run), unless the arguments already decide."""
+    env = os.environ if env is None else env
+    for i, a in enumerate(pytest_args):
+        if a.split("=", 1)[0] in _SERIAL_ARGS or (a.startswith("-n") and a[2:].isdigit()):
+            return []
+        if a in ("no:xdist", "-pno:xdist") and (a.startswith("-p") or pytest_args[i - 1:i] == ["-p"]):
+            return []
+    raw = env.get("MESHCERT_TEST_WORKERS", "").strip()
+    if raw and not raw.isdigit():
+        raise InputError("MESHCERT_TEST_WORKERS", f"{raw!r} is not a number of workers", "give 0 (serial) or N")
+    n = int(raw) if raw else TEST_WORKERS
+    return ["-n", str(n)] if n > 1 else []
+
+
 def cmd_test(pytest_args: list[str]) -> int:
     """pytest with meshcert's defaults: in a checkout, from its root (tests, conformance,
     scenarios when no path is given); installed, from the current directory (the installed
-    conformance and scenarios when no path is given: meshcert's own tests/ do not ship)."""
+    conformance and scenarios when no path is given: meshcert's own tests/ do not ship).
+    In parallel: ``-n`` TEST_WORKERS xdist workers unless told otherwise (:func:`parallel_args`)."""
+    pytest_args = [*parallel_args(pytest_args), *pytest_args]
     cmd_setup()
     tree = source_tree()
     cwd = tree or Path.cwd()
@@ -361,7 +393,8 @@ def main(argv: list[str] | None = None) -> int:
     st.add_argument("--kind", action="store_true",
                     help="also the pinned kind and its node image (Kubernetes built here from pinned modules)")
     sub.add_parser("test", help="set up, then run pytest (every further argument goes to pytest; "
-                                "default paths: tests conformance scenarios)")
+                                "default paths: tests conformance scenarios) in parallel: -n 3 xdist workers, "
+                                "each with a world (MESHCERT_TEST_WORKERS=N; 0: serial)")
     cf = sub.add_parser("certify", help="the main job: certify the SUT against every clause and write the report")
     cf.add_argument("--sut-image", help="certify this image instead of the bundled reference SUT")
     cf.add_argument("--sut-port", type=int, default=8080)

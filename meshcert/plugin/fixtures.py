@@ -3,14 +3,16 @@ the per-test reset, the report folder and the report's extra sections, the claus
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 from pathlib import Path
 
 import pytest
 
 from meshcert.errors import MeshcertError
-from meshcert.plugin import state
+from meshcert.plugin import parallel, state
 from meshcert.policy import load_policy
 from meshcert.spec import load_spec
 from meshcert.sut.client import SutNotTestable
@@ -40,8 +42,9 @@ def clause_results(pytestconfig) -> dict:
 @pytest.fixture(scope="session")
 def world(pytestconfig, report_dir):
     """The guide's world, built once per session and removed at its end (Ctrl-C included)."""
-    vlan = os.environ.get("MESHCERT_VLAN")  # two sessions on one engine need different VLANs
-    topo = guide_topology(vlan) if vlan else guide_topology()
+    # two sessions on one engine need different VLANs: MESHCERT_VLAN; xdist's workers each move it
+    # up by their number (parallel.session_vlan)
+    topo = guide_topology(parallel.session_vlan(parallel.worker_id(pytestconfig)))
     try:
         if pytestconfig.getoption("--policy"):
             topo.policy = json.loads(load_policy(pytestconfig.getoption("--policy")).to_json())
@@ -54,7 +57,10 @@ def world(pytestconfig, report_dir):
     w = World(topology=topo, sut_image=pytestconfig.getoption("--sut-image"),
               sut_port=pytestconfig.getoption("--sut-port"))
     w.connectivity_spec = spec
-    w.log_root = report_dir / "logs"
+    wid = parallel.worker_id(pytestconfig)
+    # a failing clause's logs go to logs/<clause>-<n>, n counted per world: under xdist each
+    # worker's world has a folder of its own (logs/gw0/...), so two worlds' "<clause>-1" never meet
+    w.log_root = report_dir / "logs" / wid if wid else report_dir / "logs"
     try:
         w.start()
     except MeshcertError as e:
@@ -65,13 +71,42 @@ def world(pytestconfig, report_dir):
         data["run"] = w.run_id  # its objects are gone: World.start removes what it built
         pytestconfig.stash[state.NOT_TESTED] = data
         pytest.exit(_not_tested_exit_message(data), returncode=2)
-    (report_dir / "world.json").write_text(json.dumps({"run": w.run_id, "timings": w.timings, "images": w.images,
-                                                      "sut_image": w.sut_image}, indent=1))
+    about = json.dumps({"run": w.run_id, "timings": w.timings, "images": w.images, "sut_image": w.sut_image},
+                       indent=1)
+    if wid:  # xdist: one world per worker, each named; world.json (the bundle's) is the first one built
+        (report_dir / f"world-{wid}.json").write_text(about)
+        try:
+            with open(report_dir / "world.json", "x") as f:
+                f.write(about)
+        except FileExistsError:
+            pass
+    else:
+        (report_dir / "world.json").write_text(about)
     try:
         yield w
     finally:
         if not pytestconfig.getoption("--keep-world"):
-            w.stop()
+            with _no_second_interrupt(wid):
+                w.stop()
+
+
+@contextlib.contextmanager
+def _no_second_interrupt(worker: str | None):
+    """In an xdist worker, a world's removal is not cut short by a second SIGINT: the one Ctrl-C
+    already ended its session, and xdist's shutdown interrupts a worker that is still busy after
+    5 s (execnet's gateway, which then waits for it). A serial run: unchanged."""
+    if not worker:
+        yield
+        return
+    try:
+        old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 def _not_tested_exit_message(data: dict) -> str:
