@@ -22,10 +22,14 @@ from __future__ import annotations
 
 import base64
 import ipaddress
+import json
 import os
 import shutil
 import subprocess
-from collections.abc import Callable, Mapping
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +39,7 @@ import docker.errors
 import yaml
 
 from meshcert.errors import EnvironmentProblem
-from meshcert.k8s import cluster, nodeimage
+from meshcert.k8s import chart, cluster, nodeimage
 from meshcert.secrets import redact
 from meshcert.toolchain.components import COMPONENTS
 from meshcert.toolchain.paths import charts_dir
@@ -219,6 +223,7 @@ class KindCluster:
         self.network = f"{name}-net"
         self.unprivileged: list[str] | None = None
         self.kubeconfig = cluster.kubeconfig_dir() / f"{name}.yaml"
+        self.timings: dict[str, float] = {}
 
     @property
     def node(self) -> str:
@@ -260,12 +265,46 @@ class KindCluster:
         for img in images:
             self._kind("load", "docker-image", img, "--name", self.name)
 
+    def kubectl_argv(self, *args: str) -> list[str]:
+        """The command line of ``kubectl args`` run inside the node (the node image ships kubectl)."""
+        return ["docker", "exec", "-i", self.node, "kubectl", "--kubeconfig=/etc/kubernetes/admin.conf", *args]
+
+    def kubectl_run(self, *args: str, stdin: str | None = None, timeout: float = 180) -> tuple[int, str, str]:
+        """(exit code, stdout, stderr) of ``kubectl args`` inside the node; never raises on a non-zero exit."""
+        try:
+            r = subprocess.run(self.kubectl_argv(*args), input=stdin, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return 124, "", f"kubectl {args[0]}: no answer within {timeout:.0f} s"
+        return r.returncode, r.stdout, r.stderr
+
     def kubectl(self, *args: str, stdin: str | None = None, timeout: float = 180, check: bool = True) -> str:
-        r = subprocess.run(["docker", "exec", "-i", self.node, "kubectl", "--kubeconfig=/etc/kubernetes/admin.conf",
-                            *args], input=stdin, capture_output=True, text=True, timeout=timeout)
-        if check and r.returncode != 0:
-            raise EnvironmentProblem(f"kubectl {args[0]}", redact(r.stderr.strip()[-800:]) or f"exit {r.returncode}")
-        return r.stdout
+        code, out, err = self.kubectl_run(*args, stdin=stdin, timeout=timeout)
+        if check and code != 0:
+            raise EnvironmentProblem(f"kubectl {args[0]}", redact(err.strip()[-800:]) or f"exit {code}")
+        return out
+
+    def helm(self, *args: str, timeout: float = 300) -> str:
+        """The pinned helm against this cluster (its kubeconfig in meshcert's cache; the API server
+        listens on this machine's loopback only: kind-config.yaml's apiServerAddress)."""
+        return chart.helm(*args, "--kubeconfig", str(self.kubeconfig), timeout=timeout)
+
+    def helm_install(self, release: str, chart_path: str | os.PathLike, values: dict, namespace: str,
+                     timeout: float = 300) -> str:
+        """``helm install`` of a chart folder with ``values`` into ``namespace`` (created when
+        missing); returns helm's output. Secrets are never among the values (the caller creates
+        the auth key Secret itself, as the guide tells a user to)."""
+        with tempfile.NamedTemporaryFile("w", suffix=".json", prefix="meshcert-kind-values-", delete=False) as f:
+            json.dump(values, f)
+        try:
+            return self.helm("install", release, str(chart_path), "--namespace", namespace, "--create-namespace",
+                             "-f", f.name, timeout=timeout)
+        finally:
+            os.unlink(f.name)
+
+    def ip(self, network: str) -> str:
+        """The node's address on a Docker network it is attached to."""
+        ct = self.client.containers.get(self.node)
+        return ct.attrs["NetworkSettings"]["Networks"][network]["IPAddress"]
 
     def apply(self, docs: list[dict]) -> None:
         self.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(docs, sort_keys=False))
@@ -273,3 +312,25 @@ class KindCluster:
     def connect(self, client, network: str) -> None:
         """Attach the node to a Docker network (the world's WAN), so pods reach the control server."""
         client.networks.get(network).connect(self.node)
+
+
+@contextmanager
+def world_cluster(world) -> Iterator[KindCluster]:
+    """A kind cluster beside a running world: meshcert's node image (built when missing), its
+    node joined to the world's WAN (the pods reach ``control`` -> toxiproxy and the tailnet
+    nodes), the world's sidecar and SUT images loaded with ``kind load``; deleted on exit (also
+    on Ctrl-C: KeyboardInterrupt unwinds through here; a kill -9 leaves labelled containers for
+    the next run's sweep)."""
+    c = KindCluster(f"meshcert-{world.run_id}", ensure_node_image(world.client), run_id=world.run_id,
+                    client=world.client)
+    try:
+        t0 = time.monotonic()
+        c.create()
+        c.timings["create"] = time.monotonic() - t0
+        c.connect(world.client, world.networks["wan"].name)
+        t0 = time.monotonic()
+        c.load(images_to_load(world.images, world.sut_image))
+        c.timings["load"] = time.monotonic() - t0
+        yield c
+    finally:
+        c.delete()
