@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from meshcert.errors import InputError, MeshcertError
+from meshcert.k8s import cluster, nodeimage
 from meshcert.k8s.kind import node_image_availability
 from meshcert.plugin.marks import collect_clause_tests
 from meshcert.policy import load_policy
@@ -345,8 +346,13 @@ def cmd_sweep(args) -> int:
     c = engine.ensure_engine(install=False)
     counts = labels.remove_run(c) if args.all else labels.sweep(c)
     print(f"removed {counts}")
+    kubeconfigs = cluster.sweep_kubeconfigs(c)  # of kind clusters whose node is gone (swept just above)
+    if kubeconfigs:
+        print(f"removed {len(kubeconfigs)} kind kubeconfig file(s) of gone clusters")
     if args.images:
         removed, kept = remove_stale_images(c)
+        kind_removed, kind_kept = nodeimage.remove_stale_images(c)
+        removed, kept = removed + kind_removed, kept + kind_kept
         print(f"removed {len(removed)} stale image(s)" + "".join(f"\n  {r}" for r in removed))
         for k in kept:
             print(f"kept (in use): {k}")

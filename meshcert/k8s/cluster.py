@@ -26,6 +26,7 @@ import copy
 import hashlib
 import os
 import shutil
+import time
 from functools import lru_cache
 from pathlib import Path
 
@@ -188,3 +189,27 @@ def kubeconfig_dir() -> Path:
 def remove_kubeconfig(name: str) -> None:
     (kubeconfig_dir() / f"{name}.yaml").unlink(missing_ok=True)
     shutil.rmtree(kubeconfig_dir() / f"{name}.lock", ignore_errors=True)
+
+
+# A kind-config file is written a few seconds before `kind create` starts the node container; a
+# file older than this with no node container is a dead run's (5 min >> the measured 8-25 s create).
+KUBECONFIG_GRACE_S = 300.0
+
+
+def sweep_kubeconfigs(c: docker.DockerClient, now: float | None = None) -> list[str]:
+    """Remove the kubeconfigs, effective kind configs and locks in meshcert's cache whose cluster
+    has no node container left (a run killed with -9: the world's sweeper removed its node);
+    returns the names removed. Files younger than KUBECONFIG_GRACE_S are kept (a create under way)."""
+    live = set(owned_clusters(c))
+    now = time.time() if now is None else now
+    removed = []
+    for f in sorted(kubeconfig_dir().iterdir()):
+        name = f.name.split(".", 1)[0]
+        if name in live or now - f.stat().st_mtime < KUBECONFIG_GRACE_S:
+            continue
+        if f.is_dir():
+            shutil.rmtree(f, ignore_errors=True)
+        else:
+            f.unlink(missing_ok=True)
+        removed.append(f.name)
+    return removed

@@ -41,6 +41,7 @@ import yaml
 from meshcert.errors import EnvironmentProblem
 from meshcert.k8s import chart, cluster, nodeimage
 from meshcert.secrets import redact
+from meshcert.toolchain import progress
 from meshcert.toolchain.components import COMPONENTS
 from meshcert.toolchain.paths import charts_dir
 from meshcert.world import labels
@@ -321,6 +322,9 @@ def world_cluster(world) -> Iterator[KindCluster]:
     nodes), the world's sidecar and SUT images loaded with ``kind load``; deleted on exit (also
     on Ctrl-C: KeyboardInterrupt unwinds through here; a kill -9 leaves labelled containers for
     the next run's sweep)."""
+    swept = cluster.sweep_kubeconfigs(world.client)  # the world's start swept dead runs' nodes already
+    if swept:
+        progress.say(f"swept kind kubeconfigs of killed runs: {swept}")
     c = KindCluster(f"meshcert-{world.run_id}", ensure_node_image(world.client), run_id=world.run_id,
                     client=world.client)
     try:
@@ -331,6 +335,18 @@ def world_cluster(world) -> Iterator[KindCluster]:
         t0 = time.monotonic()
         c.load(images_to_load(world.images, world.sut_image))
         c.timings["load"] = time.monotonic() - t0
+        progress.say(f"kind cluster {c.name}: created in {c.timings['create']:.1f} s, "
+                     f"{len(images_to_load(world.images, world.sut_image))} images kind-loaded in {c.timings['load']:.1f} s")
         yield c
     finally:
         c.delete()
+
+
+def prepare() -> str:
+    """Before kind tests run (the plugin, at collection: outside every test's timeout -- a cold
+    node image build takes longer than pytest's 600 s): the pinned kind and meshcert's node
+    image, built when missing with progress shown; returns the node image."""
+    client = docker.from_env(timeout=120)
+    with progress.step("kind: the pinned kind binary and the node image (built here when missing)"):
+        COMPONENTS["kind"].ensure()
+        return ensure_node_image(client)
