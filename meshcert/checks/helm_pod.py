@@ -32,7 +32,7 @@ from meshcert.errors import MeshcertError
 from meshcert.k8s import kind, kindpod
 from meshcert.k8s.chart import DEFAULT_SOCKET, SIDECAR, SOCKET_DIR, Chart, Manifests, guide_values, socket_path
 from meshcert.k8s.podrunner import pod_template, run_in_world
-from meshcert.secrets import redact
+from meshcert.secrets import Secret, redact
 from meshcert.sut.client import SutClient
 from meshcert.toolchain import progress
 from meshcert.world.base import log_tail, wait_for
@@ -384,6 +384,7 @@ class KindRelease:
     hostname: str
     secret: str
     secret_key: str
+    auth_key: Secret      # what the Secret holds (never printed)
     node_ip: str          # the node's address on the world's WAN (the port-forwards listen there)
     sut_port: int
     socket: str = DEFAULT_SOCKET
@@ -431,12 +432,15 @@ def _settled(pod: kindpod.KindPod, names: list[str]) -> tuple[bool, str]:
 
 @contextmanager
 def kind_release(world, cluster, chart: Chart, *, secret: str = KIND_SECRET_PRESENT,
-                 controller_env: dict[str, str] | None = None, **connectivity: Any) -> Iterator[KindRelease]:
+                 controller_env: dict[str, str] | None = None, auth_key: Secret | None = None,
+                 control_ip: str | None = None, **connectivity: Any) -> Iterator[KindRelease]:
     """``helm install`` of ``chart`` with this world's values into a fresh namespace of ``cluster``
     (whose node is on the world's WAN): the auth key Secret (``secret``: present, missing, or
     present without the key the values name) and the control server's CA ConfigMap created first,
     as the guide tells a user to; the pod's control server is ``control`` -> toxiproxy (hostAliases),
     as for the world's own pods. Yields once the kubelet has started or refused each container.
+    ``auth_key`` (default: the world's tag:agent-runtime key) and ``control_ip`` (default:
+    toxiproxy's) exist for meshcert's own kill tests (a broken world setting).
     The namespace, the release and the headscale node are removed on exit."""
     token = pysecrets.token_hex(3)
     hostname, namespace = f"legator-kind-{token}", f"mc-kind-{token}"
@@ -445,13 +449,13 @@ def kind_release(world, cluster, chart: Chart, *, secret: str = KIND_SECRET_PRES
         raise MeshcertError("kind", f"the chart {chart.label} lets no image be set for {sorted(overrides)}: kind runs "
                                     "only images meshcert loads (imagePullPolicy Never)")
     if chart.declares("hostAliases"):
-        values["hostAliases"] = [{"ip": world.toxiproxy.ip, "hostnames": [CONTROL_ALIAS]}]
+        values["hostAliases"] = [{"ip": control_ip or world.toxiproxy.ip, "hostnames": [CONTROL_ALIAS]}]
     if controller_env and chart.declares("controller", "env"):
         values.setdefault("controller", {}).setdefault("env", {}).update(controller_env)
     c = values["connectivity"]
     m = chart.render(values)
     side = m.sidecar()
-    key = world.key_for((AGENT_TAG,))
+    key = auth_key or world.key_for((AGENT_TAG,))
     objs = kind.cluster_manifests([], namespace=namespace, secret_name=c["authKeySecret"],
                                   secret_key=c["authKeySecretKey"] if secret == KIND_SECRET_PRESENT
                                   else "not-" + c["authKeySecretKey"], auth_key=key,
@@ -464,7 +468,7 @@ def kind_release(world, cluster, chart: Chart, *, secret: str = KIND_SECRET_PRES
     pod = kindpod.KindPod(cluster, namespace, selector)
     port = (values.get("controller") or {}).get("port") or world.sut_port
     rel = KindRelease(cluster, pod, m, values, namespace, hostname, c["authKeySecret"], c["authKeySecretKey"],
-                      cluster.ip(world.networks["wan"].name), port, socket_path(side) if side else DEFAULT_SOCKET)
+                      key, cluster.ip(world.networks["wan"].name), port, socket_path(side) if side else DEFAULT_SOCKET)
     try:
         t0 = time.monotonic()
         cluster.apply(objs)
@@ -498,7 +502,7 @@ def kind_pod_joins(world, rel: KindRelease) -> None:
     """HELM-1, -2, -3, -4, -6 on the kubelet's pod of the installed chart (``rel``, reference
     values, Secret present)."""
     pod = rel.pod
-    key = world.key_for((AGENT_TAG,)).reveal()
+    key = rel.auth_key.reveal()
     with clause(world, "HELM-2") as e:  # first: a sidecar the kubelet refuses fails HELM-1 as well
         env = {x.get("name"): x for x in pod.spec_container(SIDECAR).get("env") or []}
         ref = ((env.get("TS_AUTHKEY") or {}).get("valueFrom") or {}).get("secretKeyRef") or {}
@@ -508,7 +512,7 @@ def kind_pod_joins(world, rel: KindRelease) -> None:
                   f"{'/'.join(pod.waiting(SIDECAR))}; {pod.brief()}"):
             code, got = pod.exec(SIDECAR, ["printenv", "TS_AUTHKEY"])
             e.that(code == 0 and got.strip() == key, f"the kubelet resolved TS_AUTHKEY from Secret {rel.secret} "
-                   f"(the key the world put there)", "another value, or none" if code == 0 else f"unset (exit {code})")
+                   f"(the key put there)", "another value, or none" if code == 0 else f"unset (exit {code})")
     p = pod.get()
     with clause(world, "HELM-1") as e:
         e.that(SIDECAR in pod.container_names(), "the pod the kubelet runs has a container named `tailscale`",

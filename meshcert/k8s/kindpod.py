@@ -53,6 +53,7 @@ class KindPod:
     namespace: str
     selector: str          # a label selector naming the workload's pods, e.g. app.kubernetes.io/instance=x
     _procs: list[subprocess.Popen] = field(default_factory=list)
+    _pids: dict = field(default_factory=dict)  # Popen -> the pid of its kubectl inside the node
 
     # ---------------------------------------------------------------- what the kubelet says
     def get(self) -> dict:
@@ -131,14 +132,21 @@ class KindPod:
     # ---------------------------------------------------------------- from this machine
     def _background(self, args: list[str], what: str, ready: str, timeout: float = 60) -> subprocess.Popen:
         """A long-lived kubectl inside the node, kept until :meth:`close`; waits for ``ready`` in its output."""
-        p = subprocess.Popen(self.cluster.kubectl_argv(*args), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True)
+        # Ending the `docker exec` client does not end what it runs in the node: the kubectl is
+        # started by a shell that first prints its pid in the node, and close() kills that pid.
+        argv = self.cluster.kubectl_argv(*args)
+        at = argv.index("kubectl")
+        argv = [*argv[:at], "sh", "-c", 'echo "meshcert-pid $$"; exec "$@"', "sh", *argv[at:]]
+        p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self._procs.append(p)
         seen: list[str] = []
         found = threading.Event()
 
         def read() -> None:
             for line in p.stdout:
+                if line.startswith("meshcert-pid ") and p not in self._pids:
+                    self._pids[p] = line.split()[1]
+                    continue
                 seen.append(line.rstrip())
                 if ready in line:
                     found.set()
@@ -167,6 +175,9 @@ class KindPod:
     def close(self) -> None:
         """End the background kubectl processes (agent, port-forward) this handle started."""
         for p in self._procs:
+            pid = self._pids.pop(p, None)
+            if pid:
+                subprocess.run(["docker", "exec", self.cluster.node, "kill", pid], capture_output=True, timeout=30)
             if p.poll() is None:
                 p.kill()
             try:

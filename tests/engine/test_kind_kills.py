@@ -103,3 +103,24 @@ def test_a_policy_without_the_database_grant_fails_acl1_from_the_kind_pod(world,
     with helm_pod.kind_release(world, cluster, Chart(REFERENCE_CHART), acceptRoutes=True) as rel:
         fails(lambda: _with_policy(world, narrowed, lambda: kind_pod.kind_acl(world, rel)), "ACL-1",
               f"{helm_pod.KIND_AGENT} -> database", ":5432: expected reachable")
+
+
+def test_an_untagged_key_fails_helm4_on_the_kubelet(world, cluster):
+    """A broken world setting: the Secret holds an untagged pre-auth key (the guide's own
+    `preauthkeys create --user`): the pod joins, but not as tag:agent-runtime."""
+    untagged = world.headscale.preauth_key((), user_id=world.user_id, expiration="1h")
+    try:
+        with helm_pod.kind_release(world, cluster, Chart(REFERENCE_CHART), auth_key=untagged) as rel:
+            fails(lambda: helm_pod.kind_pod_joins(world, rel), "HELM-4",
+                  f"the node's own status carries {helm_pod.AGENT_TAG}",
+                  f"headscale lists {rel.hostname} carrying {helm_pod.AGENT_TAG}")
+    finally:
+        world.headscale.expire_preauth_key(untagged)
+
+
+def test_a_control_alias_that_misses_toxiproxy_fails_helm3_on_the_kubelet(world, cluster):
+    """A broken world setting: the pod's `control` resolves to the server node (no control server
+    there): the sidecar starts and reads its key, but never gets Running."""
+    with helm_pod.kind_release(world, cluster, Chart(REFERENCE_CHART),
+                               control_ip=world.nodes["server"].wan_ip) as rel:
+        fails(lambda: helm_pod.kind_pod_joins(world, rel), "HELM-3", "BackendState Running with a valid pre-auth key")
