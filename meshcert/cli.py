@@ -162,6 +162,8 @@ def cmd_certify(args) -> int:
             pytest_args += [f"--{opt.replace('_', '-')}", value if opt == "sut_image" else str(Path(value).absolute())]
     if args.sut_image:
         pytest_args += ["--sut-port", str(args.sut_port)]
+    if args.cluster:
+        pytest_args += ["--cluster", args.cluster]  # kind: the plugin builds the node image before any test
     saved = os.environ.get("MESHCERT_CERTIFY")
     os.environ["MESHCERT_CERTIFY"] = "1"  # the plugin leaves saying why a run was not tested to us
     try:
@@ -372,6 +374,9 @@ def main(argv: list[str] | None = None) -> int:
     cf.add_argument("--sut-image", help="certify this image instead of the bundled reference SUT")
     cf.add_argument("--sut-port", type=int, default=8080)
     cf.add_argument("--report-dir")
+    cf.add_argument("--cluster", choices=("docker", "kind"),
+                    help="kind: also run the chart's pod on a real kubelet (a kind cluster; default: $MESHCERT_CLUSTER "
+                         "or docker)")
     cf.add_argument("--chaos", action="store_true", help="also run the chaos scenarios (scenarios/)")
     cf.add_argument("--policy", help="run the world with this ACL policy (HuJSON); ACL clauses assert the guide's intent")
     cf.add_argument("--spec", help="an environment spec (YAML) whose spec.connectivity the SUT is given")

@@ -18,7 +18,7 @@ from typing import Any
 
 from meshcert.checks import acl
 from meshcert.checks.helm_pod import KIND_AGENT, KIND_BANNER_PORTS, KindRelease, _mesh_spec
-from meshcert.checks.sut import DEADLINE_S, WITNESS_PORT, clause
+from meshcert.checks.sut import DEADLINE_S, FAKE_LOCALAPI_PORT, WITNESS_PORT, clause
 from meshcert.errors import MeshcertError
 from meshcert.k8s import kindpod
 from meshcert.k8s.chart import SIDECAR
@@ -92,26 +92,49 @@ class _SidecarDown:
 
 
 def kind_health1(world, rel: KindRelease) -> None:
-    """HEALTH-1 on the kind pod: Running -> the SUT's pre-run says sidecar ready and ready; the
-    sidecar driven to Stopped (`tailscale down` in its container, the socket still answering) ->
-    sidecar not ready and pre-run not ready."""
+    """HEALTH-1 on the kind pod, with something accepting on 127.0.0.1:41112 in the pod throughout:
+    Running -> the SUT's pre-run says sidecar ready and ready; the sidecar driven to Stopped
+    (`tailscale down` in its container, the socket answering) -> not ready; tailscaled killed
+    while the control plane is down -> the kubelet restarts the container (its restart count
+    grows), the new tailscaled cannot log in (not Running) -> not ready."""
     rel.wait_running()
     rel.pod.wait_ready(rel.controller, 60)  # the SUT answers (the kubelet's verdict on its probe)
     sut = rel.sut()
     eps = {"server": {"url": f"tcp://{world.address('server')}:22", "critical": True}}
     spec = _mesh_spec(world, rel.secret)
+    rel.pod.listen(rel.controller, FAKE_LOCALAPI_PORT)
     with clause(world, "HEALTH-1") as e:
+        def not_ready(how: str, state: str) -> None:
+            code, ans = sut.prerun(spec, eps, deadline_s=DEADLINE_S)
+            side = ans.get("sidecar") or {}
+            e.that(code == 200 and ans.get("ready") is False and side.get("ready") is False,
+                   f"{how} (BackendState {state}; 127.0.0.1:{FAKE_LOCALAPI_PORT} accepting in the pod) -> sidecar not "
+                   f"ready and pre-run not ready", f"HTTP {code} ready={ans.get('ready')} sidecar={side}")
+
         code, ans = sut.prerun(spec, eps)
         side = ans.get("sidecar") or {}
         e.that(code == 200 and ans.get("ready") is True and side.get("ready") is True,
                "sidecar Running (LocalAPI BackendState) -> sidecar ready and pre-run ready",
                f"HTTP {code} ready={ans.get('ready')} sidecar={side}")
         with _SidecarDown(rel) as state:
-            code, ans = sut.prerun(spec, eps, deadline_s=DEADLINE_S)
-            side = ans.get("sidecar") or {}
-            e.that(code == 200 and ans.get("ready") is False and side.get("ready") is False,
-                   f"after `tailscale down` in the kind pod's sidecar (BackendState {state}, the socket answering) "
-                   f"-> sidecar not ready and pre-run not ready", f"HTTP {code} ready={ans.get('ready')} sidecar={side}")
+            not_ready("after `tailscale down` in the kind pod's sidecar (the socket answering)", state)
+        before = rel.pod.status_of(SIDECAR).get("restartCount", 0)
+        try:
+            with world.control_plane_down():
+                code, out = rel.pod.exec(SIDECAR, ["sh", "-c", "kill -9 $(pidof tailscaled)"])
+                if not e.that(code == 0, "tailscaled killed in the sidecar", f"exit {code}: {out.strip()[-200:]}"):
+                    return
+                wait_for("the kubelet restarting the kind pod's sidecar", lambda: rel.pod.running(SIDECAR) and
+                         rel.pod.status_of(SIDECAR).get("restartCount", 0) > before, 60, describe=rel.pod.brief)
+                def answering() -> str | None:
+                    st = rel.backend_state()
+                    return None if st.startswith("unavailable") else st
+                state = wait_for("the restarted tailscaled's LocalAPI answering", answering, 30,
+                                 describe=rel.backend_state)
+                e.that(state != "Running", "a tailscaled restarted with the control plane down is not Running", state)
+                not_ready("tailscaled killed and restarted by the kubelet while the control plane is down", state)
+        finally:
+            rel.wait_running(120)  # the sidecar's script logs in again once the control plane is back
 
 
 def kind_health3(world, rel: KindRelease) -> None:

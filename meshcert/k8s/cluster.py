@@ -192,20 +192,29 @@ def remove_kubeconfig(name: str) -> None:
 
 
 # A kind-config file is written a few seconds before `kind create` starts the node container; a
-# file older than this with no node container is a dead run's (5 min >> the measured 8-25 s create).
+# file older than this with no node container is a dead run's (5 min >> the measured 8-35 s create).
 KUBECONFIG_GRACE_S = 300.0
+WORLD_CLUSTER_PREFIX = "meshcert-"  # kind.world_cluster names a cluster meshcert-<the world's run id>
 
 
 def sweep_kubeconfigs(c: docker.DockerClient, now: float | None = None) -> list[str]:
     """Remove the kubeconfigs, effective kind configs and locks in meshcert's cache whose cluster
     has no node container left (a run killed with -9: the world's sweeper removed its node);
-    returns the names removed. Files younger than KUBECONFIG_GRACE_S are kept (a create under way)."""
+    returns the names removed. A world's cluster (meshcert-<run id>) is kept while any container
+    of that run exists (its create may be under way); any other is kept while younger than
+    KUBECONFIG_GRACE_S."""
     live = set(owned_clusters(c))
+    runs = {ct.labels.get(labels.RUN) for ct in c.containers.list(all=True, filters={"label": [f"{labels.LABEL}=1"]})}
     now = time.time() if now is None else now
     removed = []
     for f in sorted(kubeconfig_dir().iterdir()):
         name = f.name.split(".", 1)[0]
-        if name in live or now - f.stat().st_mtime < KUBECONFIG_GRACE_S:
+        if name in live:
+            continue
+        if name.startswith(WORLD_CLUSTER_PREFIX):
+            if name.removeprefix(WORLD_CLUSTER_PREFIX) in runs:
+                continue
+        elif now - f.stat().st_mtime < KUBECONFIG_GRACE_S:
             continue
         if f.is_dir():
             shutil.rmtree(f, ignore_errors=True)

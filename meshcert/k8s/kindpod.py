@@ -166,6 +166,19 @@ class KindPod:
                           "--banner", ",".join(map(str, banner_ports))],
                          f"node agent in kind pod {self.selector}", f"nodeagent {name}:")
 
+    def listen(self, container: str, port: int, bind: str = "127.0.0.1") -> None:
+        """Something accepting TCP on ``bind:port`` in the pod (a process of ``container`` that
+        greets and closes), until :meth:`close`."""
+        script = ("import socket, sys\n"
+                  "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+                  f"s.bind(({bind!r}, {port})); s.listen(16)\n"
+                  f"print('meshcert-listening {port}', flush=True)\n"
+                  "while True:\n"
+                  "    c, _ = s.accept()\n"
+                  "    c.sendall(b'meshcert-listener\\n'); c.close()\n")
+        self._background(["-n", self.namespace, "exec", "-i", self.name, "-c", container, "--", "python3", "-u", "-c",
+                          script], f"listener on {bind}:{port} in kind pod {self.selector}", f"meshcert-listening {port}")
+
     def forward(self, *ports: int) -> None:
         """``kubectl port-forward`` of the pod's ``ports`` on every address of the node (same numbers)."""
         self._background(["-n", self.namespace, "port-forward", "--address", "0.0.0.0", f"pod/{self.name}",

@@ -124,3 +124,11 @@ def test_a_control_alias_that_misses_toxiproxy_fails_helm3_on_the_kubelet(world,
     with helm_pod.kind_release(world, cluster, Chart(REFERENCE_CHART),
                                control_ip=world.nodes["server"].wan_ip) as rel:
         fails(lambda: helm_pod.kind_pod_joins(world, rel), "HELM-3", "BackendState Running with a valid pre-auth key")
+
+
+def test_health_tcp_41112_mutant_fails_health1_on_the_kubelet(world, cluster):
+    """The SUT calls the sidecar healthy when TCP 127.0.0.1:41112 accepts (kind_health1 keeps a
+    listener there in the pod)."""
+    with helm_pod.kind_release(world, cluster, Chart(REFERENCE_CHART),
+                               controller_env={"SUT_MUTANT": "health-tcp-41112"}) as rel:
+        fails(lambda: kind_pod.kind_health1(world, rel), "HEALTH-1", "127.0.0.1:41112 accepting in the pod")

@@ -9,22 +9,26 @@ import time
 import docker.errors
 
 from meshcert.k8s import cluster, nodeimage
+from meshcert.world import labels
 
 
 class _Containers:
-    def __init__(self, names):
-        self.names = names
+    def __init__(self, nodes, runs):
+        self.nodes, self.runs = nodes, runs
 
     def list(self, all=False, filters=None):  # noqa: A002 (docker's own keyword)
         class C:
-            def __init__(self, n):
-                self.labels = {cluster.CLUSTER_LABEL: n}
-        return [C(n) for n in self.names]
+            def __init__(self, labels):
+                self.labels = labels
+        nodes = [C({cluster.CLUSTER_LABEL: n, labels.RUN: n}) for n in self.nodes]
+        if cluster.CLUSTER_LABEL in (filters or {}).get("label", []):
+            return nodes
+        return nodes + [C({labels.RUN: r}) for r in self.runs]
 
 
 class _Client:
-    def __init__(self, live=()):
-        self.containers = _Containers(list(live))
+    def __init__(self, live=(), runs=()):
+        self.containers = _Containers(list(live), list(runs))
 
 
 def _files(d, name, age_s):
@@ -40,14 +44,16 @@ def _files(d, name, age_s):
     return made + [lock.name]
 
 
-def test_only_dead_old_clusters_lose_their_kubeconfigs(tmp_path, monkeypatch):
+def test_only_gone_clusters_lose_their_kubeconfigs(tmp_path, monkeypatch):
     monkeypatch.setattr(cluster, "kubeconfig_dir", lambda: tmp_path)
-    dead = _files(tmp_path, "meshcert-mcdead1", 3600)
-    live = _files(tmp_path, "meshcert-mclive1", 3600)
-    young = _files(tmp_path, "meshcert-mcyoung", 5)
-    removed = cluster.sweep_kubeconfigs(_Client(live=["meshcert-mclive1"]))
-    assert sorted(removed) == sorted(dead)
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(live + young)
+    dead = _files(tmp_path, "meshcert-mcdead1", 5)          # a world's cluster: neither node nor world left
+    live = _files(tmp_path, "meshcert-mclive1", 3600)       # its node runs
+    creating = _files(tmp_path, "meshcert-mcmake1", 5)      # no node yet, its world runs: a create under way
+    other_old = _files(tmp_path, "mc-kindtest-old", 3600)   # not a world's: by age
+    other_young = _files(tmp_path, "mc-kindtest-new", 5)
+    removed = cluster.sweep_kubeconfigs(_Client(live=["meshcert-mclive1"], runs=["mcmake1"]))
+    assert sorted(removed) == sorted(dead + other_old)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(live + creating + other_young)
 
 
 def test_stale_node_images_removed_and_in_use_kept(monkeypatch):
