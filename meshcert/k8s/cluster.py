@@ -174,9 +174,16 @@ def merge_config(doc: dict, patches: dict) -> dict:
 def owned_clusters(c: docker.DockerClient) -> dict[str, str]:
     """kind cluster name -> meshcert run id, for every kind node container meshcert started."""
     out = {}
-    for ct in c.containers.list(all=True, filters={"label": [f"{labels.LABEL}=1", CLUSTER_LABEL]}):
-        out[ct.labels[CLUSTER_LABEL]] = ct.labels.get(labels.RUN, "")
+    for lab in _labels_of(c, [f"{labels.LABEL}=1", CLUSTER_LABEL]):
+        out[lab[CLUSTER_LABEL]] = lab.get(labels.RUN, "")
     return out
+
+
+def _labels_of(c: docker.DockerClient, label_filter: list[str]) -> list[dict]:
+    """The labels of every container matching ``label_filter``, from one list call (sparse: a
+    container removed meanwhile -- a sweep under way -- cannot fail a per-container inspect)."""
+    return [ct.attrs.get("Labels") or {} for ct in c.containers.list(all=True, sparse=True,
+                                                                      filters={"label": label_filter})]
 
 
 @lru_cache(maxsize=1)
@@ -204,7 +211,7 @@ def sweep_kubeconfigs(c: docker.DockerClient, now: float | None = None) -> list[
     of that run exists (its create may be under way); any other is kept while younger than
     KUBECONFIG_GRACE_S."""
     live = set(owned_clusters(c))
-    runs = {ct.labels.get(labels.RUN) for ct in c.containers.list(all=True, filters={"label": [f"{labels.LABEL}=1"]})}
+    runs = {lab.get(labels.RUN) for lab in _labels_of(c, [f"{labels.LABEL}=1"])}
     now = time.time() if now is None else now
     removed = []
     for f in sorted(kubeconfig_dir().iterdir()):

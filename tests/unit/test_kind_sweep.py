@@ -16,10 +16,10 @@ class _Containers:
     def __init__(self, nodes, runs):
         self.nodes, self.runs = nodes, runs
 
-    def list(self, all=False, filters=None):  # noqa: A002 (docker's own keyword)
+    def list(self, all=False, filters=None, sparse=False):  # noqa: A002 (docker's own keyword)
         class C:
             def __init__(self, labels):
-                self.labels = labels
+                self.attrs = {"Labels": labels}
         nodes = [C({cluster.CLUSTER_LABEL: n, labels.RUN: n}) for n in self.nodes]
         if cluster.CLUSTER_LABEL in (filters or {}).get("label", []):
             return nodes
