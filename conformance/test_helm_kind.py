@@ -1,7 +1,7 @@
 """The chart's pod on a real kubelet (``pytest --cluster kind``): the chart installed with the
 pinned helm into a kind cluster whose node joins the world's WAN, meshcert's images loaded with
 ``kind load``, the pod's sidecar joined to the world's headscale through toxiproxy with
-tag:agent-runtime. Asserted on that pod, from inside it: HELM-1..4, 6, 7 (the kubelet's own pod
+tag:agent-runtime. Asserted on that pod, from inside it: HELM-1..7 (the kubelet's own pod
 status, events, mounts and environment), TROUBLE-1 (a missing Secret), HEALTH-1/3 (a sidecar not
 ready), ACL-1/2 (meshcert's node agent dialling from the pod).
 
@@ -62,6 +62,12 @@ def test_kind_pod_acl_from_inside_the_pod(world, release):
 @pytest.mark.clause("HELM-2", "TROUBLE-1")
 def test_kind_pod_without_the_secret_or_key(world, cluster, chart):
     helm_pod.kind_missing_secret(world, cluster, chart)
+
+
+@pytest.mark.route
+@pytest.mark.clause("HELM-5")
+def test_kind_pod_reaches_the_vlan_only_with_accept_routes(world, cluster, chart):
+    helm_pod.kind_accept_routes(world, cluster, chart)
 
 
 @pytest.mark.clause("HELM-7")

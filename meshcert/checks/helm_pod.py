@@ -274,64 +274,71 @@ def helm4_joined_under_hostname(world, hostname: str, st: dict) -> None:
 def pod_accept_routes(world, chart: Chart) -> None:
     """HELM-5 on running pods: acceptRoutes true reaches the legacy VLAN host through the subnet
     router; false does not (while server:22 on the tailnet still answers)."""
-    router, routes = next(iter(world.expected_primary_routes().items()))
-    vlan = next(iter(routes))
-    legacy = world.address("legacy")
     with clause(world, "HELM-5") as e:
         for on in (True, False):
             with chart_pod(world, chart, acceptRoutes=on) as cp:
-                try:
-                    cp.wait_running()
-                except MeshcertError as err:
-                    e.that(False, f"acceptRoutes {on}: the sidecar Running", err.message)
-                    continue
-                try:
-                    wait_for(f"chart pod {cp.pod.name}: sees the router's primary route {vlan}",
-                             lambda: any(vlan in (p.get("PrimaryRoutes") or [])
-                                         for p in (cp.ts_status().get("Peer") or {}).values()), 30,
-                             describe=lambda: "primary routes seen: " + json.dumps(
-                                 {p.get("HostName"): p.get("PrimaryRoutes") or []
-                                  for p in (cp.ts_status().get("Peer") or {}).values()}))
-                except MeshcertError as err:
-                    e.that(False, f"acceptRoutes {on}: the router's route {vlan} in the sidecar's netmap", err.message)
-                code, out = cp.pod.exec(SIDECAR, ["tailscale", f"--socket={cp.socket}", "debug", "prefs"])
-                try:
-                    route_all = json.loads(out).get("RouteAll")
-                except json.JSONDecodeError:
-                    route_all = f"(not JSON: {out.strip()[-200:]})"
-                e.that(route_all is on, f"acceptRoutes {str(on).lower()}: the sidecar's RouteAll pref is {on}",
-                       route_all)
-                sut = cp.sut()
-                r = _connect_until(sut, world.address("server"), 22, "server")
-                if not e.that(r.get("ok"), f"acceptRoutes {on}: server:22 reachable on the tailnet (positive control)",
-                              r):
-                    continue
-                if on:
-                    r = _connect_until(sut, legacy, 22, "legacy")
-                    e.that(r.get("ok") and "host=legacy port=22" in (r.get("banner") or ""),
-                           f"acceptRoutes true: the legacy host {legacy}:22 on {vlan} reached through the router", r)
-                else:
-                    # The denial is judged only once the WireGuard session to the router (the path
-                    # the legacy host's packets would take) answers a TSMP ping: tailscaled answers
-                    # those ahead of its packet filter, so the tunnel is proven up and a lost first
-                    # handshake cannot pass for "routes not accepted".
-                    router_ip = world.address(router)
-                    seen = {}
+                _judge_accept_routes(world, e, cp, on)
 
-                    def pong(router_ip: str = router_ip, seen: dict = seen) -> bool:
-                        code, out = cp.pod.exec(SIDECAR, ["tailscale", f"--socket={cp.socket}", "ping", "--tsmp",
-                                                          "-c", "1", "--timeout=2s", router_ip])
-                        seen["last"] = out.strip().splitlines()[-1] if out.strip() else f"exit {code}"
-                        return code == 0 and "pong from" in out
-                    try:
-                        wait_for(f"chart pod {cp.pod.name}: a TSMP pong from {router} ({router_ip})", pong, 30,
-                                 describe=lambda seen=seen: seen.get("last", "no ping answered yet"))
-                    except MeshcertError as err:
-                        e.that(False, f"acceptRoutes false: the WireGuard session to {router} up (positive control "
-                               f"on the legacy host's path)", err.message)
-                        continue
-                    r = sut.connect(legacy, 22, timeout_s=3)
-                    e.that(not r.get("ok"), f"acceptRoutes false: the legacy host {legacy}:22 unreachable", r)
+
+def _judge_accept_routes(world, e, cp, on: bool) -> None:
+    """HELM-5's assertions on one running pod with acceptRoutes ``on`` (``cp``: a ChartPod on
+    Docker or a KindRelease on a real kubelet: both give wait_running, ts_status, sut, socket
+    and pod.exec)."""
+    router, routes = next(iter(world.expected_primary_routes().items()))
+    vlan = next(iter(routes))
+    legacy = world.address("legacy")
+    try:
+        cp.wait_running()
+    except MeshcertError as err:
+        e.that(False, f"acceptRoutes {on}: the sidecar Running", err.message)
+        return
+    try:
+        wait_for(f"chart pod {cp.pod.name}: sees the router's primary route {vlan}",
+                 lambda: any(vlan in (p.get("PrimaryRoutes") or [])
+                             for p in (cp.ts_status().get("Peer") or {}).values()), 30,
+                 describe=lambda: "primary routes seen: " + json.dumps(
+                     {p.get("HostName"): p.get("PrimaryRoutes") or []
+                      for p in (cp.ts_status().get("Peer") or {}).values()}))
+    except MeshcertError as err:
+        e.that(False, f"acceptRoutes {on}: the router's route {vlan} in the sidecar's netmap", err.message)
+    code, out = cp.pod.exec(SIDECAR, ["tailscale", f"--socket={cp.socket}", "debug", "prefs"])
+    try:
+        route_all = json.loads(out).get("RouteAll")
+    except json.JSONDecodeError:
+        route_all = f"(not JSON: {out.strip()[-200:]})"
+    e.that(route_all is on, f"acceptRoutes {str(on).lower()}: the sidecar's RouteAll pref is {on}",
+           route_all)
+    sut = cp.sut()
+    r = _connect_until(sut, world.address("server"), 22, "server")
+    if not e.that(r.get("ok"), f"acceptRoutes {on}: server:22 reachable on the tailnet (positive control)",
+                  r):
+        return
+    if on:
+        r = _connect_until(sut, legacy, 22, "legacy")
+        e.that(r.get("ok") and "host=legacy port=22" in (r.get("banner") or ""),
+               f"acceptRoutes true: the legacy host {legacy}:22 on {vlan} reached through the router", r)
+    else:
+        # The denial is judged only once the WireGuard session to the router (the path
+        # the legacy host's packets would take) answers a TSMP ping: tailscaled answers
+        # those ahead of its packet filter, so the tunnel is proven up and a lost first
+        # handshake cannot pass for "routes not accepted".
+        router_ip = world.address(router)
+        seen = {}
+
+        def pong(router_ip: str = router_ip, seen: dict = seen) -> bool:
+            code, out = cp.pod.exec(SIDECAR, ["tailscale", f"--socket={cp.socket}", "ping", "--tsmp",
+                                              "-c", "1", "--timeout=2s", router_ip])
+            seen["last"] = out.strip().splitlines()[-1] if out.strip() else f"exit {code}"
+            return code == 0 and "pong from" in out
+        try:
+            wait_for(f"chart pod {cp.pod.name}: a TSMP pong from {router} ({router_ip})", pong, 30,
+                     describe=lambda seen=seen: seen.get("last", "no ping answered yet"))
+        except MeshcertError as err:
+            e.that(False, f"acceptRoutes false: the WireGuard session to {router} up (positive control "
+                   f"on the legacy host's path)", err.message)
+            return
+        r = sut.connect(legacy, 22, timeout_s=3)
+        e.that(not r.get("ok"), f"acceptRoutes false: the legacy host {legacy}:22 unreachable", r)
 
 
 def pod_disabled(world, chart: Chart) -> None:
@@ -611,6 +618,17 @@ def kind_missing_secret(world, cluster, chart: Chart, **release: Any) -> None:
                 e.that((ans.get("sidecar") or {}).get("ready") is False, "the sidecar reported not ready",
                        ans.get("sidecar"))
                 e.that(ans.get("ready") is False, "the mesh not reported ready (ready false)", ans.get("ready"))
+
+
+def kind_accept_routes(world, cluster, chart: Chart) -> None:
+    """HELM-5 on the kubelet's pods: one release with acceptRoutes true reaches the legacy VLAN
+    host through the subnet router, one with false does not (after a TSMP pong from the router:
+    the tunnel on that path is up), while server:22 on the tailnet answers both."""
+    with clause(world, "HELM-5") as e:
+        for on in (True, False):
+            with kind_release(world, cluster, chart, acceptRoutes=on) as rel:
+                if _controller_ready(e, rel, f"acceptRoutes {on}: "):
+                    _judge_accept_routes(world, e, rel, on)
 
 
 def kind_disabled(world, cluster, chart: Chart) -> None:

@@ -8,11 +8,14 @@
   or why neither can be had, in one line;
 - :func:`images_to_load` lists what ``kind load docker-image`` must copy into the node (the
   chart's two images: nothing is pulled inside the cluster either, ``imagePullPolicy: Never``);
-- :func:`cluster_manifests` is what is applied: a Namespace, the auth key Secret, the control
-  server's CA ConfigMap, and the chart's rendered manifests;
+- :func:`cluster_manifests` is what is applied before the chart: a Namespace, the auth key
+  Secret, the control server's CA ConfigMap (the chart itself goes in with ``helm install``,
+  :meth:`KindCluster.helm_install`, the pinned helm);
 - :class:`KindCluster` drives the pinned, unmodified kind binary through meshcert's docker shim
-  (:mod:`meshcert.k8s.cluster`) and runs ``kubectl`` inside the node (the node image ships it),
-  so nothing talks to the API server from outside.
+  (:mod:`meshcert.k8s.cluster`) and runs ``kubectl`` inside the node (the node image ships it);
+  helm reaches the API server on this machine's loopback (kind-config.yaml's apiServerAddress);
+- :func:`world_cluster` is the cluster beside a running world: its node on the world's WAN, the
+  world's images loaded with ``kind load``, deleted on exit (and after Ctrl-C).
 
 The node containers and the cluster's network carry meshcert's labels (run id, owner): a run
 that is killed leaves them for the world's sweeper (``meshcert sweep``) to remove.

@@ -132,3 +132,9 @@ def test_health_tcp_41112_mutant_fails_health1_on_the_kubelet(world, cluster):
     with helm_pod.kind_release(world, cluster, Chart(REFERENCE_CHART),
                                controller_env={"SUT_MUTANT": "health-tcp-41112"}) as rel:
         fails(lambda: kind_pod.kind_health1(world, rel), "HEALTH-1", "127.0.0.1:41112 accepting in the pod")
+
+
+def test_accept_routes_ignored_chart_fails_helm5_on_the_kubelet(world, cluster, tmp_path):
+    chart = Chart(broken_chart("accept-routes-ignored", tmp_path))
+    fails(lambda: helm_pod.kind_accept_routes(world, cluster, chart), "HELM-5",
+          "acceptRoutes true: the sidecar's RouteAll pref is True", "acceptRoutes true: the legacy host")
