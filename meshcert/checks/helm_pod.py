@@ -608,6 +608,10 @@ def kind_missing_secret(world, cluster, chart: Chart, **release: Any) -> None:
             if secret != KIND_SECRET_MISSING:
                 continue
             with clause(world, "TROUBLE-1") as e:
+                why, msg = pod.waiting(SIDECAR)
+                e.that(why == "CreateContainerConfigError" and want in msg,
+                       f"no key reaches the pod, as the kubelet reports it: the sidecar waiting, {want}",
+                       f"{why or 'not waiting'}: {msg}")
                 code, ans = rel.sut().prerun(_mesh_spec(world, rel.secret), {
                     "server": {"url": f"tcp://{world.address('server')}:22", "critical": False}}, deadline_s=1)
                 warn = [x.get("msg", "") for x in ans.get("logs") or [] if x.get("level") == "warning"]
