@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from meshcert.errors import InputError, MeshcertError
+from meshcert.k8s import cluster, nodeimage
 from meshcert.k8s.kind import node_image_availability
 from meshcert.plugin.marks import collect_clause_tests
 from meshcert.policy import load_policy
@@ -193,6 +194,8 @@ def cmd_certify(args) -> int:
             pytest_args += [f"--{opt.replace('_', '-')}", value if opt == "sut_image" else str(Path(value).absolute())]
     if args.sut_image:
         pytest_args += ["--sut-port", str(args.sut_port)]
+    if args.cluster:
+        pytest_args += ["--cluster", args.cluster]  # kind: the plugin builds the node image before any test
     saved = os.environ.get("MESHCERT_CERTIFY")
     os.environ["MESHCERT_CERTIFY"] = "1"  # the plugin leaves saying why a run was not tested to us
     try:
@@ -377,8 +380,13 @@ def cmd_sweep(args) -> int:
     c = engine.ensure_engine(install=False)
     counts = labels.remove_run(c) if args.all else labels.sweep(c)
     print(f"removed {counts}")
+    kubeconfigs = cluster.sweep_kubeconfigs(c)  # of kind clusters whose node is gone (swept just above)
+    if kubeconfigs:
+        print(f"removed {len(kubeconfigs)} kind kubeconfig file(s) of gone clusters")
     if args.images:
         removed, kept = remove_stale_images(c)
+        kind_removed, kind_kept = nodeimage.remove_stale_images(c)
+        removed, kept = removed + kind_removed, kept + kind_kept
         print(f"removed {len(removed)} stale image(s)" + "".join(f"\n  {r}" for r in removed))
         for k in kept:
             print(f"kept (in use): {k}")
@@ -399,6 +407,9 @@ def main(argv: list[str] | None = None) -> int:
     cf.add_argument("--sut-image", help="certify this image instead of the bundled reference SUT")
     cf.add_argument("--sut-port", type=int, default=8080)
     cf.add_argument("--report-dir")
+    cf.add_argument("--cluster", choices=("docker", "kind"),
+                    help="kind: also run the chart's pod on a real kubelet (a kind cluster; default: $MESHCERT_CLUSTER "
+                         "or docker)")
     cf.add_argument("--chaos", action="store_true", help="also run the chaos scenarios (scenarios/)")
     cf.add_argument("--policy", help="run the world with this ACL policy (HuJSON); ACL clauses assert the guide's intent")
     cf.add_argument("--spec", help="an environment spec (YAML) whose spec.connectivity the SUT is given")

@@ -423,3 +423,17 @@ def stale_images(c: docker.DockerClient) -> list[str]:
     keep = {p.base_tag, p.node_tag}
     return sorted(t for img in c.images.list(filters={"label": LABEL}) for t in img.tags
                   if t.split(":")[0] in (BASE_REPO, NODE_REPO) and t not in keep)
+
+
+def remove_stale_images(c: docker.DockerClient) -> tuple[list[str], list[str]]:
+    """(removed, kept because a container uses them) among :func:`stale_images`."""
+    removed, kept = [], []
+    for tag in stale_images(c):
+        try:
+            c.images.remove(tag)
+            removed.append(tag)
+        except docker.errors.APIError as e:
+            if e.status_code != 409:
+                raise
+            kept.append(tag)
+    return removed, kept

@@ -117,6 +117,8 @@ def _skip_kind(items: list[pytest.Item], config: pytest.Config) -> None:
         for item in needs_kind:
             item.stash[KIND_SKIP] = why
             item.add_marker(pytest.mark.skip(reason=why))
+    else:  # they run: the node image now, outside every test's timeout (a cold build exceeds it)
+        kind.prepare()
 
 
 @pytest.hookimpl(hookwrapper=True)
