@@ -124,24 +124,30 @@ def _pytest(pytest_args: list[str], cwd: Path) -> int:
 # pod start-ups, timeouts), so on 2 cores 3 workers, each with a world of its own, measured
 # fastest: see tests/README.md.
 TEST_WORKERS = 3
+# `meshcert certify` runs this many (MESHCERT_CERTIFY_WORKERS): conformance/'s three units
+# (plugin/parallel.py UNIT_OF_FILE) side by side, each on a world of its own; a fourth for
+# scenarios/ with --chaos. One report, the same verdicts (tests/unit/test_parallel.py).
+CERTIFY_WORKERS = 3
 # arguments after which `meshcert test` adds no -n: the user chose, or xdist cannot do it
 # (a debugger, collection only)
 _SERIAL_ARGS = ("-n", "--numprocesses", "--pdb", "--trace", "--collect-only", "--co", "--setup-plan")
 
 
-def parallel_args(pytest_args: list[str], env: dict[str, str] | None = None) -> list[str]:
+def parallel_args(pytest_args: list[str], env: dict[str, str] | None = None, *,
+                  var: str = "MESHCERT_TEST_WORKERS", default: int = TEST_WORKERS) -> list[str]:
     """``-n N`` for `meshcert test` (N: MESHCERT_TEST_WORKERS, default TEST_WORKERS; 0 or 1: a
-    serial run), unless the arguments already decide."""
+    serial run) or `certify` (``var``/``default``: MESHCERT_CERTIFY_WORKERS, CERTIFY_WORKERS),
+    unless the arguments already decide."""
     env = os.environ if env is None else env
     for i, a in enumerate(pytest_args):
         if a.split("=", 1)[0] in _SERIAL_ARGS or (a.startswith("-n") and a[2:].isdigit()):
             return []
         if a in ("no:xdist", "-pno:xdist") and (a.startswith("-p") or pytest_args[i - 1:i] == ["-p"]):
             return []
-    raw = env.get("MESHCERT_TEST_WORKERS", "").strip()
+    raw = env.get(var, "").strip()
     if raw and not raw.isdigit():
-        raise InputError("MESHCERT_TEST_WORKERS", f"{raw!r} is not a number of workers", "give 0 (serial) or N")
-    n = int(raw) if raw else TEST_WORKERS
+        raise InputError(var, f"{raw!r} is not a number of workers", "give 0 (serial) or N")
+    n = int(raw) if raw else default
     return ["-n", str(n)] if n > 1 else []
 
 
@@ -196,6 +202,8 @@ def cmd_certify(args) -> int:
         pytest_args += ["--sut-port", str(args.sut_port)]
     if args.cluster:
         pytest_args += ["--cluster", args.cluster]  # kind: the plugin builds the node image before any test
+    pytest_args = [*parallel_args(pytest_args, var="MESHCERT_CERTIFY_WORKERS",
+                                  default=CERTIFY_WORKERS + (1 if args.chaos else 0)), *pytest_args]
     saved = os.environ.get("MESHCERT_CERTIFY")
     os.environ["MESHCERT_CERTIFY"] = "1"  # the plugin leaves saying why a run was not tested to us
     try:

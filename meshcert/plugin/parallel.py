@@ -11,7 +11,7 @@ report, the workers run tests, each with a world of its own.
 - Each worker's session world gets its own VLAN: the session VLAN (MESHCERT_VLAN, else the
   guide's 10.20.5.0/24) moved up by the worker's number in the third octet (gw0 +0, gw1 +1, ...).
 - The scheduler (``--dist load``/``loadgroup``) keeps the tests of conformance/ in one work unit
-  and those of scenarios/ in another (they share their worker's session world, in collection
+  (split in three by UNIT_OF_FILE: the property test, the pod-starting files, the rest) and those of scenarios/ in another (they share their worker's session world, in collection
   order, as in a serial run, and conformance/'s ERRATA-1 test reads the clause results of the
   tests before it); every other test is a unit of its own, biggest units first.
 """
@@ -29,6 +29,18 @@ from meshcert.world.topology import GUIDE_VLAN
 
 # the folders whose tests share one session world in collection order (one work unit each)
 SHARED_WORLD_DIRS = ("conformance", "scenarios")
+# conformance/ in three units, each on a worker (and a world) of its own, side by side: the
+# property test (it rewrites the policy and routes example after example; ~100 s alone), the
+# files whose tests start extra pods or stop sidecars, and the rest (~80 s of tests each on this
+# machine). No test reads another unit's results (ERRATA-1's report check renders its own).
+# A serial run is unchanged: one world, collection order.
+UNIT_OF_FILE = {
+    "conformance/test_property.py": "conformance:property",
+    "conformance/test_helm.py": "conformance:pods",
+    "conformance/test_health.py": "conformance:pods",
+    "conformance/test_troubleshooting.py": "conformance:pods",
+    "conformance/test_tailnet.py": "conformance:pods",
+}
 # workerinput / workeroutput key
 KEY = "meshcert"
 
@@ -117,7 +129,11 @@ class SharedWorldScheduling(LoadScopeScheduling):
     def _split_scope(self, nodeid: str) -> str:
         if nodeid.rfind("@") > nodeid.rfind("]"):  # --dist loadgroup: xdist_group("name") -> "...@name"
             return nodeid.split("@")[-1]
-        folders = PurePosixPath(nodeid.split("::", 1)[0]).parts[:-1]
+        path = PurePosixPath(nodeid.split("::", 1)[0])
+        unit = UNIT_OF_FILE.get("/".join(path.parts[-2:]))
+        if unit:
+            return f"meshcert:{unit}"
+        folders = path.parts[:-1]
         for d in SHARED_WORLD_DIRS:
             if d in folders:
                 return f"meshcert:{d}"

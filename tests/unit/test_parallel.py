@@ -12,7 +12,7 @@ import textwrap
 
 import pytest
 
-from meshcert.cli import TEST_WORKERS, parallel_args
+from meshcert.cli import CERTIFY_WORKERS, TEST_WORKERS, parallel_args
 from meshcert.errors import InputError
 from meshcert.plugin import parallel
 
@@ -170,13 +170,34 @@ def test_a_worker_vlan_beyond_the_private_range_is_refused():
 
 def test_conformance_and_scenarios_are_one_unit_each_every_other_test_its_own():
     split = parallel.SharedWorldScheduling._split_scope
-    assert split(None, "conformance/test_acl.py::test_a") == split(None, "conformance/test_tailnet.py::test_b[x]")
+    assert split(None, "conformance/test_acl.py::test_a") == split(None, "conformance/test_types.py::test_b[x]")
     assert split(None, "scenarios/test_chaos.py::test_scenario[a]") == split(None, "scenarios/test_x.py::t")
     assert split(None, "conformance/test_acl.py::test_a") != split(None, "scenarios/test_chaos.py::t")
     assert split(None, "tests/engine/test_mutants.py::test_m[a]") != split(None, "tests/engine/test_mutants.py::test_m[b]")
     assert split(None, "../site-packages/meshcert/suite/conformance/test_acl.py::t") == \
         split(None, "conformance/test_acl.py::u")  # the installed suite too
     assert split(None, "tests/unit/test_x.py::t@grp") == split(None, "tests/unit/test_y.py::u@grp")  # xdist_group
+
+
+def test_conformance_is_three_units_property_pods_and_the_rest():
+    split = parallel.SharedWorldScheduling._split_scope
+    prop = split(None, "conformance/test_property.py::test_live_acls_and_routes_match_the_oracle")
+    pods = split(None, "conformance/test_helm.py::t")
+    rest = split(None, "conformance/test_acl.py::test_a")
+    assert len({prop, pods, rest}) == 3
+    assert pods == split(None, "conformance/test_health.py::t") == split(None, "conformance/test_tailnet.py::t[x]")
+    assert rest == split(None, "conformance/test_types.py::t")
+    assert prop == split(None, "../site-packages/meshcert/suite/conformance/test_property.py::t")
+    assert split(None, "tests/engine/test_property.py::t") != prop  # a file of that name elsewhere is not it
+
+
+def test_certify_runs_its_own_worker_count():
+    assert parallel_args([], {}, var="MESHCERT_CERTIFY_WORKERS", default=CERTIFY_WORKERS) == \
+        ["-n", str(CERTIFY_WORKERS)]
+    assert parallel_args([], {"MESHCERT_CERTIFY_WORKERS": "0", "MESHCERT_TEST_WORKERS": "5"},
+                         var="MESHCERT_CERTIFY_WORKERS", default=CERTIFY_WORKERS) == []
+    with pytest.raises(InputError, match="MESHCERT_CERTIFY_WORKERS"):
+        parallel_args([], {"MESHCERT_CERTIFY_WORKERS": "x"}, var="MESHCERT_CERTIFY_WORKERS", default=2)
 
 
 @pytest.mark.parametrize("args, env, want", [
