@@ -23,7 +23,7 @@ from meshcert.report.render import NOT_TESTED, load_results, summarize, summary_
 from meshcert.secrets import redact
 from meshcert.spec import load_spec
 from meshcert.sut.client import SutNotTestable, require_image
-from meshcert.toolchain import components, engine, images, progress
+from meshcert.toolchain import components, engine, images, matrix, progress
 from meshcert.toolchain.images import remove_stale_images
 from meshcert.toolchain.paths import source_tree, suite_root
 from meshcert.world import World, labels
@@ -60,6 +60,12 @@ def cmd_doctor(args) -> int:
                  str(comp.out_dir) if comp.present() else f"will go build (meshcert/toolchain/tools/{name}, go.sum-verified)")
         except MeshcertError as e:
             line(name, "unknown", str(e))
+    for name in components.VERSIONED:  # the other versions the matrix may use (issue 14)
+        for v in sorted(set(components.pinned_versions(name)) | set(components.failed_pins(name)),
+                        key=components.version_key, reverse=True):
+            if v != components.COMPONENTS[name].version:
+                st = matrix.status(name, v)
+                line(f"{name} {v}", {"built": "present"}.get(st.state, st.state), st.reason)
     if c is not None:
         for img in sorted(i.tags[0] for i in c.images.list(filters={"label": images.LABEL}) if i.tags):
             line("image", "present", img)
@@ -315,6 +321,53 @@ def cmd_clauses(args) -> int:
     return 0
 
 
+def cmd_matrix(args) -> int:
+    """The version matrix's components (issue 14). ``add``: pin versions (writes
+    meshcert/toolchain/tools/<name>@<version>/go.mod+go.sum). ``build``: build the binaries and
+    images of the chosen (default: the default matrix's) versions, one line each; exit 3 when one
+    is not built. ``list`` (default): each version's state, nothing built."""
+    if args.action == "add":
+        if len(args.args) < 2 or args.args[0] not in components.VERSIONED:
+            raise InputError("matrix add", "needs a component and version(s)",
+                             f"meshcert matrix add {{{','.join(components.VERSIONED)}}} VERSION...")
+        bad = 0
+        for v in args.args[1:]:
+            try:
+                print(f"pinned {args.args[0]} {v}: {components.pin(args.args[0], v)}")
+            except MeshcertError as e:
+                bad += 1
+                print(f"meshcert: {e.one_line()}", file=sys.stderr)
+        return 2 if bad else 0
+    versions = _matrix_versions(args)
+    if args.action == "list":
+        for name, vs in versions.items():
+            for v in vs:
+                print(matrix.status(name, v).line())
+        return 0
+    c = engine.ensure_engine()
+    rc = 0
+    for name, vs in versions.items():
+        for v in vs:
+            st = matrix.build(name, v)
+            if st.state == matrix.BUILT:
+                try:
+                    tag = images.ensure_images(c, (images.versioned(name, v),))[images.versioned(name, v)]
+                    st = matrix.Status(name, v, matrix.BUILT, tag)
+                except MeshcertError as e:
+                    st = matrix.Status(name, v, matrix.NOT_BUILT, e.one_line())
+            rc = rc or (3 if st.state != matrix.BUILT else 0)
+            print(st.line(), flush=True)
+    return rc
+
+
+def _matrix_versions(args) -> dict[str, list[str]]:
+    given = {n: [v.strip() for v in (getattr(args, n) or "").split(",") if v.strip()] for n in components.VERSIONED}
+    if all(given.values()):
+        return given
+    default = matrix.default_versions()
+    return {n: given[n] or default[n] for n in components.VERSIONED}
+
+
 def cmd_world(args) -> int:
     w = World(topology=guide_topology(args.vlan) if args.vlan else guide_topology())
     try:
@@ -384,6 +437,12 @@ def main(argv: list[str] | None = None) -> int:
     w = sub.add_parser("world", help="build the guide's world, print its timings, tear it down")
     w.add_argument("--hold", action="store_true", help="keep it until Ctrl-C / SIGTERM / stdin closes")
     w.add_argument("--vlan", help="the subnet router's VLAN CIDR (default the guide's 10.20.5.0/24)")
+    mx = sub.add_parser("matrix", help="the version matrix's components: list (default), build, add NAME VERSION...")
+    mx.add_argument("action", nargs="?", choices=("list", "build", "add"), default="list")
+    mx.add_argument("args", nargs="*", metavar="ARG", help="add: tailscale|headscale VERSION...")
+    mx.add_argument("--tailscale", help="comma-separated tailscale versions (default: newest served, pinned, "
+                                        "oldest the pinned headscale supports)")
+    mx.add_argument("--headscale", help="comma-separated headscale versions (default: pinned, previous minor, 0.25.1)")
     s = sub.add_parser("sweep", help="remove containers/networks/volumes left by killed runs")
     s.add_argument("--all", action="store_true", help="remove every meshcert object, live runs' too")
     s.add_argument("--images", action="store_true", help="also remove meshcert images this checkout no longer uses "
@@ -401,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         handler = {"doctor": cmd_doctor, "setup": lambda a: cmd_setup(a) or 0, "test": lambda a: cmd_test(a.pytest_args),
                    "certify": cmd_certify, "replay": cmd_replay, "world": cmd_world, "sweep": cmd_sweep,
-                   "clauses": cmd_clauses, "report": cmd_report}[args.cmd]
+                   "clauses": cmd_clauses, "report": cmd_report, "matrix": cmd_matrix}[args.cmd]
         return handler(args)
     except MeshcertError as e:
         print(f"meshcert: {e.one_line()}", file=sys.stderr)

@@ -1,0 +1,140 @@
+"""The version matrix's components (issue 14), engine-free and offline: versions pinned by a
+go.mod + go.sum of ours beside the pinned one, go's refusals as one line, the capability-version
+floor read from headscale's table, a version that is not built keeping its column with the
+reason, images tagged per version."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from meshcert import cli
+from meshcert.errors import EnvironmentProblem
+from meshcert.toolchain import components, images, matrix
+
+# go's own stderr, as measured against the module proxy here (2026-12-01)
+PROXY_403 = ("go: github.com/juanfont/headscale/cmd/headscale@v0.28.1: reading https://proxy.golang.org/"
+             "github.com/juanfont/headscale/cmd/headscale/@v/v0.28.1.info: 403 Forbidden")
+SUMDB_404 = ("go: github.com/juanfont/headscale/cmd/headscale imports\n\tgithub.com/juanfont/headscale/hscontrol imports\n"
+             "\tgithub.com/tailscale/tailsql/server/tailsql: github.com/tailscale/tailsql@v0.0.0-20260105194658-"
+             "001575c3ca09: verifying module: github.com/tailscale/tailsql@v0.0.0-20260105194658-001575c3ca09: "
+             "reading https://proxy.golang.org/sumdb/sum.golang.org/lookup/github.com/tailscale/tailsql@"
+             "v0.0.0-20260105194658-001575c3ca09: 404 Not Found")
+GO_TOO_OLD = ("go: tailscale.com/cmd/tailscaled@v1.104.7: tailscale.com@v1.104.7 requires go >= 1.27.4 "
+              "(running go 1.26.8; GOTOOLCHAIN=local)")
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("MESHCERT_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_go_refusals_are_one_line_naming_what_was_refused():
+    assert components.go_refusal(PROXY_403, "github.com/juanfont/headscale", "v0.28.1") == \
+        "the module proxy refused github.com/juanfont/headscale/cmd/headscale@v0.28.1 (403 Forbidden)"
+    # the refused module is a dependency, not headscale: the line names it
+    assert components.go_refusal(SUMDB_404, "github.com/juanfont/headscale", "v0.28.0") == \
+        ("the checksum database has no entry for github.com/tailscale/tailsql@v0.0.0-20260105194658-001575c3ca09 "
+         "(404 Not Found)")
+    assert components.go_refusal(GO_TOO_OLD, "tailscale.com", "v1.104.7") == \
+        "tailscale.com@v1.104.7 requires go >= 1.27.4 (this machine's Go is 1.26.8)"
+    assert "\n" not in components.go_refusal("go: something\nwent wrong\n", "m", "v1.0.0")
+
+
+def test_a_failed_build_is_its_first_go_error(tmp_path):
+    log = tmp_path / "go-build.log"
+    log.write_text("go: downloading x\n# tailscale.com/net/tstun\n/root/go/pkg/mod/tailscale.com@v1.80.3/net/tstun/"
+                   "wrap.go:12:3: undefined: foo\n/root/go/pkg/mod/x.go:1:1: other\n")
+    assert components.build_error(log) == "failed: /root/go/pkg/mod/tailscale.com@v1.80.3/net/tstun/wrap.go:12:3: undefined: foo"
+
+
+def test_versions_are_modules_beside_the_pinned_one():
+    pinned = components.COMPONENTS["tailscale"]
+    assert components.component("tailscale") is pinned
+    assert components.component("tailscale", pinned.version) is pinned  # the pinned version is the pinned folder
+    old = components.component("tailscale", "v1.80.3")
+    assert old.module_dir.name == "tailscale@v1.80.3" and old.pinned() and old.version == "v1.80.3"
+    assert components.tool_packages("tailscale") == ["tailscale.com/cmd/tailscale", "tailscale.com/cmd/tailscaled"]
+    assert set(components.pinned_versions("tailscale")) >= {pinned.version, "v1.80.3"}
+    assert components.pinned_versions("headscale")[0] == components.COMPONENTS["headscale"].version
+    with pytest.raises(EnvironmentProblem, match="not a Go module version"):
+        components.component("tailscale", "1.80")
+    with pytest.raises(EnvironmentProblem, match="only the pinned"):
+        components.component("helm", "v3.0.0")
+
+
+def test_a_version_not_pinned_is_not_built_with_the_reason(cache):
+    st = matrix.status("tailscale", "v1.2.3")
+    assert st.state == matrix.NOT_BUILT and "meshcert matrix add tailscale v1.2.3" in st.reason
+    with pytest.raises(EnvironmentProblem, match="not pinned"):
+        components.component("tailscale", "v1.2.3").ensure()
+    # a failed pin leaves its one line, shown instead (doctor and the matrix column)
+    components._pin_failure("tailscale", "v1.2.3").write_text("tailscale v1.2.3: not pinned: the module proxy "
+                                                               "refused tailscale.com@v1.2.3 (403 Forbidden)\n")
+    st = matrix.status("tailscale", "v1.2.3")
+    assert st.state == matrix.NOT_BUILT and st.reason.endswith("(403 Forbidden)") and "\n" not in st.line()
+    assert components.failed_pins("tailscale") == ["v1.2.3"]
+
+
+def test_a_pinned_version_whose_build_failed_keeps_the_reason(cache):
+    comp = components.component("tailscale", "v1.80.3")
+    assert matrix.status("tailscale", "v1.80.3").state == matrix.MISSING
+    comp.out_dir.parent.mkdir(parents=True, exist_ok=True)
+    comp.failure_file.write_text("go build tailscale v1.80.3: failed: x.go:1:1: boom\n")
+    st = matrix.status("tailscale", "v1.80.3")
+    assert (st.state, st.reason) == (matrix.NOT_BUILT, "go build tailscale v1.80.3: failed: x.go:1:1: boom")
+
+
+V029 = '''var tailscaleToCapVer = map[string]tailcfg.CapabilityVersion{
+\t"v1.78": 109,
+\t"v1.80": 113,
+\t"v1.82": 115,
+}
+const MinSupportedCapabilityVersion tailcfg.CapabilityVersion = 113
+'''
+V025 = '''const MinSupportedCapabilityVersion tailcfg.CapabilityVersion = 88
+var tailscaleToCapVer = map[string]tailcfg.CapabilityVersion{
+\t"v1.60.1": 87,
+\t"v1.62.0": 88,
+\t"v1.62.1": 88,
+\t"v1.64.0": 90,
+}
+'''
+
+
+def test_the_oldest_supported_tailscale_is_read_from_the_capver_table():
+    assert matrix.parse_capver(V029) == ("v1.80", 113)
+    assert matrix.parse_capver(V025) == ("v1.62", 88)
+    with pytest.raises(EnvironmentProblem, match="layout changed"):
+        matrix.parse_capver("package capver\n")
+
+
+def test_combinations_are_grouped_by_headscale_version():
+    combos = matrix.combinations(["v1.102.3", "v1.80.3"], ["v0.29.2", "v0.25.1"])
+    assert [(c.headscale, c.tailscale) for c in combos] == [
+        ("v0.29.2", "v1.102.3"), ("v0.29.2", "v1.80.3"), ("v0.25.1", "v1.102.3"), ("v0.25.1", "v1.80.3")]
+    assert combos[0].name == "tailscale v1.102.3 + headscale v0.29.2"
+
+
+def test_each_version_has_its_own_image_tag(cache):
+    pinned, old = components.COMPONENTS["tailscale"], components.component("tailscale", "v1.80.3")
+    for comp in (pinned, old):  # fake binaries in the temporary cache: only their bytes matter to the tag
+        comp.out_dir.mkdir(parents=True)
+        for p in comp.paths().values():
+            p.write_text(f"{comp.label} {p.name}")
+    assert images.versioned("tailscale", None) == images.versioned("tailscale", pinned.version) == "tailscale"
+    assert images.versioned("tailscale", "v1.80.3") == "tailscale@v1.80.3"
+    r_pinned, r_old = images.recipe("tailscale"), images.recipe("tailscale@v1.80.3")
+    assert r_old.name == "tailscale" and f"{images.VERSION_LABEL}=v1.80.3" in r_old.extra
+    t_pinned, t_old = images.image_tag(r_pinned, "meshcert/host:x"), images.image_tag(r_old, "meshcert/host:x")
+    assert t_pinned.startswith("meshcert/tailscale:") and t_old.startswith("meshcert/tailscale:") and t_pinned != t_old
+    with pytest.raises(EnvironmentProblem):
+        images.recipe("toxiproxy@v2.0.0")
+
+
+def test_matrix_add_refuses_bad_arguments_in_one_line(capsys):
+    assert cli.main(["matrix", "add", "helm", "v3.0.0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("meshcert: matrix add:")
