@@ -17,6 +17,7 @@ from meshcert.plugin.marks import collect_clause_tests
 from meshcert.policy import load_policy
 from meshcert.replay.faults_schema import FAULT_KINDS
 from meshcert.replay.model import load_replay
+from meshcert.report import matrix as report_matrix
 from meshcert.report.bundle import read_bundle, write_bundle
 from meshcert.report.catalog import load_catalog, parse_catalog, with_tests
 from meshcert.report.render import NOT_TESTED, load_results, summarize, summary_table, when, write_report
@@ -159,6 +160,8 @@ def cmd_certify(args) -> int:
         _require_sut_image(args.sut_image, before_setup=False)
     except SutNotTestable as e:
         return _not_tested(report, e.to_data(), catalog, args)
+    if args.matrix:
+        return _certify_matrix(args, report)
     pytest_args = ["conformance", *(["scenarios"] if args.chaos else []), "-q", "--report-dir", str(report),
                    "--junitxml", str(report / "junit.xml")]
     for opt in ("sut_image", "policy", "spec", "chart"):
@@ -183,6 +186,69 @@ def cmd_certify(args) -> int:
         return 1
     bundle = _bundle(report, args.sut_image)
     return print_verdict(results, catalog, report, bundle, rc=rc, chaos=args.chaos)
+
+
+def _certify_matrix(args, report: Path) -> int:
+    """certify --matrix (issue 14): the tailnet-level clauses (report.matrix.MATRIX_CLAUSES) once
+    per combination of the chosen tailscale and headscale versions, each in its own pytest
+    session and world (report/<combination>/, whose results.json records the versions). A
+    version that cannot be pinned or built keeps its columns, "not built" with the reason.
+    Writes report/matrix.json + matrix.md; exit 1 a clause failed (naming the combination),
+    3 incomplete (a column not built / not tested, a clause with no outcome), else 0.
+    Skeleton: one world per combination (reusing a headscale's world across the tailscale
+    versions is the next step)."""
+    import json
+    versions = _matrix_versions(args)
+    c = engine.ensure_engine()
+    ready: dict[tuple[str, str], matrix.Status] = {}
+    for name, vs in versions.items():  # each version built once (binaries, then its image), one line each
+        for v in vs:
+            st = matrix.build(name, v)
+            if st.state == matrix.BUILT:
+                try:
+                    images.ensure_images(c, (images.versioned(name, v),))
+                except MeshcertError as e:
+                    st = matrix.Status(name, v, matrix.NOT_BUILT, e.one_line())
+            ready[(name, v)] = st
+            print(st.line() if st.state != matrix.BUILT else f"{name} {v}: built", flush=True)
+    tests_of = collect_clause_tests()
+    clause_ids = [cid for cid in report_matrix.MATRIX_CLAUSES if tests_of.get(cid)]
+    tests = sorted({t for cid in clause_ids for t in tests_of[cid]})
+    columns = []
+    for combo in matrix.combinations(versions["tailscale"], versions["headscale"]):
+        missing = [ready[k] for k in (("tailscale", combo.tailscale), ("headscale", combo.headscale))
+                   if ready[k].state != matrix.BUILT]
+        if missing:
+            columns.append(report_matrix.column(combo.tailscale, combo.headscale, report_matrix.NOT_BUILT,
+                                                reason="; ".join(m.line() for m in missing)))
+            continue
+        sub = report / f"ts-{combo.tailscale}_hs-{combo.headscale}"
+        progress.say(f"matrix: {combo.name} -> {sub}")
+        env = {"MESHCERT_TAILSCALE": combo.tailscale, "MESHCERT_HEADSCALE": combo.headscale, "MESHCERT_CERTIFY": "1"}
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            rc = _pytest([*tests, "-q", "--report-dir", str(sub), "--junitxml", str(sub / "junit.xml"),
+                          *(["--sut-image", args.sut_image, "--sut-port", str(args.sut_port)] if args.sut_image else [])],
+                         suite_root())
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        try:
+            results = json.loads((sub / "results.json").read_text())
+        except (OSError, ValueError):
+            results = None
+        columns.append(report_matrix.column_from_results(combo.tailscale, combo.headscale, results, sub, rc))
+    where = report_matrix.write(report, versions, clause_ids, columns)
+    print(report_matrix.table(columns, clause_ids))
+    code, lines = report_matrix.verdict(columns, clause_ids)
+    for line in lines:
+        print(line)
+    print(f"matrix certification: {({0: 'PASS', 1: 'FAIL', 3: 'INCOMPLETE'})[code]}; {where}")
+    return code
 
 
 def _require_sut_image(image: str | None, before_setup: bool) -> None:
@@ -424,6 +490,12 @@ def main(argv: list[str] | None = None) -> int:
     cf.add_argument("--spec", help="an environment spec (YAML) whose spec.connectivity the SUT is given")
     cf.add_argument("--chart", help="certify this Helm chart (its folder) against the HELM clauses instead of the "
                                     "bundled reference chart")
+    cf.add_argument("--matrix", action="store_true",
+                    help="run the tailnet-level clauses once per tailscale x headscale combination (report/matrix.md)")
+    cf.add_argument("--tailscale", help="--matrix: comma-separated tailscale versions (default: newest served, "
+                                        "pinned, oldest the pinned headscale supports)")
+    cf.add_argument("--headscale", help="--matrix: comma-separated headscale versions (default: pinned, previous "
+                                        "minor, 0.25.1)")
     rp = sub.add_parser("replay", help="rerun replay files alone in a fresh world (exit 0 as expected, 1 differs, "
                                        "2 malformed file)")
     rp.add_argument("files", nargs="+", metavar="FILE", help="replay file(s) (YAML; a failed scenario writes one "

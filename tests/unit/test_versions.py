@@ -5,13 +5,16 @@ reason, images tagged per version."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from meshcert import cli
 from meshcert.errors import EnvironmentProblem
+from meshcert.report import matrix as report_matrix
 from meshcert.toolchain import components, images, matrix
+from meshcert.world.topology import guide_topology, with_tailscale
 
 # go's own stderr, as measured against the module proxy here (2026-12-01)
 PROXY_403 = ("go: github.com/juanfont/headscale/cmd/headscale@v0.28.1: reading https://proxy.golang.org/"
@@ -138,3 +141,45 @@ def test_matrix_add_refuses_bad_arguments_in_one_line(capsys):
     assert cli.main(["matrix", "add", "helm", "v3.0.0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("meshcert: matrix add:")
+
+
+def test_a_topology_can_mix_tailscale_versions():
+    topo = with_tailscale(guide_topology(), {"agent": "v1.80.3", "router": "v1.80.3"})
+    assert {n.name: n.tailscale for n in (*topo.nodes, *topo.pods)} == {
+        "server": None, "database": None, "router": "v1.80.3", "agent": "v1.80.3", "agent-us": None}
+    assert guide_topology().agent.tailscale is None  # the guide's world runs the pinned version everywhere
+    with pytest.raises(KeyError, match="nobody"):
+        with_tailscale(guide_topology(), {"nobody": "v1.80.3"})
+
+
+def test_the_matrix_verdict_names_the_combination_and_never_drops_a_column(tmp_path):
+    ids = ["ACL-1", "ACL-2"]
+    ok = report_matrix.column("v1.102.3", "v0.29.2", report_matrix.RUN, clauses={"ACL-1": "passed", "ACL-2": "passed"})
+    assert report_matrix.verdict([ok], ids) == (0, [])
+    bad = report_matrix.column("v1.80.3", "v0.29.2", report_matrix.RUN, clauses={"ACL-1": "passed", "ACL-2": "failed"},
+                               report="r/ts-v1.80.3_hs-v0.29.2")
+    code, lines = report_matrix.verdict([ok, bad], ids)
+    assert code == 1 and lines == ["failed: ACL-2 failed with tailscale v1.80.3 + headscale v0.29.2 "
+                                   "(report: r/ts-v1.80.3_hs-v0.29.2)"]
+    nb = report_matrix.column("v1.104.7", "v0.29.2", report_matrix.NOT_BUILT,
+                              reason="tailscale v1.104.7: not built (requires go >= 1.27.4)")
+    code, lines = report_matrix.verdict([ok, nb], ids)
+    assert code == 3 and "v1.104.7" in lines[0] and "requires go" in lines[0]
+    assert report_matrix.verdict([ok, nb, bad], ids)[0] == 1  # a failure outranks incompleteness
+    gap = report_matrix.column("v1.102.3", "v0.27.1", report_matrix.RUN, clauses={"ACL-1": "passed"})
+    assert report_matrix.verdict([gap], ids) == (3, ["incomplete: ACL-2 not run with tailscale v1.102.3 + "
+                                                     "headscale v0.27.1"])
+    table = report_matrix.table([ok, nb, bad], ids)
+    assert table.splitlines()[0] == ("| clause | ts v1.102.3 / hs v0.29.2 | ts v1.104.7 / hs v0.29.2 | "
+                                     "ts v1.80.3 / hs v0.29.2 |")
+    assert "| ACL-2 | passed | not built | failed |" in table and "requires go >= 1.27.4" in table
+    doc = json.loads(report_matrix.write(tmp_path, {"tailscale": ["v1.102.3"]}, ids, [ok, nb]).read_text())
+    assert [c["state"] for c in doc["combinations"]] == ["run", "not built"]
+
+
+def test_a_session_with_no_results_or_no_world_is_not_tested():
+    col = report_matrix.column_from_results("v1.80.3", "v0.25.1", None, Path("r"), 2)
+    assert col["state"] == report_matrix.NOT_TESTED and "exit 2" in col["reason"]
+    col = report_matrix.column_from_results("v1.80.3", "v0.25.1", {"not_tested": {"reason": "the world could not be "
+                                                                                  "built: x"}}, Path("r"), 2)
+    assert (col["state"], col["reason"]) == (report_matrix.NOT_TESTED, "the world could not be built: x")
