@@ -73,6 +73,8 @@ def build(name: str, version: str) -> Status:
     one line, never an exception."""
     try:
         comp = components.component(name, version)
+        if not comp.pinned():
+            return status(name, version)  # why its pin failed, or how to pin it
         comp.ensure()
     except MeshcertError as e:
         return Status(name, version, NOT_BUILT, e.one_line())
