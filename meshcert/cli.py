@@ -220,7 +220,7 @@ def _certify_matrix(args, report: Path) -> int:
                    if ready[k].state != matrix.BUILT]
         if missing:
             columns.append(report_matrix.column(combo.tailscale, combo.headscale, report_matrix.NOT_BUILT,
-                                                reason="; ".join(m.line() for m in missing)))
+                                                reason="; ".join(f"{m.name} {m.version}: {m.reason}" for m in missing)))
             continue
         sub = report / f"ts-{combo.tailscale}_hs-{combo.headscale}"
         progress.say(f"matrix: {combo.name} -> {sub}")

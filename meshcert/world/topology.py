@@ -71,6 +71,8 @@ class Topology:
     policy: dict
     user: str = "meshcert"
     headscale: str | None = None  # the control server's headscale version (issue 14); None: the pinned one
+    tailscale: str | None = None  # the tailscale version of a node or pod that names none (pods added by a
+                                  # test included); None: the pinned one
 
     @property
     def agent(self) -> AgentSpec:
@@ -119,22 +121,21 @@ def guide_topology(vlan: str = GUIDE_VLAN) -> Topology:
 
 def with_tailscale(topo: Topology, versions: dict[str, str]) -> Topology:
     """``topo`` with the named nodes and pods (``{"router": "v1.80.3", "agent": ...}``; ``"*"``:
-    every one not named) running another tailscale version: a mixed tailnet, as headscale's
-    integration suite runs one."""
-    if "*" in versions:
-        versions = {**{n.name: versions["*"] for n in (*topo.nodes, *topo.pods)},
-                    **{k: v for k, v in versions.items() if k != "*"}}
+    every one not named, and pods a test adds later) running another tailscale version: a mixed
+    tailnet, as headscale's integration suite runs one."""
+    default = versions.get("*", topo.tailscale)
+    versions = {k: v for k, v in versions.items() if k != "*"}
     unknown = set(versions) - {n.name for n in (*topo.nodes, *topo.pods)}
     if unknown:
         raise KeyError(f"no node or pod named {', '.join(sorted(unknown))}")
     return dataclasses.replace(
-        topo, nodes=tuple(dataclasses.replace(n, tailscale=versions.get(n.name, n.tailscale)) for n in topo.nodes),
+        topo, tailscale=default, nodes=tuple(dataclasses.replace(n, tailscale=versions.get(n.name, n.tailscale)) for n in topo.nodes),
         pods=tuple(dataclasses.replace(a, tailscale=versions.get(a.name, a.tailscale)) for a in topo.pods))
 
 
 def parse_versions(text: str) -> dict[str, str]:
     """``MESHCERT_TAILSCALE``'s form: ``v1.80.3`` (every node and pod) or
-    ``agent=v1.80.3,router=v1.80.3`` (``*=v1.80.3``: every one not named)."""
+    ``agent=v1.80.3,router=v1.80.3`` (``*=v1.80.3``: every one not named, and pods a test adds)."""
     out: dict[str, str] = {}
     for part in (p.strip() for p in text.split(",")):
         if part:
@@ -144,10 +145,12 @@ def parse_versions(text: str) -> dict[str, str]:
 
 
 def world_versions(topo: Topology, pinned: dict[str, str]) -> dict:
-    """The versions a world runs, for results.json: {"headscale": v, "tailscale": {node: v}}
+    """The versions a world runs, for results.json: {"headscale": v, "tailscale": {node: v},
+    "tailscale_default": v (of pods added later)}
     (``pinned``: {"tailscale": v, "headscale": v}, for the nodes that run the pinned ones)."""
-    return {"headscale": topo.headscale or pinned["headscale"],
-            "tailscale": {n.name: n.tailscale or pinned["tailscale"] for n in (*topo.nodes, *topo.pods)}}
+    default = topo.tailscale or pinned["tailscale"]
+    return {"headscale": topo.headscale or pinned["headscale"], "tailscale_default": default,
+            "tailscale": {n.name: n.tailscale or default for n in (*topo.nodes, *topo.pods)}}
 
 
 def policy_text(policy: dict) -> str:

@@ -140,7 +140,8 @@ class World:
         lbl.sweep(self.client)
         self.images = images.ensure_images(
             self.client, ("host", "tailscale", "headscale", "toxiproxy") + (() if self.sut_image else ("sut-reference",))
-            + tuple(sorted({images.versioned("tailscale", s.tailscale) for s in (*self.topology.nodes, *self.topology.pods)}))
+            + tuple(sorted({images.versioned("tailscale", s.tailscale or self.topology.tailscale)
+                            for s in (*self.topology.nodes, *self.topology.pods)}))
             + ((images.versioned("headscale", self.topology.headscale),) if self.topology.headscale else ()))
         if self.sut_image:
             require_image(self.client, self.sut_image)  # SutNotTestable naming the image and how to load it
@@ -233,9 +234,9 @@ class World:
                           self.networks)
 
     def _tailscale_image(self, version: str | None) -> str:
-        """The tailscale image of ``version`` (None: the pinned one), built now if a pod added for
-        one test asks for a version the world did not start with."""
-        name = images.versioned("tailscale", version)
+        """The tailscale image of ``version`` (None: the topology's default, else the pinned one),
+        built now if a pod added for one test asks for a version the world did not start with."""
+        name = images.versioned("tailscale", version or self.topology.tailscale)
         if name not in self.images:
             self.images.update(images.ensure_images(self.client, (name,)))
         return self.images[name]

@@ -14,7 +14,7 @@ from meshcert import cli
 from meshcert.errors import EnvironmentProblem
 from meshcert.report import matrix as report_matrix
 from meshcert.toolchain import components, images, matrix
-from meshcert.world.topology import guide_topology, with_tailscale
+from meshcert.world.topology import guide_topology, parse_versions, with_tailscale, world_versions
 
 # go's own stderr, as measured against the module proxy here (2026-12-01)
 PROXY_403 = ("go: github.com/juanfont/headscale/cmd/headscale@v0.28.1: reading https://proxy.golang.org/"
@@ -183,3 +183,15 @@ def test_a_session_with_no_results_or_no_world_is_not_tested():
     col = report_matrix.column_from_results("v1.80.3", "v0.25.1", {"not_tested": {"reason": "the world could not be "
                                                                                   "built: x"}}, Path("r"), 2)
     assert (col["state"], col["reason"]) == (report_matrix.NOT_TESTED, "the world could not be built: x")
+
+
+def test_one_version_for_every_node_reaches_pods_added_later():
+    topo = with_tailscale(guide_topology(), parse_versions("v1.80.3"))
+    assert topo.tailscale == "v1.80.3" and {n.tailscale for n in (*topo.nodes, *topo.pods)} == {None}
+    assert parse_versions("agent=v1.80.3, *=v1.102.3") == {"agent": "v1.80.3", "*": "v1.102.3"}
+    assert parse_versions("") == {}
+    v = world_versions(with_tailscale(guide_topology(), {"*": "v1.80.3", "server": "v1.102.3"}),
+                       {"tailscale": "v1.102.3", "headscale": "v0.29.2"})
+    assert v["headscale"] == "v0.29.2" and v["tailscale_default"] == "v1.80.3"
+    assert v["tailscale"] == {"server": "v1.102.3", "database": "v1.80.3", "router": "v1.80.3", "agent": "v1.80.3",
+                              "agent-us": "v1.80.3"}
