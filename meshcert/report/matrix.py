@@ -11,6 +11,7 @@ selected clause is a pass.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 # the tailnet-level clauses the matrix runs per combination (issue 14, item 3): the ACL and route
@@ -18,6 +19,22 @@ from pathlib import Path
 MATRIX_CLAUSES = ("TYPE-6", "TYPE-7", "HEALTH-1", "ACL-1", "ACL-2", "ROUTE-1", "ROUTE-2",
                   "TROUBLE-2", "TROUBLE-3", "TROUBLE-4", "TROUBLE-5", "ERRATA-1", "ERRATA-2", "ERRATA-3")
 RUN, NOT_BUILT, NOT_TESTED = "run", "not built", "not tested"
+NOT_APPLICABLE = "n/a"  # the clause does not hold for this combination's versions (catalog holds_for)
+
+
+def _v(version: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in re.findall(r"\d+", version.split("-")[0])[:3])
+
+
+def holds(holds_for: tuple[tuple[str, str], ...], versions: dict[str, str]) -> bool:
+    """Whether a clause whose catalog entry says ``holds_for`` (e.g. (("headscale", ">=v0.26.0"),))
+    holds for ``versions`` ({"tailscale": v, "headscale": v})."""
+    for name, constraint in holds_for:
+        op, bound = (">=", constraint[2:]) if constraint.startswith(">=") else ("<", constraint[1:])
+        have = _v(versions[name])
+        if (op == ">=" and have < _v(bound)) or (op == "<" and have >= _v(bound)):
+            return False
+    return True
 
 
 def column(tailscale: str, headscale: str, state: str, *, reason: str = "", clauses: dict | None = None,
@@ -27,8 +44,10 @@ def column(tailscale: str, headscale: str, state: str, *, reason: str = "", clau
             "clauses": clauses or {}, "report": report}
 
 
-def column_from_results(tailscale: str, headscale: str, results: dict | None, report: Path, rc: int) -> dict:
-    """A combination's column from its session's results.json (None: it wrote none)."""
+def column_from_results(tailscale: str, headscale: str, results: dict | None, report: Path, rc: int,
+                        not_applicable: tuple[str, ...] = ()) -> dict:
+    """A combination's column from its session's results.json (None: it wrote none);
+    ``not_applicable``: the clauses that do not hold for its versions (not run: "n/a")."""
     if results is None:
         return column(tailscale, headscale, NOT_TESTED, reason=f"pytest ended (exit {rc}) without results.json",
                       report=str(report))
@@ -36,6 +55,7 @@ def column_from_results(tailscale: str, headscale: str, results: dict | None, re
     if nt:
         return column(tailscale, headscale, NOT_TESTED, reason=nt.get("reason", "?"), report=str(report))
     outcomes = {cid: v.get("outcome", "?") for cid, v in (results.get("clauses") or {}).items()}
+    outcomes.update({cid: NOT_APPLICABLE for cid in not_applicable})
     return column(tailscale, headscale, RUN, clauses=outcomes, report=str(report))
 
 
@@ -56,7 +76,7 @@ def verdict(columns: list[dict], clause_ids: list[str]) -> tuple[int, list[str]]
             out = col["clauses"].get(cid)
             if out == "failed":
                 failed.append(f"{cid} failed with {label(col)} (report: {col['report']})")
-            elif out != "passed":
+            elif out not in ("passed", NOT_APPLICABLE):
                 incomplete.append(f"{cid} {out or 'not run'} with {label(col)}")
     if failed:
         return 1, ["failed: " + f for f in failed] + ["incomplete: " + i for i in incomplete]

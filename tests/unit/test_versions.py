@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from meshcert import cli
-from meshcert.errors import EnvironmentProblem
+from meshcert.errors import EnvironmentProblem, InputError
 from meshcert.report import matrix as report_matrix
+from meshcert.report.catalog import default_path, load_catalog, parse_catalog
 from meshcert.toolchain import components, images, matrix
 from meshcert.world.topology import guide_topology, parse_versions, with_tailscale, world_versions
 
@@ -195,3 +196,25 @@ def test_one_version_for_every_node_reaches_pods_added_later():
     assert v["headscale"] == "v0.29.2" and v["tailscale_default"] == "v1.80.3"
     assert v["tailscale"] == {"server": "v1.102.3", "database": "v1.80.3", "router": "v1.80.3", "agent": "v1.80.3",
                               "agent-us": "v1.80.3"}
+
+
+def test_errata_hold_only_for_the_headscale_versions_their_catalog_entry_names():
+    cat = {c.id: c for c in load_catalog()}
+    assert cat["ERRATA-1"].holds_for == (("headscale", ">=v0.26.0"),)
+    assert cat["ERRATA-3"].holds_for == (("headscale", ">=v0.28.0"),)
+    assert cat["ACL-1"].holds_for == ()
+    for hs, applies in (("v0.29.2", True), ("v0.26.0", True), ("v0.25.1", False)):
+        assert report_matrix.holds(cat["ERRATA-1"].holds_for, {"tailscale": "v1.80.3", "headscale": hs}) is applies
+    assert not report_matrix.holds(cat["ERRATA-3"].holds_for, {"tailscale": "v1.80.3", "headscale": "v0.27.1"})
+    assert report_matrix.holds((("tailscale", "<v1.90.0"),), {"tailscale": "v1.80.3", "headscale": "v0.29.2"})
+    col = report_matrix.column_from_results("v1.80.3", "v0.25.1", {"clauses": {"ACL-1": {"outcome": "passed"}}},
+                                            Path("r"), 0, ("ERRATA-1",))
+    assert col["clauses"] == {"ACL-1": "passed", "ERRATA-1": "n/a"}
+    assert report_matrix.verdict([col], ["ACL-1", "ERRATA-1"]) == (0, [])  # n/a is not a gap
+
+
+def test_a_malformed_holds_for_is_refused_in_one_line():
+    text = default_path().read_text().replace(
+        'holds_for: {headscale: ">=v0.26.0"}', 'holds_for: {headscale: "0.26"}', 1)
+    with pytest.raises(InputError, match="holds_for must map"):
+        parse_catalog(text)
