@@ -68,8 +68,9 @@ def cmd_doctor(args) -> int:
                 st = matrix.status(name, v)
                 line(f"{name} {v}", {"built": "present"}.get(st.state, st.state), st.reason)
     if c is not None:
-        for img in sorted(i.tags[0] for i in c.images.list(filters={"label": images.LABEL}) if i.tags):
-            line("image", "present", img)
+        for img, version in sorted((i.tags[0], (i.labels or {}).get(images.VERSION_LABEL))
+                                   for i in c.images.list(filters={"label": images.LABEL}) if i.tags):
+            line("image", "present", img + (f" ({img.split('/')[1].split(':')[0]} {version})" if version else ""))
     line("/dev/net/tun", "present" if os.path.exists("/dev/net/tun") else "missing",
          "" if os.path.exists("/dev/net/tun") else "tailnet nodes need TUN (kernel mode)")
     nft = shutil.which("nft") or os.path.exists("/usr/sbin/nft")
