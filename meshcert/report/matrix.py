@@ -48,12 +48,14 @@ def column_from_results(tailscale: str, headscale: str, results: dict | None, re
                         not_applicable: tuple[str, ...] = ()) -> dict:
     """A combination's column from its session's results.json (None: it wrote none);
     ``not_applicable``: the clauses that do not hold for its versions (not run: "n/a")."""
+    na = {cid: NOT_APPLICABLE for cid in not_applicable}
     if results is None:
         return column(tailscale, headscale, NOT_TESTED, reason=f"pytest ended (exit {rc}) without results.json",
-                      report=str(report))
+                      clauses=na, report=str(report))
     nt = results.get("not_tested")
-    if nt:
-        return column(tailscale, headscale, NOT_TESTED, reason=nt.get("reason", "?"), report=str(report))
+    if nt:  # one line in the column (a CLI's usage text after it stays in the session's report)
+        first = (nt.get("reason") or "?").strip().splitlines()[0]
+        return column(tailscale, headscale, NOT_TESTED, reason=first, clauses=na, report=str(report))
     outcomes = {cid: v.get("outcome", "?") for cid, v in (results.get("clauses") or {}).items()}
     outcomes.update({cid: NOT_APPLICABLE for cid in not_applicable})
     return column(tailscale, headscale, RUN, clauses=outcomes, report=str(report))
@@ -90,7 +92,7 @@ def table(columns: list[dict], clause_ids: list[str]) -> str:
     heads = [f"ts {c['tailscale']} / hs {c['headscale']}" for c in columns]
     rows = ["| clause | " + " | ".join(heads) + " |", "|---|" + "---|" * len(columns)]
     for cid in clause_ids:
-        cells = [(c["clauses"].get(cid) or "not run") if c["state"] == RUN else c["state"] for c in columns]
+        cells = [c["clauses"].get(cid) or ("not run" if c["state"] == RUN else c["state"]) for c in columns]
         rows.append(f"| {cid} | " + " | ".join(cells) + " |")
     notes = [f"- {label(c)}: {c['state']}: {c['reason']}" for c in columns if c["state"] != RUN]
     return "\n".join(rows + ([""] + notes if notes else []))

@@ -181,9 +181,11 @@ def test_the_matrix_verdict_names_the_combination_and_never_drops_a_column(tmp_p
 def test_a_session_with_no_results_or_no_world_is_not_tested():
     col = report_matrix.column_from_results("v1.80.3", "v0.25.1", None, Path("r"), 2)
     assert col["state"] == report_matrix.NOT_TESTED and "exit 2" in col["reason"]
-    col = report_matrix.column_from_results("v1.80.3", "v0.25.1", {"not_tested": {"reason": "the world could not be "
-                                                                                  "built: x"}}, Path("r"), 2)
-    assert (col["state"], col["reason"]) == (report_matrix.NOT_TESTED, "the world could not be built: x")
+    # measured with headscale v0.25.1 (its preauthkeys create wants --user NAME): the reason and its usage text
+    reason = ("the world could not be built: world: `headscale preauthkeys create --expiration 2h --reusable --tags "
+              "tag:managed-servers` failed (1): Error: required flag(s) \"user\" not set\nUsage:\n  headscale ...")
+    col = report_matrix.column_from_results("v1.80.3", "v0.25.1", {"not_tested": {"reason": reason}}, Path("r"), 2)
+    assert (col["state"], col["reason"]) == (report_matrix.NOT_TESTED, reason.splitlines()[0])
 
 
 def test_one_version_for_every_node_reaches_pods_added_later():
@@ -218,3 +220,11 @@ def test_a_malformed_holds_for_is_refused_in_one_line():
         'holds_for: {headscale: ">=v0.26.0"}', 'holds_for: {headscale: "0.26"}', 1)
     with pytest.raises(InputError, match="holds_for must map"):
         parse_catalog(text)
+
+
+def test_a_column_not_tested_still_shows_which_clauses_do_not_apply():
+    col = report_matrix.column_from_results("v1.102.3", "v0.25.1", {"not_tested": {"reason": "no world"}}, Path("r"),
+                                            2, ("ERRATA-1",))
+    table = report_matrix.table([col], ["ACL-1", "ERRATA-1"])
+    assert "| ACL-1 | not tested |" in table and "| ERRATA-1 | n/a |" in table
+    assert report_matrix.verdict([col], ["ACL-1", "ERRATA-1"])[0] == 3
