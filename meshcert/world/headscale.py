@@ -36,6 +36,9 @@ class Headscale:
         self.box = box
         self.ip = ip
         self.key_ids: dict[str, int] = {}
+        # headscale < 0.28 (the version matrix) requires --user on every pre-auth key, tagged ones
+        # too: the world's user, set by the World; None (0.28+: tags are the node's identity): no --user
+        self.default_user: int | None = None
 
     def cli(self, *args: str) -> Any:
         code, out = self.box.exec(["headscale", *args, "-o", "json"])
@@ -72,6 +75,8 @@ class Headscale:
             args.append("--reusable")
         if ephemeral:
             args.append("--ephemeral")
+        if user_id is None:
+            user_id = self.default_user
         if user_id is not None:
             args += ["--user", str(user_id)]
         tags = list(tags)

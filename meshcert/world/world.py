@@ -28,7 +28,7 @@ from testcontainers.core.container import DockerContainer
 from meshcert.policy import parse_policy
 from meshcert.secrets import Secret, redact
 from meshcert.sut.client import SutClient, require_image, wait_serving
-from meshcert.toolchain import engine, images, progress
+from meshcert.toolchain import components, engine, images, progress
 from meshcert.world import labels as lbl
 from meshcert.world.base import (
     Box,
@@ -210,6 +210,8 @@ class World:
                                   f"{container_state(tp_box)}")
         self.toxiproxy.ensure_proxy("control", f"0.0.0.0:{HEADSCALE_PORT}", f"{HEADSCALE_ALIAS}:{HEADSCALE_PORT}")
         self.user_id = self.headscale.create_user(topo.user)
+        if topo.headscale and components.version_key(topo.headscale) < (0, 28, 0):
+            self.headscale.default_user = self.user_id  # older headscale: every key needs --user (the matrix)
         self._apply_policy(topo.policy, wait=False)
         self.timings["control"] = time.monotonic() - t
 
