@@ -18,13 +18,14 @@ from meshcert.plugin.marks import collect_clause_tests
 from meshcert.policy import load_policy
 from meshcert.replay.faults_schema import FAULT_KINDS
 from meshcert.replay.model import load_replay
+from meshcert.report import matrix as report_matrix
 from meshcert.report.bundle import read_bundle, write_bundle
 from meshcert.report.catalog import load_catalog, parse_catalog, with_tests
 from meshcert.report.render import NOT_TESTED, load_results, summarize, summary_table, when, write_report
 from meshcert.secrets import redact
 from meshcert.spec import load_spec
 from meshcert.sut.client import SutNotTestable, require_image
-from meshcert.toolchain import components, engine, images, progress
+from meshcert.toolchain import components, engine, images, matrix, progress
 from meshcert.toolchain.images import remove_stale_images
 from meshcert.toolchain.paths import source_tree, suite_root
 from meshcert.world import World, labels
@@ -61,9 +62,16 @@ def cmd_doctor(args) -> int:
                  str(comp.out_dir) if comp.present() else f"will go build (meshcert/toolchain/tools/{name}, go.sum-verified)")
         except MeshcertError as e:
             line(name, "unknown", str(e))
+    for name in components.VERSIONED:  # the other versions the matrix may use (issue 14)
+        for v in sorted(set(components.pinned_versions(name)) | set(components.failed_pins(name)),
+                        key=components.version_key, reverse=True):
+            if v != components.COMPONENTS[name].version:
+                st = matrix.status(name, v)
+                line(f"{name} {v}", {"built": "present"}.get(st.state, st.state), st.reason)
     if c is not None:
-        for img in sorted(i.tags[0] for i in c.images.list(filters={"label": images.LABEL}) if i.tags):
-            line("image", "present", img)
+        for img, version in sorted((i.tags[0], (i.labels or {}).get(images.VERSION_LABEL))
+                                   for i in c.images.list(filters={"label": images.LABEL}) if i.tags):
+            line("image", "present", img + (f" ({img.split('/')[1].split(':')[0]} {version})" if version else ""))
     line("/dev/net/tun", "present" if os.path.exists("/dev/net/tun") else "missing",
          "" if os.path.exists("/dev/net/tun") else "tailnet nodes need TUN (kernel mode)")
     nft = shutil.which("nft") or os.path.exists("/usr/sbin/nft")
@@ -192,6 +200,8 @@ def cmd_certify(args) -> int:
         _require_sut_image(args.sut_image, before_setup=False)
     except SutNotTestable as e:
         return _not_tested(report, e.to_data(), catalog, args)
+    if args.matrix:
+        return _certify_matrix(args, report)
     pytest_args = ["conformance", *(["scenarios"] if args.chaos else []), "-q", "--report-dir", str(report),
                    "--junitxml", str(report / "junit.xml")]
     for opt in ("sut_image", "policy", "spec", "chart"):
@@ -220,6 +230,74 @@ def cmd_certify(args) -> int:
         return 1
     bundle = _bundle(report, args.sut_image)
     return print_verdict(results, catalog, report, bundle, rc=rc, chaos=args.chaos)
+
+
+def _certify_matrix(args, report: Path) -> int:
+    """certify --matrix (issue 14): the tailnet-level clauses (report.matrix.MATRIX_CLAUSES) once
+    per combination of the chosen tailscale and headscale versions, each in its own pytest
+    session and world (report/<combination>/, whose results.json records the versions). A
+    version that cannot be pinned or built keeps its columns, "not built" with the reason.
+    Writes report/matrix.json + matrix.md; exit 1 a clause failed (naming the combination),
+    3 incomplete (a column not built / not tested, a clause with no outcome), else 0.
+    Skeleton: one world per combination (reusing a headscale's world across the tailscale
+    versions is the next step)."""
+    import json
+    versions = _matrix_versions(args)
+    c = engine.ensure_engine()
+    ready: dict[tuple[str, str], matrix.Status] = {}
+    for name, vs in versions.items():  # each version built once (binaries, then its image), one line each
+        for v in vs:
+            st = matrix.build(name, v)
+            if st.state == matrix.BUILT:
+                try:
+                    images.ensure_images(c, (images.versioned(name, v),))
+                except MeshcertError as e:
+                    st = matrix.Status(name, v, matrix.NOT_BUILT, e.one_line())
+            ready[(name, v)] = st
+            print(st.line() if st.state != matrix.BUILT else f"{name} {v}: built", flush=True)
+    tests_of = collect_clause_tests()
+    clause_ids = [cid for cid in report_matrix.MATRIX_CLAUSES if tests_of.get(cid)]
+    holds_for = {c.id: c.holds_for for c in load_catalog()}
+    columns = []
+    for combo in matrix.combinations(versions["tailscale"], versions["headscale"]):
+        missing = [ready[k] for k in (("tailscale", combo.tailscale), ("headscale", combo.headscale))
+                   if ready[k].state != matrix.BUILT]
+        if missing:
+            columns.append(report_matrix.column(combo.tailscale, combo.headscale, report_matrix.NOT_BUILT,
+                                                reason="; ".join(f"{m.name} {m.version}: {m.reason}" for m in missing)))
+            continue
+        na = tuple(cid for cid in clause_ids if not report_matrix.holds(
+            holds_for.get(cid, ()), {"tailscale": combo.tailscale, "headscale": combo.headscale}))
+        # a test marked with a clause that does not hold here is left out (its other clauses too: n/a)
+        tests = sorted({t for cid in clause_ids if cid not in na for t in tests_of[cid]}
+                       - {t for cid in na for t in tests_of[cid]})
+        sub = report / f"ts-{combo.tailscale}_hs-{combo.headscale}"
+        progress.say(f"matrix: {combo.name} -> {sub}")
+        env = {"MESHCERT_TAILSCALE": combo.tailscale, "MESHCERT_HEADSCALE": combo.headscale, "MESHCERT_CERTIFY": "1"}
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            rc = _pytest([*tests, "-q", "--report-dir", str(sub), "--junitxml", str(sub / "junit.xml"),
+                          *(["--sut-image", args.sut_image, "--sut-port", str(args.sut_port)] if args.sut_image else [])],
+                         suite_root())
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        try:
+            results = json.loads((sub / "results.json").read_text())
+        except (OSError, ValueError):
+            results = None
+        columns.append(report_matrix.column_from_results(combo.tailscale, combo.headscale, results, sub, rc, na))
+    where = report_matrix.write(report, versions, clause_ids, columns)
+    print(report_matrix.table(columns, clause_ids))
+    code, lines = report_matrix.verdict(columns, clause_ids)
+    for line in lines:
+        print(line)
+    print(f"matrix certification: {({0: 'PASS', 1: 'FAIL', 3: 'INCOMPLETE'})[code]}; {where}")
+    return code
 
 
 def _require_sut_image(image: str | None, before_setup: bool) -> None:
@@ -358,6 +436,53 @@ def cmd_clauses(args) -> int:
     return 0
 
 
+def cmd_matrix(args) -> int:
+    """The version matrix's components (issue 14). ``add``: pin versions (writes
+    meshcert/toolchain/tools/<name>@<version>/go.mod+go.sum). ``build``: build the binaries and
+    images of the chosen (default: the default matrix's) versions, one line each; exit 3 when one
+    is not built. ``list`` (default): each version's state, nothing built."""
+    if args.action == "add":
+        if len(args.args) < 2 or args.args[0] not in components.VERSIONED:
+            raise InputError("matrix add", "needs a component and version(s)",
+                             f"meshcert matrix add {{{','.join(components.VERSIONED)}}} VERSION...")
+        bad = 0
+        for v in args.args[1:]:
+            try:
+                print(f"pinned {args.args[0]} {v}: {components.pin(args.args[0], v)}")
+            except MeshcertError as e:
+                bad += 1
+                print(f"meshcert: {e.one_line()}", file=sys.stderr)
+        return 2 if bad else 0
+    versions = _matrix_versions(args)
+    if args.action == "list":
+        for name, vs in versions.items():
+            for v in vs:
+                print(matrix.status(name, v).line())
+        return 0
+    c = engine.ensure_engine()
+    rc = 0
+    for name, vs in versions.items():
+        for v in vs:
+            st = matrix.build(name, v)
+            if st.state == matrix.BUILT:
+                try:
+                    tag = images.ensure_images(c, (images.versioned(name, v),))[images.versioned(name, v)]
+                    st = matrix.Status(name, v, matrix.BUILT, tag)
+                except MeshcertError as e:
+                    st = matrix.Status(name, v, matrix.NOT_BUILT, e.one_line())
+            rc = rc or (3 if st.state != matrix.BUILT else 0)
+            print(st.line(), flush=True)
+    return rc
+
+
+def _matrix_versions(args) -> dict[str, list[str]]:
+    given = {n: [v.strip() for v in (getattr(args, n) or "").split(",") if v.strip()] for n in components.VERSIONED}
+    if all(given.values()):
+        return given
+    default = matrix.default_versions()
+    return {n: given[n] or default[n] for n in components.VERSIONED}
+
+
 def cmd_world(args) -> int:
     w = World(topology=guide_topology(args.vlan) if args.vlan else guide_topology())
     try:
@@ -423,6 +548,12 @@ def main(argv: list[str] | None = None) -> int:
     cf.add_argument("--spec", help="an environment spec (YAML) whose spec.connectivity the SUT is given")
     cf.add_argument("--chart", help="certify this Helm chart (its folder) against the HELM clauses instead of the "
                                     "bundled reference chart")
+    cf.add_argument("--matrix", action="store_true",
+                    help="run the tailnet-level clauses once per tailscale x headscale combination (report/matrix.md)")
+    cf.add_argument("--tailscale", help="--matrix: comma-separated tailscale versions (default: newest served, "
+                                        "pinned, oldest the pinned headscale supports)")
+    cf.add_argument("--headscale", help="--matrix: comma-separated headscale versions (default: pinned, previous "
+                                        "minor, 0.25.1)")
     rp = sub.add_parser("replay", help="rerun replay files alone in a fresh world (exit 0 as expected, 1 differs, "
                                        "2 malformed file)")
     rp.add_argument("files", nargs="+", metavar="FILE", help="replay file(s) (YAML; a failed scenario writes one "
@@ -436,6 +567,12 @@ def main(argv: list[str] | None = None) -> int:
     w = sub.add_parser("world", help="build the guide's world, print its timings, tear it down")
     w.add_argument("--hold", action="store_true", help="keep it until Ctrl-C / SIGTERM / stdin closes")
     w.add_argument("--vlan", help="the subnet router's VLAN CIDR (default the guide's 10.20.5.0/24)")
+    mx = sub.add_parser("matrix", help="the version matrix's components: list (default), build, add NAME VERSION...")
+    mx.add_argument("action", nargs="?", choices=("list", "build", "add"), default="list")
+    mx.add_argument("args", nargs="*", metavar="ARG", help="add: tailscale|headscale VERSION...")
+    mx.add_argument("--tailscale", help="comma-separated tailscale versions (default: newest served, pinned, "
+                                        "oldest the pinned headscale supports)")
+    mx.add_argument("--headscale", help="comma-separated headscale versions (default: pinned, previous minor, 0.25.1)")
     s = sub.add_parser("sweep", help="remove containers/networks/volumes left by killed runs")
     s.add_argument("--all", action="store_true", help="remove every meshcert object, live runs' too")
     s.add_argument("--images", action="store_true", help="also remove meshcert images this checkout no longer uses "
@@ -453,7 +590,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         handler = {"doctor": cmd_doctor, "setup": lambda a: cmd_setup(a) or 0, "test": lambda a: cmd_test(a.pytest_args),
                    "certify": cmd_certify, "replay": cmd_replay, "world": cmd_world, "sweep": cmd_sweep,
-                   "clauses": cmd_clauses, "report": cmd_report}[args.cmd]
+                   "clauses": cmd_clauses, "report": cmd_report, "matrix": cmd_matrix}[args.cmd]
         return handler(args)
     except MeshcertError as e:
         print(f"meshcert: {e.one_line()}", file=sys.stderr)

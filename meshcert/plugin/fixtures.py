@@ -16,8 +16,9 @@ from meshcert.plugin import parallel, state
 from meshcert.policy import load_policy
 from meshcert.spec import load_spec
 from meshcert.sut.client import SutNotTestable
+from meshcert.toolchain import components
 from meshcert.world import World
-from meshcert.world.topology import guide_topology
+from meshcert.world.topology import guide_topology, parse_versions, with_tailscale, world_versions
 
 
 @pytest.fixture(scope="session")
@@ -46,11 +47,17 @@ def world(pytestconfig, report_dir):
     # up by their number (parallel.session_vlan)
     topo = guide_topology(parallel.session_vlan(parallel.worker_id(pytestconfig)))
     try:
+        # the version matrix (certify --matrix): this session's tailscale/headscale versions
+        topo = with_tailscale(topo, parse_versions(os.environ.get("MESHCERT_TAILSCALE", "")))
+        topo.headscale = os.environ.get("MESHCERT_HEADSCALE") or None
         if pytestconfig.getoption("--policy"):
             topo.policy = json.loads(load_policy(pytestconfig.getoption("--policy")).to_json())
         spec = None
         if pytestconfig.getoption("--spec"):
             spec = load_spec(pytestconfig.getoption("--spec"))
+    except KeyError as e:  # MESHCERT_TAILSCALE names no node of the world
+        pytestconfig.stash[state.INPUT_ERROR] = f"MESHCERT_TAILSCALE: {e.args[0]}"
+        pytest.exit(f"meshcert: MESHCERT_TAILSCALE: {e.args[0]}", returncode=2)
     except MeshcertError as e:
         pytestconfig.stash[state.INPUT_ERROR] = e.one_line()
         pytest.exit(f"meshcert: {e.one_line()}", returncode=2)
@@ -61,6 +68,8 @@ def world(pytestconfig, report_dir):
     # a failing clause's logs go to logs/<clause>-<n>, n counted per world: under xdist each
     # worker's world has a folder of its own (logs/gw0/...), so two worlds' "<clause>-1" never meet
     w.log_root = report_dir / "logs" / wid if wid else report_dir / "logs"
+    pytestconfig.stash[state.EXTRA]["versions"] = world_versions(
+        topo, {n: components.COMPONENTS[n].version for n in components.VERSIONED})
     try:
         w.start()
     except MeshcertError as e:

@@ -87,6 +87,9 @@ class Headscale:
             raise WorldError(f"headscale API {method} /api/v1/{path}: HTTP {resp.status} "
                              f"{redact(str(doc.get('message', doc)))[-800:]}")
         return _snake(doc)
+        # headscale < 0.28 (the version matrix) requires --user on every pre-auth key, tagged ones
+        # too: the world's user, set by the World; None (0.28+: tags are the node's identity): no --user
+        self.default_user: int | None = None
 
     def cli(self, *args: str) -> Any:
         code, out = self.box.exec(["headscale", *args, "-o", "json"])
@@ -123,6 +126,8 @@ class Headscale:
             args.append("--reusable")
         if ephemeral:
             args.append("--ephemeral")
+        if user_id is None:
+            user_id = self.default_user
         if user_id is not None:
             args += ["--user", str(user_id)]
         tags = list(tags)

@@ -29,7 +29,7 @@ from testcontainers.core.container import DockerContainer
 from meshcert.policy import parse_policy
 from meshcert.secrets import Secret, redact
 from meshcert.sut.client import SutClient, require_image, wait_serving
-from meshcert.toolchain import engine, images, progress
+from meshcert.toolchain import components, engine, images, progress
 from meshcert.world import labels as lbl
 from meshcert.world.base import (
     Box,
@@ -141,7 +141,10 @@ class World:
         self.client = engine.ensure_engine()
         lbl.sweep(self.client)
         self.images = images.ensure_images(
-            self.client, ("host", "tailscale", "headscale", "toxiproxy") + (() if self.sut_image else ("sut-reference",)))
+            self.client, ("host", "tailscale", "headscale", "toxiproxy") + (() if self.sut_image else ("sut-reference",))
+            + tuple(sorted({images.versioned("tailscale", s.tailscale or self.topology.tailscale)
+                            for s in (*self.topology.nodes, *self.topology.pods)}))
+            + ((images.versioned("headscale", self.topology.headscale),) if self.topology.headscale else ()))
         if self.sut_image:
             require_image(self.client, self.sut_image)  # SutNotTestable naming the image and how to load it
         check_isolation(self.client, self.images["host"])
@@ -172,7 +175,8 @@ class World:
 
         with progress.step(f"world {self.run_id}: starting containers"):
             with concurrent.futures.ThreadPoolExecutor(max_workers=8) as ex:
-                f_hs = ex.submit(start_headscale, self.run_container, self.images["headscale"], self.certs)
+                f_hs = ex.submit(start_headscale, self.run_container,
+                                 self.images[images.versioned("headscale", topo.headscale)], self.certs)
                 f_tp = ex.submit(start_toxiproxy, self.run_container, self.images["toxiproxy"], CONTROL_ALIAS)
                 f_nodes = {s.name: ex.submit(self._start_node, s) for s in topo.nodes}
                 f_hosts = {s.name: ex.submit(start_host, self.run_container, host_img, s) for s in topo.hosts}
@@ -209,6 +213,8 @@ class World:
         self.toxiproxy.ensure_proxy("control", f"0.0.0.0:{HEADSCALE_PORT}", f"{HEADSCALE_ALIAS}:{HEADSCALE_PORT}")
         self.user_id = self.headscale.create_user(topo.user)
         self.headscale.enable_api(self.certs.ca_pem)
+        if topo.headscale and components.version_key(topo.headscale) < (0, 28, 0):
+            self.headscale.default_user = self.user_id  # older headscale: every key needs --user (the matrix)
         self._apply_policy(topo.policy, wait=False)
         self.timings["control"] = time.monotonic() - t
 
@@ -232,7 +238,16 @@ class World:
         self.timings["converge"] = time.monotonic() - t
 
     def _start_node(self, spec: NodeSpec) -> Box:
-        return start_node(self.run_container, self.images["tailscale"], spec, self.certs.ca_pem, self.networks)
+        return start_node(self.run_container, self._tailscale_image(spec.tailscale), spec, self.certs.ca_pem,
+                          self.networks)
+
+    def _tailscale_image(self, version: str | None) -> str:
+        """The tailscale image of ``version`` (None: the topology's default, else the pinned one),
+        built now if a pod added for one test asks for a version the world did not start with."""
+        name = images.versioned("tailscale", version or self.topology.tailscale)
+        if name not in self.images:
+            self.images.update(images.ensure_images(self.client, (name,)))
+        return self.images[name]
 
     def _create_volume(self, role: str) -> str:
         """A labelled volume of this run (removed by stop() with the rest); returns its engine name."""
@@ -241,8 +256,8 @@ class World:
         return vol.name
 
     def _start_pod(self, a: AgentSpec) -> Pod:
-        return start_pod(self.run_container, self._create_volume, a, self.images["tailscale"], self.images["host"],
-                         self.certs.ca_pem)
+        return start_pod(self.run_container, self._create_volume, a, self._tailscale_image(a.tailscale),
+                         self.images["host"], self.certs.ca_pem)
 
     def add_pod(self, spec: AgentSpec, key: Secret | None = None, *, expect_join: bool = True, mutant: str = "") -> TailnetNode:
         """An extra agent pod for one test, joined with ``key`` (default: a key for its tags).
