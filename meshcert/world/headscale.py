@@ -49,6 +49,9 @@ class Headscale:
         self.key_ids: dict[str, int] = {}
         self._api_key: Secret | None = None
         self._ca_pem: bytes | None = None
+        # headscale < 0.28 (the version matrix) requires --user on every pre-auth key, tagged ones
+        # too: the world's user, set by the World; None (0.28+: tags are the node's identity): no --user
+        self.default_user: int | None = None
 
     def enable_api(self, ca_pem: bytes) -> None:
         """Route reads, route approvals and policy sets go over headscale's REST API (/api/v1,
@@ -87,9 +90,6 @@ class Headscale:
             raise WorldError(f"headscale API {method} /api/v1/{path}: HTTP {resp.status} "
                              f"{redact(str(doc.get('message', doc)))[-800:]}")
         return _snake(doc)
-        # headscale < 0.28 (the version matrix) requires --user on every pre-auth key, tagged ones
-        # too: the world's user, set by the World; None (0.28+: tags are the node's identity): no --user
-        self.default_user: int | None = None
 
     def cli(self, *args: str) -> Any:
         code, out = self.box.exec(["headscale", *args, "-o", "json"])
