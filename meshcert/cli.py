@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -12,7 +13,7 @@ import time
 from pathlib import Path
 
 from meshcert.errors import InputError, MeshcertError
-from meshcert.k8s import cluster, nodeimage
+from meshcert.k8s import cluster, kind, nodeimage
 from meshcert.k8s.kind import node_image_availability
 from meshcert.plugin.marks import collect_clause_tests
 from meshcert.policy import load_policy
@@ -91,7 +92,6 @@ def cmd_setup(args=None) -> None:
             components.COMPONENTS[n].ensure()
         images.ensure_images(c)
     if args is not None and getattr(args, "kind", False):
-        from meshcert.k8s import kind
         with progress.step("setup --kind: the pinned kind and its node image"):
             components.COMPONENTS["kind"].ensure()
             progress.say(f"kind node image: {kind.ensure_node_image(c)}")
@@ -181,7 +181,6 @@ def cmd_certify(args) -> int:
     image not on the engine, a SUT that never answers /healthz, a world that could not be built.
     3: nothing failed but some clauses have no test yet (an incomplete certification is not a
     pass). The report folder also gets the result bundle (meshcert-results-<ts>.tar.gz)."""
-    import json
     # Bad input is refused before anything is built or started.
     if args.policy:
         load_policy(args.policy)
@@ -241,7 +240,6 @@ def _certify_matrix(args, report: Path) -> int:
     3 incomplete (a column not built / not tested, a clause with no outcome), else 0.
     Skeleton: one world per combination (reusing a headscale's world across the tailscale
     versions is the next step)."""
-    import json
     versions = _matrix_versions(args)
     c = engine.ensure_engine()
     ready: dict[tuple[str, str], matrix.Status] = {}
@@ -326,7 +324,6 @@ def _bundle(report: Path, sut_image: str | None) -> Path | None:
 def _not_tested(report: Path, data: dict, catalog, args) -> int:
     """Nothing could be tested (refused before the run): results.json and the report say *not
     tested* with the reason; the bundle is written; exit 2."""
-    import json
     report.mkdir(parents=True, exist_ok=True)
     results = {"finished": time.time(), "clauses": {}, "not_tested": data}
     (report / "results.json").write_text(redact(json.dumps({**results, "extra": {}, "input_error": None}, indent=1)))

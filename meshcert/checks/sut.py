@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import secrets as pysecrets
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -558,7 +559,6 @@ def cred2_run_credentials_never_shown(world, pod: str = "agent") -> None:
     """CRED-2: a per-run credential the tool layer injects into a connection -- whole, or any run
     of 8+ characters of its secret part -- never reaches the connect result, the transcript, the
     agent_context of the next pre-run, or the SUT's log."""
-    import secrets as pysecrets
     sut = world.sut(pod)
     # hex: no `-` inside the token, so its secret part (after the last `-`) is all 32 characters
     secret = Secret("run-" + pysecrets.token_hex(16), "run credential")
