@@ -10,7 +10,6 @@ on the same pair (ACL-2 does that), through the old subnet router too."""
 
 from __future__ import annotations
 
-import os
 import re
 
 import pytest
@@ -34,7 +33,7 @@ def mixed_world(tmp_path_factory):
     pinned = components.COMPONENTS["tailscale"].version
     assert pinned != OLD, "the mixed world needs two versions"
     # OLD is the world's default (agent, database, router and pods added later), the pinned one named
-    topo = with_tailscale(guide_topology(os.environ.get("MESHCERT_VLAN") or free_vlan()),
+    topo = with_tailscale(guide_topology(free_vlan()),
                           {"*": OLD, "server": pinned, "agent-us": pinned})
     w = World(topology=topo)
     w.log_root = tmp_path_factory.mktemp("mixed-logs")
