@@ -129,8 +129,8 @@ def _pytest(pytest_args: list[str], cwd: Path) -> int:
 
 # `meshcert test` runs this many pytest-xdist workers unless told otherwise (MESHCERT_TEST_WORKERS,
 # or -n/-p no:xdist among the arguments). The suite waits far more than it computes (handshakes,
-# pod start-ups, timeouts), so on 2 cores 3 workers, each with a world of its own, measured
-# fastest: see tests/README.md.
+# pod start-ups, timeouts: a serial clean-clone CI held a load average near 1 on 2 cores), so 3
+# workers, each with a world of its own. Chosen from that, not yet compared with 2 or 4 workers.
 TEST_WORKERS = 3
 # `meshcert certify` runs serially by default (one world, collection order). MESHCERT_CERTIFY_WORKERS=3
 # runs conformance/'s three units (plugin/parallel.py UNIT_OF_FILE) side by side, each on a world
