@@ -83,19 +83,11 @@ def world_values(world, chart: Chart, hostname: str, **connectivity: Any) -> tup
     return values, overrides
 
 
-@dataclass
-class ChartPod:
-    """A chart's pod running in the world."""
-    pod: Any            # podrunner.RunningPod
-    manifests: Manifests
-    values: dict
-    hostname: str
-    secret: str
-    sut_port: int
-    socket: str = DEFAULT_SOCKET
-
-    def sut(self):
-        return SutClient(f"http://{self.pod.ip}:{self.sut_port}", name=f"SUT in chart pod {self.pod.name}")
+class _Sidecar:
+    """What a chart's pod on Docker (ChartPod) and on a kubelet (KindRelease) both answer: the
+    sidecar's tailscale status, read inside it (``self.pod.exec``, ``self.socket``)."""
+    pod: Any
+    socket: str
 
     def ts_status(self) -> dict:
         code, out = self.pod.exec(SIDECAR, ["tailscale", f"--socket={self.socket}", "status", "--json"])
@@ -109,6 +101,21 @@ class ChartPod:
             return self.ts_status().get("BackendState", "?")
         except Exception as e:
             return f"unavailable ({e})"
+
+
+@dataclass
+class ChartPod(_Sidecar):
+    """A chart's pod running in the world."""
+    pod: Any            # podrunner.RunningPod
+    manifests: Manifests
+    values: dict
+    hostname: str
+    secret: str
+    sut_port: int
+    socket: str = DEFAULT_SOCKET
+
+    def sut(self):
+        return SutClient(f"http://{self.pod.ip}:{self.sut_port}", name=f"SUT in chart pod {self.pod.name}")
 
     def wait_running(self, timeout: float = 90) -> dict:
         wait_for(f"chart pod {self.pod.name}: sidecar BackendState Running", lambda: self.backend_state() == "Running",
@@ -385,7 +392,7 @@ KIND_SECRET_PRESENT, KIND_SECRET_MISSING, KIND_KEY_MISSING = "present", "missing
 
 
 @dataclass
-class KindRelease:
+class KindRelease(_Sidecar):
     """A chart installed with helm in a namespace of its own on a kind cluster, its one pod."""
     cluster: Any          # kind.KindCluster
     pod: kindpod.KindPod
@@ -407,19 +414,6 @@ class KindRelease:
 
     def sut(self) -> SutClient:
         return kindpod.sut_client(self.pod, self.controller, self.sut_port)
-
-    def ts_status(self) -> dict:
-        code, out = self.pod.exec(SIDECAR, ["tailscale", f"--socket={self.socket}", "status", "--json"])
-        try:
-            return json.loads(out)
-        except json.JSONDecodeError:
-            raise MeshcertError("tailscale status", f"exit {code}, not JSON: {redact(out.strip())[-300:]}") from None
-
-    def backend_state(self) -> str:
-        try:
-            return self.ts_status().get("BackendState", "?")
-        except Exception as e:
-            return f"unavailable ({e})"
 
     def wait_running(self, timeout: float = 90) -> dict:
         wait_for(f"kind pod {self.namespace}: sidecar BackendState Running", lambda: self.backend_state() == "Running",

@@ -17,13 +17,13 @@ from meshcert.report.catalog import default_path, load_catalog, parse_catalog
 from meshcert.toolchain import components, images, matrix
 from meshcert.world.topology import guide_topology, parse_versions, with_tailscale, world_versions
 
-# go's own stderr, as measured against the module proxy here (2026-12-01)
-PROXY_403 = ("go: github.com/juanfont/headscale/cmd/headscale@v0.28.1: reading https://proxy.golang.org/"
+# go's own stderr, as measured against the module proxy here (2026-12-01; its host name replaced)
+PROXY_403 = ("go: github.com/juanfont/headscale/cmd/headscale@v0.28.1: reading https://goproxy.invalid/"
              "github.com/juanfont/headscale/cmd/headscale/@v/v0.28.1.info: 403 Forbidden")
 SUMDB_404 = ("go: github.com/juanfont/headscale/cmd/headscale imports\n\tgithub.com/juanfont/headscale/hscontrol imports\n"
              "\tgithub.com/tailscale/tailsql/server/tailsql: github.com/tailscale/tailsql@v0.0.0-20260105194658-"
              "001575c3ca09: verifying module: github.com/tailscale/tailsql@v0.0.0-20260105194658-001575c3ca09: "
-             "reading https://proxy.golang.org/sumdb/sum.golang.org/lookup/github.com/tailscale/tailsql@"
+             "reading https://goproxy.invalid/sumdb/sum.golang.org/lookup/github.com/tailscale/tailsql@"
              "v0.0.0-20260105194658-001575c3ca09: 404 Not Found")
 GO_TOO_OLD = ("go: tailscale.com/cmd/tailscaled@v1.104.7: tailscale.com@v1.104.7 requires go >= 1.27.4 "
               "(running go 1.26.8; GOTOOLCHAIN=local)")
