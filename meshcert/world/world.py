@@ -690,13 +690,25 @@ class World:
         log = f"/tmp/meshcert-listener-{port}.log"
         box.put({"/tmp/meshcert-listener.py": (self.LISTENER, 0o644)})
         box.exec(["rm", "-f", log, log + ".pid", log + ".err"])
-        box.container.exec_run(["sh", "-c", f"exec python3 /tmp/meshcert-listener.py {bind} {port} {log} "
-                                            f"2>{log}.err"], detach=True)
+
+        def start() -> None:
+            box.container.exec_run(["sh", "-c", f"exec python3 /tmp/meshcert-listener.py {bind} {port} {log} "
+                                                f"2>{log}.err"], detach=True)
 
         def read(path: str) -> str | None:
             code, out = box.exec(["cat", path])
             return out if code == 0 else None
-        pid = wait_for(f"a listener on {bind}:{port} in {box.name}", lambda: (read(log + ".pid") or "").strip(), 15,
+
+        def started() -> str:
+            pid = (read(log + ".pid") or "").strip()
+            if not pid and "Address already in use" in (read(log + ".err") or ""):
+                # the port is a local port of one of the container's own outbound connections
+                # for now (a fixed port in the kernel's ephemeral range can be): try again
+                box.exec(["rm", "-f", log + ".err"])
+                start()
+            return pid
+        start()
+        pid = wait_for(f"a listener on {bind}:{port} in {box.name}", started, 15,
                        describe=lambda: (read(log + ".err") or "")[-500:])
 
         def peers() -> list[str]:
