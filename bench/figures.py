@@ -271,6 +271,17 @@ def block_speed() -> str:
                 "| job | before | after | after / before |", "|---|---|---|---|", *rows]
     else:
         out.append(_none("speed-*.json with a --vs baseline"))
+    warm = [(n, a) for n, a in files if any(k in a.get("steps", {}) for k in ("certify", "property"))]
+    if warm and (not ab or warm[-1][0] != ab[-1][0]):
+        n, a = warm[-1]
+        parts = []
+        for job in ("certify", "property"):
+            v = a["steps"].get(job)
+            if v:
+                ex = f", {v['examples'][0]} examples" if v.get("examples") else ""
+                parts.append(f"{job} {v['median_s']:.0f} s{ex}")
+        out += ["", f"Newest warm times of this layout alone: {'; '.join(parts)} (`bench/results/{n}`, "
+                f"{describe(a)}{_load_note(a)})."]
     if ci:
         n, a = ci[-1]
         c = a["steps"]["ci"]
