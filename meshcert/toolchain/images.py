@@ -57,7 +57,7 @@ def apt_mirror_and_suite() -> tuple[str, str]:
                              "configure a Debian mirror for apt, or set MESHCERT_BASE_IMAGE to an image with python3")
 
 
-def _hash(*parts: bytes | str) -> str:
+def input_hash(*parts: bytes | str) -> str:
     h = hashlib.sha256()
     for p in parts:
         h.update(p.encode() if isinstance(p, str) else p)
@@ -65,7 +65,7 @@ def _hash(*parts: bytes | str) -> str:
     return h.hexdigest()[:12]
 
 
-def _exists(c: docker.DockerClient, tag: str) -> bool:
+def image_exists(c: docker.DockerClient, tag: str) -> bool:
     try:
         c.images.get(tag)
         return True
@@ -78,11 +78,11 @@ def base_image(c: docker.DockerClient) -> str:
     if override:
         return override
     _, suite = apt_mirror_and_suite()
-    tag = f"meshcert/base:{_hash(suite, 'minbase', *BASE_PACKAGES)}"
-    if _exists(c, tag):
+    tag = f"meshcert/base:{input_hash(suite, 'minbase', *BASE_PACKAGES)}"
+    if image_exists(c, tag):
         return tag
     with paths.cache_lock("image-base", progress.say):
-        if not _exists(c, tag):  # another process may have built it while we waited
+        if not image_exists(c, tag):  # another process may have built it while we waited
             _debootstrap_base(c, tag)
     return tag
 
@@ -105,7 +105,7 @@ def _debootstrap_base(c: docker.DockerClient, tag: str) -> None:
             img = c.api.import_image_from_stream(tar.stdout, repository=tag.split(":")[0], tag=tag.split(":")[1],
                                                  changes=[f"LABEL {LABEL}=base", 'CMD ["/bin/sh"]'])
             tar.wait()
-            if tar.returncode != 0 or not _exists(c, tag):
+            if tar.returncode != 0 or not image_exists(c, tag):
                 raise EnvironmentProblem("base image", f"docker import failed: {img}", "")
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -187,10 +187,10 @@ def build(c: docker.DockerClient, name: str, built: dict[str, str]) -> str:
     r = recipe(name)
     parent = built["base"] if r.parent == "base" else built[r.parent]
     tag = image_tag(r, parent)
-    if _exists(c, tag):
+    if image_exists(c, tag):
         return tag
     with paths.cache_lock(f"image-{name}", progress.say):
-        if not _exists(c, tag):  # another process may have built it while we waited
+        if not image_exists(c, tag):  # another process may have built it while we waited
             _build_image(c, name, r, r.dockerfile(parent), tag)
     return tag
 
@@ -198,7 +198,7 @@ def build(c: docker.DockerClient, name: str, built: dict[str, str]) -> str:
 def image_tag(r: Recipe, parent_tag: str) -> str:
     """``meshcert/<name>:<hash of the Dockerfile and every file copied in>``."""
     df = r.dockerfile(parent_tag)
-    return f"meshcert/{r.name}:{_hash(df, *(d + _file_digest(p) for d, p in sorted(r.files.items())))}"
+    return f"meshcert/{r.name}:{input_hash(df, *(d + _file_digest(p) for d, p in sorted(r.files.items())))}"
 
 
 def _build_image(c: docker.DockerClient, name: str, r, df: str, tag: str) -> None:
@@ -242,7 +242,7 @@ def built_versions(c: docker.DockerClient) -> dict[str, str]:
             if host is None:
                 host = build(c, "host", {"base": base_image(c)})
             tag = image_tag(recipe(f"{name}@{v}"), host)
-            if _exists(c, tag):
+            if image_exists(c, tag):
                 out[f"{name}@{v}"] = tag
     return out
 
