@@ -5,6 +5,9 @@ tag:agent-runtime. Asserted on that pod, from inside it: HELM-1..7 (the kubelet'
 status, events, mounts and environment), TROUBLE-1 (a missing Secret), HEALTH-1/3 (a sidecar not
 ready), ACL-1/2 (meshcert's node agent dialling from the pod).
 
+With ``--kubeconfig PATH`` (``meshcert certify --kubeconfig``) the same tests run on a cluster the
+user already has, in namespaces of the run that are removed afterwards (meshcert/k8s/existing.py).
+
 Where no kind node image can be had (meshcert's cannot be built here and none is named with
 MESHCERT_KIND_NODE_IMAGE), or without ``--cluster kind``, meshcert's plugin skips every test
 marked ``kind`` with one reason, before any fixture (no world is built for it).
@@ -13,7 +16,6 @@ marked ``kind`` with one reason, before any fixture (no world is built for it).
 import pytest
 
 from meshcert.checks import helm_pod, kind_pod
-from meshcert.k8s import kind
 from meshcert.k8s.chart import REFERENCE_CHART, Chart
 
 pytestmark = [pytest.mark.kind, pytest.mark.engine, pytest.mark.slow]
@@ -26,9 +28,9 @@ def chart(pytestconfig, report_dir) -> Chart:
 
 
 @pytest.fixture(scope="module")
-def cluster(world):
-    with kind.world_cluster(world) as c:
-        yield c
+def cluster(k8s_cluster):
+    """meshcert's kind cluster, or the user's (``--kubeconfig``): the plugin's k8s_cluster."""
+    return k8s_cluster
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from meshcert.errors import InputError, MeshcertError
-from meshcert.k8s import cluster, kind, nodeimage
+from meshcert.k8s import cluster, existing, kind, nodeimage
 from meshcert.k8s.kind import node_image_availability
 from meshcert.plugin.marks import collect_clause_tests
 from meshcert.policy import load_policy
@@ -188,6 +188,11 @@ def cmd_certify(args) -> int:
         load_policy(args.policy)
     if args.spec:
         load_spec(args.spec)
+    if args.kubeconfig:
+        if args.cluster == "kind":
+            raise InputError("--kubeconfig", "given with --cluster kind", "choose one cluster: drop one of them")
+        args.kubeconfig = str(Path(args.kubeconfig).absolute())  # pytest runs in the checkout, not here
+        existing.check_kubeconfig(args.kubeconfig, args.kube_context)  # one line, exit 2, when it does not answer
     if args.chart:
         args.chart = str(Path(args.chart).resolve())  # pytest runs in the checkout, not here
         if not (Path(args.chart) / "Chart.yaml").is_file():
@@ -213,6 +218,7 @@ def cmd_certify(args) -> int:
         pytest_args += ["--sut-port", str(args.sut_port)]
     if args.cluster:
         pytest_args += ["--cluster", args.cluster]  # kind: the plugin builds the node image before any test
+    pytest_args += kubeconfig_args(args)
     pytest_args = [*parallel_args(pytest_args, var="MESHCERT_CERTIFY_WORKERS",
                                   default=CERTIFY_WORKERS), *pytest_args]
     saved = os.environ.get("MESHCERT_CERTIFY")
@@ -231,6 +237,19 @@ def cmd_certify(args) -> int:
         return 1
     bundle = _bundle(report, args.sut_image)
     return print_verdict(results, catalog, report, bundle, rc=rc, chaos=args.chaos)
+
+
+def kubeconfig_args(args) -> list[str]:
+    """pytest's options for ``certify --kubeconfig`` and its companions ([] without it)."""
+    if not getattr(args, "kubeconfig", None):
+        return []
+    out = ["--kubeconfig", args.kubeconfig]
+    for opt in ("kube_context", "image_prefix", "pull_policy"):
+        if getattr(args, opt, None):
+            out += [f"--{opt.replace('_', '-')}", getattr(args, opt)]
+    for node in getattr(args, "cluster_node", None) or []:
+        out += ["--cluster-node", node]
+    return out
 
 
 def _certify_matrix(args, report: Path) -> int:
@@ -515,6 +534,11 @@ def cmd_sweep(args) -> int:
     kubeconfigs = cluster.sweep_kubeconfigs(c)  # of kind clusters whose node is gone (swept just above)
     if kubeconfigs:
         print(f"removed {len(kubeconfigs)} kind kubeconfig file(s) of gone clusters")
+    if args.kubeconfig:  # the user's cluster: meshcert's namespaces whose run's process is gone
+        existing.check_kubeconfig(args.kubeconfig, args.kube_context)
+        user = existing.ExistingCluster(existing.ClusterOptions(Path(args.kubeconfig), args.kube_context), "sweep")
+        gone = existing.sweep_namespaces(user)
+        print(f"deleted {len(gone)} namespace(s) of killed runs in {args.kubeconfig}" + "".join(f"\n  {n}" for n in gone))
     if args.images:
         removed, kept = remove_stale_images(c)
         kind_removed, kind_kept = nodeimage.remove_stale_images(c)
@@ -542,6 +566,19 @@ def main(argv: list[str] | None = None) -> int:
     cf.add_argument("--cluster", choices=("docker", "kind"),
                     help="kind: also run the chart's pod on a real kubelet (a kind cluster; default: $MESHCERT_CLUSTER "
                          "or docker)")
+    cf.add_argument("--kubeconfig", metavar="PATH",
+                    help="also run the kind-marked (pod-level HELM/HEALTH/ACL/TROUBLE) clauses on the cluster this "
+                         "kubeconfig names, in namespaces of the run that are removed afterwards")
+    cf.add_argument("--kube-context", metavar="NAME", help="--kubeconfig: the context (default: its current one)")
+    cf.add_argument("--image-prefix", metavar="REGISTRY/PATH",
+                    help="--kubeconfig: the pods run <prefix>/<meshcert's image name> (you pushed them there; "
+                         "default: meshcert's names, which you loaded into the cluster's nodes)")
+    cf.add_argument("--pull-policy", choices=existing.PULL_POLICIES,
+                    help="--kubeconfig: imagePullPolicy of the chart's images (default Never; IfNotPresent with "
+                         "--image-prefix)")
+    cf.add_argument("--cluster-node", action="append", metavar="CONTAINER",
+                    help="--kubeconfig: a Docker container of this engine that is one of the cluster's nodes, "
+                         "attached to the world's WAN for the run (repeatable)")
     cf.add_argument("--chaos", action="store_true", help="also run the chaos scenarios (scenarios/)")
     cf.add_argument("--policy", help="run the world with this ACL policy (HuJSON); ACL clauses assert the guide's intent")
     cf.add_argument("--spec", help="an environment spec (YAML) whose spec.connectivity the SUT is given")
@@ -574,6 +611,9 @@ def main(argv: list[str] | None = None) -> int:
     mx.add_argument("--headscale", help="comma-separated headscale versions (default: pinned, previous minor, 0.25.1)")
     s = sub.add_parser("sweep", help="remove containers/networks/volumes left by killed runs")
     s.add_argument("--all", action="store_true", help="remove every meshcert object, live runs' too")
+    s.add_argument("--kubeconfig", metavar="PATH", help="also delete meshcert's namespaces of killed runs in the "
+                                                         "cluster this kubeconfig names (label io.meshcert=1)")
+    s.add_argument("--kube-context", metavar="NAME", help="--kubeconfig: the context (default: its current one)")
     s.add_argument("--images", action="store_true", help="also remove meshcert images this checkout no longer uses "
                                                          "(older hash tags)")
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `meshcert clauses | head` ends quietly

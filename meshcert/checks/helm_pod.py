@@ -403,9 +403,10 @@ class KindRelease(_Sidecar):
     secret: str
     secret_key: str
     auth_key: Secret      # what the Secret holds (never printed)
-    node_ip: str          # the node's address on the world's WAN (the port-forwards listen there)
+    node_ip: str          # where this machine reaches the port-forwards (a kind node: its address on the WAN)
     sut_port: int
     socket: str = DEFAULT_SOCKET
+    egress_ips: tuple[str, ...] = ()  # the addresses the pod's traffic comes from on the world's WAN
 
     @property
     def controller(self) -> str:
@@ -448,11 +449,15 @@ def kind_release(world, cluster, chart: Chart, *, secret: str = KIND_SECRET_PRES
     toxiproxy's) exist for meshcert's own kill tests (a broken world setting).
     The namespace, the release and the headscale node are removed on exit."""
     token = pysecrets.token_hex(3)
-    hostname, namespace = f"legator-kind-{token}", f"mc-kind-{token}"
+    hostname, namespace = f"legator-kind-{token}", cluster.namespace_for(token)
     values, overrides = world_values(world, chart, hostname, **connectivity)
     if overrides:
-        raise MeshcertError("kind", f"the chart {chart.label} lets no image be set for {sorted(overrides)}: kind runs "
-                                    "only images meshcert loads (imagePullPolicy Never)")
+        raise MeshcertError("kind", f"the chart {chart.label} lets no image be set for {sorted(overrides)}: a "
+                                    "cluster runs only the images meshcert names (never a chart's own pull)")
+    for holder in (values["connectivity"].get("image"), values.get("image")):
+        if holder:  # the names and pull policy this cluster runs meshcert's images with
+            repo, tag = split_image(cluster.image_ref(f"{holder['repository']}:{holder['tag']}"))
+            holder.update(repository=repo, tag=tag, pullPolicy=cluster.pull_policy)
     if chart.declares("hostAliases"):
         values["hostAliases"] = [{"ip": control_ip or world.toxiproxy.ip, "hostnames": [CONTROL_ALIAS]}]
     if controller_env and chart.declares("controller", "env"):
@@ -464,7 +469,8 @@ def kind_release(world, cluster, chart: Chart, *, secret: str = KIND_SECRET_PRES
     objs = kind.cluster_manifests([], namespace=namespace, secret_name=c["authKeySecret"],
                                   secret_key=c["authKeySecretKey"] if secret == KIND_SECRET_PRESENT
                                   else "not-" + c["authKeySecretKey"], auth_key=key,
-                                  ca_configmap=CA_CONFIGMAP, ca_pem=world.certs.ca_pem)
+                                  ca_configmap=CA_CONFIGMAP, ca_pem=world.certs.ca_pem,
+                                  namespace_metadata=cluster.namespace_metadata())
     if secret == KIND_SECRET_MISSING:
         objs = [o for o in objs if o["kind"] != "Secret"]
     workload = m.workloads()[0]
@@ -472,8 +478,10 @@ def kind_release(world, cluster, chart: Chart, *, secret: str = KIND_SECRET_PRES
         ((((workload.get("spec") or {}).get("selector") or {}).get("matchLabels")) or {}).items()))
     pod = kindpod.KindPod(cluster, namespace, selector)
     port = (values.get("controller") or {}).get("port") or world.sut_port
+    wan = world.networks["wan"].name
     rel = KindRelease(cluster, pod, m, values, namespace, hostname, c["authKeySecret"], c["authKeySecretKey"],
-                      key, cluster.ip(world.networks["wan"].name), port, socket_path(side) if side else DEFAULT_SOCKET)
+                      key, cluster.forward_host(wan), port, socket_path(side) if side else DEFAULT_SOCKET,
+                      cluster.egress_ips(wan))
     try:
         t0 = time.monotonic()
         cluster.apply(objs)

@@ -51,11 +51,12 @@ def kind_acl(world, rel: KindRelease) -> None:
     rel.wait_running()
     rel.pod.wait_ready(rel.controller, 60)  # the SUT answers (the kubelet's verdict on its probe)
     rel.pod.start_agent(rel.controller, KIND_AGENT, KIND_BANNER_PORTS)
-    rel.pod.forward(NODE_API)
+    api_port = rel.pod.forward(NODE_API)[NODE_API]
     node = kindpod.peer(rel.pod, KIND_AGENT, (AGENT_TAG,), rel.node_ip, SIDECAR,
                         accept_routes=bool(c.get("acceptRoutes")),
-                        socks5=f"127.0.0.1:{c.get('socks5Port', 1055)}" if _userspace(rel) else None)
-    wait_for(f"meshcert's node agent in the kind pod ({rel.node_ip}:{NODE_API})", node.api.healthy, 30)
+                        socks5=f"127.0.0.1:{c.get('socks5Port', 1055)}" if _userspace(rel) else None,
+                        api_port=api_port)
+    wait_for(f"meshcert's node agent in the kind pod ({rel.node_ip}:{api_port})", node.api.healthy, 30)
     agent = AgentSpec(KIND_AGENT, (AGENT_TAG,), accept_routes=node.accept_routes, banner_ports=KIND_BANNER_PORTS,
                       userspace=_userspace(rel))
     with kindpod.registered(world, node, rel.pod, {SIDECAR: f"{KIND_AGENT}-tailscale",
@@ -160,6 +161,7 @@ def kind_health3(world, rel: KindRelease) -> None:
         e.that(got.get("server-wan", {}).get("reachable") is True,
                f"server-wan ({wan}:{WITNESS_PORT}, reachable without the mesh) dialled and reported reachable",
                json.dumps(got.get("server-wan")))
-        e.that(rel.node_ip in peers(), f"the server saw a connection on {WITNESS_PORT} from the kind node "
-               f"({rel.node_ip}, the pod's masqueraded address)", f"peers seen: {peers()}")
+        e.that(any(ip in peers() for ip in rel.egress_ips), f"the server saw a connection on {WITNESS_PORT} "
+               f"from the cluster's node ({', '.join(rel.egress_ips)}, the pod's masqueraded address)",
+               f"peers seen: {peers()}")
         e.that(ans.get("ready") is False, "ready false", ans.get("ready"))

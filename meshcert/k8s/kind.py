@@ -28,6 +28,7 @@ import ipaddress
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -181,12 +182,13 @@ def images_to_load(images: Mapping[str, str], sut_image: str | None = None) -> l
 
 
 def cluster_manifests(rendered: list[dict], *, namespace: str, secret_name: str, secret_key: str, auth_key,
-                      ca_configmap: str, ca_pem: bytes, ca_key: str = "ca.pem") -> list[dict]:
-    """What ``kubectl apply`` gets: the Namespace, the auth key Secret (``auth_key`` a
-    :class:`~meshcert.secrets.Secret`), the CA ConfigMap, and the chart's manifests placed in
-    the namespace. Never print it: the Secret holds the key."""
+                      ca_configmap: str, ca_pem: bytes, ca_key: str = "ca.pem",
+                      namespace_metadata: Mapping[str, Any] | None = None) -> list[dict]:
+    """What ``kubectl apply`` gets: the Namespace (with ``namespace_metadata``: its labels and
+    annotations), the auth key Secret (``auth_key`` a :class:`~meshcert.secrets.Secret`), the CA
+    ConfigMap, and the chart's manifests placed in the namespace. Never print it: the Secret holds the key."""
     docs: list[dict] = [
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {**(namespace_metadata or {}), "name": namespace}},
         {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
          "metadata": {"name": secret_name, "namespace": namespace},
          "data": {secret_key: base64.b64encode(auth_key.reveal().encode()).decode()}},
@@ -210,7 +212,94 @@ def effective_config(doc: dict, node_image_is_ours: bool) -> dict:
     return cluster.merge_config(doc, {"kubeadmConfigPatches": ["kind: KubeletConfiguration\nfailCgroupV1: false\n"]})
 
 
-class KindCluster:
+class KubectlCluster:
+    """What the chart's pod checks (meshcert/checks/helm_pod.py, kind_pod.py, k8s/kindpod.py) ask
+    of a cluster, whichever it is: a kind cluster of meshcert's (:class:`KindCluster`) or one the
+    user already has (:class:`meshcert.k8s.existing.ExistingCluster`). A subclass says how kubectl
+    and helm reach it (:meth:`kubectl_argv`, :meth:`helm`), where its port-forwards answer, the
+    addresses its pods' traffic leaves from, its namespaces' names and which images it runs."""
+
+    pull_policy = "Never"  # the chart's images are in the cluster already: nothing is pulled
+
+    def kubectl_argv(self, *args: str) -> list[str]:
+        raise NotImplementedError
+
+    def helm(self, *args: str, timeout: float = 300) -> str:
+        raise NotImplementedError
+
+    def kubectl_run(self, *args: str, stdin: str | None = None, timeout: float = 180) -> tuple[int, str, str]:
+        """(exit code, stdout, stderr) of ``kubectl args``; never raises on a non-zero exit."""
+        try:
+            r = subprocess.run(self.kubectl_argv(*args), input=stdin, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return 124, "", f"kubectl {args[0]}: no answer within {timeout:.0f} s"
+        return r.returncode, r.stdout, r.stderr
+
+    def kubectl(self, *args: str, stdin: str | None = None, timeout: float = 180, check: bool = True) -> str:
+        code, out, err = self.kubectl_run(*args, stdin=stdin, timeout=timeout)
+        if check and code != 0:
+            raise EnvironmentProblem(f"kubectl {args[0]}", redact(err.strip()[-800:]) or f"exit {code}")
+        return out
+
+    def apply(self, docs: list[dict]) -> None:
+        self.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(docs, sort_keys=False))
+
+    def helm_install(self, release: str, chart_path: str | os.PathLike, values: dict, namespace: str,
+                     timeout: float = 300) -> str:
+        """``helm install`` of a chart folder with ``values`` into ``namespace`` (created when
+        missing); returns helm's output. Secrets are never among the values (the caller creates
+        the auth key Secret itself, as the guide tells a user to)."""
+        with tempfile.NamedTemporaryFile("w", suffix=".json", prefix="meshcert-kind-values-", delete=False) as f:
+            json.dump(values, f)
+        try:
+            return self.helm("install", release, str(chart_path), "--namespace", namespace, "--create-namespace",
+                             "-f", f.name, timeout=timeout)
+        finally:
+            os.unlink(f.name)
+
+    # ---------------------------------------------------------------- what differs per cluster
+    def background_argv(self, *args: str) -> list[str]:
+        """``kubectl args`` to keep running (port-forward, the agent's exec): a shell prints
+        ``meshcert-pid <pid>`` of the kubectl first, for :meth:`stop_background`."""
+        return ["sh", "-c", 'echo "meshcert-pid $$"; exec "$@"', "sh", *self.kubectl_argv(*args)]
+
+    def stop_background(self, pid: str) -> None:
+        """End a kubectl started by :meth:`background_argv` (here: a process of this machine)."""
+        try:
+            os.kill(int(pid), signal.SIGTERM)
+        except (ProcessLookupError, ValueError):
+            pass
+
+    def forward_address(self) -> str:
+        """The address ``kubectl port-forward`` listens on."""
+        return "127.0.0.1"
+
+    def forward_host(self, network: str) -> str:
+        """Where this machine reaches the port-forwards (``network``: the world's WAN)."""
+        return self.forward_address()
+
+    def forward_port(self, port: int) -> int:
+        """The local port a port-forward of the pod's ``port`` listens on."""
+        return port
+
+    def egress_ips(self, network: str) -> tuple[str, ...]:
+        """The addresses a pod's traffic comes from on the world's WAN ``network`` (its nodes')."""
+        raise NotImplementedError
+
+    def namespace_for(self, token: str) -> str:
+        """The name of a release's namespace."""
+        return f"mc-kind-{token}"
+
+    def namespace_metadata(self) -> dict:
+        """Labels and annotations of the namespaces meshcert creates in this cluster."""
+        return {}
+
+    def image_ref(self, image: str) -> str:
+        """The name the cluster's kubelet knows a meshcert image by."""
+        return image
+
+
+class KindCluster(KubectlCluster):
     """A kind cluster driven by the pinned, unmodified kind binary through meshcert's docker shim
     (meshcert.k8s.cluster: labels, and the engine adapter where --privileged is refused);
     kubectl runs inside its node. Its kubeconfig stays in meshcert's cache, never ~/.kube."""
@@ -273,45 +362,34 @@ class KindCluster:
         """The command line of ``kubectl args`` run inside the node (the node image ships kubectl)."""
         return ["docker", "exec", "-i", self.node, "kubectl", "--kubeconfig=/etc/kubernetes/admin.conf", *args]
 
-    def kubectl_run(self, *args: str, stdin: str | None = None, timeout: float = 180) -> tuple[int, str, str]:
-        """(exit code, stdout, stderr) of ``kubectl args`` inside the node; never raises on a non-zero exit."""
-        try:
-            r = subprocess.run(self.kubectl_argv(*args), input=stdin, capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return 124, "", f"kubectl {args[0]}: no answer within {timeout:.0f} s"
-        return r.returncode, r.stdout, r.stderr
-
-    def kubectl(self, *args: str, stdin: str | None = None, timeout: float = 180, check: bool = True) -> str:
-        code, out, err = self.kubectl_run(*args, stdin=stdin, timeout=timeout)
-        if check and code != 0:
-            raise EnvironmentProblem(f"kubectl {args[0]}", redact(err.strip()[-800:]) or f"exit {code}")
-        return out
-
     def helm(self, *args: str, timeout: float = 300) -> str:
         """The pinned helm against this cluster (its kubeconfig in meshcert's cache; the API server
         listens on this machine's loopback only: kind-config.yaml's apiServerAddress)."""
         return chart.helm(*args, "--kubeconfig", str(self.kubeconfig), timeout=timeout)
 
-    def helm_install(self, release: str, chart_path: str | os.PathLike, values: dict, namespace: str,
-                     timeout: float = 300) -> str:
-        """``helm install`` of a chart folder with ``values`` into ``namespace`` (created when
-        missing); returns helm's output. Secrets are never among the values (the caller creates
-        the auth key Secret itself, as the guide tells a user to)."""
-        with tempfile.NamedTemporaryFile("w", suffix=".json", prefix="meshcert-kind-values-", delete=False) as f:
-            json.dump(values, f)
-        try:
-            return self.helm("install", release, str(chart_path), "--namespace", namespace, "--create-namespace",
-                             "-f", f.name, timeout=timeout)
-        finally:
-            os.unlink(f.name)
+    def background_argv(self, *args: str) -> list[str]:
+        # Ending the `docker exec` client does not end what it runs in the node: the kubectl is
+        # started by a shell that first prints its pid in the node, and stop_background kills it there.
+        argv = self.kubectl_argv(*args)
+        at = argv.index("kubectl")
+        return [*argv[:at], "sh", "-c", 'echo "meshcert-pid $$"; exec "$@"', "sh", *argv[at:]]
+
+    def stop_background(self, pid: str) -> None:
+        subprocess.run(["docker", "exec", self.node, "kill", pid], capture_output=True, timeout=30)
+
+    def forward_address(self) -> str:
+        return "0.0.0.0"  # inside the node: its address on the world's WAN is among them
+
+    def forward_host(self, network: str) -> str:
+        return self.ip(network)
+
+    def egress_ips(self, network: str) -> tuple[str, ...]:
+        return (self.ip(network),)  # the node's ptp CNI masquerades pod traffic to its own address
 
     def ip(self, network: str) -> str:
         """The node's address on a Docker network it is attached to."""
         ct = self.client.containers.get(self.node)
         return ct.attrs["NetworkSettings"]["Networks"][network]["IPAddress"]
-
-    def apply(self, docs: list[dict]) -> None:
-        self.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(docs, sort_keys=False))
 
     def connect(self, client, network: str) -> None:
         """Attach the node to a Docker network (the world's WAN), so pods reach the control server."""

@@ -132,11 +132,9 @@ class KindPod:
     # ---------------------------------------------------------------- from this machine
     def _background(self, args: list[str], what: str, ready: str, timeout: float = 60) -> subprocess.Popen:
         """A long-lived kubectl inside the node, kept until :meth:`close`; waits for ``ready`` in its output."""
-        # Ending the `docker exec` client does not end what it runs in the node: the kubectl is
-        # started by a shell that first prints its pid in the node, and close() kills that pid.
-        argv = self.cluster.kubectl_argv(*args)
-        at = argv.index("kubectl")
-        argv = [*argv[:at], "sh", "-c", 'echo "meshcert-pid $$"; exec "$@"', "sh", *argv[at:]]
+        # The kubectl is started by a shell that first prints its pid (inside a kind node, ending
+        # the `docker exec` client would not end it), and close() has the cluster kill that pid.
+        argv = self.cluster.background_argv(*args)
         p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self._procs.append(p)
         seen: list[str] = []
@@ -179,18 +177,23 @@ class KindPod:
         self._background(["-n", self.namespace, "exec", "-i", self.name, "-c", container, "--", "python3", "-u", "-c",
                           script], f"listener on {bind}:{port} in kind pod {self.selector}", f"meshcert-listening {port}")
 
-    def forward(self, *ports: int) -> None:
-        """``kubectl port-forward`` of the pod's ``ports`` on every address of the node (same numbers)."""
-        self._background(["-n", self.namespace, "port-forward", "--address", "0.0.0.0", f"pod/{self.name}",
-                          *(f"{p}:{p}" for p in ports)], f"port-forward to kind pod {self.selector}",
-                         f"Forwarding from 0.0.0.0:{ports[-1]}")
+    def forward(self, *ports: int) -> dict[int, int]:
+        """``kubectl port-forward`` of the pod's ``ports`` where the cluster puts it (a kind node:
+        on every address of the node, same numbers; a user's cluster: this machine's loopback, free
+        ports); returns pod port -> the port that answers (on ``cluster.forward_host``)."""
+        local = {p: self.cluster.forward_port(p) for p in ports}
+        address = self.cluster.forward_address()
+        self._background(["-n", self.namespace, "port-forward", "--address", address, f"pod/{self.name}",
+                          *(f"{local[p]}:{p}" for p in ports)], f"port-forward to kind pod {self.selector}",
+                         f"Forwarding from {address}:{local[ports[-1]]}")
+        return local
 
     def close(self) -> None:
         """End the background kubectl processes (agent, port-forward) this handle started."""
         for p in self._procs:
             pid = self._pids.pop(p, None)
             if pid:
-                subprocess.run(["docker", "exec", self.cluster.node, "kill", pid], capture_output=True, timeout=30)
+                self.cluster.stop_background(pid)
             if p.poll() is None:
                 p.kill()
             try:
@@ -265,12 +268,12 @@ class KindBox:
 
 
 def peer(pod: KindPod, name: str, tags: tuple[str, ...], node_ip: str, sidecar: str, *, accept_routes: bool,
-         socks5: str | None) -> TailnetNode:
+         socks5: str | None, api_port: int = NODE_API) -> TailnetNode:
     """The kind pod as a tailnet node of the world: its API is the agent in the pod, reached
-    through the node's port-forward (:meth:`KindPod.start_agent` and :meth:`KindPod.forward`
-    must run first); its CLI is the sidecar's."""
-    return TailnetNode(name, tags, KindBox(pod, sidecar, name), NodeAPI(name, node_ip), node_ip, accept_routes,
-                       socks5=socks5)
+    through the cluster's port-forward on ``node_ip:api_port`` (:meth:`KindPod.start_agent` and
+    :meth:`KindPod.forward` must run first); its CLI is the sidecar's."""
+    return TailnetNode(name, tags, KindBox(pod, sidecar, name), NodeAPI(name, node_ip, api_port), node_ip,
+                       accept_routes, socks5=socks5)
 
 
 @contextmanager

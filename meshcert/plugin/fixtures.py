@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from meshcert.errors import MeshcertError
-from meshcert.plugin import parallel, state
+from meshcert.k8s import existing, kind
+from meshcert.plugin import hooks, parallel, state
 from meshcert.policy import load_policy
 from meshcert.spec import load_spec
 from meshcert.sut.client import SutNotTestable
@@ -124,6 +125,16 @@ def _not_tested_exit_message(data: dict) -> str:
     if os.environ.get("MESHCERT_CERTIFY"):
         return "not tested (meshcert certify says why below)"
     return "\n".join([f"meshcert: not tested: {data['reason']}", *(f"  | {line}" for line in data.get("log") or [])])
+
+
+@pytest.fixture(scope="module")
+def k8s_cluster(pytestconfig, world):
+    """The Kubernetes cluster of a module's ``kind`` tests, beside the session world: the user's
+    (``--kubeconfig``: namespaces of this run only, removed at the end) or a kind cluster of
+    meshcert's (removed at the end); Ctrl-C included."""
+    opts = hooks.cluster_options(pytestconfig)
+    with existing.world_cluster(world, opts) if opts else kind.world_cluster(world) as c:
+        yield c
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from meshcert.errors import InputError
-from meshcert.k8s import kind
+from meshcert.k8s import existing, kind
 from meshcert.plugin import marks, parallel, state
 from meshcert.report.render import write_report
 from meshcert.secrets import describe, redact, register, registered, scan_files, scrub_file
@@ -52,6 +52,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--cluster", choices=("docker", "kind"), default=os.environ.get("MESHCERT_CLUSTER", "docker"),
                 help="where the kind-marked HELM clauses run: docker (default: pod-from-chart on the engine only) "
                 "or kind (also on a kind cluster; skipped with one line when no kind node image can be had)")
+    g.addoption("--kubeconfig", default=None, help="run the kind-marked tests on the cluster this kubeconfig names "
+                "(a cluster you already have, instead of a kind cluster of meshcert's; see meshcert/k8s/existing.py)")
+    g.addoption("--kube-context", default=None, help="--kubeconfig: the context to use (default: its current one)")
+    g.addoption("--image-prefix", default=None, help="--kubeconfig: the chart's images are <prefix>/<meshcert's "
+                "name> (a registry you pushed them to; default: meshcert's names, loaded into the nodes by you)")
+    g.addoption("--pull-policy", default=None, choices=existing.PULL_POLICIES, help="--kubeconfig: the chart "
+                "images' imagePullPolicy (default Never; IfNotPresent with --image-prefix)")
+    g.addoption("--cluster-node", action="append", default=[], metavar="CONTAINER", help="--kubeconfig: a Docker "
+                "container of this engine that is a node of the cluster, attached to the world's WAN for the run "
+                "(repeatable)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -67,6 +77,14 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[state.EXTRA] = {}
     config.stash[state.CLAUSE_TESTS] = {}
     config.pluginmanager.register(ClauseRecorder(config), "meshcert-clause-recorder")
+    if config.getoption("--kubeconfig", default=None) and not parallel.is_worker(config):
+        opts = cluster_options(config)
+        if config.getoption("--cluster", default="docker") == "kind":
+            raise pytest.UsageError("meshcert: --kubeconfig and --cluster kind: choose one cluster")
+        try:  # one line, before any world is built: a kubeconfig that does not answer
+            existing.check_kubeconfig(opts.kubeconfig, opts.context)
+        except InputError as e:
+            raise pytest.UsageError(f"meshcert: {e.one_line()}") from None
     # SIGTERM ends a run like Ctrl-C does, so session teardown removes the world.
     if hasattr(signal, "SIGTERM"):
         def _term(signum, frame):
@@ -110,6 +128,8 @@ def _skip_kind(items: list[pytest.Item], config: pytest.Config) -> None:
     needs_kind = [i for i in items if i.get_closest_marker("kind") is not None]
     if not needs_kind:
         return
+    if config.getoption("--kubeconfig", default=None):
+        return  # the user's cluster (checked in pytest_configure): nothing to build, nothing skipped
     why = kind.skip_reason()
     if why is None and config.getoption("--cluster", default="docker") != "kind":
         why = "kind clauses run with --cluster kind (a kind node image is available here)"
@@ -119,6 +139,16 @@ def _skip_kind(items: list[pytest.Item], config: pytest.Config) -> None:
             item.add_marker(pytest.mark.skip(reason=why))
     else:  # they run: the node image now, outside every test's timeout (a cold build exceeds it)
         kind.prepare()
+
+
+def cluster_options(config: pytest.Config) -> existing.ClusterOptions | None:
+    """The user's cluster (``--kubeconfig`` and its options), None for a kind cluster of meshcert's."""
+    path = config.getoption("--kubeconfig", default=None)
+    if not path:
+        return None
+    return existing.ClusterOptions(Path(path).absolute(), config.getoption("--kube-context"),
+                                   config.getoption("--image-prefix"), config.getoption("--pull-policy"),
+                                   tuple(config.getoption("--cluster-node") or ()))
 
 
 @pytest.hookimpl(hookwrapper=True)

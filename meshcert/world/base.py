@@ -162,9 +162,9 @@ class Launcher(Protocol):
 class NodeAPI:
     """meshcert's node agent inside a container (or pod): dials and LocalAPI reads."""
 
-    def __init__(self, name: str, host: str):
+    def __init__(self, name: str, host: str, port: int = NODE_API):
         self.name = name
-        self.base = f"http://{host}:{NODE_API}"
+        self.base = f"http://{host}:{port}"
         self.session = requests.Session()
         self.session.trust_env = False  # never a proxy from the environment: traffic stays on this machine
 
