@@ -161,12 +161,23 @@ def parallel_args(pytest_args: list[str], env: dict[str, str] | None = None, *,
     return ["-n", str(n)] if n > 1 else []
 
 
+def cluster_args(pytest_args: list[str], env: dict[str, str] | None = None) -> list[str]:
+    """``--cluster kind`` for `meshcert test` (so the README's test command and `.ci/run` run the
+    kind tests; where kind cannot run they are skipped with one reason), unless the arguments
+    (``--cluster``, ``--kubeconfig``) or MESHCERT_CLUSTER decide."""
+    env = os.environ if env is None else env
+    if env.get("MESHCERT_CLUSTER") or any(a.split("=", 1)[0] in ("--cluster", "--kubeconfig") for a in pytest_args):
+        return []
+    return ["--cluster", "kind"]
+
+
 def cmd_test(pytest_args: list[str]) -> int:
     """pytest with meshcert's defaults: in a checkout, from its root (tests, conformance,
     scenarios when no path is given); installed, from the current directory (the installed
     conformance and scenarios when no path is given: meshcert's own tests/ do not ship).
-    In parallel: ``-n`` TEST_WORKERS xdist workers unless told otherwise (:func:`parallel_args`)."""
-    pytest_args = [*parallel_args(pytest_args), *pytest_args]
+    In parallel: ``-n`` TEST_WORKERS xdist workers unless told otherwise (:func:`parallel_args`).
+    The tests marked ``kind`` run too (:func:`cluster_args`)."""
+    pytest_args = [*parallel_args(pytest_args), *cluster_args(pytest_args), *pytest_args]
     cmd_setup()
     tree = source_tree()
     cwd = tree or Path.cwd()
@@ -193,6 +204,9 @@ def cmd_certify(args) -> int:
             raise InputError("--kubeconfig", "given with --cluster kind", "choose one cluster: drop one of them")
         args.kubeconfig = str(Path(args.kubeconfig).absolute())  # pytest runs in the checkout, not here
         existing.check_kubeconfig(args.kubeconfig, args.kube_context)  # one line, exit 2, when it does not answer
+    if args.kind_config:
+        args.kind_config = str(Path(args.kind_config).absolute())
+        kind.check_config(args.kind_config)  # malformed, unknown field: one line, exit 2
     if args.chart:
         args.chart = str(Path(args.chart).resolve())  # pytest runs in the checkout, not here
         if not (Path(args.chart) / "Chart.yaml").is_file():
@@ -219,6 +233,8 @@ def cmd_certify(args) -> int:
     if args.cluster:
         pytest_args += ["--cluster", args.cluster]  # kind: the plugin builds the node image before any test
     pytest_args += kubeconfig_args(args)
+    if args.kind_config:
+        pytest_args += ["--kind-config", args.kind_config]
     pytest_args = [*parallel_args(pytest_args, var="MESHCERT_CERTIFY_WORKERS",
                                   default=CERTIFY_WORKERS), *pytest_args]
     saved = os.environ.get("MESHCERT_CERTIFY")
@@ -566,6 +582,8 @@ def main(argv: list[str] | None = None) -> int:
     cf.add_argument("--cluster", choices=("docker", "kind"),
                     help="kind: also run the chart's pod on a real kubelet (a kind cluster; default: $MESHCERT_CLUSTER "
                          "or docker)")
+    cf.add_argument("--kind-config", metavar="PATH",
+                    help="--cluster kind: the kind cluster config (default: meshcert/k8s/charts/kind-config.yaml)")
     cf.add_argument("--kubeconfig", metavar="PATH",
                     help="also run the kind-marked (pod-level HELM/HEALTH/ACL/TROUBLE) clauses on the cluster this "
                          "kubeconfig names, in namespaces of the run that are removed afterwards")

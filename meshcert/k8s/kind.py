@@ -42,7 +42,7 @@ import docker
 import docker.errors
 import yaml
 
-from meshcert.errors import EnvironmentProblem
+from meshcert.errors import EnvironmentProblem, InputError
 from meshcert.k8s import chart, cluster, nodeimage
 from meshcert.secrets import redact
 from meshcert.toolchain import progress
@@ -56,11 +56,40 @@ MESHCERT_NETS = ipaddress.ip_network("10.20.0.0/16")  # the guide's VLAN and eve
 
 
 # ------------------------------------------------------------------------------ configuration
+CONFIG_FIX = "start from meshcert/k8s/charts/kind-config.yaml (kind's v1alpha4 Cluster fields)"
+
+
 def load_config(path: str | os.PathLike = KIND_CONFIG) -> dict:
-    doc = yaml.safe_load(Path(path).read_text())
+    """The kind config at ``path``; an :class:`InputError` (one line, exit 2) naming the file when
+    it is missing, not YAML or not a mapping."""
+    p = Path(path)
+    try:
+        doc = yaml.safe_load(p.read_text())
+    except OSError as e:
+        raise InputError("kind config", f"{p} cannot be read ({e.strerror or type(e).__name__})", CONFIG_FIX) from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise InputError("kind config", f"{p} is not valid YAML{where}", CONFIG_FIX) from None
     if not isinstance(doc, dict):
-        raise EnvironmentProblem("kind config", f"{path} is not a YAML mapping")
+        raise InputError("kind config", f"{p} is not a YAML mapping", CONFIG_FIX)
     return doc
+
+
+def check_config(path: str | os.PathLike = KIND_CONFIG) -> dict:
+    """:func:`load_config`, then :func:`config_problems`: every problem in one :class:`InputError` line."""
+    doc = load_config(path)
+    problems = config_problems(doc)
+    if problems:
+        raise InputError("kind config", f"{path}: " + "; ".join(problems), CONFIG_FIX)
+    return doc
+
+
+# the fields of kind v0.33's v1alpha4 Node and Networking (kind decodes strictly: another is an error)
+NODE_FIELDS = {"role", "image", "labels", "extraMounts", "extraPortMappings", "kubeadmConfigPatches",
+               "kubeadmConfigPatchesJSON6902"}
+NETWORKING_FIELDS = {"ipFamily", "apiServerPort", "apiServerAddress", "podSubnet", "serviceSubnet",
+                     "disableDefaultCNI", "kubeProxyMode", "dnsSearch"}
 
 
 def config_problems(doc: dict) -> list[str]:
@@ -75,12 +104,16 @@ def config_problems(doc: dict) -> list[str]:
              "containerdConfigPatchesJSON6902"}
     p += [f"unknown field {k!r}" for k in doc if k not in known]
     nodes = doc.get("nodes") or []
+    if not isinstance(nodes, list):
+        return [*p, "nodes must be a list"]
     roles = [n.get("role", "control-plane") for n in nodes if isinstance(n, dict)]
     if len(roles) != len(nodes):
         p.append("every node must be a mapping")
     if roles.count("control-plane") != 1:
         p.append(f"exactly one control-plane node wanted, found {roles.count('control-plane')}")
     p += [f"node role {r!r} is neither control-plane nor worker" for r in roles if r not in ("control-plane", "worker")]
+    p += [f"unknown field 'nodes[{i}].{k}'" for i, n in enumerate(nodes) if isinstance(n, dict)
+          for k in n if k not in NODE_FIELDS]
     for n in nodes:
         if isinstance(n, dict) and n.get("image"):
             p.append("a node names an image: the node image is chosen at run time (never a hard-coded pull)")
@@ -88,6 +121,9 @@ def config_problems(doc: dict) -> list[str]:
             if pm.get("listenAddress", "0.0.0.0") not in ("127.0.0.1", "::1"):
                 p.append(f"port mapping {pm} listens beyond loopback")
     net = doc.get("networking") or {}
+    if not isinstance(net, dict):
+        return [*p, "networking must be a mapping"]
+    p += [f"unknown field 'networking.{k}'" for k in net if k not in NETWORKING_FIELDS]
     if net.get("apiServerAddress") not in ("127.0.0.1", "::1"):
         p.append(f"networking.apiServerAddress must be loopback, not {net.get('apiServerAddress')!r}")
     subnets = {}
@@ -332,10 +368,7 @@ class KindCluster(KubectlCluster):
 
     def create(self, wait: str = "180s", retain: bool = False) -> KindCluster:
         """Create the cluster; ``retain`` keeps a failed one's node for its logs (delete() still removes it)."""
-        doc = load_config(self.config)
-        problems = config_problems(doc)
-        if problems:
-            raise EnvironmentProblem("kind config", f"{self.config}: " + "; ".join(problems))
+        doc = check_config(self.config)
         ours = self.node_image.split(":")[0] == nodeimage.NODE_REPO
         if cluster.engine_refuses_privileged(self.client, self.node_image):
             self.unprivileged = cluster.unprivileged_options(cluster.missing_capabilities())
@@ -397,7 +430,7 @@ class KindCluster(KubectlCluster):
 
 
 @contextmanager
-def world_cluster(world) -> Iterator[KindCluster]:
+def world_cluster(world, config: str | os.PathLike = KIND_CONFIG) -> Iterator[KindCluster]:
     """A kind cluster beside a running world: meshcert's node image (built when missing), its
     node joined to the world's WAN (the pods reach ``control`` -> toxiproxy and the tailnet
     nodes), the world's sidecar and SUT images loaded with ``kind load``; deleted on exit (also
@@ -406,7 +439,7 @@ def world_cluster(world) -> Iterator[KindCluster]:
     swept = cluster.sweep_kubeconfigs(world.client)  # the world's start swept dead runs' nodes already
     if swept:
         progress.say(f"swept kind kubeconfigs of killed runs: {swept}")
-    c = KindCluster(f"meshcert-{world.run_id}", ensure_node_image(world.client), run_id=world.run_id,
+    c = KindCluster(f"meshcert-{world.run_id}", ensure_node_image(world.client), config, run_id=world.run_id,
                     client=world.client)
     try:
         t0 = time.monotonic()

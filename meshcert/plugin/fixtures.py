@@ -133,7 +133,7 @@ def k8s_cluster(pytestconfig, world):
     (``--kubeconfig``: namespaces of this run only, removed at the end) or a kind cluster of
     meshcert's (removed at the end); Ctrl-C included."""
     opts = hooks.cluster_options(pytestconfig)
-    with existing.world_cluster(world, opts) if opts else kind.world_cluster(world) as c:
+    with existing.world_cluster(world, opts) if opts else kind.world_cluster(world, hooks.kind_config(pytestconfig)) as c:
         yield c
 
 

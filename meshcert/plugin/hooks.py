@@ -52,6 +52,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--cluster", choices=("docker", "kind"), default=os.environ.get("MESHCERT_CLUSTER", "docker"),
                 help="where the kind-marked HELM clauses run: docker (default: pod-from-chart on the engine only) "
                 "or kind (also on a kind cluster; skipped with one line when no kind node image can be had)")
+    g.addoption("--kind-config", default=os.environ.get("MESHCERT_KIND_CONFIG"), metavar="PATH",
+                help="--cluster kind: the kind cluster config (default: meshcert/k8s/charts/kind-config.yaml; "
+                "checked before anything starts: a broken one is one error line, exit 2)")
     g.addoption("--kubeconfig", default=None, help="run the kind-marked tests on the cluster this kubeconfig names "
                 "(a cluster you already have, instead of a kind cluster of meshcert's; see meshcert/k8s/existing.py)")
     g.addoption("--kube-context", default=None, help="--kubeconfig: the context to use (default: its current one)")
@@ -77,14 +80,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[state.EXTRA] = {}
     config.stash[state.CLAUSE_TESTS] = {}
     config.pluginmanager.register(ClauseRecorder(config), "meshcert-clause-recorder")
-    if config.getoption("--kubeconfig", default=None) and not parallel.is_worker(config):
-        opts = cluster_options(config)
-        if config.getoption("--cluster", default="docker") == "kind":
-            raise pytest.UsageError("meshcert: --kubeconfig and --cluster kind: choose one cluster")
-        try:  # one line, before any world is built: a kubeconfig that does not answer
-            existing.check_kubeconfig(opts.kubeconfig, opts.context)
-        except InputError as e:
-            raise pytest.UsageError(f"meshcert: {e.one_line()}") from None
+    if not parallel.is_worker(config):
+        _check_cluster_inputs(config)
     # SIGTERM ends a run like Ctrl-C does, so session teardown removes the world.
     if hasattr(signal, "SIGTERM"):
         def _term(signum, frame):
@@ -93,6 +90,27 @@ def pytest_configure(config: pytest.Config) -> None:
             signal.signal(signal.SIGTERM, _term)
         except ValueError:
             pass  # not the main thread
+
+
+def _check_cluster_inputs(config: pytest.Config) -> None:
+    """A broken kind config, or a kubeconfig that is missing, malformed or does not answer: one
+    line and exit 2 (bad input, as for --policy), before any world or cluster is built."""
+    try:
+        if config.getoption("--kubeconfig", default=None):
+            if config.getoption("--cluster", default="docker") == "kind":
+                raise InputError("--kubeconfig", "given with --cluster kind", "choose one cluster: drop one of them")
+            opts = cluster_options(config)
+            existing.check_kubeconfig(opts.kubeconfig, opts.context)
+        elif config.getoption("--cluster", default="docker") == "kind":
+            kind.check_config(kind_config(config))
+    except InputError as e:
+        config.stash[state.INPUT_ERROR] = e.one_line()
+        pytest.exit(f"meshcert: {e.one_line()}", returncode=2)
+
+
+def kind_config(config: pytest.Config) -> Path:
+    """The kind cluster config of this run (--kind-config / MESHCERT_KIND_CONFIG, else meshcert's)."""
+    return Path(config.getoption("--kind-config", default=None) or kind.KIND_CONFIG).absolute()
 
 
 def pytest_itemcollected(item: pytest.Item) -> None:

@@ -13,7 +13,8 @@ report, the workers run tests, each with a world of its own.
 - The scheduler (``--dist load``/``loadgroup``) keeps the tests of conformance/ in one work unit
   (split in three by UNIT_OF_FILE: the property test, the pod-starting files, the rest) and those of scenarios/ in another (they share their worker's session world, in collection
   order, as in a serial run, and conformance/'s ERRATA-1 test reads the clause results of the
-  tests before it); every other test is a unit of its own, biggest units first.
+  tests before it); every test needing a kind cluster is one unit ("kind", handed out first);
+  every other test is a unit of its own, biggest units first.
 """
 
 from __future__ import annotations
@@ -40,7 +41,17 @@ UNIT_OF_FILE = {
     "conformance/test_health.py": "conformance:pods",
     "conformance/test_troubleshooting.py": "conformance:pods",
     "conformance/test_tailnet.py": "conformance:pods",
+    # Every test that needs a kind cluster (run with --cluster kind): one unit on one worker, so
+    # the 2-core machine holds one kind node at a time (a node is ~400 MiB and a busy
+    # control plane), handed out first (FIRST_UNITS): it is the longest unit, so it must not start last.
+    "conformance/test_helm_kind.py": "kind",
+    "engine/test_kind_cluster.py": "kind",
+    "engine/test_kind_kills.py": "kind",
+    "engine/test_kubeconfig.py": "kind",
+    "engine/test_kind_cleanup.py": "kind",
 }
+# units handed out before every other (in this order), whatever their size
+FIRST_UNITS = ("meshcert:kind",)
 # workerinput / workeroutput key
 KEY = "meshcert"
 
@@ -125,6 +136,12 @@ class SharedWorldScheduling(LoadScopeScheduling):
     an ``xdist_group`` mark under ``--dist loadgroup`` makes a unit of its own; every other test is a
     unit by itself. Units go out biggest first (xdist's ``loadscopereorder``, on by default), so
     the long shared-world unit starts at once and the one-test units fill the other workers."""
+
+    def _assign_work_unit(self, node) -> None:
+        for unit in reversed(FIRST_UNITS):  # xdist takes the workqueue's first unit
+            if unit in self.workqueue:
+                self.workqueue.move_to_end(unit, last=False)
+        super()._assign_work_unit(node)
 
     def _split_scope(self, nodeid: str) -> str:
         if nodeid.rfind("@") > nodeid.rfind("]"):  # --dist loadgroup: xdist_group("name") -> "...@name"
