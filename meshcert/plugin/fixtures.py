@@ -130,8 +130,9 @@ def _not_tested_exit_message(data: dict) -> str:
 @pytest.fixture(scope="module")
 def k8s_cluster(pytestconfig, world):
     """The Kubernetes cluster of a module's ``kind`` tests, beside the session world: the user's
-    (``--kubeconfig``: namespaces of this run only, removed at the end) or a kind cluster of
-    meshcert's (removed at the end); Ctrl-C included."""
+    (``--kubeconfig``: namespaces of this run only, removed after the module) or a kind cluster
+    of meshcert's (deleted after the module: a kind node does not idle through the rest of the
+    worker's tests); Ctrl-C included. Each chart release has a namespace of its own."""
     opts = hooks.cluster_options(pytestconfig)
     with existing.world_cluster(world, opts) if opts else kind.world_cluster(world, hooks.kind_config(pytestconfig)) as c:
         yield c

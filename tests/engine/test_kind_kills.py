@@ -12,7 +12,6 @@ mutation score (tests/common/faults.py): a run without kind would count them as 
 import pytest
 
 from meshcert.checks import ClauseFailure, helm_pod, kind_pod
-from meshcert.k8s import kind
 from meshcert.k8s.chart import REFERENCE_CHART, Chart
 from meshcert.world.topology import DB_TAG
 from tests.common.charts import broken_chart
@@ -21,9 +20,9 @@ pytestmark = [pytest.mark.kind, pytest.mark.engine, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def cluster(world):
-    with kind.world_cluster(world) as c:
-        yield c
+def cluster(k8s_cluster):
+    """A cluster beside the world for this module (the plugin's k8s_cluster)."""
+    return k8s_cluster
 
 
 def fails(fn, clause: str, *aimed: str) -> ClauseFailure:
