@@ -61,7 +61,10 @@ def _cluster_up(c, p: subprocess.Popen) -> tuple[str, set[str]]:
 
 def _left(c, owner: str) -> dict:
     flt = {"label": [f"{labels.OWNER}={owner}"]}
-    return {"containers": [x.name for x in c.containers.list(all=True, sparse=True, filters=flt)],
+    # sparse: no inspect per container (another session's sweep may remove one meanwhile); the
+    # list's own "Names" then, not .name
+    return {"containers": [(x.attrs.get("Names") or ["?"])[0].lstrip("/")
+                           for x in c.containers.list(all=True, sparse=True, filters=flt)],
             "networks": [x.name for x in c.networks.list(filters=flt)]}
 
 
