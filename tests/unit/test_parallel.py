@@ -192,7 +192,7 @@ def test_conformance_is_three_units_property_pods_and_the_rest():
 
 
 def test_certify_runs_its_own_worker_count():
-    assert parallel_args([], {}, var="MESHCERT_CERTIFY_WORKERS", default=CERTIFY_WORKERS) == []  # serial
+    assert parallel_args([], {}, var="MESHCERT_CERTIFY_WORKERS", default=CERTIFY_WORKERS) == ["-n", "3"]
     assert parallel_args([], {"MESHCERT_CERTIFY_WORKERS": "3"}, var="MESHCERT_CERTIFY_WORKERS",
                          default=CERTIFY_WORKERS) == ["-n", "3"]
     assert parallel_args([], {"MESHCERT_CERTIFY_WORKERS": "0", "MESHCERT_TEST_WORKERS": "5"},
