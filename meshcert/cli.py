@@ -28,7 +28,7 @@ from meshcert.spec import load_spec
 from meshcert.sut.client import SutNotTestable, require_image
 from meshcert.toolchain import components, engine, images, matrix, progress
 from meshcert.toolchain.images import remove_stale_images
-from meshcert.toolchain.paths import source_tree, suite_root
+from meshcert.toolchain.paths import bytecode_env, source_tree, suite_root
 from meshcert.world import World, labels
 from meshcert.world.topology import guide_topology
 
@@ -105,7 +105,7 @@ def _pytest(pytest_args: list[str], cwd: Path) -> int:
     On Ctrl-C or SIGTERM we send the child's process group (pytest, and under -n its xdist workers,
     each with a world) one SIGINT and wait until it has torn its worlds down.
     """
-    env = dict(os.environ)
+    env = bytecode_env(dict(os.environ))  # compiled once per machine, not once per process
     cmd = [sys.executable, "-m", "pytest", *pytest_args]
     progress.say("running: " + " ".join(cmd[2:]))
     child = subprocess.Popen(cmd, cwd=str(cwd), env=env, start_new_session=True)
