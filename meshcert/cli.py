@@ -15,6 +15,7 @@ from pathlib import Path
 from meshcert.errors import InputError, MeshcertError
 from meshcert.k8s import cluster, kind, nodeimage
 from meshcert.k8s.kind import node_image_availability
+from meshcert.plugin import parallel
 from meshcert.plugin.marks import collect_clause_tests
 from meshcert.policy import load_policy
 from meshcert.replay.faults_schema import FAULT_KINDS
@@ -158,6 +159,8 @@ def parallel_args(pytest_args: list[str], env: dict[str, str] | None = None, *,
     if raw and not raw.isdigit():
         raise InputError(var, f"{raw!r} is not a number of workers", "give 0 (serial) or N")
     n = int(raw) if raw else default
+    if parallel.one_unit([a for a in pytest_args if not a.startswith("-")]):
+        return []  # one shared-world unit (e.g. conformance/test_property.py): one world, no workers
     return ["-n", str(n)] if n > 1 else []
 
 
