@@ -22,7 +22,7 @@ from meshcert.replay.model import load_replay
 from meshcert.report import matrix as report_matrix
 from meshcert.report.bundle import read_bundle, write_bundle
 from meshcert.report.catalog import load_catalog, parse_catalog, with_tests
-from meshcert.report.render import NOT_TESTED, load_results, summarize, summary_table, when, write_report
+from meshcert.report.render import NOT_TESTED, OUT_OF_SCOPE, load_results, summarize, summary_table, when, write_report
 from meshcert.secrets import redact
 from meshcert.spec import load_spec
 from meshcert.sut.client import SutNotTestable, require_image
@@ -351,8 +351,8 @@ def print_verdict(results: dict, catalog, report: Path | None, bundle: Path | No
     print(summary_table(summary, extra))
     clauses = results.get("clauses", {})
     failed = sorted(c for c, v in clauses.items() if v.get("outcome") == "failed")
-    gaps = sorted(c.id for c in catalog if not c.out_of_scope and
-                  (c.id not in clauses or clauses[c.id].get("outcome") == "skipped"))
+    gaps = sorted(r.id for rows in summary.groups.values() for r in rows if r.outcome != OUT_OF_SCOPE and
+                  (r.id not in clauses or clauses[r.id].get("outcome") == "skipped"))
     out = sorted(c.id for c in catalog if c.out_of_scope)
     print(f"certification: {summary.verdict}{files}")
     if out:

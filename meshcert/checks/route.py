@@ -3,9 +3,11 @@ accepted (acceptRoutes) -- each of the three its own case."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 from meshcert.checks.base import Probe, check_reachability
+from meshcert.checks.sut import clause
 
 CONTROLS = [Probe("agent", "server", 22, True, "positive control: the agent's tailnet path works"),
             Probe("router", "legacy", 22, True, "positive control: the legacy host is up on the VLAN")]
@@ -27,3 +29,56 @@ def legacy_unreachable(world, clause: str, why: str, change: Callable[[], None])
     change()
     check_reachability(world, clause, [*CONTROLS, Probe("agent", "legacy", 22, False, why)],
                        proven=[("agent", "legacy")])
+
+
+# The route's first packets after a change ride the first WireGuard handshake, which can be lost
+# for 5 s (once 16-17 s, measured); the rest is margin for a loaded 2-core machine (v0.25.1 with
+# the world's full map after the approval: reachable 5 s after it).
+GUIDE_ENABLE_BOUND_S = 30.0
+
+
+def route3_guide_routes_enable_works(world) -> None:
+    """ROUTE-3 (headscale < 0.26, where routes are a table of their own): the guide's commands
+    approve the router's route. From the route advertised but disabled (the legacy host proven
+    unreachable after a positive control on the same path), `headscale routes list` lists it
+    disabled; the guide's literal `headscale routes enable --route CIDR` is rejected (on these
+    versions --route takes the route's numeric ID); `headscale routes enable --route ID` (ID
+    from `routes list`) succeeds and `routes list` shows it enabled; then the agent reaches the
+    legacy host through the router within GUIDE_ENABLE_BOUND_S, with nothing else done."""
+    vlan = world.topology.node("router").approve_routes[0]
+    hs = world.headscale
+
+    def listed() -> tuple[int, dict | None, str]:
+        code, out = hs.box.exec(["headscale", "routes", "list", "-o", "json"])
+        try:
+            rows = json.loads(out) if code == 0 else []
+        except json.JSONDecodeError:
+            rows = []
+        row = next((r for r in rows or [] if r.get("prefix") == vlan
+                    and ((r.get("node") or {}).get("given_name") or (r.get("node") or {}).get("name")) == "router"), None)
+        return code, row, out.strip()[-300:]
+
+    legacy_unreachable(world, "ROUTE-3", f"route {vlan} advertised but not enabled",
+                       lambda: world.set_route_approval("router", []))
+    try:
+        with clause(world, "ROUTE-3") as e:
+            code, row, out = listed()
+            e.that(code == 0 and row is not None and not row.get("enabled"),
+                   f"`headscale routes list` (the guide's) to list router's {vlan}, disabled", out if row is None else row)
+            cmd = ["headscale", "routes", "enable", "--route", vlan]
+            code, out = hs.box.exec(cmd)
+            e.that(code != 0, f"`{' '.join(cmd)}` (the guide's, a CIDR) to be rejected: --route takes a route ID "
+                   f"on headscale {hs.version}", f"exit {code}")
+            if row is not None:
+                cmd = ["headscale", "routes", "enable", "--route", str(row["id"])]
+                code, out = hs.box.exec(cmd)
+                e.that(code == 0, f"`{' '.join(cmd)}` (the guide's command, the route's ID) to succeed",
+                       f"exit {code} {out.strip()[-300:]}")
+                code, row, out = listed()
+                e.that(row is not None and bool(row.get("enabled")),
+                       f"`headscale routes list` to show {vlan} enabled on router", out if row is None else row)
+        check_reachability(world, "ROUTE-3", [
+            *CONTROLS, Probe("agent", "legacy", 22, True, "after the guide's `headscale routes enable`, nothing else",
+                             via="router")], positive_deadline=GUIDE_ENABLE_BOUND_S)
+    finally:
+        world.set_route_approval("router", world.topology.node("router").approve_routes)

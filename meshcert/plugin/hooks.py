@@ -16,6 +16,8 @@ import pytest
 from meshcert.errors import InputError
 from meshcert.k8s import kind
 from meshcert.plugin import marks, parallel, state
+from meshcert.report.catalog import load_catalog
+from meshcert.report.matrix import holds, session_versions
 from meshcert.report.render import write_report
 from meshcert.secrets import describe, redact, register, registered, scan_files, scrub_file
 
@@ -100,8 +102,24 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             return
         raise pytest.UsageError(message)
     _skip_kind(items, config)
+    _skip_other_versions(items)
     if parallel.is_worker(config):
         parallel.order_for_workers(items)
+
+
+def _skip_other_versions(items: list[pytest.Item]) -> None:
+    """A test whose clauses all hold only for other versions than this session's (the catalog's
+    holds_for; the versions MESHCERT_TAILSCALE / MESHCERT_HEADSCALE choose, else the pinned
+    ones) is skipped with the reason; the report shows such a clause as not applicable."""
+    versions = session_versions()
+    holds_for = {c.id: c.holds_for for c in load_catalog()}
+    for item in items:
+        ids = marks.clause_ids(item)
+        limits = [(cid, holds_for.get(cid, ())) for cid in ids]
+        if ids and all(lim and not holds(lim, versions) for _, lim in limits):
+            why = "; ".join(f"{cid} holds for {' '.join(f'{n} {c}' for n, c in lim)}" for cid, lim in limits)
+            item.add_marker(pytest.mark.skip(reason=f"not applicable: {why} (this session: tailscale "
+                                                    f"{versions['tailscale']}, headscale {versions['headscale']})"))
 
 
 def _skip_kind(items: list[pytest.Item], config: pytest.Config) -> None:

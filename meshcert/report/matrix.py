@@ -11,12 +11,15 @@ selected clause is a pass.
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
+from meshcert.toolchain import components
+
 # the tailnet-level clauses the matrix runs per combination (issue 14, item 3): the ACL and route
 # clauses, TYPE-6/7, HEALTH-1, TROUBLE-2..5 and the errata
-MATRIX_CLAUSES = ("TYPE-6", "TYPE-7", "HEALTH-1", "ACL-1", "ACL-2", "ROUTE-1", "ROUTE-2",
+MATRIX_CLAUSES = ("TYPE-6", "TYPE-7", "HEALTH-1", "ACL-1", "ACL-2", "ROUTE-1", "ROUTE-2", "ROUTE-3",
                   "TROUBLE-2", "TROUBLE-3", "TROUBLE-4", "TROUBLE-5", "ERRATA-1", "ERRATA-2", "ERRATA-3")
 RUN, NOT_BUILT, NOT_TESTED = "run", "not built", "not tested"
 NOT_APPLICABLE = "n/a"  # the clause does not hold for this combination's versions (catalog holds_for)
@@ -35,6 +38,18 @@ def holds(holds_for: tuple[tuple[str, str], ...], versions: dict[str, str]) -> b
         if (op == ">=" and have < _v(bound)) or (op == "<" and have >= _v(bound)):
             return False
     return True
+
+
+def session_versions() -> dict[str, str]:
+    """{"tailscale": v, "headscale": v} of a session: what MESHCERT_TAILSCALE (its default, ``v``
+    or ``*=v``) and MESHCERT_HEADSCALE choose, else the pinned versions."""
+    ts = {}
+    for part in (p.strip() for p in os.environ.get("MESHCERT_TAILSCALE", "").split(",")):
+        if part:
+            name, _, version = part.rpartition("=")
+            ts[name.strip() or "*"] = version.strip()
+    return {"tailscale": ts.get("*") or components.COMPONENTS["tailscale"].version,
+            "headscale": os.environ.get("MESHCERT_HEADSCALE") or components.COMPONENTS["headscale"].version}
 
 
 def column(tailscale: str, headscale: str, state: str, *, reason: str = "", clauses: dict | None = None,
