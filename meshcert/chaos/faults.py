@@ -19,7 +19,7 @@ from typing import Any
 from meshcert.errors import InputError
 from meshcert.property.live import resolve as resolve_replay
 from meshcert.replay.faults_schema import FAULT_KINDS, ParamType
-from meshcert.world.base import wait_for
+from meshcert.world.base import WorldError, wait_for
 from meshcert.world.extra import netns_heal, netns_nft
 from meshcert.world.topology import AGENT_TAG, ROUTER_TAG, AgentSpec, NodeSpec
 
@@ -157,9 +157,29 @@ def _extra_pod(world, f: Mapping[str, Any]) -> Undo:
     return lambda: world.remove_pod(name)
 
 
+def _route_reapproved(world, f: Mapping[str, Any]) -> Undo:
+    """The router's approved routes withdrawn, then approved again, through headscale alone (as
+    the guide's operator does: no policy change follows), waiting until headscale lists them
+    approved. Headscale < 0.26 then sends the router no new peers (the finding in
+    fixtures/replays/findings/)."""
+    router = f["router"]
+    hs = world.headscale
+    node_id = hs.node_id(router)
+    cidrs = [c for r in hs.routes() if int(r["id"]) == node_id for c in (r.get("approved_routes") or [])]
+    if not cidrs:
+        raise WorldError(f"route_reapproved: {router} has no approved route to withdraw")
+    hs.approve_routes(node_id, [])
+    hs.approve_routes(node_id, cidrs)
+    wait_for(f"headscale to list {router}'s {cidrs} approved again",
+             lambda: any(int(r["id"]) == node_id and set(cidrs) <= set(r.get("approved_routes") or [])
+                         for r in hs.routes()), 15,
+             describe=lambda: str([(r.get("given_name"), r.get("approved_routes")) for r in hs.routes()]))
+    return lambda: world.set_route_approval(router, cidrs)
+
+
 HANDLERS: dict[str, FaultHandler] = {
     "toxic": _toxic, "proxy_down": _proxy_down, "nft": _nft, "kill": _kill, "freeze": _freeze,
-    "standby_router": _standby_router, "extra_pod": _extra_pod,
+    "standby_router": _standby_router, "extra_pod": _extra_pod, "route_reapproved": _route_reapproved,
 }
 FAULTS: dict[str, FaultKind] = {k: FaultKind(HANDLERS[k], p.required, p.optional, p.doc)
                                 for k, p in FAULT_KINDS.items()}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from meshcert.toolchain import components
@@ -76,6 +77,73 @@ def column_from_results(tailscale: str, headscale: str, results: dict | None, re
     return column(tailscale, headscale, RUN, clauses=outcomes, report=str(report))
 
 
+# the recorded findings (fixtures/replays/findings/, strict xfails), run in every combination:
+# those of other versions skip themselves
+FINDINGS_TEST = "conformance/test_property.py::test_known_finding"
+
+
+def _ts_param(text: str) -> tuple[str | None, str]:
+    """(tailscale version, the rest) of a test id's parameters: ``ts-v1.80.3-name`` ->
+    ("v1.80.3", "name"); no ``ts-`` part (a session of one version): (None, text)."""
+    m = re.search(r"(?:^|-)ts-(v\d+\.\d+\.\d+)(?=-|$)", text)
+    if not m:
+        return None, text
+    return m.group(1), (text[:m.start()] + text[m.end():]).strip("-")
+
+
+def results_of(results: dict | None, tailscale: str) -> dict | None:
+    """A matrix session's results.json (one world, several tailscale versions: its tests carry
+    ``[ts-<version>]``) narrowed to one tailscale version: each clause's tests of that version
+    and its outcome from them (failed if one failed, passed if all passed, else skipped); the
+    versions under extra.versions. A session of one version: unchanged."""
+    if not results or results.get("not_tested"):
+        return results
+    clauses = {}
+    for cid, entry in (results.get("clauses") or {}).items():
+        tests = []
+        for t in entry.get("tests") or []:
+            m = re.search(r"\[(.*)\]$", str(t.get("test", "")))
+            ts = _ts_param(m.group(1))[0] if m else None
+            if ts is None or ts == tailscale:
+                tests.append(t)
+        if not tests:
+            continue
+        outs = [t.get("outcome") for t in tests]
+        out = "failed" if "failed" in outs else "passed" if all(o == "passed" for o in outs) else "skipped"
+        clauses[cid] = {**entry, "tests": tests, "outcome": out}
+    extra = dict(results.get("extra") or {})
+    ran = dict(extra.get("versions") or {})
+    extra["versions"] = {**ran, "tailscale_default": tailscale,
+                         "tailscale": {n: tailscale for n in (ran.get("tailscale") or {})}}
+    return {**results, "clauses": clauses, "extra": extra}
+
+
+def findings_from_junit(junit: Path) -> dict[str | None, dict[str, str]]:
+    """{tailscale version (None: a session of one): {finding file's stem: xfailed | skipped |
+    failed | passed}} of a session's junit.xml: an xfailed finding still reproduces; "failed"
+    (a strict xfail that passed, or an error) means the combination no longer behaves as the
+    finding says."""
+    try:
+        root = ET.parse(junit).getroot()
+    except (OSError, ET.ParseError):
+        return {}
+    out: dict[str | None, dict[str, str]] = {}
+    for case in root.iter("testcase"):
+        m = re.match(r"test_known_finding\[(.+)\]$", case.get("name", ""))
+        if not m:
+            continue
+        ts, stem = _ts_param(m.group(1))
+        skipped = case.find("skipped")
+        if case.find("failure") is not None or case.find("error") is not None:
+            outcome = "failed"
+        elif skipped is not None:
+            outcome = "xfailed" if skipped.get("type") == "pytest.xfail" else "skipped"
+        else:
+            outcome = "passed"
+        out.setdefault(ts, {})[stem] = outcome
+    return out
+
+
 def label(col: dict) -> str:
     return f"tailscale {col['tailscale']} + headscale {col['headscale']}"
 
@@ -95,6 +163,10 @@ def verdict(columns: list[dict], clause_ids: list[str]) -> tuple[int, list[str]]
                 failed.append(f"{cid} failed with {label(col)} (report: {col['report']})")
             elif out not in ("passed", NOT_APPLICABLE):
                 incomplete.append(f"{cid} {out or 'not run'} with {label(col)}")
+        for name, out in (col.get("findings") or {}).items():
+            if out == "failed":
+                failed.append(f"finding {name} did not behave as recorded with {label(col)} (strict xfail; "
+                              f"report: {col['report']})")
     if failed:
         return 1, ["failed: " + f for f in failed] + ["incomplete: " + i for i in incomplete]
     if incomplete:
@@ -109,6 +181,9 @@ def table(columns: list[dict], clause_ids: list[str]) -> str:
     for cid in clause_ids:
         cells = [c["clauses"].get(cid) or ("not run" if c["state"] == RUN else c["state"]) for c in columns]
         rows.append(f"| {cid} | " + " | ".join(cells) + " |")
+    names = sorted({n for c in columns for n in (c.get("findings") or {})})
+    for n in names:
+        rows.append(f"| finding: {n} | " + " | ".join((c.get("findings") or {}).get(n, "–") for c in columns) + " |")
     notes = [f"- {label(c)}: {c['state']}: {c['reason']}" for c in columns if c["state"] != RUN]
     return "\n".join(rows + ([""] + notes if notes else []))
 

@@ -53,7 +53,7 @@ from meshcert.world.host import start_host
 from meshcert.world.isolation import check_isolation
 from meshcert.world.node import TS_SOCKET, TailnetNode, join, start_node
 from meshcert.world.pod import SECRET_PATH, Pod, start_pod, start_sut_container
-from meshcert.world.topology import AgentSpec, NodeSpec, Topology, guide_topology
+from meshcert.world.topology import AgentSpec, NodeSpec, Topology, guide_topology, with_tailscale
 from meshcert.world.toxiproxy import TOXI_API, Toxiproxy, start_toxiproxy
 
 SENTINEL_SRC = "192.0.2.1/32"  # TEST-NET-1: never a packet, only a marker in the policy
@@ -310,6 +310,31 @@ class World:
 
     def remove_node(self, name: str) -> None:
         self._forget(name, (name,))
+
+    def switch_tailscale(self, version: str) -> None:
+        """The version matrix (issue 14): this world's nodes and pods on tailscale ``version``,
+        the rest kept (networks, headscale and its users, keys and policy, toxiproxy, the VLAN
+        hosts, images). Only the nodes restart: each node and pod is removed (its containers
+        and its headscale node) and started again on that version's image, joined, its routes
+        approved; then the world waits for its steady state (routes seen, policy everywhere)."""
+        t = time.monotonic()
+        mutants = {name: pod.sut_config[0] for name, pod in self.pods.items()}
+        node_specs, pod_specs = list(self.topology.nodes), list(self.topology.pods)
+        self.topology = with_tailscale(self.topology, {"*": version})
+        with progress.step(f"world {self.run_id}: nodes and pods to tailscale {version}"):
+            with concurrent.futures.ThreadPoolExecutor(max_workers=8) as ex:
+                list(ex.map(self.remove_node, [s.name for s in node_specs]))
+                list(ex.map(self.remove_pod, [a.name for a in pod_specs]))
+            with concurrent.futures.ThreadPoolExecutor(max_workers=8) as ex:
+                nodes = [ex.submit(self.add_node, s) for s in self.topology.nodes]
+                pods = [ex.submit(lambda a: self.add_pod(a, mutant=mutants.get(a.name, "")), a)
+                        for a in self.topology.pods]
+                for f in (*nodes, *pods):
+                    f.result()
+            self._after_route_change()
+            self.wait_routes_seen()
+            self._wait_policy_everywhere()
+        self.timings[f"switch to tailscale {version}"] = time.monotonic() - t
 
     def restart_node(self, name: str) -> None:
         """Start a stopped or killed node container again (its tailscaled state is kept in the
