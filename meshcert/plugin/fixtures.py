@@ -64,6 +64,9 @@ def world(pytestconfig, report_dir, tailscale_version):
             pytest.fail(f"switching the world to tailscale {tailscale_version}: {e.one_line()}", pytrace=False)
         pytestconfig.stash[state.EXTRA]["versions"] = world_versions(
             base.topology, {n: components.COMPONENTS[n].version for n in components.VERSIONED})
+        # results.json: the same world (run id) switched, and what each switch cost
+        pytestconfig.stash[state.EXTRA].setdefault("world_switches", {})[tailscale_version] = {
+            "run": base.run_id, "seconds": round(base.timings.get(f"switch to tailscale {tailscale_version}", 0), 1)}
         yield base
         return
     yield from _session_world(pytestconfig, report_dir, tailscale_version)

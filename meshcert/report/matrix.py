@@ -10,6 +10,7 @@ selected clause is a pass.
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -188,10 +189,43 @@ def table(columns: list[dict], clause_ids: list[str]) -> str:
     return "\n".join(rows + ([""] + notes if notes else []))
 
 
+def html_page(versions: dict, clause_ids: list[str], columns: list[dict]) -> str:
+    """matrix.html: the clause x combination table as a page of its own (no script, no external
+    resource), each cell coloured by its outcome, each column linking its session's report."""
+    def h(x) -> str:
+        return html.escape(str(x))
+
+    def cls(out: str) -> str:
+        return {"passed": "ok", "xfailed": "known", "failed": "bad", NOT_APPLICABLE: "na"}.get(out, "other")
+
+    heads = "".join(f'<th>tailscale {h(c["tailscale"])}<br>headscale {h(c["headscale"])}'
+                    + (f'<br><a href="{h(Path(c["report"]).name)}/report.html">report</a>' if c.get("report") else "")
+                    + "</th>" for c in columns)
+    rows = []
+    for cid in clause_ids:
+        cells = [c["clauses"].get(cid) or ("not run" if c["state"] == RUN else c["state"]) for c in columns]
+        rows.append(f"<tr><th>{h(cid)}</th>" + "".join(f'<td class="{cls(x)}">{h(x)}</td>' for x in cells) + "</tr>")
+    for n in sorted({n for c in columns for n in (c.get("findings") or {})}):
+        cells = [(c.get("findings") or {}).get(n, "–") for c in columns]
+        rows.append(f"<tr><th>finding: {h(n)}</th>" + "".join(f'<td class="{cls(x)}">{h(x)}</td>' for x in cells)
+                    + "</tr>")
+    notes = "".join(f"<li>{h(label(c))}: {h(c['state'])}: {h(c['reason'])}</li>" for c in columns if c["state"] != RUN)
+    return ("<!doctype html><html><head><meta charset='utf-8'><title>meshcert version matrix</title><style>"
+            "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}th,td{border:1px solid #d0d7de;"
+            "padding:4px 8px;text-align:left}.ok{background:#dafbe1}.bad{background:#ffebe9;font-weight:700}"
+            ".known{background:#fff8c5}.na{color:#57606a}.other{background:#eaeef2}</style></head><body>"
+            "<h1>Version matrix</h1><p>Each column is one combination (one world per headscale version, "
+            "its nodes restarted for each tailscale version). n/a: the clause holds for other versions "
+            "(the catalog's holds_for); xfailed: a recorded finding still reproduces.</p>"
+            f"<table><thead><tr><th>clause</th>{heads}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+            + (f"<ul>{notes}</ul>" if notes else "") + "</body></html>\n")
+
+
 def write(report: Path, versions: dict, clause_ids: list[str], columns: list[dict]) -> Path:
-    """matrix.json (versions, clauses, columns) and matrix.md (the table) in ``report``."""
+    """matrix.json (versions, clauses, columns), matrix.md (the table) and matrix.html in ``report``."""
     report.mkdir(parents=True, exist_ok=True)
     (report / "matrix.json").write_text(json.dumps({"versions": versions, "clauses": clause_ids,
                                                     "combinations": columns}, indent=1))
     (report / "matrix.md").write_text("# Version matrix\n\n" + table(columns, clause_ids) + "\n")
+    (report / "matrix.html").write_text(html_page(versions, clause_ids, columns))
     return report / "matrix.json"

@@ -262,3 +262,16 @@ def test_a_matrix_session_is_split_per_tailscale_version(tmp_path):
     col["findings"] = {"hs-old-route": "failed"}
     code, lines = report_matrix.verdict([col], ["ACL-1"])
     assert code == 1 and "finding hs-old-route did not behave as recorded with tailscale v1.102.3" in lines[0]
+
+
+def test_the_matrix_page_shows_every_column_and_finding(tmp_path):
+    cols = [report_matrix.column("v1.102.3", "v0.25.1", report_matrix.RUN, report=str(tmp_path / "hs-v0.25.1"),
+                                 clauses={"ACL-1": "passed", "ERRATA-1": "n/a"}),
+            report_matrix.column("v1.104.7", "v0.25.1", report_matrix.NOT_BUILT, reason="needs go >= 1.27.4")]
+    cols[0]["findings"] = {"hs-old-route": "xfailed"}
+    report_matrix.write(tmp_path, {}, ["ACL-1", "ERRATA-1"], cols)
+    page = (tmp_path / "matrix.html").read_text()
+    assert '<td class="ok">passed</td>' in page and '<td class="na">n/a</td>' in page
+    assert "finding: hs-old-route</th><td class=\"known\">xfailed</td>" in page
+    assert 'href="hs-v0.25.1/report.html"' in page
+    assert "tailscale v1.104.7 + headscale v0.25.1: not built: needs go &gt;= 1.27.4" in page
