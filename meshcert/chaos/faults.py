@@ -157,29 +157,22 @@ def _extra_pod(world, f: Mapping[str, Any]) -> Undo:
     return lambda: world.remove_pod(name)
 
 
-def _route_reapproved(world, f: Mapping[str, Any]) -> Undo:
-    """The router's approved routes withdrawn, then approved again, through headscale alone (as
-    the guide's operator does: no policy change follows), waiting until headscale lists them
-    approved. Headscale < 0.26 then sends the router no new peers (the finding in
+def _router_rejoined(world, f: Mapping[str, Any]) -> Undo:
+    """The subnet router removed and joined again, then its routes approved through headscale
+    alone (World.add_node: no policy change follows), as the guide orders it: the router
+    first, the approval after. Headscale < 0.26 then sends the router no peers (the finding in
     fixtures/replays/findings/)."""
-    router = f["router"]
-    hs = world.headscale
-    node_id = hs.node_id(router)
-    cidrs = [c for r in hs.routes() if int(r["id"]) == node_id for c in (r.get("approved_routes") or [])]
-    if not cidrs:
-        raise WorldError(f"route_reapproved: {router} has no approved route to withdraw")
-    hs.approve_routes(node_id, [])
-    hs.approve_routes(node_id, cidrs)
-    wait_for(f"headscale to list {router}'s {cidrs} approved again",
-             lambda: any(int(r["id"]) == node_id and set(cidrs) <= set(r.get("approved_routes") or [])
-                         for r in hs.routes()), 15,
-             describe=lambda: str([(r.get("given_name"), r.get("approved_routes")) for r in hs.routes()]))
-    return lambda: world.set_route_approval(router, cidrs)
+    spec = world.topology.node(f["router"])
+    if not spec.approve_routes:
+        raise WorldError(f"router_rejoined: {f['router']} approves no route in this topology")
+    world.remove_node(spec.name)
+    world.add_node(spec)
+    return lambda: world.set_route_approval(spec.name, spec.approve_routes)
 
 
 HANDLERS: dict[str, FaultHandler] = {
     "toxic": _toxic, "proxy_down": _proxy_down, "nft": _nft, "kill": _kill, "freeze": _freeze,
-    "standby_router": _standby_router, "extra_pod": _extra_pod, "route_reapproved": _route_reapproved,
+    "standby_router": _standby_router, "extra_pod": _extra_pod, "router_rejoined": _router_rejoined,
 }
 FAULTS: dict[str, FaultKind] = {k: FaultKind(HANDLERS[k], p.required, p.optional, p.doc)
                                 for k, p in FAULT_KINDS.items()}
