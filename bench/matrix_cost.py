@@ -96,7 +96,9 @@ def warm(tailscale: str, headscale: str) -> list[dict]:
         try:
             m = json.loads((report / "matrix.json").read_text())
             for combo in m.get("combinations", []):
-                tallies[combo.get("name", "?")] = combo.get("tally") or combo.get("state")
+                outs = list((combo.get("clauses") or {}).values()) + list((combo.get("findings") or {}).values())
+                tallies[f"tailscale {combo['tailscale']} + headscale {combo['headscale']}"] = {
+                    "state": combo.get("state"), **{o: outs.count(o) for o in sorted(set(outs))}}
         except (OSError, ValueError):
             pass
         log_tail = [ln for ln in (Path(tmp) / "certify.log").read_text(errors="replace").splitlines() if ln][-5:]
