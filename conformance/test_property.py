@@ -29,6 +29,7 @@ from meshcert.property.strategies import edge_examples, examples
 from meshcert.replay.model import load_replay
 from meshcert.replay.run import ReplayMismatch, run_replay
 from meshcert.replay.session import test_replay_file  # noqa: F401  (collected here: MESHCERT_REPLAY=... pytest this file)
+from meshcert.report.matrix import holds, session_versions
 from meshcert.toolchain.paths import cache_dir
 from meshcert.world.topology import guide_topology
 
@@ -80,8 +81,13 @@ def _findings() -> list:
     for p in files:
         r = load_replay(p)
         if r.finding:
-            out.append(pytest.param(p, id=p.stem, marks=pytest.mark.xfail(
-                strict=True, raises=ReplayMismatch, reason=r.finding)))
+            marks = [pytest.mark.xfail(strict=True, raises=ReplayMismatch, reason=r.finding)]
+            here = session_versions()
+            if r.versions and not holds(r.versions, here):  # a finding of other versions (the matrix runs it)
+                marks.append(pytest.mark.skip(reason=f"a finding of {' '.join(f'{n} {c}' for n, c in r.versions)}; "
+                                                     f"this session runs tailscale {here['tailscale']}, "
+                                                     f"headscale {here['headscale']}"))
+            out.append(pytest.param(p, id=p.stem, marks=marks))
     return out or [pytest.param(None, marks=pytest.mark.skip(
         reason=f"no known findings recorded: {FINDINGS} holds no replay file with a finding: line "
                f"({len(files)} *.yaml file(s) there)"))]

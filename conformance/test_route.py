@@ -23,3 +23,8 @@ def test_legacy_host_unreachable_when_agent_does_not_accept_routes(steady_world)
 def test_legacy_host_unreachable_when_route_not_approved(steady_world):
     route.legacy_unreachable(steady_world, "ROUTE-1", f"route {GUIDE_VLAN} advertised but not approved",
                              lambda: steady_world.set_route_approval("router", []))
+
+
+@pytest.mark.clause("ROUTE-3")
+def test_guide_routes_enable_works_on_an_old_headscale(steady_world):
+    route.route3_guide_routes_enable_works(steady_world)

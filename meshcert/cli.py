@@ -23,7 +23,7 @@ from meshcert.replay.model import load_replay
 from meshcert.report import matrix as report_matrix
 from meshcert.report.bundle import read_bundle, write_bundle
 from meshcert.report.catalog import load_catalog, parse_catalog, with_tests
-from meshcert.report.render import NOT_TESTED, load_results, summarize, summary_table, when, write_report
+from meshcert.report.render import NOT_TESTED, OUT_OF_SCOPE, load_results, summarize, summary_table, when, write_report
 from meshcert.secrets import redact
 from meshcert.spec import load_spec
 from meshcert.sut.client import SutNotTestable, require_image
@@ -273,13 +273,13 @@ def kubeconfig_args(args) -> list[str]:
 
 def _certify_matrix(args, report: Path) -> int:
     """certify --matrix (issue 14): the tailnet-level clauses (report.matrix.MATRIX_CLAUSES) once
-    per combination of the chosen tailscale and headscale versions, each in its own pytest
-    session and world (report/<combination>/, whose results.json records the versions). A
-    version that cannot be pinned or built keeps its columns, "not built" with the reason.
+    per combination of the chosen tailscale and headscale versions (report/hs-<version>/, whose
+    results.json records the versions). A version that cannot be pinned or built keeps its
+    columns, "not built" with the reason.
     Writes report/matrix.json + matrix.md; exit 1 a clause failed (naming the combination),
     3 incomplete (a column not built / not tested, a clause with no outcome), else 0.
-    Skeleton: one world per combination (reusing a headscale's world across the tailscale
-    versions is the next step)."""
+    One world per headscale version, reused across the tailscale versions (only the nodes
+    restart), one pytest session each (report/hs-<version>/)."""
     versions = _matrix_versions(args)
     c = engine.ensure_engine()
     ready: dict[tuple[str, str], matrix.Status] = {}
@@ -296,23 +296,31 @@ def _certify_matrix(args, report: Path) -> int:
     tests_of = collect_clause_tests()
     clause_ids = [cid for cid in report_matrix.MATRIX_CLAUSES if tests_of.get(cid)]
     holds_for = {c.id: c.holds_for for c in load_catalog()}
-    columns = []
-    for combo in matrix.combinations(versions["tailscale"], versions["headscale"]):
-        missing = [ready[k] for k in (("tailscale", combo.tailscale), ("headscale", combo.headscale))
-                   if ready[k].state != matrix.BUILT]
-        if missing:
-            columns.append(report_matrix.column(combo.tailscale, combo.headscale, report_matrix.NOT_BUILT,
-                                                reason="; ".join(f"{m.name} {m.version}: {m.reason}" for m in missing)))
+    columns: dict[tuple[str, str], dict] = {}
+    for hs in versions["headscale"]:
+        # one pytest session (one world) per headscale version, switched across its tailscale
+        # versions (only the nodes restart: World.switch_tailscale)
+        runs: list[str] = []
+        for ts in versions["tailscale"]:
+            missing = [ready[k] for k in (("tailscale", ts), ("headscale", hs)) if ready[k].state != matrix.BUILT]
+            if missing:
+                columns[(ts, hs)] = report_matrix.column(
+                    ts, hs, report_matrix.NOT_BUILT, reason="; ".join(f"{m.name} {m.version}: {m.reason}" for m in missing))
+            else:
+                runs.append(ts)
+        if not runs:
             continue
-        na = tuple(cid for cid in clause_ids if not report_matrix.holds(
-            holds_for.get(cid, ()), {"tailscale": combo.tailscale, "headscale": combo.headscale}))
-        # a test marked with a clause that does not hold here is left out (its other clauses too: n/a)
-        tests = sorted({t for cid in clause_ids if cid not in na for t in tests_of[cid]}
-                       - {t for cid in na for t in tests_of[cid]})
-        sub = report / f"ts-{combo.tailscale}_hs-{combo.headscale}"
-        progress.say(f"matrix: {combo.name} -> {sub}")
-        env = {"MESHCERT_TAILSCALE": combo.tailscale, "MESHCERT_HEADSCALE": combo.headscale, "MESHCERT_CERTIFY": "1"}
-        saved = {k: os.environ.get(k) for k in env}
+        na = {ts: tuple(cid for cid in clause_ids if not report_matrix.holds(
+            holds_for.get(cid, ()), {"tailscale": ts, "headscale": hs})) for ts in runs}
+        # every test of a clause that holds for one of them (the plugin skips, per tailscale
+        # version, a test whose clauses all hold elsewhere), and the recorded findings
+        tests = sorted({t for ts in runs for cid in clause_ids if cid not in na[ts] for t in tests_of[cid]}) \
+            + [report_matrix.FINDINGS_TEST]
+        sub = report / f"hs-{hs}"
+        progress.say(f"matrix: headscale {hs} with tailscale {', '.join(runs)} (one world) -> {sub}")
+        env = {"MESHCERT_MATRIX_TAILSCALE": ",".join(runs), "MESHCERT_HEADSCALE": hs, "MESHCERT_CERTIFY": "1"}
+        saved = {k: os.environ.get(k) for k in (*env, "MESHCERT_TAILSCALE")}
+        os.environ.pop("MESHCERT_TAILSCALE", None)
         os.environ.update(env)
         try:
             rc = _pytest([*tests, "-q", "--report-dir", str(sub), "--junitxml", str(sub / "junit.xml"),
@@ -328,7 +336,13 @@ def _certify_matrix(args, report: Path) -> int:
             results = json.loads((sub / "results.json").read_text())
         except (OSError, ValueError):
             results = None
-        columns.append(report_matrix.column_from_results(combo.tailscale, combo.headscale, results, sub, rc, na))
+        findings = report_matrix.findings_from_junit(sub / "junit.xml")
+        for ts in runs:
+            col = report_matrix.column_from_results(ts, hs, report_matrix.results_of(results, ts), sub, rc, na[ts])
+            col["findings"] = findings.get(ts) or findings.get(None, {})
+            columns[(ts, hs)] = col
+    columns = [columns[(c.tailscale, c.headscale)]
+               for c in matrix.combinations(versions["tailscale"], versions["headscale"])]
     where = report_matrix.write(report, versions, clause_ids, columns)
     print(report_matrix.table(columns, clause_ids))
     code, lines = report_matrix.verdict(columns, clause_ids)
@@ -389,8 +403,8 @@ def print_verdict(results: dict, catalog, report: Path | None, bundle: Path | No
     print(summary_table(summary, extra))
     clauses = results.get("clauses", {})
     failed = sorted(c for c, v in clauses.items() if v.get("outcome") == "failed")
-    gaps = sorted(c.id for c in catalog if not c.out_of_scope and
-                  (c.id not in clauses or clauses[c.id].get("outcome") == "skipped"))
+    gaps = sorted(r.id for rows in summary.groups.values() for r in rows if r.outcome != OUT_OF_SCOPE and
+                  (r.id not in clauses or clauses[r.id].get("outcome") == "skipped"))
     out = sorted(c.id for c in catalog if c.out_of_scope)
     print(f"certification: {summary.verdict}{files}")
     if out:
@@ -608,7 +622,7 @@ def main(argv: list[str] | None = None) -> int:
     cf.add_argument("--matrix", action="store_true",
                     help="run the tailnet-level clauses once per tailscale x headscale combination (report/matrix.md)")
     cf.add_argument("--tailscale", help="--matrix: comma-separated tailscale versions (default: newest served, "
-                                        "pinned, oldest the pinned headscale supports)")
+                                        "newest served and buildable, pinned, oldest the pinned headscale supports)")
     cf.add_argument("--headscale", help="--matrix: comma-separated headscale versions (default: pinned, previous "
                                         "minor, 0.25.1)")
     rp = sub.add_parser("replay", help="rerun replay files alone in a fresh world (exit 0 as expected, 1 differs, "
@@ -627,8 +641,8 @@ def main(argv: list[str] | None = None) -> int:
     mx = sub.add_parser("matrix", help="the version matrix's components: list (default), build, add NAME VERSION...")
     mx.add_argument("action", nargs="?", choices=("list", "build", "add"), default="list")
     mx.add_argument("args", nargs="*", metavar="ARG", help="add: tailscale|headscale VERSION...")
-    mx.add_argument("--tailscale", help="comma-separated tailscale versions (default: newest served, pinned, "
-                                        "oldest the pinned headscale supports)")
+    mx.add_argument("--tailscale", help="comma-separated tailscale versions (default: newest served, newest "
+                                        "served and buildable, pinned, oldest the pinned headscale supports)")
     mx.add_argument("--headscale", help="comma-separated headscale versions (default: pinned, previous minor, 0.25.1)")
     s = sub.add_parser("sweep", help="remove containers/networks/volumes left by killed runs")
     s.add_argument("--all", action="store_true", help="remove every meshcert object, live runs' too")

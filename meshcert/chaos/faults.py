@@ -19,7 +19,7 @@ from typing import Any
 from meshcert.errors import InputError
 from meshcert.property.live import resolve as resolve_replay
 from meshcert.replay.faults_schema import FAULT_KINDS, ParamType
-from meshcert.world.base import wait_for
+from meshcert.world.base import WorldError, wait_for
 from meshcert.world.extra import netns_heal, netns_nft
 from meshcert.world.topology import AGENT_TAG, ROUTER_TAG, AgentSpec, NodeSpec
 
@@ -157,9 +157,22 @@ def _extra_pod(world, f: Mapping[str, Any]) -> Undo:
     return lambda: world.remove_pod(name)
 
 
+def _router_rejoined(world, f: Mapping[str, Any]) -> Undo:
+    """The subnet router removed and joined again, then its routes approved through headscale
+    alone (World.add_node: no policy change follows), as the guide orders it: the router
+    first, the approval after. Headscale < 0.26 then sends the router no peers (the finding in
+    fixtures/replays/findings/)."""
+    spec = world.topology.node(f["router"])
+    if not spec.approve_routes:
+        raise WorldError(f"router_rejoined: {f['router']} approves no route in this topology")
+    world.remove_node(spec.name)
+    world.add_node(spec)
+    return lambda: world.set_route_approval(spec.name, spec.approve_routes)
+
+
 HANDLERS: dict[str, FaultHandler] = {
     "toxic": _toxic, "proxy_down": _proxy_down, "nft": _nft, "kill": _kill, "freeze": _freeze,
-    "standby_router": _standby_router, "extra_pod": _extra_pod,
+    "standby_router": _standby_router, "extra_pod": _extra_pod, "router_rejoined": _router_rejoined,
 }
 FAULTS: dict[str, FaultKind] = {k: FaultKind(HANDLERS[k], p.required, p.optional, p.doc)
                                 for k, p in FAULT_KINDS.items()}

@@ -118,7 +118,7 @@ def errata2_preauthkey_user_is_an_id(world, *, expire_before_join: bool = False)
             key = Secret(doc["key"], "pre-auth key (ERRATA-2)")  # a real key now exists: never print it
         except (ValueError, KeyError, TypeError):
             return code, None, "no key in its JSON"
-        world.headscale.key_ids[key.reveal()] = int(doc.get("id") or 0)
+        world.headscale.remember_key(key, int(doc.get("id") or 0), by)
         return code, key, ""
 
     with clause(world, "ERRATA-2") as e:

@@ -21,6 +21,9 @@ from meshcert.toolchain import components
 from meshcert.world import World
 from meshcert.world.topology import guide_topology, parse_versions, with_tailscale, world_versions
 
+# certify --matrix: the session's world, kept across its tailscale versions (see ``world``)
+MATRIX_WORLD = pytest.StashKey[World]()
+
 
 @pytest.fixture(scope="session")
 def report_dir(pytestconfig) -> Path:
@@ -42,14 +45,43 @@ def clause_results(pytestconfig) -> dict:
 
 
 @pytest.fixture(scope="session")
-def world(request, pytestconfig, report_dir):
-    """The guide's world, built once per session and removed at its end (Ctrl-C included)."""
+def tailscale_version(request):
+    """The version matrix's tailscale version of the tests that take it (MESHCERT_MATRIX_TAILSCALE
+    parametrizes every test using the world with it); None: the session's one."""
+    return getattr(request, "param", None)
+
+
+@pytest.fixture(scope="session")
+def world(request, pytestconfig, report_dir, tailscale_version):
+    """The guide's world, built once per session and removed at its end (Ctrl-C included).
+    Under MESHCERT_MATRIX_TAILSCALE (certify --matrix: one session per headscale version) it is
+    built once, for the first tailscale version, and switched to each next one (only the nodes
+    and pods restart: World.switch_tailscale); it is removed when the session ends."""
+    base = pytestconfig.stash.get(MATRIX_WORLD, None)
+    if base is not None:
+        try:
+            base.switch_tailscale(tailscale_version)
+        except MeshcertError as e:
+            pytest.fail(f"switching the world to tailscale {tailscale_version}: {e.one_line()}", pytrace=False)
+        pytestconfig.stash[state.EXTRA]["versions"] = world_versions(
+            base.topology, {n: components.COMPONENTS[n].version for n in components.VERSIONED})
+        # results.json: the same world (run id) switched, and what each switch cost
+        pytestconfig.stash[state.EXTRA].setdefault("world_switches", {})[tailscale_version] = {
+            "run": base.run_id, "seconds": round(base.timings.get(f"switch to tailscale {tailscale_version}", 0), 1)}
+        yield base
+        return
+    yield from _session_world(request, pytestconfig, report_dir, tailscale_version)
+
+
+def _session_world(request, pytestconfig, report_dir, tailscale_version):
     # two sessions on one engine need different VLANs: MESHCERT_VLAN; xdist's workers each move it
     # up by their number (parallel.session_vlan)
     topo = guide_topology(parallel.session_vlan(parallel.worker_id(pytestconfig)))
     try:
         # the version matrix (certify --matrix): this session's tailscale/headscale versions
         topo = with_tailscale(topo, parse_versions(os.environ.get("MESHCERT_TAILSCALE", "")))
+        if tailscale_version:
+            topo = with_tailscale(topo, {"*": tailscale_version})
         topo.headscale = os.environ.get("MESHCERT_HEADSCALE") or None
         if pytestconfig.getoption("--policy"):
             topo.policy = json.loads(load_policy(pytestconfig.getoption("--policy")).to_json())
@@ -92,6 +124,12 @@ def world(request, pytestconfig, report_dir):
             pass
     else:
         (report_dir / "world.json").write_text(about)
+    if tailscale_version:  # the matrix: kept for the next tailscale version, removed at the session's end
+        pytestconfig.stash[MATRIX_WORLD] = w
+        if not pytestconfig.getoption("--keep-world"):
+            pytestconfig.add_cleanup(w.stop)
+        yield w
+        return
     try:
         yield w
     finally:

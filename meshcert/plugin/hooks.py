@@ -16,6 +16,8 @@ import pytest
 from meshcert.errors import InputError
 from meshcert.k8s import existing, kind
 from meshcert.plugin import marks, parallel, state
+from meshcert.report.catalog import load_catalog
+from meshcert.report.matrix import holds, session_versions
 from meshcert.report.render import write_report
 from meshcert.secrets import describe, redact, register, registered, scan_files, scrub_file
 
@@ -136,8 +138,42 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             return
         raise pytest.UsageError(message)
     _skip_kind(items, config)
+    _skip_other_versions(items)
     if parallel.is_worker(config):
         parallel.order_for_workers(items)
+
+
+def matrix_tailscale() -> list[str]:
+    """MESHCERT_MATRIX_TAILSCALE (certify --matrix): the tailscale versions this session runs
+    every world test with, one after another on one world (only its nodes restart)."""
+    return [v.strip() for v in os.environ.get("MESHCERT_MATRIX_TAILSCALE", "").split(",") if v.strip()]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    versions = matrix_tailscale()
+    if versions and "world" in metafunc.fixturenames:
+        # session scope: pytest groups the tests by version, so the world switches once per version
+        metafunc.parametrize("tailscale_version", versions, indirect=True, scope="session",
+                             ids=[f"ts-{v}" for v in versions])
+
+
+def _skip_other_versions(items: list[pytest.Item]) -> None:
+    """A test whose clauses all hold only for other versions than this session's (the catalog's
+    holds_for; the versions MESHCERT_TAILSCALE / MESHCERT_HEADSCALE choose, else the pinned
+    ones; under the matrix, the test's own tailscale version) is skipped with the reason; the
+    report shows such a clause as not applicable."""
+    session = session_versions()
+    holds_for = {c.id: c.holds_for for c in load_catalog()}
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        ts = callspec.params.get("tailscale_version") if callspec is not None else None
+        versions = {**session, "tailscale": ts} if ts else session
+        ids = marks.clause_ids(item)
+        limits = [(cid, holds_for.get(cid, ())) for cid in ids]
+        if ids and all(lim and not holds(lim, versions) for _, lim in limits):
+            why = "; ".join(f"{cid} holds for {' '.join(f'{n} {c}' for n, c in lim)}" for cid, lim in limits)
+            item.add_marker(pytest.mark.skip(reason=f"not applicable: {why} (this session: tailscale "
+                                                    f"{versions['tailscale']}, headscale {versions['headscale']})"))
 
 
 def _skip_kind(items: list[pytest.Item], config: pytest.Config) -> None:

@@ -37,6 +37,10 @@ FAULT_KINDS: dict[str, FaultParams] = {
                                   "a second subnet router advertising the VLAN (approved unless approve: false)"),
     "extra_pod": FaultParams({"name": _STR}, {"key": _STR},
                              "an extra agent pod; key: valid | expired-preauth-key | expired-node"),
+    "router_rejoined": FaultParams({"router": _STR}, {},
+                                   "the subnet router removed and joined again, its routes then approved straight "
+                                   "through headscale as the guide's operator does (no policy change after it); "
+                                   "the undo approves them through the world (with its full map on old headscale)"),
 }
 EXTRA_POD_KEYS = ("valid", "expired-preauth-key", "expired-node")
 

@@ -6,6 +6,9 @@ A replay file is YAML::
     name: property-3f2a9c1b        # free text, names the file in messages
     description: ...               # optional
     finding: ...                   # optional: set when the file documents a known deviation
+    versions: {headscale: "<v0.26.0"}  # optional: the versions the file is about (a finding of
+                                   # one version range), as the catalog's holds_for; a world of
+                                   # other versions does not run it
     topology: guide                # a topology builder of meshcert (TOPOLOGIES)
     seed: 123456                   # optional: the Hypothesis seed of the run that found it
     policy: {...}                  # the ACL policy, world addresses as ${...} symbols
@@ -40,6 +43,7 @@ import hashlib
 import ipaddress
 import json
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,8 +59,11 @@ from meshcert.replay.faults_schema import FAULT_KINDS, validate_fault
 from meshcert.world.topology import Topology, guide_topology
 
 FORMAT = 1
+# ``versions:``: the catalog's holds_for syntax (meshcert.report.catalog.HOLDS_FOR_RE; not imported:
+# this module imports nothing above the oracle, the policy and the topology)
+VERSIONS_RE = re.compile(r"^(>=|<)v[0-9]+\.[0-9]+\.[0-9]+$")
 TOPOLOGIES: dict[str, Callable[[], Topology]] = {"guide": guide_topology}
-FIELDS = ("meshcert_replay", "name", "description", "finding", "topology", "seed", "scenario", "policy",
+FIELDS = ("meshcert_replay", "name", "description", "finding", "versions", "topology", "seed", "scenario", "policy",
           "routes", "faults", "probes", "prerun", "recorded")
 REQUIRED = ("meshcert_replay", "name", "topology", "policy", "routes", "probes")
 EXPECT = {"allowed": True, "denied": False}
@@ -89,6 +96,7 @@ class Replay:
     source: str = field(default="<replay>", compare=False)
     prerun: tuple[dict, ...] = ()
     scenario: str = ""
+    versions: tuple[tuple[str, str], ...] = ()  # (("headscale", "<v0.26.0"),): the versions it is about
 
     @property
     def example(self) -> Example:
@@ -115,6 +123,8 @@ class Replay:
             data["description"] = self.description
         if self.finding:
             data["finding"] = self.finding
+        if self.versions:
+            data["versions"] = dict(self.versions)
         data["topology"] = self.topology
         if self.seed is not None:
             data["seed"] = self.seed
@@ -242,6 +252,11 @@ def replay_from_data(data: Any, source: str = "<replay>") -> Replay:
     name = w.string("name", top["name"])
     description = w.string("description", top.get("description", ""), empty=True)
     finding = w.string("finding", top.get("finding", ""), empty=True)
+    versions = top.get("versions") or {}
+    if not isinstance(versions, dict) or any(k not in ("tailscale", "headscale") or not isinstance(v, str)
+                                             or not VERSIONS_RE.match(v) for k, v in versions.items()):
+        raise w.error("versions", "must map tailscale/headscale to \">=vX.Y.Z\" or \"<vX.Y.Z\"",
+                      'e.g. versions: {headscale: "<v0.26.0"}')
     topo_name = w.string("topology", top["topology"])
     if topo_name not in TOPOLOGIES:
         raise w.error("topology", f"unknown topology {topo_name!r}", f"use one of {', '.join(TOPOLOGIES)}")
@@ -338,7 +353,7 @@ def replay_from_data(data: Any, source: str = "<replay>") -> Replay:
     w.mapping("recorded", recorded)
     return Replay(name, topo_name, policy, RouteSettings(approved, accept), tuple(probes),
                   tuple(dict(f) for f in faults), description, finding, seed, recorded, source,
-                  tuple(dict(x) for x in prerun), scenario)
+                  tuple(dict(x) for x in prerun), scenario, tuple(sorted(versions.items())))
 
 
 PRERUN_FIELDS = ("pod", "connectivity", "deadline_s", "endpoints", "expect")

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from meshcert.errors import InputError
 from meshcert.report.catalog import GROUPS, Clause
+from meshcert.report.matrix import holds
 from meshcert.report.svg import latency_svg, timeline_legend_html, timeline_svg
 from meshcert.secrets import redact
 from meshcert.sut.reference.runtime import MUTANTS
@@ -123,10 +124,18 @@ def summarize(results: dict, catalog: Iterable[Clause]) -> Summary:
     groups: dict[str, list[Row]] = {g: [] for g in GROUPS}
     totals = {o: 0 for o in (*OUTCOMES, MEASURED, NO_TEST, OUT_OF_SCOPE, NOT_TESTED)}
     catalog = list(catalog)
+    ran = (((results or {}).get("extra") or {}).get("versions") or {}) if isinstance(results, dict) else {}
+    versions = {"tailscale": ran.get("tailscale_default"), "headscale": ran.get("headscale")}
     for c in catalog:
         entry = clauses.get(c.id)
+        na = (c.holds_for and all(versions.values()) and not holds(c.holds_for, versions)
+              and (entry is None or _outcome(entry) == "skipped"))
         if entry is None and c.out_of_scope:
             row = Row(c.id, c.must, OUT_OF_SCOPE, [], c.out_of_scope, c)
+        elif na:  # holds only for other versions than this run's (catalog holds_for): not applicable
+            row = Row(c.id, c.must, OUT_OF_SCOPE, [], "not applicable to this run's versions: holds for "
+                      + ", ".join(f"{n} {b}" for n, b in c.holds_for)
+                      + f" (ran tailscale {versions['tailscale']}, headscale {versions['headscale']})", c)
         elif entry is None and not_tested:
             row = Row(c.id, c.must, NOT_TESTED, [], "the run could not test the SUT (see above)", c)
         elif entry is None:

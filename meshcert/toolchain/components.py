@@ -67,13 +67,37 @@ VERSIONED = ("tailscale", "headscale")
 _VERSION = re.compile(r"^v\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?$")  # a Go module version (semver with a v)
 
 
+# The one Go toolchain newer than this machine's that the Go module proxy serves here (the go
+# command fetches it like a module when GOTOOLCHAIN names it; /work/.library/env notes, measured
+# 2026-12-02: go1.27.3 served, nothing newer). A component whose go.mod needs a Go newer than
+# the machine's is pinned and built with it, that component alone (its cache key hashes it):
+# tailscale v1.104.x needs go 1.27.x.
+SERVED_NEWER_TOOLCHAIN = "go1.27.3"
+
+
 @lru_cache(maxsize=1)
 def go_version() -> str:
+    """This machine's own Go (GOTOOLCHAIN=local: an exported GOTOOLCHAIN does not change it)."""
     go = shutil.which("go") or ("/usr/local/go/bin/go" if os.path.exists("/usr/local/go/bin/go") else None)
     if not go:
         raise EnvironmentProblem("Go toolchain", "no `go` on PATH", "install Go >= 1.26.4 (headscale v0.29 needs it)")
-    out = subprocess.run([go, "env", "GOVERSION"], capture_output=True, text=True, check=True).stdout.strip()
+    out = subprocess.run([go, "env", "GOVERSION"], capture_output=True, text=True, check=True,
+                         env=dict(os.environ, GOTOOLCHAIN="local")).stdout.strip()
     return out
+
+
+def go_key(v: str) -> tuple[int, ...]:
+    """Sort key of a Go version (``go1.27.3`` or ``1.27``)."""
+    return tuple(int(x) for x in re.findall(r"\d+", v)[:3])
+
+
+def toolchain_for(go_line: str) -> str:
+    """The GOTOOLCHAIN a module whose go.mod says ``go <go_line>`` builds with: ``local`` when
+    this machine's Go is new enough, else the served newer toolchain (if it is new enough; if not,
+    ``local``, and go's own "requires go >=" error says why)."""
+    if go_key(go_line) <= go_key(go_version()):
+        return "local"
+    return SERVED_NEWER_TOOLCHAIN if go_key(go_line) <= go_key(SERVED_NEWER_TOOLCHAIN) else "local"
 
 
 def _go() -> str:
@@ -117,11 +141,25 @@ class Component:
         return m.group(1) if m else "?"
 
     @property
+    def toolchain(self) -> str:
+        """GOTOOLCHAIN for this module's go commands (:func:`toolchain_for` its go.mod's ``go`` line)."""
+        m = re.search(r"^go\s+(\S+)", (self.module_dir / "go.mod").read_text(), re.M)
+        return toolchain_for(m.group(1)) if m else "local"
+
+    @property
+    def go(self) -> str:
+        """The Go version that builds it (this machine's, or the served newer toolchain)."""
+        return go_version() if self.toolchain == "local" else self.toolchain
+
+    def go_env(self, **extra: str) -> dict[str, str]:
+        return dict(os.environ, GOTOOLCHAIN=self.toolchain, GOWORK="off", **extra)
+
+    @property
     def key(self) -> str:
         h = hashlib.sha256()
         for f in ("go.mod", "go.sum"):
             h.update((self.module_dir / f).read_bytes())
-        h.update(go_version().encode())
+        h.update(self.go.encode())
         return h.hexdigest()[:12]
 
     @property
@@ -168,7 +206,7 @@ class Component:
         """The extracted source of this version's main module (Go module cache), downloaded
         through the module proxy and checked against our go.sum."""
         self.require_pinned()
-        env = dict(os.environ, GOFLAGS=_goflags("-mod=readonly"), GOWORK="off")
+        env = self.go_env(GOFLAGS=_goflags("-mod=readonly"))
         mod = f"{MODULES[self.name]}@{self.version}"
         r = subprocess.run([_go(), "mod", "download", "-json", mod], capture_output=True, text=True,
                            cwd=str(self.module_dir), env=env)
@@ -185,7 +223,7 @@ class Component:
         tmp = self.out_dir.with_name(self.out_dir.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        env = dict(os.environ, CGO_ENABLED="0", GOFLAGS=_goflags("-buildvcs=false", "-mod=readonly"))
+        env = self.go_env(CGO_ENABLED="0", GOFLAGS=_goflags("-buildvcs=false", "-mod=readonly"))
         log = cache_dir() / ("go-build-" + (self.name if self.release is None else f"{self.name}@{self.release}")
                              + ".log")
         # The build runs in a copy of the module folder: an installed meshcert's package data may be
@@ -194,7 +232,7 @@ class Component:
         shutil.rmtree(src, ignore_errors=True)
         shutil.copytree(self.module_dir, src)
         try:
-            with progress.step(f"go build {self.name} {self.version} "
+            with progress.step(f"go build {self.name} {self.version} with {self.go} "
                                f"(pinned in meshcert/toolchain/tools/{self.module_dir.name}, verified by go.sum)"):
                 try:
                     progress.run_streamed([_go(), "build", "-trimpath", *ldflags(self.name, self.version),
@@ -285,17 +323,29 @@ def pin(name: str, version: str, into: Path | None = None) -> Path:
     tmp.mkdir(parents=True)
     go_line = go_version().removeprefix("go")
     (tmp / "go.mod").write_text(f"module meshcert.local/tools/{name}\n\ngo {go_line}\n")
-    env = dict(os.environ, GOFLAGS=_goflags("-mod=mod"), GOWORK="off")
     mod = MODULES[name]
     cmds = [[_go(), "get", "-tool", *(f"{t}@{version}" for t in tool_packages(name))], [_go(), "mod", "tidy"]]
     proxy = subprocess.run([_go(), "env", "GOPROXY"], capture_output=True, text=True).stdout.strip()
+    toolchain = "local"
     with progress.step(f"pinning {name} {version} (go get -tool, go mod tidy; module proxy: {proxy or '?'})"):
         for cmd in cmds:
-            r = subprocess.run(cmd, cwd=str(tmp), env=env, capture_output=True, text=True)
+            while True:
+                env = dict(os.environ, GOFLAGS=_goflags("-mod=mod"), GOWORK="off", GOTOOLCHAIN=toolchain)
+                r = subprocess.run(cmd, cwd=str(tmp), env=env, capture_output=True, text=True)
+                need = re.search(r"requires go >= (\S+) \(running go", r.stderr) if r.returncode else None
+                # a version that needs a newer Go than the machine's: once more with the served newer
+                # toolchain, if that one is new enough (the built module then builds with it too)
+                if need and toolchain == "local" and toolchain_for(need.group(1)) != "local":
+                    toolchain = toolchain_for(need.group(1))
+                    progress.say(f"{name} {version} needs go >= {need.group(1)}: using {toolchain} "
+                                 "(the newest Go toolchain the module proxy serves here)")
+                    continue
+                break
             if r.returncode != 0:
                 why = go_refusal(r.stderr, mod, version)
                 if "requires go" in why:
-                    fix = "a Go toolchain that new (install it, or GOTOOLCHAIN), or an older version"
+                    fix = (f"the newest Go toolchain the module proxy serves here is {SERVED_NEWER_TOOLCHAIN}: "
+                           "pick an older version (or install a newer Go)")
                 elif "checksum database" in why:
                     fix = ("the checksum database does not know a module this version needs: pick another version "
                            "(meshcert never turns the check off)")

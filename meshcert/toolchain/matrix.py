@@ -2,7 +2,8 @@
 and whether each is built here.
 
 Defaults (``default_versions``):
-- tailscale: the newest version the module proxy serves, the pinned one, and the oldest the
+- tailscale: the newest version the module proxy serves, the newest served one that builds here
+  (:func:`newest_buildable`: see TAILSCALE_NEWEST_SERVED's note), the pinned one, and the oldest the
   pinned headscale still supports -- read from headscale's capability-version table
   (``hscontrol/capver/capver_generated.go``: ``MinSupportedCapabilityVersion`` and the
   ``"v1.80": 113`` rows), never guessed;
@@ -36,6 +37,12 @@ HEADSCALE_PREVIOUS_MINOR = "v0.28.0"
 HEADSCALE_BEFORE_ROUTES_API = "v0.25.1"
 # Fallbacks when the module proxy cannot be asked for tailscale.com's versions (same note).
 TAILSCALE_NEWEST_SERVED = "v1.104.7"
+# Measured here on 2026-12-02 (`meshcert matrix add`, go get + go mod tidy through the proxy):
+# v1.104.7 needs go >= 1.27.4 while the newest toolchain the proxy serves is go1.27.3; every
+# v1.104.x (v1.104.0..6; v1.104.3 is refused) needs gvisor.dev/gvisor@v0.0.0-20260915211658-
+# a6f909f08a72, whose zip the proxy refuses (403). The newest served AND buildable is therefore
+# the newest v1.102 patch, v1.102.5 (go 1.26.6; pinned in tools/tailscale@v1.102.5). The default
+# matrix runs it beside the newest served one (whose column shows why it is not built).
 BUILT, MISSING, NOT_BUILT = "built", "missing", "not built"
 
 
@@ -136,8 +143,16 @@ def default_versions() -> dict[str, list[str]]:
     oldest = (_newest_patch(minor, stable) or _newest_patch(minor, components.pinned_versions("tailscale"))
               or f"{minor}.0")
     hs_pinned = components.COMPONENTS["headscale"].version
-    return {"tailscale": _unique([newest, ts_pinned, oldest]),
+    return {"tailscale": _unique([newest, newest_buildable("tailscale", stable), ts_pinned, oldest]),
             "headscale": _unique([hs_pinned, HEADSCALE_PREVIOUS_MINOR, HEADSCALE_BEFORE_ROUTES_API])}
+
+
+def newest_buildable(name: str, served: list[str] | None = None) -> str:
+    """The newest version of ``name`` pinned here whose build has not failed (pinning it is what
+    proves the proxy serves it whole, with a Go toolchain it serves), among ``served`` when given."""
+    ok = [v for v in components.pinned_versions(name) if status(name, v).state != NOT_BUILT
+          and (not served or v in served)]
+    return max(ok, key=components.version_key) if ok else components.COMPONENTS[name].version
 
 
 def _unique(vs: list[str]) -> list[str]:

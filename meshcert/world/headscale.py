@@ -4,7 +4,10 @@ started on the WAN network (alias ``headscale``; nodes reach it as ``control``, 
 toxiproxy), and ``Headscale``, the handle the checks use: the ``headscale`` CLI (JSON out),
 users and pre-auth keys, the live policy, nodes and route approvals, and its TLS /health.
 Like headscale's own hsic, the rest of the world talks to the control server only through
-this handle (see ControlServer in interface.py)."""
+this handle (see ControlServer in interface.py). The handle speaks its server's version
+(headscale_versions.py holds every difference between versions: CLI flags, REST paths, tags
+fields, routes table or node fields, policy format); what it returns reads the same on every
+version (nodes with ``tags``; ``routes()`` as node fields)."""
 
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from typing import Any
 from meshcert.secrets import Secret, redact
 from meshcert.world.base import Box, Launcher, WorldError, brief_error
 from meshcert.world.ca import Certs
+from meshcert.world.headscale_versions import Dialect, dialect, routes_as_nodes
 
 HEADSCALE_PORT = 8443
 CONTROL_ALIAS = "control"      # the name nodes use for the control server: toxiproxy in front of headscale
@@ -43,14 +47,18 @@ def _snake(value: Any) -> Any:
 
 
 class Headscale:
-    def __init__(self, box: Box, ip: str):
+    def __init__(self, box: Box, ip: str, version: str):
         self.box = box
         self.ip = ip
+        self.version = version
+        self.dialect: Dialect = dialect(version)
         self.key_ids: dict[str, int] = {}
+        self._key_users: dict[str, str] = {}  # key -> the --user it was made with (< 0.28 expires by key + user)
+        self.users: dict[int, str] = {}
         self._api_key: Secret | None = None
         self._ca_pem: bytes | None = None
-        # headscale < 0.28 (the version matrix) requires --user on every pre-auth key, tagged ones
-        # too: the world's user, set by the World; None (0.28+: tags are the node's identity): no --user
+        # headscale < 0.28 requires --user on every pre-auth key, tagged ones too: the first user
+        # created (the world's); None (0.28+: tags are the node's identity): no --user
         self.default_user: int | None = None
 
     def enable_api(self, ca_pem: bytes) -> None:
@@ -117,7 +125,20 @@ class Headscale:
             conn.close()
 
     def create_user(self, name: str) -> int:
-        return int(self.cli("users", "create", name)["id"])
+        uid = int(self.cli("users", "create", name)["id"])
+        self.users[uid] = name
+        if self.dialect.user_required and self.default_user is None:
+            self.default_user = uid
+        return uid
+
+    def user_arg(self, user_id: int) -> str:
+        """What ``preauthkeys --user`` takes for ``user_id`` on this version: the ID (0.26+) or
+        the user's name (0.25)."""
+        if self.dialect.user_by == "id":
+            return str(user_id)
+        if user_id not in self.users:
+            self.users.update({int(u["id"]): u["name"] for u in self.cli("users", "list") or []})
+        return self.users[user_id]
 
     def preauth_key(self, tags: Iterable[str], *, reusable: bool = True, ephemeral: bool = False,
                     expiration: str = "1h", user_id: int | None = None) -> Secret:
@@ -128,20 +149,39 @@ class Headscale:
             args.append("--ephemeral")
         if user_id is None:
             user_id = self.default_user
-        if user_id is not None:
-            args += ["--user", str(user_id)]
+        user = self.user_arg(user_id) if user_id is not None else None
+        if user is not None:
+            args += ["--user", user]
         tags = list(tags)
         if tags:
             args += ["--tags", ",".join(tags)]
         out = self.cli(*args)
         secret = Secret(out["key"], "pre-auth key")
-        self.key_ids[secret.reveal()] = int(out.get("id") or 0)
+        self.remember_key(secret, int(out.get("id") or 0), user)
         return secret
 
+    def remember_key(self, key: Secret, key_id: int, user: str | None) -> None:
+        """Keep what expiring ``key`` later takes (its ID; before 0.28 its user too)."""
+        self.key_ids[key.reveal()] = key_id
+        if user is not None:
+            self._key_users[key.reveal()] = user
+
     def expire_preauth_key(self, key: Secret) -> None:
-        self.cli("preauthkeys", "expire", "--id", str(self.key_ids[key.reveal()]))
+        if self.dialect.expire_by == "id":
+            self.cli("preauthkeys", "expire", "--id", str(self.key_ids[key.reveal()]))
+            return
+        # < 0.28: `preauthkeys expire KEY --user U` (the key is an argument: redacted in any error)
+        user = self._key_users.get(key.reveal()) or self.user_arg(self.default_user)
+        self.cli("preauthkeys", "expire", key.reveal(), "--user", user)
 
     def set_policy_text(self, text: str) -> None:
+        """Make ``text`` (a v2 policy, JSON or HuJSON) the live policy; a version that reads
+        policy v1 gets it in v1 (JSON only: a HuJSON text is sent as written)."""
+        if self.dialect.policy_v1:
+            try:
+                text = json.dumps(self.dialect.policy(json.loads(text)), indent=2)
+            except json.JSONDecodeError:
+                pass
         if self._api_key is not None:
             try:
                 self.api("PUT", "policy", {"policy": text})
@@ -159,7 +199,11 @@ class Headscale:
                              "fix the policy (run `headscale policy check` semantics: tags need tagOwners, users end in @)")
 
     def nodes(self) -> list[dict]:
-        return self.cli("nodes", "list") or []
+        """Every node, with ``tags`` the tags it carries on every version (dialect.node_tags)."""
+        return [self._node(n) for n in self.cli("nodes", "list") or []]
+
+    def _node(self, n: dict) -> dict:
+        return {**n, "tags": self.dialect.node_tags(n)} if self.dialect.split_tags else n
 
     def node_id(self, hostname: str) -> int:
         for n in (self.routes() if self._api_key is not None else self.nodes()):  # the API lists every node
@@ -168,21 +212,42 @@ class Headscale:
         raise WorldError(f"headscale has no node named {hostname}")
 
     def routes(self) -> list[dict]:
-        """Every node with its routes (available, approved, serving): the REST API's node list
-        when enabled (a superset of `nodes list-routes`, which leaves out nodes without routes),
-        else the CLI's `nodes list-routes`."""
+        """Every node with its routes as node fields (``available_routes``, ``approved_routes``,
+        ``subnet_routes``): the REST API's node list when enabled (a superset of `nodes
+        list-routes`, which leaves out nodes without routes), else the CLI's `nodes list-routes`;
+        before 0.26 the route table (REST /routes, else `routes list`) folded into the nodes."""
+        if self.dialect.routes_table:
+            table = self.api("GET", "routes").get("routes") if self._api_key is not None else self.cli("routes", "list")
+            return [self._node(n) for n in routes_as_nodes(table or [], self.cli("nodes", "list") or [])]
         if self._api_key is not None:
-            return self.api("GET", "node").get("nodes") or []
-        return self.cli("nodes", "list-routes") or []
+            return [self._node(n) for n in self.api("GET", "node").get("nodes") or []]
+        return [self._node(n) for n in self.cli("nodes", "list-routes") or []]
 
     def approve_routes(self, node_id: int, cidrs: Iterable[str]) -> dict:
         """Approve exactly ``cidrs`` for the node; returns the node as headscale now holds it
-        (its ``approved_routes`` among the rest)."""
+        (its ``approved_routes`` among the rest). Before 0.26: each of the node's advertised
+        routes enabled when in ``cidrs``, disabled when not (REST /routes/{id}/enable|disable,
+        else `routes enable|disable -r ROUTE_ID`)."""
         cidrs = list(cidrs)
+        if self.dialect.routes_table:
+            table = self.api("GET", "routes").get("routes") if self._api_key is not None else self.cli("routes", "list")
+            mine = [r for r in table or [] if str((r.get("node") or {}).get("id")) == str(node_id)]
+            missing = set(cidrs) - {r.get("prefix") for r in mine}
+            if missing:
+                raise WorldError(f"headscale {self.version}: node {node_id} advertises no route {sorted(missing)}")
+            for r in mine:
+                want = r.get("prefix") in cidrs
+                if bool(r.get("enabled")) != want:
+                    action = "enable" if want else "disable"
+                    if self._api_key is not None:
+                        self.api("POST", f"routes/{int(r['id'])}/{action}")
+                    else:
+                        self.cli("routes", action, "-r", str(r["id"]))
+            return next((n for n in self.routes() if str(n.get("id")) == str(node_id)), {})
         if self._api_key is not None:
-            return self.api("POST", f"node/{int(node_id)}/approve_routes", {"routes": cidrs}).get("node") or {}
-        return self.cli("nodes", "approve-routes", "--identifier", str(node_id), "--routes", ",".join(cidrs)) or {}
-
+            return self._node(self.api("POST", f"node/{int(node_id)}/approve_routes", {"routes": cidrs}).get("node") or {})
+        return self._node(self.cli("nodes", "approve-routes", "--identifier", str(node_id), "--routes", ",".join(cidrs))
+                          or {})
 
 
 def start_headscale(run: Launcher, image: str, certs: Certs) -> Box:

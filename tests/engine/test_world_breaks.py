@@ -2,11 +2,14 @@
 with a message naming the clause, the pair, the expected and the observed."""
 
 import copy
+import dataclasses
 
 import pytest
 
 from meshcert.checks import ClauseFailure, acl, route
-from meshcert.world.topology import DB_TAG, SERVER_TAG
+from meshcert.world import World
+from meshcert.world.topology import DB_TAG, SERVER_TAG, guide_topology
+from tests.common.engine import free_vlan
 from tests.common.faults import aims_at
 
 pytestmark = [pytest.mark.engine]
@@ -201,4 +204,40 @@ def test_errata2_fails_when_the_id_key_cannot_join(steady_world, caught):
     assert e.value.clause == "ERRATA-2"
     assert "key reaches BackendState Running" in str(e.value) and "NeedsLogin" in str(e.value)
     assert "agent-errata2" not in steady_world.pods, "the extra pod must be removed even when the clause fails"
+    caught(e.value.clause)
+
+
+class _HeadscaleIgnoringEnable:
+    """A headscale < 0.26 box whose `routes enable` answers success and enables nothing."""
+
+    def __init__(self, box):
+        self._box = box
+
+    def exec(self, cmd, *a, **k):
+        if cmd[:3] == ["headscale", "routes", "enable"] and "/" not in cmd[-1]:  # the ID form; the CIDR one runs
+            return 0, ""
+        return self._box.exec(cmd, *a, **k)
+
+
+@pytest.fixture(scope="module")
+def old_headscale_world(tmp_path_factory):
+    """A world on headscale v0.25.1 (ROUTE-3 holds only before 0.26), built for this module."""
+    w = World(topology=dataclasses.replace(guide_topology(free_vlan()), headscale="v0.25.1"))
+    w.log_root = tmp_path_factory.mktemp("old-headscale-logs")
+    w.start()
+    try:
+        yield w
+    finally:
+        w.stop()
+
+
+@aims_at("world", "headscale-ignores-routes-enable", "ROUTE-3",
+         "a headscale < 0.26 whose `routes enable --route ID` answers success but enables nothing")
+def test_route3_fails_when_routes_enable_enables_nothing(old_headscale_world, monkeypatch, caught):
+    w = old_headscale_world
+    monkeypatch.setattr(w.headscale, "box", _HeadscaleIgnoringEnable(w.headscale.box))
+    with pytest.raises(ClauseFailure) as e:
+        route.route3_guide_routes_enable_works(w)
+    msg = str(e.value)
+    assert e.value.clause == "ROUTE-3" and "to show" in msg and "enabled on router" in msg, msg
     caught(e.value.clause)

@@ -228,3 +228,50 @@ def test_a_column_not_tested_still_shows_which_clauses_do_not_apply():
     table = report_matrix.table([col], ["ACL-1", "ERRATA-1"])
     assert "| ACL-1 | not tested |" in table and "| ERRATA-1 | n/a |" in table
     assert report_matrix.verdict([col], ["ACL-1", "ERRATA-1"])[0] == 3
+
+
+def test_a_matrix_session_is_split_per_tailscale_version(tmp_path):
+    """One world per headscale version runs every tailscale version (test ids carry
+    [ts-<version>]); each column takes its own tests, outcomes and versions."""
+    results = {"clauses": {
+        "ACL-1": {"outcome": "failed", "tests": [
+            {"test": "conformance/test_acl.py::test_a[ts-v1.102.3]", "outcome": "passed"},
+            {"test": "conformance/test_acl.py::test_a[ts-v1.80.3]", "outcome": "failed"}]},
+        "ROUTE-3": {"outcome": "passed", "tests": [
+            {"test": "conformance/test_route.py::test_r[ts-v1.80.3]", "outcome": "passed"}]}},
+        "extra": {"versions": {"headscale": "v0.25.1", "tailscale_default": "v1.80.3",
+                               "tailscale": {"agent": "v1.80.3"}}}}
+    new = report_matrix.results_of(results, "v1.102.3")
+    assert new["clauses"] == {"ACL-1": {"outcome": "passed", "tests": [
+        {"test": "conformance/test_acl.py::test_a[ts-v1.102.3]", "outcome": "passed"}]}}
+    assert new["extra"]["versions"] == {"headscale": "v0.25.1", "tailscale_default": "v1.102.3",
+                                        "tailscale": {"agent": "v1.102.3"}}
+    old = report_matrix.results_of(results, "v1.80.3")
+    assert old["clauses"]["ACL-1"]["outcome"] == "failed" and old["clauses"]["ROUTE-3"]["outcome"] == "passed"
+    junit = tmp_path / "junit.xml"
+    junit.write_text(
+        '<testsuites><testsuite>'
+        '<testcase name="test_known_finding[ts-v1.80.3-hs-old-route]"><skipped type="pytest.xfail" message="x"/>'
+        '</testcase><testcase name="test_known_finding[ts-v1.102.3-hs-old-route]"><failure message="XPASS"/>'
+        '</testcase><testcase name="test_known_finding[other]"><skipped type="pytest.skip" message="y"/></testcase>'
+        '<testcase name="test_a[ts-v1.80.3]"/></testsuite></testsuites>')
+    assert report_matrix.findings_from_junit(junit) == {"v1.80.3": {"hs-old-route": "xfailed"},
+                                                        "v1.102.3": {"hs-old-route": "failed"},
+                                                        None: {"other": "skipped"}}
+    col = report_matrix.column("v1.102.3", "v0.25.1", report_matrix.RUN, clauses={"ACL-1": "passed"})
+    col["findings"] = {"hs-old-route": "failed"}
+    code, lines = report_matrix.verdict([col], ["ACL-1"])
+    assert code == 1 and "finding hs-old-route did not behave as recorded with tailscale v1.102.3" in lines[0]
+
+
+def test_the_matrix_page_shows_every_column_and_finding(tmp_path):
+    cols = [report_matrix.column("v1.102.3", "v0.25.1", report_matrix.RUN, report=str(tmp_path / "hs-v0.25.1"),
+                                 clauses={"ACL-1": "passed", "ERRATA-1": "n/a"}),
+            report_matrix.column("v1.104.7", "v0.25.1", report_matrix.NOT_BUILT, reason="needs go >= 1.27.4")]
+    cols[0]["findings"] = {"hs-old-route": "xfailed"}
+    report_matrix.write(tmp_path, {}, ["ACL-1", "ERRATA-1"], cols)
+    page = (tmp_path / "matrix.html").read_text()
+    assert '<td class="ok">passed</td>' in page and '<td class="na">n/a</td>' in page
+    assert "finding: hs-old-route</th><td class=\"known\">xfailed</td>" in page
+    assert 'href="hs-v0.25.1/report.html"' in page
+    assert "tailscale v1.104.7 + headscale v0.25.1: not built: needs go &gt;= 1.27.4" in page

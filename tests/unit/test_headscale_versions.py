@@ -1,0 +1,49 @@
+"""The headscale dialects (meshcert/world/headscale_versions.py): each difference between the
+versions the matrix runs, as read in each version's source."""
+
+from meshcert.world.headscale_versions import dialect, routes_as_nodes
+
+
+def test_each_version_speaks_what_its_source_declares():
+    old, mid, pinned = dialect("v0.25.1"), dialect("v0.27.1"), dialect("v0.29.2")
+    # preauthkeys --user: StringP (0.25), Uint64P required (0.27), Uint64P optional (0.29)
+    assert (old.user_by, old.user_required) == ("name", True)
+    assert (mid.user_by, mid.user_required) == ("id", True)
+    assert (pinned.user_by, pinned.user_required) == ("id", False)
+    # preauthkeys expire KEY (< 0.28) vs expire --id (0.28+)
+    assert (old.expire_by, mid.expire_by, pinned.expire_by) == ("key", "key", "id")
+    # routes: a table of their own before 0.26 (routes list / enable -r ROUTE_ID)
+    assert (old.routes_table, mid.routes_table, pinned.routes_table) == (True, False, False)
+    assert (old.policy_v1, mid.policy_v1) == (True, False)
+    assert (old.route_change_needs_full_map, mid.route_change_needs_full_map) == (True, False)
+    assert (old.split_tags, mid.split_tags, pinned.split_tags) == (True, True, False)
+
+
+def test_node_tags_read_the_fields_of_each_version():
+    node = {"forced_tags": ["tag:a"], "valid_tags": ["tag:b"], "invalid_tags": ["tag:c"], "tags": ["tag:x"]}
+    assert dialect("v0.27.1").node_tags(node) == ["tag:a", "tag:b"]  # invalid_tags are refused, not carried
+    assert dialect("v0.29.2").node_tags(node) == ["tag:x"]
+
+
+def test_a_v2_policy_is_written_in_v1_for_an_old_server():
+    doc = {"tagOwners": {"tag:a": ["meshcert@"]}, "groups": {"group:g": ["alice@"]},
+           "acls": [{"action": "accept", "src": ["meshcert@", "tag:a"], "dst": ["meshcert@:22", "tag:a:22",
+                                                                               "10.0.0.0/24:22"]}]}
+    v1 = dialect("v0.25.1").policy(doc)
+    assert v1["tagOwners"] == {"tag:a": ["meshcert"]}
+    assert v1["groups"] == {"group:g": ["alice"]}
+    assert v1["acls"][0]["src"] == ["meshcert", "tag:a"]
+    assert v1["acls"][0]["dst"] == ["meshcert:22", "tag:a:22", "10.0.0.0/24:22"]
+    assert dialect("v0.27.1").policy(doc) is doc
+
+
+def test_the_old_route_table_folds_into_node_fields():
+    nodes = [{"id": "1", "given_name": "router"}, {"id": "2", "given_name": "agent"}]
+    table = [{"id": "7", "node": {"id": "1", "given_name": "router"}, "prefix": "10.0.0.0/24", "advertised": True,
+              "enabled": True, "is_primary": True},
+             {"id": "8", "node": {"id": "1", "given_name": "router"}, "prefix": "10.1.0.0/24", "advertised": True}]
+    got = {n["given_name"]: n for n in routes_as_nodes(table, nodes)}
+    assert got["router"]["available_routes"] == ["10.0.0.0/24", "10.1.0.0/24"]
+    assert got["router"]["approved_routes"] == ["10.0.0.0/24"]
+    assert got["router"]["subnet_routes"] == ["10.0.0.0/24"]
+    assert got["agent"]["approved_routes"] == []
