@@ -33,6 +33,8 @@ BINARIES: dict[str, dict[str, str]] = {
     "kubernetes": {"kubelet": "kubelet", "kubeadm": "kubeadm", "kubectl": "kubectl",
                    "kube-apiserver": "kube-apiserver", "kube-controller-manager": "kube-controller-manager",
                    "kube-scheduler": "kube-scheduler", "server": "etcd"},
+    # The world's secret store (meshcert/world/vault.py, issue 13): SSH CA + database users.
+    "vault": {"vault": "vault"},
 }
 
 
@@ -41,6 +43,8 @@ def ldflags(name: str, version: str) -> list[str]:
     (its release scripts set them; without them kubeadm reports v0.0.0 and asks for images of
     that version); ``-s -w`` drop the symbol tables of these large binaries (about a third of
     the node image's Kubernetes bytes)."""
+    if name == "vault":
+        return ["-ldflags", "-s -w"]  # symbol tables are most of vault's bytes; we never debug it
     if name != "kubernetes":
         return []
     major, minor = version.lstrip("v").split(".")[:2]
@@ -78,7 +82,8 @@ class Component:
         text = (self.module_dir / "go.mod").read_text()
         want = {"headscale": "github.com/juanfont/headscale", "tailscale": "tailscale.com",
                 "toxiproxy": "github.com/Shopify/toxiproxy/v2", "helm": "helm.sh/helm/v3",
-                "kind": "sigs.k8s.io/kind", "kubernetes": "k8s.io/kubernetes"}[self.name]
+                "kind": "sigs.k8s.io/kind", "kubernetes": "k8s.io/kubernetes",
+                "vault": "github.com/hashicorp/vault"}[self.name]
         m = re.search(rf"^\s*(?:require\s+)?{re.escape(want)}\s+(v\S+)", text, re.M)
         return m.group(1) if m else "?"
 
