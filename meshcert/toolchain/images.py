@@ -24,7 +24,7 @@ from pathlib import Path
 import docker
 
 from meshcert.errors import EnvironmentProblem
-from meshcert.toolchain import components, paths, progress
+from meshcert.toolchain import components, credimages, paths, progress
 from meshcert.toolchain.paths import PACKAGE, cache_dir
 
 BASE_PACKAGES = ["python3", "ca-certificates", "iproute2", "nftables", "iptables", "procps", "tini"]
@@ -126,7 +126,7 @@ class Recipe:
 
 def recipes() -> dict[str, Recipe]:
     bins = {}
-    for comp in ("tailscale", "headscale", "toxiproxy"):
+    for comp in ("tailscale", "headscale", "toxiproxy", "vault"):
         bins[comp] = components.COMPONENTS[comp]
     def binfiles(comp: str) -> dict[str, Path]:
         return {f"/usr/local/bin/{n}": p for n, p in bins[comp].paths().items()}
@@ -140,6 +140,9 @@ def recipes() -> dict[str, Recipe]:
         "toxiproxy": Recipe("toxiproxy", binfiles("toxiproxy")),
         "sut-reference": Recipe("sut-reference",
                                 {"/opt/sut/runtime.py": PACKAGE / "sut" / "reference" / "runtime.py"}),
+        # the credential layer (issue 13): credimages.py
+        **{name: Recipe(name, binfiles("vault") if name == "vault" else {}, parent=parent, extra=extra)
+           for name, (parent, extra) in credimages.recipe_specs().items()},
     }
 
 
@@ -154,7 +157,7 @@ def _file_digest(p: Path) -> str:
 def build(c: docker.DockerClient, name: str, built: dict[str, str]) -> str:
     r = recipes()[name]
     parent = built["base"] if r.parent == "base" else built[r.parent]
-    if name in ("tailscale", "headscale", "toxiproxy"):
+    if name in ("tailscale", "headscale", "toxiproxy", "vault"):
         components.COMPONENTS[name].ensure()
     df = r.dockerfile(parent)
     tag = f"meshcert/{name}:{_hash(df, *(d + _file_digest(p) for d, p in sorted(r.files.items())))}"
@@ -184,7 +187,7 @@ def _build_image(c: docker.DockerClient, name: str, r, df: str, tag: str) -> Non
 
 def ensure_images(c: docker.DockerClient, names: tuple[str, ...] = ("host", "tailscale", "headscale", "toxiproxy")) -> dict[str, str]:
     built = {"base": base_image(c)}
-    order = ["host", "tailscale", "headscale", "toxiproxy", "sut-reference"]
+    order = ["host", "tailscale", "headscale", "toxiproxy", "sut-reference", *credimages.recipe_specs()]
     for n in order:
         if n in names or any(recipes()[m].parent == n for m in names):
             built[n] = build(c, n, built)
