@@ -52,7 +52,8 @@ from meshcert.world.host import start_host
 from meshcert.world.isolation import check_isolation
 from meshcert.world.node import TS_SOCKET, TailnetNode, join, start_node
 from meshcert.world.pod import SECRET_PATH, Pod, start_pod, start_sut_container
-from meshcert.world.topology import AgentSpec, NodeSpec, Topology, guide_topology
+from meshcert.world.targets import start_sshd_host, start_target_node
+from meshcert.world.topology import AgentSpec, HostSpec, NodeSpec, Topology, guide_topology
 from meshcert.world.toxiproxy import TOXI_API, Toxiproxy, start_toxiproxy
 
 SENTINEL_SRC = "192.0.2.1/32"  # TEST-NET-1: never a packet, only a marker in the policy
@@ -139,7 +140,8 @@ class World:
         self.client = engine.ensure_engine()
         lbl.sweep(self.client)
         self.images = images.ensure_images(
-            self.client, ("host", "tailscale", "headscale", "toxiproxy") + (() if self.sut_image else ("sut-reference",)))
+            self.client, ("host", "tailscale", "headscale", "toxiproxy") + (() if self.sut_image else ("sut-reference",))
+            + tuple(sorted({s.image for s in self.topology.nodes} | {h.image for h in self.topology.hosts})))
         if self.sut_image:
             require_image(self.client, self.sut_image)  # SutNotTestable naming the image and how to load it
         check_isolation(self.client, self.images["host"])
@@ -166,14 +168,13 @@ class World:
             except docker.errors.APIError as e:
                 raise WorldError(f"could not create network {net.name} ({net.subnet or 'auto'}): {e.explanation}",
                                  "a leftover network may hold the subnet: run `meshcert sweep`") from None
-        host_img = self.images["host"]
 
         with progress.step(f"world {self.run_id}: starting containers"):
             with concurrent.futures.ThreadPoolExecutor(max_workers=8) as ex:
                 f_hs = ex.submit(start_headscale, self.run_container, self.images["headscale"], self.certs)
                 f_tp = ex.submit(start_toxiproxy, self.run_container, self.images["toxiproxy"], CONTROL_ALIAS)
                 f_nodes = {s.name: ex.submit(self._start_node, s) for s in topo.nodes}
-                f_hosts = {s.name: ex.submit(start_host, self.run_container, host_img, s) for s in topo.hosts}
+                f_hosts = {s.name: ex.submit(self._start_host, s) for s in topo.hosts}
                 f_pods = {a.name: ex.submit(self._start_pod, a) for a in topo.pods}
                 hs_box, tp_box = f_hs.result(), f_tp.result()
                 node_boxes = {n: f.result() for n, f in f_nodes.items()}
@@ -225,7 +226,15 @@ class World:
         self._wait_mesh()
         self.timings["converge"] = time.monotonic() - t
 
+    def _start_host(self, spec: HostSpec) -> Box:
+        if spec.image != "host":  # a credential target: sshd beside the node agent (targets.py)
+            return start_sshd_host(self.run_container, self.images[spec.image], spec)
+        return start_host(self.run_container, self.images["host"], spec)
+
     def _start_node(self, spec: NodeSpec) -> Box:
+        if spec.image != "tailscale":  # a credential target: sshd or PostgreSQL beside tailscaled (targets.py)
+            return start_target_node(self.run_container, self.images[spec.image], spec, self.certs.ca_pem,
+                                     self.networks)
         return start_node(self.run_container, self.images["tailscale"], spec, self.certs.ca_pem, self.networks)
 
     def _create_volume(self, role: str) -> str:

@@ -1,0 +1,127 @@
+"""The credential layer on a running world (issue 13): ``credential_topology`` (the guide's
+world with real targets: sshd on ``server`` and on the legacy VLAN host, PostgreSQL on
+``database``), ``add_vault`` (Vault started, initialised, unsealed and configured, the targets
+made to trust it), and ``ToolBox``: the tool layer's client programs (Debian's ssh and psql) in
+a container joined to an agent pod's network namespace, so a login travels the pod's path
+(its sidecar, the mesh, ACLs and routes) exactly as the SUT's would.
+
+Like extra.py, this composes container kinds on a World; the World itself knows only that a
+node's or host's ``image`` may name a credential target (targets.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import secrets as pysecrets
+import time
+
+from meshcert.secrets import Secret
+from meshcert.toolchain import images as img
+from meshcert.world.base import Box, WorldError, container_state
+from meshcert.world.targets import SSH_PORT, install_ssh_ca, make_vault_admin, wait_postgres
+from meshcert.world.topology import Topology, guide_topology
+from meshcert.world.vault import Vault, serve_tls, start_vault
+from meshcert.world.world import World
+
+SSH_USER = "agent"
+
+
+def credential_topology(vlan: str | None = None) -> Topology:
+    """The guide's world with real targets. ``database`` serves no banner on 5432 (PostgreSQL
+    holds it and greets nobody: a query names the host instead, targets.py)."""
+    topo = guide_topology(vlan) if vlan else guide_topology()
+    nodes = []
+    for n in topo.nodes:
+        if n.name == "server":
+            n = dataclasses.replace(n, image="server")
+        elif n.name == "database":
+            n = dataclasses.replace(n, image="database", banner_ports=tuple(p for p in n.banner_ports if p != 5432))
+        nodes.append(n)
+    hosts = tuple(dataclasses.replace(h, image="sshd-host") if h.name == "legacy" else h for h in topo.hosts)
+    return dataclasses.replace(topo, nodes=tuple(nodes), hosts=hosts)
+
+
+def add_vault(world: World) -> Vault:
+    """Vault in ``world`` (whose topology is credential_topology's): started on its own volume,
+    initialised, unsealed, configured; sshd on every target trusts its SSH CA; Vault manages
+    PostgreSQL roles on ``database``. Its timings land in world.timings["vault"]."""
+    t0 = time.monotonic()
+    images = world.images
+    if "vault" not in images:
+        images.update(img.ensure_images(world.client, ("vault",)))
+    volume = world._create_volume("vault-data")
+    box = start_vault(world.run_container, images["vault"], volume)
+    ip = world.ip_of(box, "wan")
+    certs = serve_tls(box, ip, world.run_id)
+    vault = Vault(box, ip, certs)
+    vault.init_and_unseal()
+    db_box = world.boxes["database"]
+    wait_postgres(db_box)
+    vault.configure("database", make_vault_admin(db_box))
+    for role in ("server", "legacy"):
+        if role in world.boxes:
+            install_ssh_ca(world.boxes[role], vault.ssh_ca_public_key)
+    world.timings["vault"] = time.monotonic() - t0
+    return vault
+
+
+@dataclasses.dataclass
+class Result:
+    code: int
+    out: str
+
+
+class ToolBox:
+    """ssh and psql in the pod ``pod_name``'s network namespace (the ``clients`` image). Keys
+    are made inside it and never leave it; a password reaches psql through its environment."""
+
+    def __init__(self, world: World, pod_name: str = "agent"):
+        if "clients" not in world.images:
+            world.images.update(img.ensure_images(world.client, ("clients",)))
+        pod = world.pods[pod_name]
+        self.pod = pod_name
+        self.box: Box = world.run_container(f"{pod_name}-clients", world.images["clients"], ["sleep", "infinity"],
+                                            **pod.netns)
+
+    def new_key(self) -> tuple[str, str]:
+        """A fresh ed25519 key pair inside the container: (its path, its public key)."""
+        path = f"/tmp/run-{pysecrets.token_hex(4)}"
+        code, out = self.box.exec(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "meshcert-run", "-f", path])
+        if code != 0:
+            raise WorldError(f"ssh-keygen in {self.box.name} failed: {out.strip()[-300:]}")
+        code, pub = self.box.exec(["cat", path + ".pub"])
+        return path, pub.strip()
+
+    def put_cert(self, key_path: str, signed: str) -> None:
+        self.box.put({key_path + "-cert.pub": (signed.strip().encode() + b"\n", 0o644)})
+
+    def forget_key(self, key_path: str) -> None:
+        self.box.exec(["rm", "-f", key_path, key_path + ".pub", key_path + "-cert.pub"])
+
+    def ssh(self, key_path: str, host: str, command: str, timeout: float = 15) -> Result:
+        """``ssh agent@host command`` with the key and its certificate only (no agent, no other
+        identity, no password prompt)."""
+        code, out = self.box.exec([
+            "timeout", f"{timeout:g}", "ssh", "-F", "/dev/null", "-i", key_path,
+            "-o", f"CertificateFile={key_path}-cert.pub", "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
+            "-o", "PasswordAuthentication=no", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+            "-o", f"ConnectTimeout={max(1, int(timeout) - 2)}", "-o", "LogLevel=ERROR", "-p", str(SSH_PORT),
+            f"{SSH_USER}@{host}", command])
+        return Result(code, out)
+
+    def psql(self, host: str, user: str, password: Secret, sql: str, timeout: float = 15) -> Result:
+        r = self.box.container.exec_run(
+            ["timeout", f"{timeout:g}", "psql", "-X", "-qAt", "-v", "ON_ERROR_STOP=1",
+             f"host={host} port=5432 dbname=postgres user={user} connect_timeout={max(1, int(timeout) - 2)} "
+             "sslmode=disable", "-c", sql],
+            environment={"PGPASSWORD": password.reveal()})
+        return Result(r.exit_code, r.output.decode(errors="replace") if r.output else "")
+
+    def state(self) -> str:
+        return container_state(self.box)
+
+
+def sshd_accepted(log: str, serial: int | str) -> list[str]:
+    """The lines of an sshd log (LogLevel VERBOSE) accepting a certificate with ``serial``."""
+    return [line for line in log.splitlines()
+            if "Accepted publickey" in line and re.search(rf"\bserial {serial}\b", line)]

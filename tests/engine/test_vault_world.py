@@ -1,0 +1,113 @@
+"""The credential layer's world, real (issue 13): Vault started, initialised, unsealed and
+configured by meshcert; a certificate Vault signed logs in to ``server`` over the mesh (and to
+the legacy VLAN host through the subnet router), a PostgreSQL role Vault made logs in to
+``database``; after the run's token is revoked the role is gone and cannot log in, and once the
+certificate's validity (the TTL the run asked for) is over sshd refuses it."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from meshcert.secrets import leaks, registered
+from meshcert.world.base import wait_for
+from meshcert.world.credentials import ToolBox, add_vault, credential_topology, sshd_accepted
+from meshcert.world.targets import pg_roles
+from meshcert.world.world import World
+
+pytestmark = [pytest.mark.engine]
+
+# The run's declared length in this test and the margin its credentials may outlive it by:
+# the margin covers clock skew between Vault and sshd (one machine: none) and the time from
+# signing to the first use; a CRED-3 check states its own.
+RUN_TTL_S = 30
+# The first WireGuard handshake after a node joins can be lost for 5 s, once 16-17 s (common.md).
+FIRST_PATH_S = 25
+
+
+@pytest.fixture(scope="module")
+def cred_world():
+    vlan = os.environ.get("MESHCERT_VLAN")
+    w = World(topology=credential_topology(vlan))
+    w.start()
+    try:
+        vault = add_vault(w)
+        yield w, vault, ToolBox(w)
+    finally:
+        w.stop()
+
+
+def _first(fn, what: str, timeout: float):
+    """Retry ``fn`` (returning a Result) until it exits 0; the last Result either way."""
+    last = []
+
+    def ok():
+        last[:] = [fn()]
+        return last[0].code == 0
+    try:
+        wait_for(what, ok, timeout, interval=1)
+    except Exception:
+        pass
+    return last[0]
+
+
+def test_vault_credentials_log_in_over_the_mesh_and_die_with_the_run(cred_world):
+    w, vault, tb = cred_world
+    assert vault.seal_status()["sealed"] is False
+    root = vault.root.reveal()
+    # the root token and unseal key are registered secrets: masked in every log we save
+    assert root in registered() and vault.unseal_key.reveal() in registered()
+
+    login = vault.login(vault.approle_creds())
+    run = vault.run_token(login, f"{RUN_TTL_S}s")
+    key, pub = tb.new_key()
+    signed = vault.sign_ssh(run, pub, f"{RUN_TTL_S}s")
+    t_signed = time.monotonic()
+    tb.put_cert(key, signed["signed_key"])
+    serial = int(signed["serial_number"].replace(":", ""), 16)
+
+    # SSH over the mesh to server, with the certificate only
+    r = _first(lambda: tb.ssh(key, w.address("server"), "echo meshcert-ran-on $(hostname)"),
+               "ssh agent@server with Vault's certificate", FIRST_PATH_S)
+    assert r.code == 0 and "meshcert-ran-on server" in r.out, (r, tb.state())
+    server_log = w.raw_logs("server")
+    assert sshd_accepted(server_log, serial), "server's sshd logged no acceptance of the certificate's serial"
+
+    # and to the legacy VLAN host through the subnet router
+    r = _first(lambda: tb.ssh(key, w.address("legacy"), "echo meshcert-ran-on $(hostname)"),
+               "ssh agent@legacy through the subnet router", FIRST_PATH_S)
+    assert r.code == 0 and "meshcert-ran-on legacy" in r.out, r
+    assert sshd_accepted(w.raw_logs("legacy"), serial)
+
+    # a PostgreSQL role made by Vault for this run, over the mesh to database
+    user, password, _lease = vault.db_creds(run)
+    assert user in pg_roles(w.boxes["database"])
+    r = _first(lambda: tb.psql(w.address("database"), user, password,
+                               "SELECT current_user || ' ' || current_setting('cluster_name')"),
+               "psql to database as Vault's role", FIRST_PATH_S)
+    assert r.code == 0 and r.out.strip() == f"{user} database", r
+    assert f"user={user}" in w.raw_logs("database")  # log_connections: the target's own record
+
+    # the run ends: its token revoked, and with it the database lease: the role is gone
+    vault.revoke_self(login)
+    wait_for("the run's PostgreSQL role dropped by Vault", lambda: user not in pg_roles(w.boxes["database"]), 15,
+             describe=lambda: f"roles: {pg_roles(w.boxes['database'])}")
+    r = tb.psql(w.address("database"), user, password, "SELECT 1")
+    assert r.code != 0 and ("password authentication failed" in r.out or "does not exist" in r.out), r
+    # the same path still serves: the refusal is the credential's, not the network's (positive control)
+    assert tb.ssh(key, w.address("server"), "true").code == 0 or time.monotonic() - t_signed > RUN_TTL_S
+
+    # a certificate cannot be revoked in Vault: it dies with its validity, the TTL the run asked for
+    wait_for("server's sshd refusing the run's certificate once its validity is over",
+             lambda: tb.ssh(key, w.address("server"), "true").code != 0, RUN_TTL_S + 10, interval=1)
+    assert time.monotonic() - t_signed >= RUN_TTL_S - 2, "refused before its validity ended: not the TTL"
+    assert "expired" in w.raw_logs("server").split("Accepted publickey")[-1].lower() or \
+        "certificate invalid" in w.raw_logs("server").lower()
+
+    # no secret of Vault's in what meshcert saves
+    saved = w.save_logs(w.log_root or "reports/logs/vault-world")
+    for f in saved.glob("*"):
+        text = f.read_text(errors="replace")
+        assert not leaks(text, [root, vault.unseal_key.reveal(), password.reveal()], shapes=False), f
