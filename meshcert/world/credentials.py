@@ -27,15 +27,16 @@ SSH_USER = "agent"
 
 
 def credential_topology(vlan: str | None = None) -> Topology:
-    """The guide's world with real targets. ``database`` serves no banner on 5432 (PostgreSQL
-    holds it and greets nobody: a query names the host instead, targets.py)."""
+    """The guide's world with real targets, on the same ports: sshd's version line and
+    PostgreSQL's TLS certificate carry the banner the probes read (targets.py), so the ACL and
+    route checks run on it unchanged."""
     topo = guide_topology(vlan) if vlan else guide_topology()
     nodes = []
     for n in topo.nodes:
         if n.name == "server":
             n = dataclasses.replace(n, image="server")
         elif n.name == "database":
-            n = dataclasses.replace(n, image="database", banner_ports=tuple(p for p in n.banner_ports if p != 5432))
+            n = dataclasses.replace(n, image="database")
         nodes.append(n)
     hosts = tuple(dataclasses.replace(h, image="sshd-host") if h.name == "legacy" else h for h in topo.hosts)
     return dataclasses.replace(topo, nodes=tuple(nodes), hosts=hosts)
@@ -113,7 +114,7 @@ class ToolBox:
         r = self.box.container.exec_run(
             ["timeout", f"{timeout:g}", "psql", "-X", "-qAt", "-v", "ON_ERROR_STOP=1",
              f"host={host} port=5432 dbname=postgres user={user} connect_timeout={max(1, int(timeout) - 2)} "
-             "sslmode=disable", "-c", sql],
+             "sslmode=require", "-c", sql],
             environment={"PGPASSWORD": password.reveal()})
         return Result(r.exit_code, r.output.decode(errors="replace") if r.output else "")
 

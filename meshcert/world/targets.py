@@ -6,8 +6,10 @@ host runs sshd beside its node agent and is reached through the subnet router.
 Probes keep proving which host they reached: sshd's version line carries the banner the
 probes look for (``VersionAddendum meshcert-banner host=<name> port=22``), so the node agent
 leaves that port to sshd; a PostgreSQL server greets nobody, so the database's identity is
-what a query returns (``current_setting('cluster_name')`` is the node's name), and 5432 is
-not one of its banner ports.
+what a query returns (``current_setting('cluster_name')`` is the node's name) and what its TLS
+certificate says: PostgreSQL serves TLS (``sslmode=require`` works) with a certificate whose
+subject is that banner line, which the node agent's dial reads when a port greets nobody
+(nodeagent.py: an SSLRequest, then the certificate).
 
 sshd trusts Vault's SSH CA and nothing else (credimages.SSHD_CONF); the CA's public key is
 copied in once Vault made it (:func:`install_ssh_ca`). PostgreSQL accepts only SCRAM password
@@ -17,9 +19,15 @@ with (LOGIN CREATEROLE, a random password held as a Secret, rotated by Vault at 
 
 from __future__ import annotations
 
+import datetime
 import secrets as pysecrets
 import shlex
 from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from meshcert.secrets import Secret
 from meshcert.toolchain.credimages import PG_BIN, PG_DATA, SSH_CA_PATH
@@ -30,6 +38,8 @@ from meshcert.world.topology import HostSpec, NodeSpec
 SSH_PORT = 22
 PG_PORT = 5432
 PG_CONF = "/etc/meshcert/postgresql.conf"
+PG_TLS_IN = "/etc/meshcert/pg-tls"          # copied in as root; installed for postgres at start
+PG_TLS = "/var/lib/postgresql/tls"
 PG_ADMIN = "vaultadmin"
 
 
@@ -53,12 +63,32 @@ def pg_conf(name: str) -> bytes:
         "log_line_prefix = '%m [%p] %q%u@%d '",
         "max_connections = 50",
         "shared_buffers = 16MB",                # a test database: small, many worlds share the machine
+        "ssl = on",
+        f"ssl_cert_file = '{PG_TLS}/server.crt'",
+        f"ssl_key_file = '{PG_TLS}/server.key'",
         "",
     ]).encode()
 
 
+def pg_tls(name: str) -> tuple[bytes, bytes]:
+    """A self-signed certificate whose subject is the node's banner line (the probe's proof of
+    the host, read from the TLS handshake), and its key."""
+    now = datetime.datetime.now(datetime.UTC)
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"meshcert-banner host={name} port={PG_PORT}")])
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1)).sign(key, hashes.SHA256()))
+    return (cert.public_bytes(serialization.Encoding.PEM),
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption()))
+
+
 def _postgres() -> str:
-    return f"su postgres -s /bin/sh -c 'exec {PG_BIN}/postgres -D {PG_DATA} -c config_file={PG_CONF}'"
+    # PostgreSQL reads a key file only if it is private to its owner: installed for postgres here
+    return (f"install -d -o postgres -m 700 {PG_TLS} && install -o postgres -m 600 {PG_TLS_IN}/server.crt "
+            f"{PG_TLS_IN}/server.key {PG_TLS}/ && rm -f {PG_TLS_IN}/server.key && "
+            f"su postgres -s /bin/sh -c 'exec {PG_BIN}/postgres -D {PG_DATA} -c config_file={PG_CONF}'")
 
 
 def start_target_node(run: Launcher, image: str, spec: NodeSpec, ca_pem: bytes, networks: dict[str, Any]) -> Box:
@@ -70,7 +100,9 @@ def start_target_node(run: Launcher, image: str, spec: NodeSpec, ca_pem: bytes, 
         service, held = _sshd(spec.name), {SSH_PORT}
     elif spec.image == "database":
         service, held = _postgres(), {PG_PORT}
-        files[PG_CONF] = (pg_conf(spec.name), 0o644)
+        crt, key = pg_tls(spec.name)
+        files.update({PG_CONF: (pg_conf(spec.name), 0o644), f"{PG_TLS_IN}/server.crt": (crt, 0o644),
+                      f"{PG_TLS_IN}/server.key": (key, 0o600)})
     else:
         raise WorldError(f"node {spec.name}: no credential target kind for image {spec.image!r}")
     banners = ",".join(str(p) for p in spec.banner_ports if p not in held)

@@ -199,7 +199,7 @@ class Vault:
         self.call("POST", f"{DB_MOUNT}/config/postgres", {
             "plugin_name": "postgresql-database-plugin", "allowed_roles": RUN_ROLE,
             "connection_url": f"postgresql://{{{{username}}}}:{{{{password}}}}@{database_host}:{PG_PORT}/postgres"
-                              "?sslmode=disable",
+                              "?sslmode=require",
             "username": PG_ADMIN, "password": admin_password.reveal(),
             "username_template": "v-run-{{random 12 | lowercase}}"}, token=root)
         self.call("POST", f"{DB_MOUNT}/rotate-root/postgres", {}, token=root)  # now only Vault knows it
