@@ -7,7 +7,7 @@ No container registry is reachable on our machines, so every image is built here
 - ``meshcert/host``: base + meshcert's node agent (banner listeners and a probe API).
 - ``meshcert/tailscale``, ``meshcert/headscale``, ``meshcert/toxiproxy``: host + the pinned Go
   binaries (see components.py).
-- ``meshcert/sut-reference``: host + the reference SUT runtime.
+- ``meshcert/sut-reference``: clients (host + ssh and psql) + the reference SUT runtime.
 """
 
 from __future__ import annotations
@@ -138,8 +138,9 @@ def recipes() -> dict[str, Recipe]:
         "headscale": Recipe("headscale", binfiles("headscale"),
                             extra="RUN mkdir -p /var/lib/headscale /var/run/headscale /etc/headscale"),
         "toxiproxy": Recipe("toxiproxy", binfiles("toxiproxy")),
+        # on `clients`: the run lifecycle's tools are Debian's ssh and psql (issue 13)
         "sut-reference": Recipe("sut-reference",
-                                {"/opt/sut/runtime.py": PACKAGE / "sut" / "reference" / "runtime.py"}),
+                                {"/opt/sut/runtime.py": PACKAGE / "sut" / "reference" / "runtime.py"}, parent="clients"),
         # the credential layer (issue 13): credimages.py
         **{name: Recipe(name, binfiles("vault") if name == "vault" else {}, parent=parent, extra=extra)
            for name, (parent, extra) in credimages.recipe_specs().items()},
@@ -187,7 +188,7 @@ def _build_image(c: docker.DockerClient, name: str, r, df: str, tag: str) -> Non
 
 def ensure_images(c: docker.DockerClient, names: tuple[str, ...] = ("host", "tailscale", "headscale", "toxiproxy")) -> dict[str, str]:
     built = {"base": base_image(c)}
-    order = ["host", "tailscale", "headscale", "toxiproxy", "sut-reference", *credimages.recipe_specs()]
+    order = ["host", "tailscale", "headscale", "toxiproxy", *credimages.recipe_specs(), "sut-reference"]
     for n in order:
         if n in names or any(recipes()[m].parent == n for m in names):
             built[n] = build(c, n, built)
