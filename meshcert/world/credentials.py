@@ -16,6 +16,7 @@ import secrets as pysecrets
 import time
 
 from meshcert.secrets import Secret
+from meshcert.sut.client import SutClient
 from meshcert.toolchain import images as img
 from meshcert.world.base import Box, WorldError, container_state
 from meshcert.world.targets import SSH_PORT, install_ssh_ca, make_vault_admin, wait_postgres
@@ -126,3 +127,19 @@ def sshd_accepted(log: str, serial: int | str) -> list[str]:
     """The lines of an sshd log (LogLevel VERBOSE) accepting a certificate with ``serial``."""
     return [line for line in log.splitlines()
             if "Accepted publickey" in line and re.search(rf"\bserial {serial}\b", line)]
+
+
+VAULT_SECRETS = "/run/secrets/vault"  # the pod's Vault material, mounted as a Kubernetes Secret volume is
+
+
+def start_sut_with_vault(world: World, vault: Vault, pod_name: str = "agent", mutant: str = "") -> SutClient:
+    """(Re)start the pod's SUT with the run lifecycle's configuration: Vault's address and CA, and
+    the pod's AppRole as files (read at each run's start, so they are copied in after it starts)."""
+    env = {"VAULT_ADDR": vault.url, "VAULT_CACERT": f"{VAULT_SECRETS}/ca.pem",
+           "VAULT_ROLE_ID_FILE": f"{VAULT_SECRETS}/role-id", "VAULT_SECRET_ID_FILE": f"{VAULT_SECRETS}/secret-id"}
+    client = world.start_sut(pod_name, mutant=mutant, extra_env=env)
+    creds = vault.approle_creds()
+    world.pods[pod_name].sut.put({f"{VAULT_SECRETS}/ca.pem": (vault.certs.ca_pem, 0o644),
+                                  f"{VAULT_SECRETS}/role-id": (creds.role_id.encode(), 0o400),
+                                  f"{VAULT_SECRETS}/secret-id": (creds.secret_id.reveal().encode(), 0o400)})
+    return client
