@@ -11,9 +11,10 @@ import time
 
 import pytest
 
+from meshcert.checks import cred
 from meshcert.secrets import leaks, registered
 from meshcert.world.base import wait_for
-from meshcert.world.credentials import ToolBox, add_vault, credential_topology, sshd_accepted
+from meshcert.world.credentials import ToolBox, add_vault, credential_topology, sshd_accepted, start_sut_with_vault
 from meshcert.world.targets import pg_roles
 from meshcert.world.world import World
 
@@ -111,3 +112,13 @@ def test_vault_credentials_log_in_over_the_mesh_and_die_with_the_run(cred_world)
     for f in saved.glob("*"):
         text = f.read_text(errors="replace")
         assert not leaks(text, [root, vault.unseal_key.reveal(), password.reveal()], shapes=False), f
+
+
+def test_the_reference_sut_run_lifecycle_holds_cred3_cred4_cred5(cred_world):
+    """The reference SUT as the tool layer (start_sut_with_vault): its runs use Vault's
+    credentials over the mesh, each its own, dead after the run (checks/cred.py)."""
+    w, vault, _ = cred_world
+    start_sut_with_vault(w, vault)
+    cred.cred4_run_uses_issued_credentials(w, vault)
+    cred.cred5_each_run_its_own(w, vault)
+    cred.cred3_dead_after_the_run(w, vault)
