@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -265,16 +266,38 @@ def block_speed() -> str:
                         f"{vs['ratio_median']:.2f} |")
         runs = max(len(v.get("wall_s") or []) for v in a["steps"].values() if v.get("vs"))
         out += [f"Warm wall times, the baseline and this layout measured in one call, runs alternating, "
-                f"{runs} run{'s' if runs != 1 else ''} each, medians (`bench/results/{n}`, {describe(a)}):", "",
+                f"{runs} run{'s' if runs != 1 else ''} each, medians (`bench/results/{n}`, {describe(a)}{_load_note(a)}):",
+                "",
                 "| job | before | after | after / before |", "|---|---|---|---|", *rows]
     else:
         out.append(_none("speed-*.json with a --vs baseline"))
+    warm = [(n, a) for n, a in files if any(k in a.get("steps", {}) for k in ("certify", "property"))]
+    if warm and (not ab or warm[-1][0] != ab[-1][0]):
+        n, a = warm[-1]
+        parts = []
+        for job in ("certify", "property"):
+            v = a["steps"].get(job)
+            if v:
+                ex = f", {v['examples'][0]} examples" if v.get("examples") else ""
+                parts.append(f"{job} {v['median_s']:.0f} s{ex}")
+        out += ["", f"Newest warm times of this layout alone: {'; '.join(parts)} (`bench/results/{n}`, "
+                f"{describe(a)}{_load_note(a)})."]
     if ci:
         n, a = ci[-1]
         c = a["steps"]["ci"]
         out += ["", f"Clean-clone `.ci/run`: {c['wall_s']:.0f} s, exit {c['exit']}, {c.get('summary') or '?'} "
-                f"(`bench/results/{n}`, {describe(a)}; its 40 slowest tests are in the file)."]
+                f"(`bench/results/{n}`, {describe(a)}{_load_note(a)}; its 40 slowest tests are in the file)."]
     return "\n".join(out)
+
+
+def _load_note(a: dict) -> str:
+    """The machine's 1-min load while the file's timed commands ran (the engine and the 2 cores
+    are shared: a figure taken at load 20 is not comparable with one taken at load 1)."""
+    meds = [x.get("load1_median") for x in a.get("load") or [] if x.get("load1_median") is not None]
+    if not meds:
+        return ""
+    return f"; machine load (1-min average) median {statistics.median(meds):.1f}, max " \
+           f"{max(x.get('load1_max') or 0 for x in a['load']):.1f}"
 
 
 BLOCKS = {"mutants": block_mutants, "speed": block_speed, "latency": block_latency, "world": block_world,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -12,18 +13,20 @@ import time
 from pathlib import Path
 
 from meshcert.errors import InputError, MeshcertError
+from meshcert.k8s import cluster, kind, nodeimage
 from meshcert.k8s.kind import node_image_availability
 from meshcert.plugin.marks import collect_clause_tests
 from meshcert.policy import load_policy
 from meshcert.replay.faults_schema import FAULT_KINDS
 from meshcert.replay.model import load_replay
+from meshcert.report import matrix as report_matrix
 from meshcert.report.bundle import read_bundle, write_bundle
 from meshcert.report.catalog import load_catalog, parse_catalog, with_tests
 from meshcert.report.render import NOT_TESTED, load_results, summarize, summary_table, when, write_report
 from meshcert.secrets import redact
 from meshcert.spec import load_spec
 from meshcert.sut.client import SutNotTestable, require_image
-from meshcert.toolchain import components, engine, images, progress
+from meshcert.toolchain import components, engine, images, matrix, progress
 from meshcert.toolchain.images import remove_stale_images
 from meshcert.toolchain.paths import source_tree, suite_root
 from meshcert.world import World, labels
@@ -60,9 +63,16 @@ def cmd_doctor(args) -> int:
                  str(comp.out_dir) if comp.present() else f"will go build (meshcert/toolchain/tools/{name}, go.sum-verified)")
         except MeshcertError as e:
             line(name, "unknown", str(e))
+    for name in components.VERSIONED:  # the other versions the matrix may use (issue 14)
+        for v in sorted(set(components.pinned_versions(name)) | set(components.failed_pins(name)),
+                        key=components.version_key, reverse=True):
+            if v != components.COMPONENTS[name].version:
+                st = matrix.status(name, v)
+                line(f"{name} {v}", {"built": "present"}.get(st.state, st.state), st.reason)
     if c is not None:
-        for img in sorted(i.tags[0] for i in c.images.list(filters={"label": images.LABEL}) if i.tags):
-            line("image", "present", img)
+        for img, version in sorted((i.tags[0], (i.labels or {}).get(images.VERSION_LABEL))
+                                   for i in c.images.list(filters={"label": images.LABEL}) if i.tags):
+            line("image", "present", img + (f" ({img.split('/')[1].split(':')[0]} {version})" if version else ""))
     line("/dev/net/tun", "present" if os.path.exists("/dev/net/tun") else "missing",
          "" if os.path.exists("/dev/net/tun") else "tailnet nodes need TUN (kernel mode)")
     nft = shutil.which("nft") or os.path.exists("/usr/sbin/nft")
@@ -82,7 +92,6 @@ def cmd_setup(args=None) -> None:
             components.COMPONENTS[n].ensure()
         images.ensure_images(c)
     if args is not None and getattr(args, "kind", False):
-        from meshcert.k8s import kind
         with progress.step("setup --kind: the pinned kind and its node image"):
             components.COMPONENTS["kind"].ensure()
             progress.say(f"kind node image: {kind.ensure_node_image(c)}")
@@ -93,7 +102,8 @@ def _pytest(pytest_args: list[str], cwd: Path) -> int:
 
     (subprocess.call would SIGKILL the child on our KeyboardInterrupt, leaving its world for the
     next run to sweep; a terminal's Ctrl-C sent to both of us could interrupt its teardown twice.)
-    On Ctrl-C or SIGTERM we send the child one SIGINT and wait until it has torn its world down.
+    On Ctrl-C or SIGTERM we send the child's process group (pytest, and under -n its xdist workers,
+    each with a world) one SIGINT and wait until it has torn its worlds down.
     """
     env = dict(os.environ)
     cmd = [sys.executable, "-m", "pytest", *pytest_args]
@@ -103,8 +113,11 @@ def _pytest(pytest_args: list[str], cwd: Path) -> int:
         return child.wait()
     except KeyboardInterrupt:
         if child.poll() is None:
-            progress.say("interrupted: pytest is tearing its world down ...")
-            child.send_signal(signal.SIGINT)
+            progress.say("interrupted: pytest is tearing its world(s) down ...")
+            try:
+                os.killpg(child.pid, signal.SIGINT)  # its own session: the group is pytest + its workers
+            except ProcessLookupError:
+                pass
         while True:
             try:
                 child.wait()
@@ -114,10 +127,46 @@ def _pytest(pytest_args: list[str], cwd: Path) -> int:
         raise
 
 
+# `meshcert test` runs this many pytest-xdist workers unless told otherwise (MESHCERT_TEST_WORKERS,
+# or -n/-p no:xdist among the arguments). The suite waits far more than it computes (handshakes,
+# pod start-ups, timeouts: a serial clean-clone CI held a load average near 1 on 2 cores), so 3
+# workers, each with a world of its own. Chosen from that, not yet compared with 2 or 4 workers.
+TEST_WORKERS = 3
+# `meshcert certify` runs serially by default (one world, collection order). MESHCERT_CERTIFY_WORKERS=3
+# runs conformance/'s three units (plugin/parallel.py UNIT_OF_FILE) side by side, each on a world
+# of its own (warm 162 s instead of ~280 s here, same verdict), but a SUT that cannot be tested
+# then stops each worker with a crash report ("N failed" in pytest's summary beside the right
+# "not tested" verdict; tests/engine/test_bad_sut.py fails so), which is why it is not the default yet.
+CERTIFY_WORKERS = 1
+# arguments after which `meshcert test` adds no -n: the user chose, or xdist cannot do it
+# (a debugger, collection only)
+_SERIAL_ARGS = ("-n", "--numprocesses", "--pdb", "--trace", "--collect-only", "--co", "--setup-plan")
+
+
+def parallel_args(pytest_args: list[str], env: dict[str, str] | None = None, *,
+                  var: str = "MESHCERT_TEST_WORKERS", default: int = TEST_WORKERS) -> list[str]:
+    """``-n N`` for `meshcert test` (N: MESHCERT_TEST_WORKERS, default TEST_WORKERS; 0 or 1: a
+    serial run) or `certify` (``var``/``default``: MESHCERT_CERTIFY_WORKERS, CERTIFY_WORKERS),
+    unless the arguments already decide."""
+    env = os.environ if env is None else env
+    for i, a in enumerate(pytest_args):
+        if a.split("=", 1)[0] in _SERIAL_ARGS or (a.startswith("-n") and a[2:].isdigit()):
+            return []
+        if a in ("no:xdist", "-pno:xdist") and (a.startswith("-p") or pytest_args[i - 1:i] == ["-p"]):
+            return []
+    raw = env.get(var, "").strip()
+    if raw and not raw.isdigit():
+        raise InputError(var, f"{raw!r} is not a number of workers", "give 0 (serial) or N")
+    n = int(raw) if raw else default
+    return ["-n", str(n)] if n > 1 else []
+
+
 def cmd_test(pytest_args: list[str]) -> int:
     """pytest with meshcert's defaults: in a checkout, from its root (tests, conformance,
     scenarios when no path is given); installed, from the current directory (the installed
-    conformance and scenarios when no path is given: meshcert's own tests/ do not ship)."""
+    conformance and scenarios when no path is given: meshcert's own tests/ do not ship).
+    In parallel: ``-n`` TEST_WORKERS xdist workers unless told otherwise (:func:`parallel_args`)."""
+    pytest_args = [*parallel_args(pytest_args), *pytest_args]
     cmd_setup()
     tree = source_tree()
     cwd = tree or Path.cwd()
@@ -134,7 +183,6 @@ def cmd_certify(args) -> int:
     image not on the engine, a SUT that never answers /healthz, a world that could not be built.
     3: nothing failed but some clauses have no test yet (an incomplete certification is not a
     pass). The report folder also gets the result bundle (meshcert-results-<ts>.tar.gz)."""
-    import json
     # Bad input is refused before anything is built or started.
     if args.policy:
         load_policy(args.policy)
@@ -153,6 +201,8 @@ def cmd_certify(args) -> int:
         _require_sut_image(args.sut_image, before_setup=False)
     except SutNotTestable as e:
         return _not_tested(report, e.to_data(), catalog, args)
+    if args.matrix:
+        return _certify_matrix(args, report)
     pytest_args = ["conformance", *(["scenarios"] if args.chaos else []), "-q", "--report-dir", str(report),
                    "--junitxml", str(report / "junit.xml")]
     for opt in ("sut_image", "policy", "spec", "chart"):
@@ -161,6 +211,10 @@ def cmd_certify(args) -> int:
             pytest_args += [f"--{opt.replace('_', '-')}", value if opt == "sut_image" else str(Path(value).absolute())]
     if args.sut_image:
         pytest_args += ["--sut-port", str(args.sut_port)]
+    if args.cluster:
+        pytest_args += ["--cluster", args.cluster]  # kind: the plugin builds the node image before any test
+    pytest_args = [*parallel_args(pytest_args, var="MESHCERT_CERTIFY_WORKERS",
+                                  default=CERTIFY_WORKERS), *pytest_args]
     saved = os.environ.get("MESHCERT_CERTIFY")
     os.environ["MESHCERT_CERTIFY"] = "1"  # the plugin leaves saying why a run was not tested to us
     try:
@@ -177,6 +231,73 @@ def cmd_certify(args) -> int:
         return 1
     bundle = _bundle(report, args.sut_image)
     return print_verdict(results, catalog, report, bundle, rc=rc, chaos=args.chaos)
+
+
+def _certify_matrix(args, report: Path) -> int:
+    """certify --matrix (issue 14): the tailnet-level clauses (report.matrix.MATRIX_CLAUSES) once
+    per combination of the chosen tailscale and headscale versions, each in its own pytest
+    session and world (report/<combination>/, whose results.json records the versions). A
+    version that cannot be pinned or built keeps its columns, "not built" with the reason.
+    Writes report/matrix.json + matrix.md; exit 1 a clause failed (naming the combination),
+    3 incomplete (a column not built / not tested, a clause with no outcome), else 0.
+    Skeleton: one world per combination (reusing a headscale's world across the tailscale
+    versions is the next step)."""
+    versions = _matrix_versions(args)
+    c = engine.ensure_engine()
+    ready: dict[tuple[str, str], matrix.Status] = {}
+    for name, vs in versions.items():  # each version built once (binaries, then its image), one line each
+        for v in vs:
+            st = matrix.build(name, v)
+            if st.state == matrix.BUILT:
+                try:
+                    images.ensure_images(c, (images.versioned(name, v),))
+                except MeshcertError as e:
+                    st = matrix.Status(name, v, matrix.NOT_BUILT, e.one_line())
+            ready[(name, v)] = st
+            print(st.line() if st.state != matrix.BUILT else f"{name} {v}: built", flush=True)
+    tests_of = collect_clause_tests()
+    clause_ids = [cid for cid in report_matrix.MATRIX_CLAUSES if tests_of.get(cid)]
+    holds_for = {c.id: c.holds_for for c in load_catalog()}
+    columns = []
+    for combo in matrix.combinations(versions["tailscale"], versions["headscale"]):
+        missing = [ready[k] for k in (("tailscale", combo.tailscale), ("headscale", combo.headscale))
+                   if ready[k].state != matrix.BUILT]
+        if missing:
+            columns.append(report_matrix.column(combo.tailscale, combo.headscale, report_matrix.NOT_BUILT,
+                                                reason="; ".join(f"{m.name} {m.version}: {m.reason}" for m in missing)))
+            continue
+        na = tuple(cid for cid in clause_ids if not report_matrix.holds(
+            holds_for.get(cid, ()), {"tailscale": combo.tailscale, "headscale": combo.headscale}))
+        # a test marked with a clause that does not hold here is left out (its other clauses too: n/a)
+        tests = sorted({t for cid in clause_ids if cid not in na for t in tests_of[cid]}
+                       - {t for cid in na for t in tests_of[cid]})
+        sub = report / f"ts-{combo.tailscale}_hs-{combo.headscale}"
+        progress.say(f"matrix: {combo.name} -> {sub}")
+        env = {"MESHCERT_TAILSCALE": combo.tailscale, "MESHCERT_HEADSCALE": combo.headscale, "MESHCERT_CERTIFY": "1"}
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            rc = _pytest([*tests, "-q", "--report-dir", str(sub), "--junitxml", str(sub / "junit.xml"),
+                          *(["--sut-image", args.sut_image, "--sut-port", str(args.sut_port)] if args.sut_image else [])],
+                         suite_root())
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        try:
+            results = json.loads((sub / "results.json").read_text())
+        except (OSError, ValueError):
+            results = None
+        columns.append(report_matrix.column_from_results(combo.tailscale, combo.headscale, results, sub, rc, na))
+    where = report_matrix.write(report, versions, clause_ids, columns)
+    print(report_matrix.table(columns, clause_ids))
+    code, lines = report_matrix.verdict(columns, clause_ids)
+    for line in lines:
+        print(line)
+    print(f"matrix certification: {({0: 'PASS', 1: 'FAIL', 3: 'INCOMPLETE'})[code]}; {where}")
+    return code
 
 
 def _require_sut_image(image: str | None, before_setup: bool) -> None:
@@ -205,7 +326,6 @@ def _bundle(report: Path, sut_image: str | None) -> Path | None:
 def _not_tested(report: Path, data: dict, catalog, args) -> int:
     """Nothing could be tested (refused before the run): results.json and the report say *not
     tested* with the reason; the bundle is written; exit 2."""
-    import json
     report.mkdir(parents=True, exist_ok=True)
     results = {"finished": time.time(), "clauses": {}, "not_tested": data}
     (report / "results.json").write_text(redact(json.dumps({**results, "extra": {}, "input_error": None}, indent=1)))
@@ -315,6 +435,53 @@ def cmd_clauses(args) -> int:
     return 0
 
 
+def cmd_matrix(args) -> int:
+    """The version matrix's components (issue 14). ``add``: pin versions (writes
+    meshcert/toolchain/tools/<name>@<version>/go.mod+go.sum). ``build``: build the binaries and
+    images of the chosen (default: the default matrix's) versions, one line each; exit 3 when one
+    is not built. ``list`` (default): each version's state, nothing built."""
+    if args.action == "add":
+        if len(args.args) < 2 or args.args[0] not in components.VERSIONED:
+            raise InputError("matrix add", "needs a component and version(s)",
+                             f"meshcert matrix add {{{','.join(components.VERSIONED)}}} VERSION...")
+        bad = 0
+        for v in args.args[1:]:
+            try:
+                print(f"pinned {args.args[0]} {v}: {components.pin(args.args[0], v)}")
+            except MeshcertError as e:
+                bad += 1
+                print(f"meshcert: {e.one_line()}", file=sys.stderr)
+        return 2 if bad else 0
+    versions = _matrix_versions(args)
+    if args.action == "list":
+        for name, vs in versions.items():
+            for v in vs:
+                print(matrix.status(name, v).line())
+        return 0
+    c = engine.ensure_engine()
+    rc = 0
+    for name, vs in versions.items():
+        for v in vs:
+            st = matrix.build(name, v)
+            if st.state == matrix.BUILT:
+                try:
+                    tag = images.ensure_images(c, (images.versioned(name, v),))[images.versioned(name, v)]
+                    st = matrix.Status(name, v, matrix.BUILT, tag)
+                except MeshcertError as e:
+                    st = matrix.Status(name, v, matrix.NOT_BUILT, e.one_line())
+            rc = rc or (3 if st.state != matrix.BUILT else 0)
+            print(st.line(), flush=True)
+    return rc
+
+
+def _matrix_versions(args) -> dict[str, list[str]]:
+    given = {n: [v.strip() for v in (getattr(args, n) or "").split(",") if v.strip()] for n in components.VERSIONED}
+    if all(given.values()):
+        return given
+    default = matrix.default_versions()
+    return {n: given[n] or default[n] for n in components.VERSIONED}
+
+
 def cmd_world(args) -> int:
     w = World(topology=guide_topology(args.vlan) if args.vlan else guide_topology())
     try:
@@ -345,8 +512,13 @@ def cmd_sweep(args) -> int:
     c = engine.ensure_engine(install=False)
     counts = labels.remove_run(c) if args.all else labels.sweep(c)
     print(f"removed {counts}")
+    kubeconfigs = cluster.sweep_kubeconfigs(c)  # of kind clusters whose node is gone (swept just above)
+    if kubeconfigs:
+        print(f"removed {len(kubeconfigs)} kind kubeconfig file(s) of gone clusters")
     if args.images:
         removed, kept = remove_stale_images(c)
+        kind_removed, kind_kept = nodeimage.remove_stale_images(c)
+        removed, kept = removed + kind_removed, kept + kind_kept
         print(f"removed {len(removed)} stale image(s)" + "".join(f"\n  {r}" for r in removed))
         for k in kept:
             print(f"kept (in use): {k}")
@@ -361,16 +533,26 @@ def main(argv: list[str] | None = None) -> int:
     st.add_argument("--kind", action="store_true",
                     help="also the pinned kind and its node image (Kubernetes built here from pinned modules)")
     sub.add_parser("test", help="set up, then run pytest (every further argument goes to pytest; "
-                                "default paths: tests conformance scenarios)")
+                                "default paths: tests conformance scenarios) in parallel: -n 3 xdist workers, "
+                                "each with a world (MESHCERT_TEST_WORKERS=N; 0: serial)")
     cf = sub.add_parser("certify", help="the main job: certify the SUT against every clause and write the report")
     cf.add_argument("--sut-image", help="certify this image instead of the bundled reference SUT")
     cf.add_argument("--sut-port", type=int, default=8080)
     cf.add_argument("--report-dir")
+    cf.add_argument("--cluster", choices=("docker", "kind"),
+                    help="kind: also run the chart's pod on a real kubelet (a kind cluster; default: $MESHCERT_CLUSTER "
+                         "or docker)")
     cf.add_argument("--chaos", action="store_true", help="also run the chaos scenarios (scenarios/)")
     cf.add_argument("--policy", help="run the world with this ACL policy (HuJSON); ACL clauses assert the guide's intent")
     cf.add_argument("--spec", help="an environment spec (YAML) whose spec.connectivity the SUT is given")
     cf.add_argument("--chart", help="certify this Helm chart (its folder) against the HELM clauses instead of the "
                                     "bundled reference chart")
+    cf.add_argument("--matrix", action="store_true",
+                    help="run the tailnet-level clauses once per tailscale x headscale combination (report/matrix.md)")
+    cf.add_argument("--tailscale", help="--matrix: comma-separated tailscale versions (default: newest served, "
+                                        "pinned, oldest the pinned headscale supports)")
+    cf.add_argument("--headscale", help="--matrix: comma-separated headscale versions (default: pinned, previous "
+                                        "minor, 0.25.1)")
     rp = sub.add_parser("replay", help="rerun replay files alone in a fresh world (exit 0 as expected, 1 differs, "
                                        "2 malformed file)")
     rp.add_argument("files", nargs="+", metavar="FILE", help="replay file(s) (YAML; a failed scenario writes one "
@@ -384,6 +566,12 @@ def main(argv: list[str] | None = None) -> int:
     w = sub.add_parser("world", help="build the guide's world, print its timings, tear it down")
     w.add_argument("--hold", action="store_true", help="keep it until Ctrl-C / SIGTERM / stdin closes")
     w.add_argument("--vlan", help="the subnet router's VLAN CIDR (default the guide's 10.20.5.0/24)")
+    mx = sub.add_parser("matrix", help="the version matrix's components: list (default), build, add NAME VERSION...")
+    mx.add_argument("action", nargs="?", choices=("list", "build", "add"), default="list")
+    mx.add_argument("args", nargs="*", metavar="ARG", help="add: tailscale|headscale VERSION...")
+    mx.add_argument("--tailscale", help="comma-separated tailscale versions (default: newest served, pinned, "
+                                        "oldest the pinned headscale supports)")
+    mx.add_argument("--headscale", help="comma-separated headscale versions (default: pinned, previous minor, 0.25.1)")
     s = sub.add_parser("sweep", help="remove containers/networks/volumes left by killed runs")
     s.add_argument("--all", action="store_true", help="remove every meshcert object, live runs' too")
     s.add_argument("--images", action="store_true", help="also remove meshcert images this checkout no longer uses "
@@ -401,7 +589,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         handler = {"doctor": cmd_doctor, "setup": lambda a: cmd_setup(a) or 0, "test": lambda a: cmd_test(a.pytest_args),
                    "certify": cmd_certify, "replay": cmd_replay, "world": cmd_world, "sweep": cmd_sweep,
-                   "clauses": cmd_clauses, "report": cmd_report}[args.cmd]
+                   "clauses": cmd_clauses, "report": cmd_report, "matrix": cmd_matrix}[args.cmd]
         return handler(args)
     except MeshcertError as e:
         print(f"meshcert: {e.one_line()}", file=sys.stderr)

@@ -37,6 +37,7 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "fault(name): the test shows this fault of tests/common/faults.py caught")
     config.stash[FAULTS] = {}
     config.stash[FAULT_TESTS_SEEN] = False
+    config.pluginmanager.register(FaultRecorder(config), "meshcert-fault-recorder")
 
 
 def pytest_deselected(items):
@@ -64,23 +65,59 @@ def _first_line(rep) -> str:
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
+    """What each phase's report says of the item's faults goes on the report
+    (``meshcert_faults``), so a serial run and xdist's controller (which receives the workers'
+    reports) score from the same reports (FaultRecorder)."""
     outcome = yield
     rep = outcome.get_result()
     names = _fault_names(item)
     if not names:
         return
-    board = item.config.stash[FAULTS]
-    for name in names:
-        entry = board.setdefault(name, {"test": item.nodeid, "caught_by": []})
-        if rep.skipped:
-            reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
-            entry.update(status="skipped", why=f"its test was skipped: {reason}")
-        elif rep.failed and rep.when != "call":
-            entry.update(status="error", why=f"its test errored in {rep.when}: {_first_line(rep)}")
-        elif rep.failed:
-            entry.update(status="failed", why=f"its test failed (survived): {_first_line(rep)}")
-        elif rep.when == "call":
-            entry.update(status="passed", why="", caught_by=list(item.stash.get(CAUGHT, [])))
+    if rep.skipped:
+        reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
+        update = {"status": "skipped", "why": f"its test was skipped: {reason}"}
+    elif rep.failed and rep.when != "call":
+        update = {"status": "error", "why": f"its test errored in {rep.when}: {_first_line(rep)}"}
+    elif rep.failed:
+        update = {"status": "failed", "why": f"its test failed (survived): {_first_line(rep)}"}
+    elif rep.when == "call":
+        update = {"status": "passed", "why": "", "caught_by": list(item.stash.get(CAUGHT, []))}
+    else:
+        update = {}
+    rep.meshcert_faults = {name: update for name in names}
+
+
+class FaultRecorder:
+    """Each report's fault statuses onto the board (registered per session: pytest_runtest_logreport
+    gets no config)."""
+
+    def __init__(self, config):
+        self.config = config
+
+    def pytest_runtest_logreport(self, report):
+        faults = getattr(report, "meshcert_faults", None)
+        if not faults:
+            return
+        board = self.config.stash[FAULTS]
+        self.config.stash[FAULT_TESTS_SEEN] = True
+        for name, update in faults.items():
+            board.setdefault(name, {"test": report.nodeid, "status": "not run", "caught_by": [],
+                                    "why": "its test was selected but never ran (run stopped)"}).update(update)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """xdist's controller, as a worker ends: the faults of tests it collected but this session
+    has no report of (deselected, or selected and never run) come from the worker's board."""
+    got = getattr(node, "workeroutput", {}).get("meshcert_faults")
+    if not got:
+        return
+    board = node.config.stash[FAULTS]
+    for name, entry in got["faults"].items():
+        if entry.get("status") in ("deselected", "not run"):
+            board.setdefault(name, entry)
+    if got["seen"]:
+        node.config.stash[FAULT_TESTS_SEEN] = True
 
 
 def scoreboard(config) -> dict[str, dict]:
@@ -111,6 +148,10 @@ def scoreboard(config) -> dict[str, dict]:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionfinish(session):
+    if hasattr(session.config, "workerinput"):  # an xdist worker: its board goes to the controller, which scores
+        session.config.workeroutput["meshcert_faults"] = {"faults": session.config.stash.get(FAULTS, {}),
+                                                          "seen": session.config.stash.get(FAULT_TESTS_SEEN, False)}
+        return
     # before meshcert's plugin writes results.json and the report
     if session.config.stash.get(FAULT_TESTS_SEEN, False):
         session.config.stash[state.EXTRA]["mutants"] = scoreboard(session.config)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+import time
 
 from meshcert.checks.sut import Expect, clause
 from meshcert.world import WorldError, wait_for
@@ -64,7 +65,6 @@ def _peer(world, src: str, name: str) -> dict:
 def perf3_derp_fallback(world, report_extra: dict, src: str = "agent", dst: str = "server") -> list[dict]:
     """PERF-3: with direct UDP blocked in the agent pod, connections still succeed, relayed by the
     embedded DERP (status: no CurAddr, Relay set); DERP latency measured beside the direct path's."""
-    import time
     host = world.address(dst)
     pause = f"{src}-pause"
     rows = []

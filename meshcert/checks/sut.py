@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import secrets as pysecrets
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
+from typing import Any
 
 from meshcert.checks.base import ClauseFailure
 from meshcert.secrets import MIN_RUN, Secret, describe, leaks, redact
@@ -83,6 +85,17 @@ class Expect:
     def done(self) -> None:
         if self.problems:
             raise ClauseFailure(self.clause, self.problems, self.world.failure_logs(self.clause))
+
+
+def at_once(e: Expect, fn: Callable[[Expect, Any], None], items) -> None:
+    """``fn(sub, item)`` for every item at once (threads), each with an Expect of its own for
+    ``e``'s clause; their violations join ``e``'s in the order of ``items`` (not of finishing)."""
+    items = list(items)
+    subs = [Expect(e.world, e.clause) for _ in items]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(items))) as ex:
+        list(ex.map(fn, subs, items))
+    for sub in subs:
+        e.problems.extend(sub.problems)
 
 
 @contextmanager
@@ -419,7 +432,10 @@ def _reported(e: Expect, label: str, res, reachable: bool) -> None:
         e.that(isinstance(err, str) and bool(err.strip()), f"{label}: a non-empty error", res)
 
 
-WITNESS_PORT = 47022  # a free port on the server node: a listener there logs who connected
+# a free port on the server node: a listener there logs who connected. Below the kernel's
+# ephemeral range (32768-60999): 47022 collided once with a local port of one of the node's own
+# outbound connections ("Address already in use", clean-clone CI of 12f7e5c)
+WITNESS_PORT = 28022
 
 
 @clause_check("HEALTH-3")
@@ -546,7 +562,6 @@ def cred2_run_credentials_never_shown(world, pod: str = "agent") -> None:
     """CRED-2: a per-run credential the tool layer injects into a connection -- whole, or any run
     of 8+ characters of its secret part -- never reaches the connect result, the transcript, the
     agent_context of the next pre-run, or the SUT's log."""
-    import secrets as pysecrets
     sut = world.sut(pod)
     # hex: no `-` inside the token, so its secret part (after the last `-`) is all 32 characters
     secret = Secret("run-" + pysecrets.token_hex(16), "run credential")

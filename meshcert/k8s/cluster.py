@@ -26,6 +26,7 @@ import copy
 import hashlib
 import os
 import shutil
+import time
 from functools import lru_cache
 from pathlib import Path
 
@@ -173,9 +174,16 @@ def merge_config(doc: dict, patches: dict) -> dict:
 def owned_clusters(c: docker.DockerClient) -> dict[str, str]:
     """kind cluster name -> meshcert run id, for every kind node container meshcert started."""
     out = {}
-    for ct in c.containers.list(all=True, filters={"label": [f"{labels.LABEL}=1", CLUSTER_LABEL]}):
-        out[ct.labels[CLUSTER_LABEL]] = ct.labels.get(labels.RUN, "")
+    for lab in _labels_of(c, [f"{labels.LABEL}=1", CLUSTER_LABEL]):
+        out[lab[CLUSTER_LABEL]] = lab.get(labels.RUN, "")
     return out
+
+
+def _labels_of(c: docker.DockerClient, label_filter: list[str]) -> list[dict]:
+    """The labels of every container matching ``label_filter``, from one list call (sparse: a
+    container removed meanwhile -- a sweep under way -- cannot fail a per-container inspect)."""
+    return [ct.attrs.get("Labels") or {} for ct in c.containers.list(all=True, sparse=True,
+                                                                      filters={"label": label_filter})]
 
 
 @lru_cache(maxsize=1)
@@ -188,3 +196,36 @@ def kubeconfig_dir() -> Path:
 def remove_kubeconfig(name: str) -> None:
     (kubeconfig_dir() / f"{name}.yaml").unlink(missing_ok=True)
     shutil.rmtree(kubeconfig_dir() / f"{name}.lock", ignore_errors=True)
+
+
+# A kind-config file is written a few seconds before `kind create` starts the node container; a
+# file older than this with no node container is a dead run's (5 min >> the measured 8-35 s create).
+KUBECONFIG_GRACE_S = 300.0
+WORLD_CLUSTER_PREFIX = "meshcert-"  # kind.world_cluster names a cluster meshcert-<the world's run id>
+
+
+def sweep_kubeconfigs(c: docker.DockerClient, now: float | None = None) -> list[str]:
+    """Remove the kubeconfigs, effective kind configs and locks in meshcert's cache whose cluster
+    has no node container left (a run killed with -9: the world's sweeper removed its node);
+    returns the names removed. A world's cluster (meshcert-<run id>) is kept while any container
+    of that run exists (its create may be under way); any other is kept while younger than
+    KUBECONFIG_GRACE_S."""
+    live = set(owned_clusters(c))
+    runs = {lab.get(labels.RUN) for lab in _labels_of(c, [f"{labels.LABEL}=1"])}
+    now = time.time() if now is None else now
+    removed = []
+    for f in sorted(kubeconfig_dir().iterdir()):
+        name = f.name.split(".", 1)[0]
+        if name in live:
+            continue
+        if name.startswith(WORLD_CLUSTER_PREFIX):
+            if name.removeprefix(WORLD_CLUSTER_PREFIX) in runs:
+                continue
+        elif now - f.stat().st_mtime < KUBECONFIG_GRACE_S:
+            continue
+        if f.is_dir():
+            shutil.rmtree(f, ignore_errors=True)
+        else:
+            f.unlink(missing_ok=True)
+        removed.append(f.name)
+    return removed

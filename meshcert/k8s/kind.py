@@ -8,11 +8,14 @@
   or why neither can be had, in one line;
 - :func:`images_to_load` lists what ``kind load docker-image`` must copy into the node (the
   chart's two images: nothing is pulled inside the cluster either, ``imagePullPolicy: Never``);
-- :func:`cluster_manifests` is what is applied: a Namespace, the auth key Secret, the control
-  server's CA ConfigMap, and the chart's rendered manifests;
+- :func:`cluster_manifests` is what is applied before the chart: a Namespace, the auth key
+  Secret, the control server's CA ConfigMap (the chart itself goes in with ``helm install``,
+  :meth:`KindCluster.helm_install`, the pinned helm);
 - :class:`KindCluster` drives the pinned, unmodified kind binary through meshcert's docker shim
-  (:mod:`meshcert.k8s.cluster`) and runs ``kubectl`` inside the node (the node image ships it),
-  so nothing talks to the API server from outside.
+  (:mod:`meshcert.k8s.cluster`) and runs ``kubectl`` inside the node (the node image ships it);
+  helm reaches the API server on this machine's loopback (kind-config.yaml's apiServerAddress);
+- :func:`world_cluster` is the cluster beside a running world: its node on the world's WAN, the
+  world's images loaded with ``kind load``, deleted on exit (and after Ctrl-C).
 
 The node containers and the cluster's network carry meshcert's labels (run id, owner): a run
 that is killed leaves them for the world's sweeper (``meshcert sweep``) to remove.
@@ -22,10 +25,14 @@ from __future__ import annotations
 
 import base64
 import ipaddress
+import json
 import os
 import shutil
 import subprocess
-from collections.abc import Callable, Mapping
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,8 +42,9 @@ import docker.errors
 import yaml
 
 from meshcert.errors import EnvironmentProblem
-from meshcert.k8s import cluster, nodeimage
+from meshcert.k8s import chart, cluster, nodeimage
 from meshcert.secrets import redact
+from meshcert.toolchain import progress
 from meshcert.toolchain.components import COMPONENTS
 from meshcert.toolchain.paths import charts_dir
 from meshcert.world import labels
@@ -219,6 +227,7 @@ class KindCluster:
         self.network = f"{name}-net"
         self.unprivileged: list[str] | None = None
         self.kubeconfig = cluster.kubeconfig_dir() / f"{name}.yaml"
+        self.timings: dict[str, float] = {}
 
     @property
     def node(self) -> str:
@@ -260,12 +269,46 @@ class KindCluster:
         for img in images:
             self._kind("load", "docker-image", img, "--name", self.name)
 
+    def kubectl_argv(self, *args: str) -> list[str]:
+        """The command line of ``kubectl args`` run inside the node (the node image ships kubectl)."""
+        return ["docker", "exec", "-i", self.node, "kubectl", "--kubeconfig=/etc/kubernetes/admin.conf", *args]
+
+    def kubectl_run(self, *args: str, stdin: str | None = None, timeout: float = 180) -> tuple[int, str, str]:
+        """(exit code, stdout, stderr) of ``kubectl args`` inside the node; never raises on a non-zero exit."""
+        try:
+            r = subprocess.run(self.kubectl_argv(*args), input=stdin, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return 124, "", f"kubectl {args[0]}: no answer within {timeout:.0f} s"
+        return r.returncode, r.stdout, r.stderr
+
     def kubectl(self, *args: str, stdin: str | None = None, timeout: float = 180, check: bool = True) -> str:
-        r = subprocess.run(["docker", "exec", "-i", self.node, "kubectl", "--kubeconfig=/etc/kubernetes/admin.conf",
-                            *args], input=stdin, capture_output=True, text=True, timeout=timeout)
-        if check and r.returncode != 0:
-            raise EnvironmentProblem(f"kubectl {args[0]}", redact(r.stderr.strip()[-800:]) or f"exit {r.returncode}")
-        return r.stdout
+        code, out, err = self.kubectl_run(*args, stdin=stdin, timeout=timeout)
+        if check and code != 0:
+            raise EnvironmentProblem(f"kubectl {args[0]}", redact(err.strip()[-800:]) or f"exit {code}")
+        return out
+
+    def helm(self, *args: str, timeout: float = 300) -> str:
+        """The pinned helm against this cluster (its kubeconfig in meshcert's cache; the API server
+        listens on this machine's loopback only: kind-config.yaml's apiServerAddress)."""
+        return chart.helm(*args, "--kubeconfig", str(self.kubeconfig), timeout=timeout)
+
+    def helm_install(self, release: str, chart_path: str | os.PathLike, values: dict, namespace: str,
+                     timeout: float = 300) -> str:
+        """``helm install`` of a chart folder with ``values`` into ``namespace`` (created when
+        missing); returns helm's output. Secrets are never among the values (the caller creates
+        the auth key Secret itself, as the guide tells a user to)."""
+        with tempfile.NamedTemporaryFile("w", suffix=".json", prefix="meshcert-kind-values-", delete=False) as f:
+            json.dump(values, f)
+        try:
+            return self.helm("install", release, str(chart_path), "--namespace", namespace, "--create-namespace",
+                             "-f", f.name, timeout=timeout)
+        finally:
+            os.unlink(f.name)
+
+    def ip(self, network: str) -> str:
+        """The node's address on a Docker network it is attached to."""
+        ct = self.client.containers.get(self.node)
+        return ct.attrs["NetworkSettings"]["Networks"][network]["IPAddress"]
 
     def apply(self, docs: list[dict]) -> None:
         self.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(docs, sort_keys=False))
@@ -273,3 +316,40 @@ class KindCluster:
     def connect(self, client, network: str) -> None:
         """Attach the node to a Docker network (the world's WAN), so pods reach the control server."""
         client.networks.get(network).connect(self.node)
+
+
+@contextmanager
+def world_cluster(world) -> Iterator[KindCluster]:
+    """A kind cluster beside a running world: meshcert's node image (built when missing), its
+    node joined to the world's WAN (the pods reach ``control`` -> toxiproxy and the tailnet
+    nodes), the world's sidecar and SUT images loaded with ``kind load``; deleted on exit (also
+    on Ctrl-C: KeyboardInterrupt unwinds through here; a kill -9 leaves labelled containers for
+    the next run's sweep)."""
+    swept = cluster.sweep_kubeconfigs(world.client)  # the world's start swept dead runs' nodes already
+    if swept:
+        progress.say(f"swept kind kubeconfigs of killed runs: {swept}")
+    c = KindCluster(f"meshcert-{world.run_id}", ensure_node_image(world.client), run_id=world.run_id,
+                    client=world.client)
+    try:
+        t0 = time.monotonic()
+        c.create()
+        c.timings["create"] = time.monotonic() - t0
+        c.connect(world.client, world.networks["wan"].name)
+        t0 = time.monotonic()
+        c.load(images_to_load(world.images, world.sut_image))
+        c.timings["load"] = time.monotonic() - t0
+        progress.say(f"kind cluster {c.name}: created in {c.timings['create']:.1f} s, "
+                     f"{len(images_to_load(world.images, world.sut_image))} images kind-loaded in {c.timings['load']:.1f} s")
+        yield c
+    finally:
+        c.delete()
+
+
+def prepare() -> str:
+    """Before kind tests run (the plugin, at collection: outside every test's timeout -- a cold
+    node image build takes longer than pytest's 600 s): the pinned kind and meshcert's node
+    image, built when missing with progress shown; returns the node image."""
+    client = docker.from_env(timeout=120)
+    with progress.step("kind: the pinned kind binary and the node image (built here when missing)"):
+        COMPONENTS["kind"].ensure()
+        return ensure_node_image(client)

@@ -47,7 +47,11 @@ import docker.errors
 
 from meshcert.errors import EnvironmentProblem
 from meshcert.toolchain import components, paths, progress
+
+# under their old local names: the node image tag hashes the source of the functions that call them
 from meshcert.toolchain.images import apt_mirror_and_suite
+from meshcert.toolchain.images import image_exists as _exists
+from meshcert.toolchain.images import input_hash as _hash
 
 NODE_FILES = Path(__file__).resolve().parent / "node"
 NODE_SUITE = "trixie"  # kind v0.33.0's images/base/Dockerfile: debian:trixie-slim
@@ -170,14 +174,6 @@ def cluster_config_patches() -> dict:
 
 
 # ------------------------------------------------------------------------------ hashes
-def _hash(*parts: bytes | str) -> str:
-    h = hashlib.sha256()
-    for p in parts:
-        h.update(p.encode() if isinstance(p, str) else p)
-        h.update(b"\0")
-    return h.hexdigest()[:12]
-
-
 def _tree_digest(root: Path) -> list[str]:
     return [f"{p.relative_to(root)}:{oct(p.stat().st_mode & 0o777)}:{hashlib.sha256(p.read_bytes()).hexdigest()}"
             for p in sorted(root.rglob("*")) if p.is_file()]
@@ -222,14 +218,6 @@ def plan() -> Plan:
 
 
 # ------------------------------------------------------------------------------ building
-def _exists(c: docker.DockerClient, tag: str) -> bool:
-    try:
-        c.images.get(tag)
-        return True
-    except docker.errors.ImageNotFound:
-        return False
-
-
 def ensure_node_image(c: docker.DockerClient) -> str:
     """The node image's tag, built first when missing (progress shown; locked so that two
     meshcert processes build it once)."""
@@ -423,3 +411,17 @@ def stale_images(c: docker.DockerClient) -> list[str]:
     keep = {p.base_tag, p.node_tag}
     return sorted(t for img in c.images.list(filters={"label": LABEL}) for t in img.tags
                   if t.split(":")[0] in (BASE_REPO, NODE_REPO) and t not in keep)
+
+
+def remove_stale_images(c: docker.DockerClient) -> tuple[list[str], list[str]]:
+    """(removed, kept because a container uses them) among :func:`stale_images`."""
+    removed, kept = [], []
+    for tag in stale_images(c):
+        try:
+            c.images.remove(tag)
+            removed.append(tag)
+        except docker.errors.APIError as e:
+            if e.status_code != 409:
+                raise
+            kept.append(tag)
+    return removed, kept

@@ -1,26 +1,24 @@
-"""Run a rendered pod template on the Docker engine, the way a kubelet would (DESIGN.md §2).
+"""Containers that share a network namespace, from a rendered pod template, on plain Docker
+(the fast world; DESIGN.md §2). This is NOT a kubelet and does not imitate one.
 
-"Helm values -> running sidecar" is tested without a cluster: the Deployment a chart renders
-gives a pod template, and this module runs it as a pod of Docker containers:
+What it does: the Deployment a chart renders gives a pod template, and this module starts its
+containers so that they share what a pod's containers share:
 
 - a **pause** container owns the network namespace (and /etc/hosts: ``hostAliases``); every
-  container of the pod joins it (``network_mode=container:<pause>``), so they share
-  127.0.0.1, as in a Kubernetes pod;
-- ``command``/``args`` replace the image's ENTRYPOINT/CMD (with Kubernetes' ``$(VAR)``
-  expansion); ``env``/``envFrom`` are resolved from a Secrets / ConfigMaps mapping given by
-  the caller, as the kubelet resolves them. A ``secretKeyRef`` (or ``configMapKeyRef``) to a
-  missing object or key that is not ``optional`` keeps **that container** from starting,
-  exactly like the kubelet's ``CreateContainerConfigError``; the pod's other containers run;
-- volumes: ``emptyDir`` -> a labelled Docker volume (tmpfs, mode 0777 like an emptyDir),
-  ``secret``/``configMap`` -> a labelled tmpfs volume filled with the keys' files (items,
-  modes, fsGroup ownership). Every volume is also mounted in the pause container, so it lives
-  as long as the pod, not as long as one container. A missing, non-optional Secret or
-  ConfigMap volume keeps every container from starting (the kubelet's ``FailedMount``);
-- the ``securityContext`` (pod and container): runAsUser/runAsGroup -> the container's user,
-  fsGroup/supplementalGroups -> extra groups, runAsNonRoot (refused for a root user, as the
-  kubelet does), readOnlyRootFilesystem, privileged, capabilities add/drop,
-  allowPrivilegeEscalation: false -> no-new-privileges; the pod's restartPolicy -> Docker's;
-- images are never pulled: an image missing on the engine is ``ErrImageNeverPull``.
+  container of the pod joins it (``network_mode=container:<pause>``): one 127.0.0.1, one IP;
+- volumes shared between the containers: ``emptyDir`` -> a labelled Docker volume (tmpfs,
+  mode 0777), ``secret``/``configMap`` -> a labelled tmpfs volume holding the keys' files, all
+  also mounted in the pause container so they live as long as the pod;
+- what a container is started with: ``command``/``args`` (with ``$(VAR)`` expansion), ``env``
+  (values from the Secrets / ConfigMaps mapping the caller gives), the securityContext's user,
+  groups, read-only root, capabilities, no-new-privileges; restartPolicy -> Docker's.
+
+What it does not do: decide what a kubelet would refuse. A Secret, ConfigMap or key that is
+not in the caller's mapping, an image that is not on the engine, runAsNonRoot with a root
+user, an init container that fails: each is a :class:`PodRunError` naming the fact, never a
+status, event or reason string written to look like the kubelet's. The kubelet's own answers
+(CreateContainerConfigError, FailedMount, readiness, events) are asserted on a real cluster:
+meshcert/k8s/kind.py and kindpod.py, ``pytest --cluster kind``.
 
 Not supported (a :class:`PodRunError` says so): hostPath and other volume types, subPath,
 ephemeral containers. Resources, ports, service accounts and scheduling fields are ignored.
@@ -57,15 +55,15 @@ CONTAINER_LABEL = "io.meshcert.pod-container"
 RESTART = {"Always": {"Name": "always"}, "OnFailure": {"Name": "on-failure"}, "Never": None}
 
 
+KUBELET_ONLY = ("meshcert's Docker pods only share a network namespace and volumes; what a kubelet does about "
+                "this is asserted on a real one (pytest --cluster kind)")
+
+
 class PodRunError(MeshcertError):
-    """The pod template uses something the runner cannot do, or the engine refused it."""
+    """The pod template uses something the runner cannot do, an input is missing, or the engine refused it."""
 
-    def __init__(self, message: str, fix: str = ""):
+    def __init__(self, message: str, fix: str = KUBELET_ONLY):
         super().__init__("pod runner", redact(message), fix)
-
-
-class ConfigError(Exception):
-    """Why the kubelet would refuse to start one container (CreateContainerConfigError, ...)."""
 
 
 # ------------------------------------------------------------------------------ manifests
@@ -111,7 +109,9 @@ def _as_text(v: Any) -> str:
 
 def resolve_env(spec: dict, *, secrets: Mapping[str, Mapping[str, Any]], config_maps: Mapping[str, Mapping[str, Any]],
                 namespace: str, fields: Mapping[str, str]) -> dict[str, str]:
-    """A container's environment as the kubelet builds it; ConfigError for what it refuses."""
+    """A container's environment from the caller's Secrets / ConfigMaps mappings (Kubernetes'
+    rules for optional references and ``$(VAR)``); PodRunError for a reference to something
+    that is not in them."""
     env: dict[str, str] = {}
     for src in spec.get("envFrom") or []:
         prefix = src.get("prefix") or ""
@@ -123,7 +123,7 @@ def resolve_env(spec: dict, *, secrets: Mapping[str, Mapping[str, Any]], config_
             if obj is None:
                 if ref.get("optional"):
                     continue
-                raise ConfigError(f'{label} "{ref.get("name")}" not found')
+                raise PodRunError(f'{label} "{ref.get("name")}" is not in the pod runner\'s mapping')
             for k, v in obj.items():
                 env[prefix + k] = _as_text(v)
     for item in spec.get("env") or []:
@@ -141,11 +141,11 @@ def resolve_env(spec: dict, *, secrets: Mapping[str, Mapping[str, Any]], config_
             if obj is None:
                 if ref.get("optional"):
                     continue
-                raise ConfigError(f'{label} "{ref.get("name")}" not found')
+                raise PodRunError(f'{label} "{ref.get("name")}" is not in the pod runner\'s mapping')
             if ref.get("key") not in obj:
                 if ref.get("optional"):
                     continue
-                raise ConfigError(f'couldn\'t find key {ref.get("key")} in {kind} {namespace}/{ref.get("name")}')
+                raise PodRunError(f'{kind} {namespace}/{ref.get("name")} has no key {ref.get("key")}')
             env[name] = _as_text(obj[ref["key"]])
         elif "fieldRef" in vf:
             path = vf["fieldRef"].get("fieldPath", "")
@@ -155,7 +155,7 @@ def resolve_env(spec: dict, *, secrets: Mapping[str, Mapping[str, Any]], config_
             elif path in fields:
                 env[name] = fields[path]
             else:
-                raise ConfigError(f"unsupported fieldRef {path!r}")
+                raise PodRunError(f"unsupported fieldRef {path!r}")
         else:
             raise PodRunError(f"env {name}: valueFrom {sorted(vf)} is not supported by meshcert's pod runner")
     return env
@@ -167,7 +167,6 @@ class ContainerRun:
     name: str
     spec: dict
     container: Any = None   # docker.models.containers.Container once started
-    reason: str = ""        # why it was not started ("" when it was)
     init: bool = False
 
     @property
@@ -185,7 +184,6 @@ class RunningPod:
     ip: str
     containers: dict[str, ContainerRun] = field(default_factory=dict)
     volumes: list[Any] = field(default_factory=list)
-    events: list[str] = field(default_factory=list)
     on_remove: list[Callable[[], None]] = field(default_factory=list)
     _removed: bool = False
 
@@ -198,14 +196,8 @@ class RunningPod:
     def started(self, name: str) -> bool:
         return name in self.containers and self.containers[name].started
 
-    def not_started(self) -> dict[str, str]:
-        """Container -> the reason the kubelet would give for not starting it."""
-        return {n: c.reason for n, c in self.containers.items() if not c.started}
-
     def state(self, name: str) -> dict:
         c = self.run(name)
-        if not c.started:
-            return {"Status": "waiting", "Reason": c.reason}
         c.container.reload()
         st = c.container.attrs.get("State") or {}
         return {"Status": st.get("Status"), "ExitCode": st.get("ExitCode"),
@@ -213,15 +205,11 @@ class RunningPod:
 
     def exec(self, name: str, cmd: list[str]) -> tuple[int, str]:
         c = self.run(name)
-        if not c.started:
-            raise PodRunError(f"container {name} of pod {self.name} is not running: {c.reason}")
         r = c.container.exec_run(cmd, demux=False)
         return r.exit_code, (r.output.decode(errors="replace") if r.output else "")
 
     def logs(self, name: str) -> str:
         c = self.run(name)
-        if not c.started:
-            return f"(not started: {c.reason})"
         try:
             return redact(c.container.logs(timestamps=True).decode(errors="replace"))
         except docker.errors.APIError as e:
@@ -239,9 +227,7 @@ class RunningPod:
         c = self.run(name)
         spec = c.spec.get(kind)
         if not spec:
-            return True, f"no {kind}: ready once started" if c.started else c.reason
-        if not c.started:
-            return False, c.reason
+            return True, f"no {kind}: ready once started"
         timeout = float(spec.get("timeoutSeconds") or 1)
         if "httpGet" in spec:
             g = spec["httpGet"]
@@ -353,9 +339,9 @@ def run_pod(template: dict, pod_name: str, penv: PodEnv, *, on_container: Callab
             init_timeout: float = 120) -> RunningPod:
     """Run ``template`` ({"metadata", "spec"} of a pod) as pod ``pod_name``; returns the running pod.
 
-    A container the kubelet would refuse (missing Secret/key, runAsNonRoot with a root user, an
-    image not on the engine) is recorded in ``RunningPod.containers[name].reason`` and not
-    started; everything else runs. On an unexpected engine error, what was created is removed.
+    Every container starts, or nothing is left running: a missing input (a Secret/key not in
+    the mapping, an image not on the engine, runAsNonRoot with a root user, a failed init
+    container) is a PodRunError naming it, and what was created is removed.
     """
     spec = template.get("spec") or {}
     meta = template.get("metadata") or {}
@@ -380,7 +366,6 @@ def _start(pod: RunningPod, spec: dict, meta: dict, penv: PodEnv, labels: dict, 
     # 1. volumes (each also mounted in the pause container, which lives as long as the pod)
     vol_names: dict[str, str] = {}
     fills: dict[str, tuple[str, dict]] = {}  # volume -> (kind, source)
-    failed_mount = ""
     for v in spec.get("volumes") or []:
         vname = v["name"]
         kinds = [k for k in v if k != "name"]
@@ -426,11 +411,7 @@ def _start(pod: RunningPod, spec: dict, meta: dict, penv: PodEnv, labels: dict, 
 
     # 3. secret / configMap volumes: the keys' files, as the kubelet writes them
     for vname, (kind, src) in fills.items():
-        try:
-            _fill(pod.pause, vname, kind, src, penv, fs_group)
-        except ConfigError as e:
-            failed_mount = f'FailedMount: MountVolume.SetUp failed for volume "{vname}" : {e}'
-            break
+        _fill(pod.pause, vname, kind, src, penv, fs_group)
 
     fields = {"metadata.name": pod.name, "metadata.namespace": penv.namespace, "status.podIP": pod.ip,
               "status.hostIP": pod.ip, "spec.nodeName": penv.node_name,
@@ -444,31 +425,18 @@ def _start(pod: RunningPod, spec: dict, meta: dict, penv: PodEnv, labels: dict, 
         native = ic.get("restartPolicy") == "Always"
         run = ContainerRun(ic["name"], ic, init=not native)
         pod.containers[ic["name"]] = run
-        if failed_mount:
-            run.reason = failed_mount
-            continue
         _start_container(pod, run, spec, penv, labels, vol_names, fields,
                          {"Name": "always"} if native else None, on_container)
-        if not run.started:
-            failed_mount = f"Init:{run.reason}"  # the pod stays in Init: nothing after it starts
-            continue
         if not native:
             r = run.container.wait(timeout=init_timeout)
             if r.get("StatusCode", 1) != 0:
-                failed_mount = f"Init:Error: init container {ic['name']} exited {r.get('StatusCode')}"
+                raise PodRunError(f"init container {ic['name']} of pod {pod.name} exited {r.get('StatusCode')}")
 
     # 5. the pod's containers, in order
     for cs in spec.get("containers") or []:
         run = ContainerRun(cs["name"], cs)
         pod.containers[cs["name"]] = run
-        if failed_mount:
-            run.reason = failed_mount
-        else:
-            _start_container(pod, run, spec, penv, labels, vol_names, fields, restart, on_container)
-    for name, reason in pod.not_started().items():
-        msg = f"pod {pod.name}: container {name} not started: {reason}"
-        pod.events.append(msg)
-        progress.say(msg)
+        _start_container(pod, run, spec, penv, labels, vol_names, fields, restart, on_container)
 
 
 def _bytes(q: str) -> int:
@@ -487,7 +455,7 @@ def _fill(pause, vname: str, kind: str, src: dict, penv: PodEnv, fs_group: int |
     if obj is None:
         if src.get("optional"):
             return
-        raise ConfigError(f'{label} "{obj_name}" not found')
+        raise PodRunError(f'volume {vname}: {label} "{obj_name}" is not in the pod runner\'s mapping')
     mode = src.get("defaultMode", 0o644)
     items = src.get("items")
     files: dict[str, tuple[bytes, int]] = {}
@@ -496,8 +464,7 @@ def _fill(pause, vname: str, kind: str, src: dict, penv: PodEnv, fs_group: int |
             if it["key"] not in obj:
                 if src.get("optional"):
                     continue
-                raise ConfigError(f"configmap references non-existent config key: {it['key']}" if kind == "configMap"
-                                  else f"references non-existent secret key: {it['key']}")
+                raise PodRunError(f"volume {vname}: {label} {obj_name} has no key {it['key']}")
             files[it.get("path") or it["key"]] = (_as_bytes(obj[it["key"]]), it.get("mode", mode))
     else:
         files = {k: (_as_bytes(v), mode) for k, v in obj.items()}
@@ -527,14 +494,9 @@ def _start_container(pod: RunningPod, run: ContainerRun, pspec: dict, penv: PodE
     try:
         c.images.get(image)
     except (docker.errors.ImageNotFound, docker.errors.NullResource):
-        run.reason = f"ErrImageNeverPull: image {image!r} is not on this engine (meshcert never pulls images)"
-        return
-    try:
-        env = resolve_env(cs, secrets=penv.secrets, config_maps=penv.config_maps, namespace=penv.namespace,
-                          fields=fields)
-    except ConfigError as e:
-        run.reason = f"CreateContainerConfigError: {e}"
-        return
+        raise PodRunError(f"container {run.name}: image {image!r} is not on this engine (meshcert never pulls images)",
+                          "build or load it first (meshcert setup)") from None
+    env = resolve_env(cs, secrets=penv.secrets, config_maps=penv.config_maps, namespace=penv.namespace, fields=fields)
     psc, csc = pspec.get("securityContext") or {}, cs.get("securityContext") or {}
     uid = csc.get("runAsUser", psc.get("runAsUser"))
     gid = csc.get("runAsGroup", psc.get("runAsGroup"))
@@ -542,13 +504,10 @@ def _start_container(pod: RunningPod, run: ContainerRun, pspec: dict, penv: PodE
     if non_root:
         img_user = _image_user(c, image).split(":")[0]
         if uid is None and img_user and not img_user.isdigit():
-            run.reason = (f"CreateContainerConfigError: container has runAsNonRoot and image has non-numeric user "
-                          f"({img_user}), cannot verify user is non-root")
-            return
+            raise PodRunError(f"container {run.name}: runAsNonRoot, and the image's user {img_user!r} is not numeric")
         effective = uid if uid is not None else int(img_user or 0)
         if effective == 0:
-            run.reason = "CreateContainerConfigError: container has runAsNonRoot and image will run as root"
-            return
+            raise PodRunError(f"container {run.name}: runAsNonRoot, and it would run as root")
     kw: dict[str, Any] = {"labels": {**labels, CONTAINER_LABEL: run.name},
                           "network_mode": f"container:{pod.pause.id}", "network": None}
     if uid is not None:
@@ -578,8 +537,7 @@ def _start_container(pod: RunningPod, run: ContainerRun, pspec: dict, penv: PodE
         if m.get("subPath") or m.get("subPathExpr"):
             raise PodRunError(f"container {run.name}: volumeMount subPath is not supported by meshcert's pod runner")
         if m["name"] not in vol_names:
-            run.reason = f"CreateContainerConfigError: volume {m['name']!r} not found in the pod's volumes"
-            return
+            raise PodRunError(f"container {run.name}: volume {m['name']!r} is not among the pod's volumes")
         mounts.append(docker.types.Mount(m["mountPath"], vol_names[m["name"]], type="volume", no_copy=True,
                                          read_only=bool(m.get("readOnly"))))
     if mounts:
@@ -597,8 +555,7 @@ def _start_container(pod: RunningPod, run: ContainerRun, pspec: dict, penv: PodE
     try:
         dc.start()
     except docker.errors.APIError as e:
-        run.reason = f"RunContainerError: {redact(str(e.explanation or e))}"
-        return
+        raise PodRunError(f"container {run.name}: the engine refused it: {e.explanation or e}", "") from None
     run.container = dc.get_wrapped_container()
     if on_container:
         on_container(run.name, run.container)

@@ -3,19 +3,22 @@ the per-test reset, the report folder and the report's extra sections, the claus
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 from pathlib import Path
 
 import pytest
 
 from meshcert.errors import MeshcertError
-from meshcert.plugin import state
+from meshcert.plugin import parallel, state
 from meshcert.policy import load_policy
 from meshcert.spec import load_spec
 from meshcert.sut.client import SutNotTestable
+from meshcert.toolchain import components
 from meshcert.world import World
-from meshcert.world.topology import guide_topology
+from meshcert.world.topology import guide_topology, parse_versions, with_tailscale, world_versions
 
 
 @pytest.fixture(scope="session")
@@ -40,21 +43,33 @@ def clause_results(pytestconfig) -> dict:
 @pytest.fixture(scope="session")
 def world(pytestconfig, report_dir):
     """The guide's world, built once per session and removed at its end (Ctrl-C included)."""
-    vlan = os.environ.get("MESHCERT_VLAN")  # two sessions on one engine need different VLANs
-    topo = guide_topology(vlan) if vlan else guide_topology()
+    # two sessions on one engine need different VLANs: MESHCERT_VLAN; xdist's workers each move it
+    # up by their number (parallel.session_vlan)
+    topo = guide_topology(parallel.session_vlan(parallel.worker_id(pytestconfig)))
     try:
+        # the version matrix (certify --matrix): this session's tailscale/headscale versions
+        topo = with_tailscale(topo, parse_versions(os.environ.get("MESHCERT_TAILSCALE", "")))
+        topo.headscale = os.environ.get("MESHCERT_HEADSCALE") or None
         if pytestconfig.getoption("--policy"):
             topo.policy = json.loads(load_policy(pytestconfig.getoption("--policy")).to_json())
         spec = None
         if pytestconfig.getoption("--spec"):
             spec = load_spec(pytestconfig.getoption("--spec"))
+    except KeyError as e:  # MESHCERT_TAILSCALE names no node of the world
+        pytestconfig.stash[state.INPUT_ERROR] = f"MESHCERT_TAILSCALE: {e.args[0]}"
+        pytest.exit(f"meshcert: MESHCERT_TAILSCALE: {e.args[0]}", returncode=2)
     except MeshcertError as e:
         pytestconfig.stash[state.INPUT_ERROR] = e.one_line()
         pytest.exit(f"meshcert: {e.one_line()}", returncode=2)
     w = World(topology=topo, sut_image=pytestconfig.getoption("--sut-image"),
               sut_port=pytestconfig.getoption("--sut-port"))
     w.connectivity_spec = spec
-    w.log_root = report_dir / "logs"
+    wid = parallel.worker_id(pytestconfig)
+    # a failing clause's logs go to logs/<clause>-<n>, n counted per world: under xdist each
+    # worker's world has a folder of its own (logs/gw0/...), so two worlds' "<clause>-1" never meet
+    w.log_root = report_dir / "logs" / wid if wid else report_dir / "logs"
+    pytestconfig.stash[state.EXTRA]["versions"] = world_versions(
+        topo, {n: components.COMPONENTS[n].version for n in components.VERSIONED})
     try:
         w.start()
     except MeshcertError as e:
@@ -65,13 +80,42 @@ def world(pytestconfig, report_dir):
         data["run"] = w.run_id  # its objects are gone: World.start removes what it built
         pytestconfig.stash[state.NOT_TESTED] = data
         pytest.exit(_not_tested_exit_message(data), returncode=2)
-    (report_dir / "world.json").write_text(json.dumps({"run": w.run_id, "timings": w.timings, "images": w.images,
-                                                      "sut_image": w.sut_image}, indent=1))
+    about = json.dumps({"run": w.run_id, "timings": w.timings, "images": w.images, "sut_image": w.sut_image},
+                       indent=1)
+    if wid:  # xdist: one world per worker, each named; world.json (the bundle's) is the first one built
+        (report_dir / f"world-{wid}.json").write_text(about)
+        try:
+            with open(report_dir / "world.json", "x") as f:
+                f.write(about)
+        except FileExistsError:
+            pass
+    else:
+        (report_dir / "world.json").write_text(about)
     try:
         yield w
     finally:
         if not pytestconfig.getoption("--keep-world"):
-            w.stop()
+            with _no_second_interrupt(wid):
+                w.stop()
+
+
+@contextlib.contextmanager
+def _no_second_interrupt(worker: str | None):
+    """In an xdist worker, a world's removal is not cut short by a second SIGINT: the one Ctrl-C
+    already ended its session, and xdist's shutdown interrupts a worker that is still busy after
+    5 s (execnet's gateway, which then waits for it). A serial run: unchanged."""
+    if not worker:
+        yield
+        return
+    try:
+        old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 def _not_tested_exit_message(data: dict) -> str:

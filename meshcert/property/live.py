@@ -7,7 +7,7 @@ that world (:func:`resolve`). :func:`probe` dials the probe matrix from inside t
 
 Probing: each source dials all its targets concurrently (one node-agent call per source, all
 sources at once). A denied TCP connection to a tailnet node is dropped silently, so every
-negative costs its full ``timeout`` (1.5 s by default). A pair the oracle allows that did not
+negative costs its full ``timeout`` (model.NEGATIVE_TIMEOUT by default). A pair the oracle allows that did not
 connect is retried alone, until ``retry_window`` seconds have passed, before it counts as a
 difference (a peer that just became visible may need its first WireGuard handshake).
 Denials are judged live: a pair the oracle denies is dialled only after a pair it allows between
@@ -114,22 +114,35 @@ def apply_routes(world, routes: RouteSettings) -> dict[str, tuple[str, ...]]:
     sees the router's route, which never happens when the example's policy hides the router from
     a node or reduces its routes; :func:`wait_routes_settled` waits on what must hold instead.
     """
-    for pod, on in routes.accept_routes.items():
+    for pod in routes.accept_routes:
         if pod not in world.nodes:
             raise InputError("route settings", f"acceptRoutes for {pod!r}: the world has no such node")
-        if world.nodes[pod].accept_routes is not on:
-            world.nodes[pod].set_accept_routes(on)
     resolved = {r: tuple(resolve(c, world) for c in cidrs) for r, cidrs in routes.approved.items()}
-    ids: dict[str, int] = {}
-    now = _approved_now(world, ids)
-    changed = False
-    for router, cidrs in resolved.items():
+    for router in resolved:
         if router not in world.nodes:
             raise InputError("route settings", f"approved routes for {router!r}: the world has no such node")
+    ids: dict[str, int] = {}
+    # the pods' acceptRoutes prefs (their own node agents) and headscale's approvals (one exec)
+    # are independent: read and set all at once
+    flips = [world.nodes[pod] for pod, on in routes.accept_routes.items() if world.nodes[pod].accept_routes is not on]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1 + len(flips)) as ex:
+        now_f = ex.submit(_approved_now, world, ids)
+        for f in [ex.submit(n.set_accept_routes, routes.accept_routes[n.name]) for n in flips]:
+            f.result()
+        now = now_f.result()
+    after, reread = dict(now), False
+    for router, cidrs in resolved.items():
         if now.get(router, set()) != set(cidrs):
-            world.headscale.approve_routes(ids[router] if router in ids else world.headscale.node_id(router), cidrs)
-            changed = True
-    after = _approved_now(world) if changed else now
+            # approve-routes answers with the node as headscale now holds it (an empty list is
+            # left out of its JSON): no second listing; a handle that answers nothing is re-read
+            node = world.headscale.approve_routes(ids[router] if router in ids else world.headscale.node_id(router),
+                                                  cidrs)
+            if isinstance(node, dict) and node.get("id"):
+                after[router] = set(node.get("approved_routes") or [])
+            else:
+                reread = True
+    if reread:
+        after = _approved_now(world)
     for router, cidrs in resolved.items():
         if after.get(router, set()) != set(cidrs):
             raise WorldError(f"headscale shows {router} approved for {sorted(after.get(router, set()))}, "

@@ -23,6 +23,7 @@ import platform
 import subprocess
 import tarfile
 import time
+from importlib.metadata import version
 from pathlib import Path
 
 from meshcert.errors import InputError
@@ -41,7 +42,6 @@ MAX_FILE_BYTES = 20 << 20  # a runaway log is cut, never the bundle refused (20 
 
 def meshcert_version() -> str:
     try:
-        from importlib.metadata import version
         v = version("meshcert")
     except Exception:
         v = "?"

@@ -48,7 +48,9 @@ PREFIXES: dict[str, str] = {
     "PERF": "performance",
 }
 REQUIRED = ("id", "group", "guide", "must", "since")
-OPTIONAL = ("section", "notes", "out_of_scope", "measured")
+OPTIONAL = ("section", "notes", "out_of_scope", "measured", "holds_for")
+# holds_for: {tailscale|headscale: ">=v0.26.0" / "<v0.26.0"}: the versions a clause holds for (issue 14)
+HOLDS_FOR_RE = re.compile(r"^(>=|<)v[0-9]+\.[0-9]+\.[0-9]+$")
 TOP_LEVEL = ("guide", "clauses")
 DEFAULT_TEST_DIRS = ("conformance", "scenarios")
 
@@ -70,6 +72,8 @@ class Clause:
     notes: str = ""
     out_of_scope: str = ""  # why the connectivity layer cannot be held to it (never a silent gap)
     measured: bool = False  # a figure to report, not a promise to assert: shown as "measured", never "passed"
+    # the component versions the clause holds for, e.g. (("headscale", ">=v0.26.0"),); (): every version
+    holds_for: tuple[tuple[str, str], ...] = ()
 
     @property
     def title(self) -> str:
@@ -226,9 +230,15 @@ def _clause(item, index: int, what: str, seen: dict[str, int]) -> Clause:
     measured = item.get("measured", False)
     if not isinstance(measured, bool):
         raise InputError(what, f"{where}: measured must be true or false", "write measured: true or leave it out")
+    holds_for = item.get("holds_for") or {}
+    if not isinstance(holds_for, dict) or any(k not in ("tailscale", "headscale") or not isinstance(v, str)
+                                              or not HOLDS_FOR_RE.match(v) for k, v in holds_for.items()):
+        raise InputError(what, f"{where}: holds_for must map tailscale/headscale to \">=vX.Y.Z\" or \"<vX.Y.Z\"",
+                         'e.g. holds_for: {headscale: ">=v0.26.0"}')
     return Clause(id=cid, group=group, guide=guide.strip() if guide else None, must=" ".join(must.split()),
                   since=since, section=section, notes=" ".join(notes.split()),
-                  out_of_scope=" ".join(oos.split()), measured=measured)
+                  out_of_scope=" ".join(oos.split()), measured=measured,
+                  holds_for=tuple(sorted(holds_for.items())))
 
 
 def by_id(catalog: Iterable[Clause]) -> dict[str, Clause]:

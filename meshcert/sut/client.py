@@ -10,6 +10,7 @@ import shlex
 import time
 from typing import Any
 
+import docker.errors
 import requests
 
 from meshcert.errors import InputError, MeshcertError
@@ -156,7 +157,6 @@ def load_fix(image: str) -> str:
 def require_image(client, image: str) -> dict:
     """The engine's ``docker inspect`` of ``image``; SutNotTestable naming it and how to load it
     when the engine does not have it."""
-    import docker.errors
     try:
         return client.images.get(image).attrs
     except docker.errors.ImageNotFound:

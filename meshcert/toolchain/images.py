@@ -6,7 +6,10 @@ No container registry is reachable on our machines, so every image is built here
   imported with ``docker import``.
 - ``meshcert/host``: base + meshcert's node agent (banner listeners and a probe API).
 - ``meshcert/tailscale``, ``meshcert/headscale``, ``meshcert/toxiproxy``: host + the pinned Go
-  binaries (see components.py).
+  binaries (see components.py). Another version of tailscale or headscale is the image named
+  ``tailscale@v1.80.3`` here (:func:`versioned`): the same recipe with that version's binaries,
+  so its ``meshcert/tailscale:<hash>`` tag differs; it carries the label ``io.meshcert.version``.
+- the credential layer's images (vault, server, sshd-host, database, clients): credimages.py.
 - ``meshcert/sut-reference``: clients (host + ssh and psql) + the reference SUT runtime.
 """
 
@@ -29,6 +32,7 @@ from meshcert.toolchain.paths import PACKAGE, cache_dir
 
 BASE_PACKAGES = ["python3", "ca-certificates", "iproute2", "nftables", "iptables", "procps", "tini"]
 LABEL = "io.meshcert.image"
+VERSION_LABEL = "io.meshcert.version"  # the component version in a tailscale/headscale image
 
 
 def apt_mirror_and_suite() -> tuple[str, str]:
@@ -54,7 +58,7 @@ def apt_mirror_and_suite() -> tuple[str, str]:
                              "configure a Debian mirror for apt, or set MESHCERT_BASE_IMAGE to an image with python3")
 
 
-def _hash(*parts: bytes | str) -> str:
+def input_hash(*parts: bytes | str) -> str:
     h = hashlib.sha256()
     for p in parts:
         h.update(p.encode() if isinstance(p, str) else p)
@@ -62,7 +66,7 @@ def _hash(*parts: bytes | str) -> str:
     return h.hexdigest()[:12]
 
 
-def _exists(c: docker.DockerClient, tag: str) -> bool:
+def image_exists(c: docker.DockerClient, tag: str) -> bool:
     try:
         c.images.get(tag)
         return True
@@ -75,11 +79,11 @@ def base_image(c: docker.DockerClient) -> str:
     if override:
         return override
     _, suite = apt_mirror_and_suite()
-    tag = f"meshcert/base:{_hash(suite, 'minbase', *BASE_PACKAGES)}"
-    if _exists(c, tag):
+    tag = f"meshcert/base:{input_hash(suite, 'minbase', *BASE_PACKAGES)}"
+    if image_exists(c, tag):
         return tag
     with paths.cache_lock("image-base", progress.say):
-        if not _exists(c, tag):  # another process may have built it while we waited
+        if not image_exists(c, tag):  # another process may have built it while we waited
             _debootstrap_base(c, tag)
     return tag
 
@@ -102,7 +106,7 @@ def _debootstrap_base(c: docker.DockerClient, tag: str) -> None:
             img = c.api.import_image_from_stream(tar.stdout, repository=tag.split(":")[0], tag=tag.split(":")[1],
                                                  changes=[f"LABEL {LABEL}=base", 'CMD ["/bin/sh"]'])
             tar.wait()
-            if tar.returncode != 0 or not _exists(c, tag):
+            if tar.returncode != 0 or not image_exists(c, tag):
                 raise EnvironmentProblem("base image", f"docker import failed: {img}", "")
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -122,6 +126,32 @@ class Recipe:
         if self.extra:
             lines.append(self.extra)
         return "\n".join(lines) + "\n"
+
+
+def versioned(name: str, version: str | None) -> str:
+    """The image name of component ``name`` at ``version``: ``name`` itself for the pinned one
+    (None or the pinned version), else ``name@version`` (e.g. ``tailscale@v1.80.3``)."""
+    comp = components.component(name, version)
+    return name if comp.release is None else f"{name}@{comp.release}"
+
+
+def _split(name: str) -> tuple[str, str | None]:
+    base, _, version = name.partition("@")
+    return base, version or None
+
+
+def recipe(name: str) -> Recipe:
+    """The recipe of an image name, versioned ones (``tailscale@v1.80.3``) included."""
+    base, version = _split(name)
+    if version is None:
+        return recipes()[name]
+    if base not in components.VERSIONED:
+        raise EnvironmentProblem(f"image {name}", "only tailscale and headscale images come in other versions", "")
+    comp = components.component(base, version)
+    r = recipes()[base]
+    label = f"LABEL {VERSION_LABEL}={comp.release or comp.version}"
+    return Recipe(base, {f"/usr/local/bin/{n}": p for n, p in comp.paths().items()}, r.parent,
+                  "\n".join([label, r.extra]) if r.extra else label)
 
 
 def recipes() -> dict[str, Recipe]:
@@ -156,18 +186,24 @@ def _file_digest(p: Path) -> str:
 
 
 def build(c: docker.DockerClient, name: str, built: dict[str, str]) -> str:
-    r = recipes()[name]
+    base, version = _split(name)
+    if base in ("tailscale", "headscale", "toxiproxy", "vault"):
+        components.component(base, version).ensure()  # one clear line when not pinned or not buildable
+    r = recipe(name)
     parent = built["base"] if r.parent == "base" else built[r.parent]
-    if name in ("tailscale", "headscale", "toxiproxy", "vault"):
-        components.COMPONENTS[name].ensure()
-    df = r.dockerfile(parent)
-    tag = f"meshcert/{name}:{_hash(df, *(d + _file_digest(p) for d, p in sorted(r.files.items())))}"
-    if _exists(c, tag):
+    tag = image_tag(r, parent)
+    if image_exists(c, tag):
         return tag
     with paths.cache_lock(f"image-{name}", progress.say):
-        if not _exists(c, tag):  # another process may have built it while we waited
-            _build_image(c, name, r, df, tag)
+        if not image_exists(c, tag):  # another process may have built it while we waited
+            _build_image(c, name, r, r.dockerfile(parent), tag)
     return tag
+
+
+def image_tag(r: Recipe, parent_tag: str) -> str:
+    """``meshcert/<name>:<hash of the Dockerfile and every file copied in>``."""
+    df = r.dockerfile(parent_tag)
+    return f"meshcert/{r.name}:{input_hash(df, *(d + _file_digest(p) for d, p in sorted(r.files.items())))}"
 
 
 def _build_image(c: docker.DockerClient, name: str, r, df: str, tag: str) -> None:
@@ -187,20 +223,42 @@ def _build_image(c: docker.DockerClient, name: str, r, df: str, tag: str) -> Non
 
 
 def ensure_images(c: docker.DockerClient, names: tuple[str, ...] = ("host", "tailscale", "headscale", "toxiproxy")) -> dict[str, str]:
+    """Build what is missing of ``names`` (and their parents); {name: tag}. A versioned name
+    (``tailscale@v1.80.3``) is built from that version's binaries (built first if needed)."""
     built = {"base": base_image(c)}
     order = ["host", "tailscale", "headscale", "toxiproxy", *credimages.recipe_specs(), "sut-reference"]
+    order += sorted(n for n in names if n not in order)  # versioned images, after their parent (host)
     for n in order:
-        if n in names or any(recipes()[m].parent == n for m in names):
+        if n in names or any(recipe(m).parent == n for m in names):
             built[n] = build(c, n, built)
     return built
+
+
+def built_versions(c: docker.DockerClient) -> dict[str, str]:
+    """{versioned image name: tag} of every pinned tailscale/headscale version whose binaries are
+    built and whose image is on the engine (nothing is built here)."""
+    out: dict[str, str] = {}
+    host = None
+    for name in components.VERSIONED:
+        for v in components.pinned_versions(name):
+            comp = components.component(name, v)
+            if comp.release is None or not comp.present():
+                continue
+            if host is None:
+                host = build(c, "host", {"base": base_image(c)})
+            tag = image_tag(recipe(f"{name}@{v}"), host)
+            if image_exists(c, tag):
+                out[f"{name}@{v}"] = tag
+    return out
 
 
 def stale_images(c: docker.DockerClient) -> list:
     """meshcert's own images that this checkout does not use (older hash tags), oldest first.
     Only ``meshcert/<name>`` images labelled ``io.meshcert.image=<name>`` count: an image built
     FROM one of ours inherits the label but not the name (a user's SUT image is never touched).
-    The current ones are computed by :func:`ensure_images` (so this builds what is missing)."""
-    keep = set(ensure_images(c, tuple(recipes())).values())
+    The current ones are computed by :func:`ensure_images` (so this builds what is missing); the
+    images of other pinned tailscale/headscale versions whose binaries are built are kept too."""
+    keep = set(ensure_images(c, tuple(recipes())).values()) | set(built_versions(c).values())
     stale = []
     for img in c.images.list(filters={"label": LABEL}):
         own = [t for t in img.tags if t.split(":")[0] == f"meshcert/{(img.labels or {}).get(LABEL)}"]

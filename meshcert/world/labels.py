@@ -62,7 +62,9 @@ def remove_run(c: docker.DockerClient, run_id: str | None = None, *, only_dead: 
         except docker.errors.APIError as e:  # "removal already in progress" and the like
             return 0 if e.status_code == 409 else 1
 
-    doomed_cts = [ct for ct in c.containers.list(all=True, filters=flt) if doomed(ct.labels)]
+    # ignore_removed: another session may remove its own container between the listing and its
+    # inspection (seen: a 404 that failed a world's start-up sweep on the shared engine)
+    doomed_cts = [ct for ct in c.containers.list(all=True, filters=flt, ignore_removed=True) if doomed(ct.labels)]
     with concurrent.futures.ThreadPoolExecutor(max_workers=8) as ex:
         counts["containers"] = sum(ex.map(rm, doomed_cts))
     for net in c.networks.list(filters=flt):
@@ -99,7 +101,7 @@ def sweep(c: docker.DockerClient) -> dict[str, int]:
 def leftovers(c: docker.DockerClient, run_id: str | None = None) -> dict[str, list[str]]:
     flt = {"label": [f"{RUN}={run_id}"] if run_id else [f"{LABEL}=1"]}
     return {
-        "containers": [x.name for x in c.containers.list(all=True, filters=flt)],
+        "containers": [x.name for x in c.containers.list(all=True, filters=flt, ignore_removed=True)],
         "networks": [x.name for x in c.networks.list(filters=flt)],
         "volumes": [x.name for x in c.volumes.list(filters=flt)],
     }

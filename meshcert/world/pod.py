@@ -7,6 +7,7 @@ This module starts the pause + sidecar + probe set (``start_pod``) and the SUT c
 
 from __future__ import annotations
 
+import concurrent.futures
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -43,16 +44,23 @@ def start_pod(run: Launcher, create_volume: Callable[[str], str], a: AgentSpec, 
                 aliases=[a.name], hostname=a.name, sysctls=dict(IPV6_ON))
     netns = {"network_mode": f"container:{pause.container.id}"}
     mount = {"volumes": {vol_name: {"bind": "/var/run/tailscale", "mode": "rw"}}}
-    if a.userspace:
-        sidecar = run(f"{a.name}-tailscale", ts_img,
-                      ["sh", "-c", f"exec {tailscaled(a.name, userspace=a.socks5_port)}"],
-                      environment=ts_env(a.name), files=ca_file, **netns, **mount)
-    else:
-        sidecar = run(f"{a.name}-tailscale", ts_img, ["sh", "-c", f"exec {tailscaled(a.name)}"],
-                      environment=ts_env(a.name), files=ca_file, **CAPS, **netns, **mount)
-    probe = run(f"{a.name}-probe", host_img,
-                ["python3", "/opt/meshcert/world/nodeagent.py", "--banner", ",".join(map(str, a.banner_ports))],
-                environment={"MESHCERT_NAME": a.name}, **netns, **mount)
+
+    def start_sidecar() -> Box:
+        if a.userspace:
+            return run(f"{a.name}-tailscale", ts_img,
+                       ["sh", "-c", f"exec {tailscaled(a.name, userspace=a.socks5_port)}"],
+                       environment=ts_env(a.name), files=ca_file, **netns, **mount)
+        return run(f"{a.name}-tailscale", ts_img, ["sh", "-c", f"exec {tailscaled(a.name)}"],
+                   environment=ts_env(a.name), files=ca_file, **CAPS, **netns, **mount)
+
+    def start_probe() -> Box:
+        return run(f"{a.name}-probe", host_img,
+                   ["python3", "/opt/meshcert/world/nodeagent.py", "--banner", ",".join(map(str, a.banner_ports))],
+                   environment={"MESHCERT_NAME": a.name}, **netns, **mount)
+    # the sidecar and the probe need only the pause container's namespace: both at once
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as ex:
+        f_sidecar, f_probe = ex.submit(start_sidecar), ex.submit(start_probe)
+        sidecar, probe = f_sidecar.result(), f_probe.result()
     return Pod(a, pause, sidecar, probe, vol_name, netns, mount)
 
 

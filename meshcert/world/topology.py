@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ class NodeSpec:
     approve_routes: tuple[str, ...] = ()
     accept_routes: bool = False
     image: str = "tailscale"  # or a credential target's: "server" (sshd), "database" (PostgreSQL): world/targets.py
+    tailscale: str | None = None  # its tailscale version (issue 14: mixed tailnets); None: the pinned one
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,7 @@ class AgentSpec:
     banner_ports: tuple[int, ...] = (22, 5000)  # for "targets cannot open connections to the agent"
     userspace: bool = False
     socks5_port: int = 1055
+    tailscale: str | None = None  # the sidecar's tailscale version; None: the pinned one
 
 
 @dataclass
@@ -69,6 +72,9 @@ class Topology:
     pods: tuple[AgentSpec, ...]
     policy: dict
     user: str = "meshcert"
+    headscale: str | None = None  # the control server's headscale version (issue 14); None: the pinned one
+    tailscale: str | None = None  # the tailscale version of a node or pod that names none (pods added by a
+                                  # test included); None: the pinned one
 
     @property
     def agent(self) -> AgentSpec:
@@ -113,6 +119,40 @@ def guide_topology(vlan: str = GUIDE_VLAN) -> Topology:
         pods=(AgentSpec(), AgentSpec(name="agent-us", userspace=True)),
         policy=guide_policy(str(net)),
     )
+
+
+def with_tailscale(topo: Topology, versions: dict[str, str]) -> Topology:
+    """``topo`` with the named nodes and pods (``{"router": "v1.80.3", "agent": ...}``; ``"*"``:
+    every one not named, and pods a test adds later) running another tailscale version: a mixed
+    tailnet, as headscale's integration suite runs one."""
+    default = versions.get("*", topo.tailscale)
+    versions = {k: v for k, v in versions.items() if k != "*"}
+    unknown = set(versions) - {n.name for n in (*topo.nodes, *topo.pods)}
+    if unknown:
+        raise KeyError(f"no node or pod named {', '.join(sorted(unknown))}")
+    return dataclasses.replace(
+        topo, tailscale=default, nodes=tuple(dataclasses.replace(n, tailscale=versions.get(n.name, n.tailscale)) for n in topo.nodes),
+        pods=tuple(dataclasses.replace(a, tailscale=versions.get(a.name, a.tailscale)) for a in topo.pods))
+
+
+def parse_versions(text: str) -> dict[str, str]:
+    """``MESHCERT_TAILSCALE``'s form: ``v1.80.3`` (every node and pod) or
+    ``agent=v1.80.3,router=v1.80.3`` (``*=v1.80.3``: every one not named, and pods a test adds)."""
+    out: dict[str, str] = {}
+    for part in (p.strip() for p in text.split(",")):
+        if part:
+            name, _, version = part.rpartition("=")
+            out[name.strip() or "*"] = version.strip()
+    return out
+
+
+def world_versions(topo: Topology, pinned: dict[str, str]) -> dict:
+    """The versions a world runs, for results.json: {"headscale": v, "tailscale": {node: v},
+    "tailscale_default": v (of pods added later)}
+    (``pinned``: {"tailscale": v, "headscale": v}, for the nodes that run the pinned ones)."""
+    default = topo.tailscale or pinned["tailscale"]
+    return {"headscale": topo.headscale or pinned["headscale"], "tailscale_default": default,
+            "tailscale": {n.name: n.tailscale or default for n in (*topo.nodes, *topo.pods)}}
 
 
 def policy_text(policy: dict) -> str:

@@ -14,6 +14,7 @@ import ipaddress
 import json
 import os
 import secrets as pysecrets
+import threading
 import time
 from collections.abc import Iterable
 from contextlib import contextmanager
@@ -28,7 +29,7 @@ from testcontainers.core.container import DockerContainer
 from meshcert.policy import parse_policy
 from meshcert.secrets import Secret, redact
 from meshcert.sut.client import SutClient, require_image, wait_serving
-from meshcert.toolchain import engine, images, progress
+from meshcert.toolchain import components, engine, images, progress
 from meshcert.world import labels as lbl
 from meshcert.world.base import (
     Box,
@@ -79,6 +80,7 @@ class World:
         self.headscale: Headscale | None = None
         self.toxiproxy: Toxiproxy | None = None
         self.keys: dict[tuple[str, ...], Secret] = {}
+        self._keys_lock = threading.Lock()
         self.policy: dict = {}
         self.policy_version = 0
         self.images: dict[str, str] = {}
@@ -141,7 +143,11 @@ class World:
         lbl.sweep(self.client)
         self.images = images.ensure_images(
             self.client, ("host", "tailscale", "headscale", "toxiproxy") + (() if self.sut_image else ("sut-reference",))
-            + tuple(sorted({s.image for s in self.topology.nodes} | {h.image for h in self.topology.hosts})))
+            + tuple(sorted({images.versioned("tailscale", s.tailscale or self.topology.tailscale)
+                            for s in (*self.topology.nodes, *self.topology.pods)}))
+            + ((images.versioned("headscale", self.topology.headscale),) if self.topology.headscale else ())
+            + tuple(sorted(({s.image for s in self.topology.nodes} | {h.image for h in self.topology.hosts})
+                           - {"tailscale", "host"})))
         if self.sut_image:
             require_image(self.client, self.sut_image)  # SutNotTestable naming the image and how to load it
         check_isolation(self.client, self.images["host"])
@@ -171,7 +177,8 @@ class World:
 
         with progress.step(f"world {self.run_id}: starting containers"):
             with concurrent.futures.ThreadPoolExecutor(max_workers=8) as ex:
-                f_hs = ex.submit(start_headscale, self.run_container, self.images["headscale"], self.certs)
+                f_hs = ex.submit(start_headscale, self.run_container,
+                                 self.images[images.versioned("headscale", topo.headscale)], self.certs)
                 f_tp = ex.submit(start_toxiproxy, self.run_container, self.images["toxiproxy"], CONTROL_ALIAS)
                 f_nodes = {s.name: ex.submit(self._start_node, s) for s in topo.nodes}
                 f_hosts = {s.name: ex.submit(self._start_host, s) for s in topo.hosts}
@@ -207,6 +214,9 @@ class World:
                                   f"{container_state(tp_box)}")
         self.toxiproxy.ensure_proxy("control", f"0.0.0.0:{HEADSCALE_PORT}", f"{HEADSCALE_ALIAS}:{HEADSCALE_PORT}")
         self.user_id = self.headscale.create_user(topo.user)
+        self.headscale.enable_api(self.certs.ca_pem)
+        if topo.headscale and components.version_key(topo.headscale) < (0, 28, 0):
+            self.headscale.default_user = self.user_id  # older headscale: every key needs --user (the matrix)
         self._apply_policy(topo.policy, wait=False)
         self.timings["control"] = time.monotonic() - t
 
@@ -214,13 +224,16 @@ class World:
         for node in self.nodes.values():
             wait_for(f"node agent on {node.name}", node.api.healthy, 30,
                      describe=lambda n=node: self._agent_state(n))
+        # the SUT containers start while the nodes join (as a pod's containers start together)
         with concurrent.futures.ThreadPoolExecutor(max_workers=8) as ex:
+            suts = [ex.submit(self.start_sut, p.spec.name) for p in self.pods.values()]
             list(ex.map(self._join, self.nodes.values()))
-        self.timings["join"] = time.monotonic() - t
+            self.timings["join"] = time.monotonic() - t
+            for f in suts:
+                f.result()
+        self.timings["suts"] = time.monotonic() - t
 
         t = time.monotonic()
-        with concurrent.futures.ThreadPoolExecutor(max_workers=4) as ex:
-            list(ex.map(lambda p: self.start_sut(p.spec.name), self.pods.values()))
         self._approve_routes()
         self._wait_policy_everywhere()
         self._wait_mesh()
@@ -233,9 +246,21 @@ class World:
 
     def _start_node(self, spec: NodeSpec) -> Box:
         if spec.image != "tailscale":  # a credential target: sshd or PostgreSQL beside tailscaled (targets.py)
+            if spec.tailscale or self.topology.tailscale:
+                raise WorldError(f"node {spec.name}: credential targets run the pinned tailscale only "
+                                 f"(their image {spec.image!r} is built on it), not {spec.tailscale or self.topology.tailscale}")
             return start_target_node(self.run_container, self.images[spec.image], spec, self.certs.ca_pem,
                                      self.networks)
-        return start_node(self.run_container, self.images["tailscale"], spec, self.certs.ca_pem, self.networks)
+        return start_node(self.run_container, self._tailscale_image(spec.tailscale), spec, self.certs.ca_pem,
+                          self.networks)
+
+    def _tailscale_image(self, version: str | None) -> str:
+        """The tailscale image of ``version`` (None: the topology's default, else the pinned one),
+        built now if a pod added for one test asks for a version the world did not start with."""
+        name = images.versioned("tailscale", version or self.topology.tailscale)
+        if name not in self.images:
+            self.images.update(images.ensure_images(self.client, (name,)))
+        return self.images[name]
 
     def _create_volume(self, role: str) -> str:
         """A labelled volume of this run (removed by stop() with the rest); returns its engine name."""
@@ -244,8 +269,8 @@ class World:
         return vol.name
 
     def _start_pod(self, a: AgentSpec) -> Pod:
-        return start_pod(self.run_container, self._create_volume, a, self.images["tailscale"], self.images["host"],
-                         self.certs.ca_pem)
+        return start_pod(self.run_container, self._create_volume, a, self._tailscale_image(a.tailscale),
+                         self.images["host"], self.certs.ca_pem)
 
     def add_pod(self, spec: AgentSpec, key: Secret | None = None, *, expect_join: bool = True, mutant: str = "") -> TailnetNode:
         """An extra agent pod for one test, joined with ``key`` (default: a key for its tags).
@@ -257,14 +282,21 @@ class World:
                            socks5=f"127.0.0.1:{spec.socks5_port}" if spec.userspace else None)
         self.nodes[spec.name] = node
         wait_for(f"node agent on {spec.name}", node.api.healthy, 30, describe=lambda: self._agent_state(node))
-        if expect_join:
-            self._join(node, key)
-        else:
-            try:
-                self._join(node, key, up_timeout="15s", wait=False)
-            except WorldError:
-                pass
-        self.start_sut(spec.name, key=key, mutant=mutant)
+
+        def join() -> None:
+            if expect_join:
+                self._join(node, key)
+            else:
+                try:
+                    self._join(node, key, up_timeout="15s", wait=False)
+                except WorldError:
+                    pass
+        # the SUT container starts while the sidecar joins, as a pod's containers start together
+        with concurrent.futures.ThreadPoolExecutor(max_workers=2) as ex:
+            f_join = ex.submit(join)
+            f_sut = ex.submit(self.start_sut, spec.name, key=key, mutant=mutant)
+            f_join.result()
+            f_sut.result()
         return node
 
     def remove_pod(self, name: str) -> None:
@@ -319,13 +351,17 @@ class World:
     def _forget(self, name: str, roles: Iterable[str]) -> None:
         """Remove a node's containers and delete it from headscale (if it ever registered)."""
         self.nodes.pop(name, None)
-        for role in roles:
-            box = self.boxes.pop(role, None)
-            if box is not None:
-                try:
-                    box.container.remove(force=True)
-                except docker.errors.NotFound:
-                    pass
+        boxes = [b for b in (self.boxes.pop(role, None) for role in roles) if b is not None]
+
+        def remove(box: Box) -> None:
+            try:
+                box.container.remove(force=True)
+            except docker.errors.NotFound:
+                pass
+        # all at once (a pod's four containers one after another took ~5 s on the loaded engine);
+        # the containers go before the headscale node, so no tailscaled is left to register again
+        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(boxes))) as ex:
+            list(ex.map(remove, boxes))
         try:
             self.headscale.cli("nodes", "delete", "-i", str(self.headscale.node_id(name)), "--force")
         except WorldError:
@@ -334,9 +370,10 @@ class World:
     def key_for(self, tags: tuple[str, ...]) -> Secret:
         """The run's reusable pre-auth key for ``tags`` (made once, then reused)."""
         k = tuple(sorted(tags))
-        if k not in self.keys:
-            self.keys[k] = self.headscale.preauth_key(k, reusable=True, expiration="2h")
-        return self.keys[k]
+        with self._keys_lock:  # joins and SUT starts run in threads: one key per tag set, never two
+            if k not in self.keys:
+                self.keys[k] = self.headscale.preauth_key(k, reusable=True, expiration="2h")
+            return self.keys[k]
 
     def login_server(self) -> str:
         return login_server()
@@ -575,8 +612,17 @@ class World:
         self.pods[pod_name].sidecar.container.stop(timeout=5)
 
     def start_sidecar(self, pod_name: str = "agent") -> None:
+        """The pod's sidecar running and Running again: a stopped container is started; a running
+        one that is not Running (e.g. restarted while the control plane was down) is restarted.
+        Why restart: its tailscaled retries the control plane with a growing backoff, and waited
+        11.8 s to reach Running after the control plane came back (HEALTH-1, 2026-12-01, load ~13);
+        a fresh tailscaled (its state kept in the container) logs in at once."""
         pod, node = self.pods[pod_name], self.nodes[pod_name]
-        pod.sidecar.container.start()
+        pod.sidecar.container.reload()
+        if pod.sidecar.container.status != "running":
+            pod.sidecar.container.start()
+        elif node.backend_state() != "Running":
+            pod.sidecar.container.restart(timeout=5)
         wait_for(f"{pod_name}'s sidecar Running again (state kept in its container)",
                  lambda: node.backend_state() == "Running", 60, describe=node.backend_state)
 
@@ -657,13 +703,25 @@ class World:
         log = f"/tmp/meshcert-listener-{port}.log"
         box.put({"/tmp/meshcert-listener.py": (self.LISTENER, 0o644)})
         box.exec(["rm", "-f", log, log + ".pid", log + ".err"])
-        box.container.exec_run(["sh", "-c", f"exec python3 /tmp/meshcert-listener.py {bind} {port} {log} "
-                                            f"2>{log}.err"], detach=True)
+
+        def start() -> None:
+            box.container.exec_run(["sh", "-c", f"exec python3 /tmp/meshcert-listener.py {bind} {port} {log} "
+                                                f"2>{log}.err"], detach=True)
 
         def read(path: str) -> str | None:
             code, out = box.exec(["cat", path])
             return out if code == 0 else None
-        pid = wait_for(f"a listener on {bind}:{port} in {box.name}", lambda: (read(log + ".pid") or "").strip(), 15,
+
+        def started() -> str:
+            pid = (read(log + ".pid") or "").strip()
+            if not pid and "Address already in use" in (read(log + ".err") or ""):
+                # the port is a local port of one of the container's own outbound connections
+                # for now (a fixed port in the kernel's ephemeral range can be): try again
+                box.exec(["rm", "-f", log + ".err"])
+                start()
+            return pid
+        start()
+        pid = wait_for(f"a listener on {bind}:{port} in {box.name}", started, 15,
                        describe=lambda: (read(log + ".err") or "")[-500:])
 
         def peers() -> list[str]:

@@ -7,6 +7,7 @@ import tarfile
 
 import pytest
 
+from meshcert.cli import CERTIFY_WORKERS
 from tests.common.cli import certify, one_clear_line
 
 
@@ -35,7 +36,7 @@ def test_a_sut_answering_garbage_is_one_clear_error_and_leaves_nothing(tmp_path)
     c.images.build(fileobj=buf, custom_context=True, tag=tag, rm=True, labels={images.LABEL: "test-garbage-sut"})
     from tests.common.engine import free_vlan
     p = certify("--sut-image", tag, "--report-dir", str(tmp_path / "report"),
-                 env_extra={"MESHCERT_VLAN": free_vlan()})
+                 env_extra={"MESHCERT_VLAN": free_vlan(count=max(1, CERTIFY_WORKERS))})
     one_clear_line(p, "SUT in pod", "non-JSON")
     import json
     doc = json.loads((tmp_path / "report" / "results.json").read_text())
@@ -50,10 +51,10 @@ def test_a_sut_answering_garbage_is_one_clear_error_and_leaves_nothing(tmp_path)
 # ------------------------------------------------------------------ a SUT that cannot be tested: exit 2, "not tested"
 
 def _vlan() -> str:
-    """A /24 no network of the engine holds: never this session's own MESHCERT_VLAN, whose world
+    """As many consecutive /24s as certify has workers, that no network of the engine holds: never this session's own MESHCERT_VLAN, whose world
     may be running beside the child run (it was: "Pool overlaps" whenever MESHCERT_VLAN was set)."""
     from tests.common.engine import free_vlan
-    return free_vlan()
+    return free_vlan(count=max(1, CERTIFY_WORKERS))  # certify's workers' worlds use MESHCERT_VLAN + 0, + 1, ...
 
 
 def _assert_not_tested(report, needle: str) -> dict:

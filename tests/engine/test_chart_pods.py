@@ -1,6 +1,7 @@
 """meshcert's own engine tests of the HELM pod checks and the pod runner (the render-level tests
-without an engine are tests/unit/test_chart_variants.py): a pod the kubelet would refuse pieces
-of is reported and nothing is left after removal; the no-controller-proxy variant is caught by
+without an engine are tests/unit/test_chart_variants.py): the runner's containers share one
+network namespace and their volumes, a missing Secret is an error (not an imitated kubelet
+status: kind shows the real one), and nothing is left after removal; the no-controller-proxy variant is caught by
 HELM-6 on a running pod; headscale refuses advertised tags with a pre-auth key; a pod joined
 with an untagged key fails HELM-4.
 """
@@ -66,7 +67,7 @@ FIELDS = {"metadata.name": "p", "metadata.namespace": "ns", "status.podIP": "10.
 
 # ----------------------------------------------------------------------------- on the engine
 @pytest.mark.engine
-def test_pod_runner_reports_what_the_kubelet_refuses_and_leaves_nothing(world):
+def test_pod_runner_shares_a_namespace_and_volumes_and_leaves_nothing(world):
     host = world.images["host"]
     template = {"metadata": {"labels": {"app": "t"}}, "spec": {
         "securityContext": {"fsGroup": 2000},
@@ -76,24 +77,19 @@ def test_pod_runner_reports_what_the_kubelet_refuses_and_leaves_nothing(world):
              "env": [{"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
              "volumeMounts": [{"name": "key", "mountPath": "/run/key", "readOnly": True},
                               {"name": "scratch", "mountPath": "/scratch"}]},
-            {"name": "rooted", "image": host, "command": ["sleep", "infinity"],
-             "securityContext": {"runAsNonRoot": True}},
-            {"name": "needs-secret", "image": host, "command": ["sleep", "infinity"],
-             "env": [{"name": "K", "valueFrom": {"secretKeyRef": {"name": "absent", "key": "k"}}}]},
-            {"name": "no-image", "image": "meshcert/not-there:0", "command": ["true"]},
+            {"name": "peer", "image": host, "command": ["sleep", "infinity"],
+             "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}]},
         ],
         "volumes": [{"name": "key", "secret": {"secretName": "auth", "defaultMode": 0o400}},
                     {"name": "scratch", "emptyDir": {}}]}}
     with podrunner.run_in_world(world, template, "runner-t", secrets={"auth": {"key": "s3cret-value"}}) as pod:
-        assert pod.not_started() == {
-            "rooted": "CreateContainerConfigError: container has runAsNonRoot and image will run as root",
-            "needs-secret": 'CreateContainerConfigError: secret "absent" not found',
-            "no-image": "ErrImageNeverPull: image 'meshcert/not-there:0' is not on this engine "
-                        "(meshcert never pulls images)"}
         assert pod.exec("reader", ["cat", "/run/key/key"]) == (0, "s3cret-value")  # 0400|0440, group fsGroup
         assert pod.exec("reader", ["stat", "-c", "%u:%g %a", "/run/key/key"])[1].strip() == "0:2000 440"
         assert pod.exec("reader", ["sh", "-c", "echo x > /scratch/f && echo $POD && id -u"])[1].split() == [
             "runner-t", "1000"]
+        assert pod.exec("peer", ["cat", "/scratch/f"]) == (0, "x\n"), "the emptyDir is shared"
+        ips = {n: pod.exec(n, ["hostname", "-i"])[1].split() for n in ("reader", "peer")}
+        assert ips["reader"] == ips["peer"], f"one network namespace: {ips}"
         assert pod.exec("reader", ["touch", "/etc/x"])[0] != 0  # readOnlyRootFilesystem
         assert "runner-t-reader" in world.boxes
         name = pod.run("reader").container.name
@@ -101,6 +97,20 @@ def test_pod_runner_reports_what_the_kubelet_refuses_and_leaves_nothing(world):
     left = lbl.leftovers(world.client, world.run_id)
     assert not [x for kind in left.values() for x in kind if "runner-t" in x], left
     assert name not in left["containers"]
+
+
+@pytest.mark.engine
+def test_pod_runner_refuses_a_missing_secret_without_imitating_the_kubelet(world):
+    """No CreateContainerConfigError string of meshcert's own (kind shows the kubelet's): an error, nothing left."""
+    template = {"spec": {"containers": [
+        {"name": "needs-secret", "image": world.images["host"], "command": ["sleep", "infinity"],
+         "env": [{"name": "K", "valueFrom": {"secretKeyRef": {"name": "absent", "key": "k"}}}]}]}}
+    with pytest.raises(podrunner.PodRunError) as ei:
+        podrunner.run_in_world(world, template, "runner-r")
+    assert 'secret "absent" is not in the pod runner' in str(ei.value)
+    assert "CreateContainerConfigError" not in str(ei.value)
+    left = lbl.leftovers(world.client, world.run_id)
+    assert not [x for kind in left.values() for x in kind if "runner-r" in x], left
 
 
 @pytest.mark.engine

@@ -65,35 +65,58 @@ def test_killed_run_is_swept_by_the_next_run():
     _nothing_left(c, run2)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_interrupting_meshcert_test_tears_the_world_down(sig):
+@pytest.mark.parametrize("sig, paths", [
+    (signal.SIGINT, ("conformance/test_acl.py",)),
+    (signal.SIGTERM, ("conformance/test_acl.py",)),
+    # two work units (conformance/, scenarios/) on two xdist workers: two worlds, both removed
+    (signal.SIGINT, ("conformance/test_acl.py", "scenarios/test_chaos.py")),
+], ids=["SIGINT", "SIGTERM", "SIGINT-2-workers"])
+def test_interrupting_meshcert_test_tears_the_world_down(sig, paths):
     """Ctrl-C (SIGINT to the command's process group, as a terminal sends it) or SIGTERM to
-    `meshcert test` while pytest has a world up: pytest tears it down before the command ends."""
+    `meshcert test` while pytest has its world(s) up -- one per xdist worker that has tests --
+    pytest tears every one down before the command ends."""
     c = engine.ensure_engine()
-    env = {**os.environ, "MESHCERT_VLAN": free_vlan()}
+    # the workers' VLANs are MESHCERT_VLAN + 0, + 1, ...: as many free /24s as worlds
+    env = {**os.environ, "MESHCERT_VLAN": free_vlan(count=len(paths)), "MESHCERT_TEST_WORKERS": str(max(2, len(paths)))}
     p = subprocess.Popen([sys.executable, "-m", "meshcert.cli", "test", "-q", "-p", "no:cacheprovider",
-                          "conformance/test_acl.py", "--report-dir", "/tmp/meshcert-leak-test-report"],
+                          *paths, "--report-dir", "/tmp/meshcert-leak-test-report"],
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
                          start_new_session=True)
-    run = None
+    runs: set[str] = set()
     deadline = time.monotonic() + 240
-    while run is None and time.monotonic() < deadline and p.poll() is None:
-        # the world's containers carry their owner: the pytest process the command started
-        owners = {labels.owner_token(pid) for pid in _children(p.pid)}
-        for ctr in c.containers.list(filters={"label": labels.LABEL + "=1"}):
-            if ctr.labels.get(labels.OWNER) in owners:
-                run = ctr.labels[labels.RUN]
-        time.sleep(0.5)  # polling the engine for the world to appear, not waiting on time
-    assert run, "no world came up: " + (p.stderr.read()[-2000:] if p.poll() is not None else "(still running)")
-    assert labels.leftovers(c, run)["containers"], "the world should be up"
+    while len(runs) < len(paths) and time.monotonic() < deadline and p.poll() is None:
+        # the worlds' containers carry their owner: the pytest process the command started, or
+        # (`meshcert test` runs xdist workers) one of its workers
+        owners = {labels.owner_token(pid) for pid in _descendants(p.pid)}
+        # sparse: the list's own labels, no inspect per container (another run's container
+        # removed between the list and its inspect was a 404 here)
+        for ctr in c.containers.list(sparse=True, filters={"label": labels.LABEL + "=1"}):
+            ctr_labels = ctr.attrs.get("Labels") or {}
+            if ctr_labels.get(labels.OWNER) in owners:
+                runs.add(ctr_labels[labels.RUN])
+        time.sleep(0.5)  # polling the engine for the worlds to appear, not waiting on time
+    assert len(runs) == len(paths), (f"{len(runs)} of {len(paths)} worlds came up: "
+                                     + (p.stderr.read()[-2000:] if p.poll() is not None else "(still running)"))
+    for run in runs:
+        assert labels.leftovers(c, run)["containers"], f"world {run} should be up"
     if sig == signal.SIGINT:
         os.killpg(p.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
     else:
         p.send_signal(signal.SIGTERM)
     rest = p.stderr.read()
-    assert p.wait(timeout=180) != 0
+    assert p.wait(timeout=240) != 0
     assert "interrupted" in rest, rest[-1500:]
-    _nothing_left(c, run)
+    for run in runs:
+        _nothing_left(c, run)
+
+
+def _descendants(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        kids = _children(todo.pop())
+        out += kids
+        todo += kids
+    return out
 
 
 def _children(pid: int) -> list[int]:

@@ -91,6 +91,7 @@ def test_a_steady_state_failure_names_its_clause_not_the_scenario(steady_world):
     assert "steady state of scenario 'slow and dead endpoints (direct)' broken before any fault" in str(e.value)
 
 
+@pytest.mark.slow(minutes=1.5)  # 92 s in bench/results/speed-2026-12-01-faebe0662a14.json
 @aims_at("world", "control-plane-held-by-timeout-toxic", "scenario: control-plane latency",
          "a `timeout` toxic holds the control connection: no new node can register")
 def test_control_plane_latency_scenario_fails_when_the_control_plane_is_cut(steady_world, caught):
@@ -102,6 +103,7 @@ def test_control_plane_latency_scenario_fails_when_the_control_plane_is_cut(stea
     caught("scenario: control-plane latency")
 
 
+@pytest.mark.slow(minutes=1.5)  # 62 s in bench/results/speed-2026-12-01-faebe0662a14.json
 @pytest.mark.chaos
 @aims_at("world", "standby-route-not-approved", "scenario: subnet router HA",
          "the standby router advertises the VLAN but its route is never approved")
@@ -126,6 +128,7 @@ def test_derp_scenario_fails_when_direct_udp_is_not_blocked(steady_world, caught
     caught("scenario: derp latency")
 
 
+@pytest.mark.slow(minutes=1.5)  # 80 s in bench/results/speed-2026-12-01-faebe0662a14.json
 def test_reference_sut_passes_every_sut_clause(steady_world):
     """The other half of a kill: the faithful SUT passes the same checks (no check fails everyone)."""
     for clause, check in SUT_CHECKS.items():

@@ -55,7 +55,7 @@ def test_the_flipped_oracle_really_differs():
 
 @pytest.mark.engine
 @pytest.mark.property
-@pytest.mark.slow
+@pytest.mark.slow(minutes=4)  # 230 s in bench/results/speed-2026-12-01-faebe0662a14.json (the longest test)
 @pytest.mark.timeout(1500)
 def test_a_flipped_oracle_rule_is_caught_and_its_replay_fails_alone(steady_world, report_dir, report_extra):
     world = steady_world

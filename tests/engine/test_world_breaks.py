@@ -20,6 +20,7 @@ def _flip(policy: dict, old: str, new: str) -> dict:
     return p
 
 
+@pytest.mark.slow  # 63 s in bench/results/speed-2026-12-01-faebe0662a14.json
 @aims_at("world", "servers-acl-line-flipped", ("ACL-1", "ACL-2"), "the ACL grants servers:80 instead of :22")
 def test_flipping_the_servers_acl_line_fails_acl1_and_acl2(steady_world, caught):
     w = steady_world

@@ -34,11 +34,14 @@ def test_on_kind():
 def test_kind_tests_run_only_with_cluster_kind_and_record_no_clause_when_skipped(pytester, monkeypatch,
                                                                                    cluster, helm1):
     monkeypatch.setattr(kind, "skip_reason", lambda **kw: None)  # a node image is at hand
+    prepared = []  # kind.prepare(): the node image made ready before any test (outside their timeout)
+    monkeypatch.setattr(kind, "prepare", lambda: prepared.append(1) or "meshcert/kind-node:test")
     pytester.makepyfile(test_tree=TREE)
     rd = pytester.path / "report"
     result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-ra", "--report-dir", str(rd),
                                           "--cluster", cluster)
     assert result.ret == pytest.ExitCode.OK
+    assert prepared == ([1] if cluster == "kind" else [])
     if helm1 is None:
         result.stdout.fnmatch_lines(["*SKIPPED*kind clauses run with --cluster kind*"])
     clauses = json.loads((rd / "results.json").read_text())["clauses"]
