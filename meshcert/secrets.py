@@ -29,9 +29,11 @@ _values: set[str] = set()
 # Tailscale makes `tskey-<kind>-<id>-<secret>`; headscale < 0.27 made 48 lowercase hex characters.
 # Vault's tokens (issue 13): `hvs.` service, `hvb.` batch, `hvr.` recovery tokens, then at least
 # 24 characters (vault/helper/... token prefixes since Vault 1.10); a private key in PEM or
-# OpenSSH form, whole (an SSH key a run made, a TLS key): never text to show.
+# OpenSSH form, whole (an SSH key a run made, a TLS key); an OpenSSH certificate (a run's, signed
+# by Vault): never text to show.
 KEY_SHAPES = re.compile(r"\b(?:hskey-[A-Za-z0-9_-]+|tskey-[A-Za-z0-9_-]+|[0-9a-f]{48}|hv[sbr]\.[A-Za-z0-9_-]{24,})\b"
-                        r"|-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?-----END [A-Z0-9 ]*PRIVATE KEY-----", re.S)
+                        r"|-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?-----END [A-Z0-9 ]*PRIVATE KEY-----"
+                        r"|[a-z0-9-]+-cert-v01@openssh\.com AAAA[A-Za-z0-9+/]{40,}=*", re.S)
 # headscale 0.29's own format (hscontrol/db/preauth_keys.go: a 12-character prefix, `-`, a
 # 64-character secret, both URL-safe base64, so either may hold `-` or `_`).
 HSKEY = re.compile(r"hskey-auth-[A-Za-z0-9_-]{12}-(?P<secret>[A-Za-z0-9_-]{64})\Z")

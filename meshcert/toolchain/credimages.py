@@ -9,7 +9,9 @@ the mirror the base image was bootstrapped from.
   ``TrustedUserCAKeys`` at each authentication, so it may arrive after sshd started).
 - ``sshd-host``: host + the same sshd (the legacy VLAN host, reached through the subnet router).
 - ``database``: tailscale + Debian's PostgreSQL 15, a cluster made at build time that accepts
-  only password (SCRAM) logins over TCP; the world makes Vault's admin role (CREATEROLE).
+  only password (SCRAM) logins over TCP; the world makes Vault's admin role (CREATEROLE). It runs
+  the same sshd too: the policy grants the agent only 5432/3306 there, so its port 22 is a
+  target the ACLs deny to an agent holding a valid certificate (CRED-6).
 - ``clients``: host + Debian's OpenSSH and PostgreSQL client programs (the tool layer's).
 
 The Unix account the certificates name is ``agent`` (``*`` as its password field: no password
@@ -69,6 +71,6 @@ def recipe_specs() -> dict[str, tuple[str, str]]:
         "vault": ("host", "RUN mkdir -p /vault/data /vault/config /vault/tls"),
         "server": ("tailscale", f"RUN {SSHD_RUN}"),
         "sshd-host": ("host", f"RUN {SSHD_RUN}"),
-        "database": ("tailscale", f"RUN {DATABASE_RUN}"),
+        "database": ("tailscale", f"RUN {DATABASE_RUN} && {SSHD_RUN}"),
         "clients": ("host", f"RUN {CLIENTS_RUN}"),
     }

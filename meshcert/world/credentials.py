@@ -19,7 +19,7 @@ from meshcert.secrets import Secret
 from meshcert.sut.client import SutClient
 from meshcert.toolchain import images as img
 from meshcert.world.base import Box, WorldError, container_state
-from meshcert.world.targets import SSH_PORT, install_ssh_ca, make_vault_admin, wait_postgres
+from meshcert.world.targets import PG_PORT, SSH_PORT, install_ssh_ca, make_vault_admin, mesh_only, wait_postgres
 from meshcert.world.topology import Topology, guide_topology
 from meshcert.world.vault import Vault, serve_tls, start_vault
 from meshcert.world.world import World
@@ -60,9 +60,13 @@ def add_vault(world: World) -> Vault:
     db_box = world.boxes["database"]
     wait_postgres(db_box)
     vault.configure("database", make_vault_admin(db_box))
-    for role in ("server", "legacy"):
+    for role in ("server", "database", "legacy"):
         if role in world.boxes:
             install_ssh_ca(world.boxes[role], vault.ssh_ca_public_key)
+    # sshd and PostgreSQL on the tailnet targets take connections from tailscale0 only (Vault's
+    # own to PostgreSQL aside): credentials are never a path around the mesh (CRED-6)
+    mesh_only(world.boxes["server"], (SSH_PORT,))
+    mesh_only(db_box, (SSH_PORT, PG_PORT), allow={PG_PORT: ip})
     world.timings["vault"] = time.monotonic() - t0
     return vault
 
@@ -132,14 +136,17 @@ def sshd_accepted(log: str, serial: int | str) -> list[str]:
 VAULT_SECRETS = "/run/secrets/vault"  # the pod's Vault material, mounted as a Kubernetes Secret volume is
 
 
-def start_sut_with_vault(world: World, vault: Vault, pod_name: str = "agent", mutant: str = "") -> SutClient:
+def start_sut_with_vault(world: World, vault: Vault, pod_name: str = "agent", mutant: str = "",
+                         env: dict[str, str] | None = None) -> SutClient:
     """(Re)start the pod's SUT with the run lifecycle's configuration: Vault's address and CA, and
-    the pod's AppRole as files (read at each run's start, so they are copied in after it starts)."""
-    env = {"VAULT_ADDR": vault.url, "VAULT_CACERT": f"{VAULT_SECRETS}/ca.pem",
-           "VAULT_ROLE_ID_FILE": f"{VAULT_SECRETS}/role-id", "VAULT_SECRET_ID_FILE": f"{VAULT_SECRETS}/secret-id"}
-    client = world.start_sut(pod_name, mutant=mutant, extra_env=env)
-    creds = vault.approle_creds()
-    world.pods[pod_name].sut.put({f"{VAULT_SECRETS}/ca.pem": (vault.certs.ca_pem, 0o644),
-                                  f"{VAULT_SECRETS}/role-id": (creds.role_id.encode(), 0o400),
-                                  f"{VAULT_SECRETS}/secret-id": (creds.secret_id.reveal().encode(), 0o400)})
-    return client
+    the pod's AppRole as files (read at each run's start, so they are copied in after it starts).
+    ``env``: settings over these (a wrong Vault address or role path: bad input)."""
+    standing = {"VAULT_ADDR": vault.url, "VAULT_CACERT": f"{VAULT_SECRETS}/ca.pem",
+                "VAULT_ROLE_ID_FILE": f"{VAULT_SECRETS}/role-id", "VAULT_SECRET_ID_FILE": f"{VAULT_SECRETS}/secret-id"}
+    if pod_name not in world.sut_standing:  # one AppRole secret ID per pod, as its Kubernetes Secret
+        creds = vault.approle_creds()
+        world.set_sut_standing(pod_name, standing, {
+            f"{VAULT_SECRETS}/ca.pem": (vault.certs.ca_pem, 0o644),
+            f"{VAULT_SECRETS}/role-id": (creds.role_id.encode(), 0o400),
+            f"{VAULT_SECRETS}/secret-id": (creds.secret_id.reveal().encode(), 0o400)})
+    return world.start_sut(pod_name, mutant=mutant, extra_env=env)

@@ -98,8 +98,8 @@ def start_target_node(run: Launcher, image: str, spec: NodeSpec, ca_pem: bytes, 
     files = {CA_PATH: (ca_pem, 0o644)}
     if spec.image == "server":
         service, held = _sshd(spec.name), {SSH_PORT}
-    elif spec.image == "database":
-        service, held = _postgres(), {PG_PORT}
+    elif spec.image == "database":  # PostgreSQL, and sshd on the port the policy denies (CRED-6)
+        service, held = f"({_sshd(spec.name)}) & {_postgres()}", {PG_PORT, SSH_PORT}
         crt, key = pg_tls(spec.name)
         files.update({PG_CONF: (pg_conf(spec.name), 0o644), f"{PG_TLS_IN}/server.crt": (crt, 0o644),
                       f"{PG_TLS_IN}/server.key": (key, 0o600)})
@@ -124,6 +124,25 @@ def start_sshd_host(run: Launcher, image: str, spec: HostSpec) -> Box:
                             f"--banner '{banners}'"],
                network=spec.network, hostname=spec.name, ipv4_address=spec.address,
                environment={"MESHCERT_NAME": spec.name})
+
+
+MESH_ONLY_TABLE = "meshcert_mesh_only"
+
+
+def mesh_only(box: Box, ports: tuple[int, ...], allow: dict[int, str] | None = None) -> None:
+    """``box`` takes ``ports`` only from tailscale0 (and loopback): the mesh is the only path to
+    its sshd and PostgreSQL, whatever Docker network a client shares with it. ``allow``: {port:
+    address} also let in off the mesh (Vault's own connection to PostgreSQL)."""
+    rules = ['iifname "lo" accept', 'iifname "tailscale0" accept']
+    rules += [f"ip saddr {addr} tcp dport {port} accept" for port, addr in (allow or {}).items()]
+    rules.append(f"tcp dport {{ {', '.join(str(p) for p in ports)} }} drop")
+    ruleset = (f"table inet {MESH_ONLY_TABLE} {{\n  chain input {{\n    type filter hook input priority 0; policy accept;\n"
+               + "".join(f"    {r}\n" for r in rules) + "  }\n}\n")
+    path = "/tmp/meshcert-mesh-only.nft"
+    box.put({path: (ruleset.encode(), 0o644)})
+    code, out = box.exec(["nft", "-f", path])
+    if code != 0:
+        raise WorldError(f"nft in {box.name} (mesh-only rules) failed: {out.strip()[-300:]}")
 
 
 def install_ssh_ca(box: Box, public_key: str) -> None:

@@ -96,6 +96,7 @@ class Vault:
     unseal_key: Secret | None = None
     ssh_ca_public_key: str = ""
     timings: dict[str, float] = field(default_factory=dict)
+    issued: list[Secret] = field(default_factory=list)  # the AppRole secret IDs handed out
     _ca_path: str = ""
 
     # ------------------------------------------------------------------ the API
@@ -185,7 +186,8 @@ class Vault:
         self.call("PUT", "sys/audit/file", {"type": "file", "options": {"file_path": AUDIT_LOG}}, token=root)
         # SSH CA
         self.call("POST", f"sys/mounts/{SSH_MOUNT}", {"type": "ssh", "config": {
-            "max_lease_ttl": MAX_TTL, "audit_non_hmac_response_keys": ["serial_number"]}}, token=root)
+            "max_lease_ttl": MAX_TTL, "audit_non_hmac_response_keys": ["serial_number"],
+            "audit_non_hmac_request_keys": ["ttl", "valid_principals"]}}, token=root)
         self.call("POST", f"{SSH_MOUNT}/config/ca", {"generate_signing_key": True, "key_type": "ed25519"}, token=root)
         self.ssh_ca_public_key = self.call("GET", f"{SSH_MOUNT}/config/ca", token=root)["data"]["public_key"]
         self.call("POST", f"{SSH_MOUNT}/roles/{RUN_ROLE}", {
@@ -218,7 +220,30 @@ class Vault:
         """A role ID and a fresh secret ID for the agent pod (as its Kubernetes Secret would hold)."""
         role_id = self.call("GET", f"auth/{APPROLE_MOUNT}/role/{APPROLE_ROLE}/role-id", token=self.root)["data"]["role_id"]
         sid = self.call("POST", f"auth/{APPROLE_MOUNT}/role/{APPROLE_ROLE}/secret-id", {}, token=self.root)
-        return AppRoleCreds(role_id, Secret(sid["data"]["secret_id"], "Vault AppRole secret ID"))
+        creds = AppRoleCreds(role_id, Secret(sid["data"]["secret_id"], "Vault AppRole secret ID"))
+        self.issued.append(creds.secret_id)
+        return creds
+
+    def pod_secrets(self) -> list[str]:
+        """The AppRole secret IDs meshcert handed to pods (what a SUT logs in to Vault with)."""
+        return [s.reveal() for s in self.issued]
+
+    def audit_hashes(self, words: list[str]) -> dict[str, str]:
+        """{word: its HMAC under the audit device's key} (sys/audit-hash): what the audit log
+        writes for a secret, so a secret Vault issued can be recognised in text without
+        meshcert ever holding it."""
+        out: dict[str, str] = {}
+        s = self._session()
+        for w in dict.fromkeys(words):
+            try:
+                r = s.post(f"{self.url}/v1/sys/audit-hash/file", json={"input": w},
+                           headers={"X-Vault-Token": self.root.reveal()}, timeout=15)
+            except requests.RequestException as e:
+                raise VaultError(f"Vault at {self.url} did not answer sys/audit-hash: {brief_error(e)}") from None
+            if r.status_code != 200:
+                raise VaultError(f"Vault sys/audit-hash answered HTTP {r.status_code}")
+            out[w] = r.json()["data"]["hash"] if "data" in r.json() else r.json()["hash"]
+        return out
 
     # ------------------------------------------------------------------ what a run does (the tool layer's calls)
     def login(self, creds: AppRoleCreds) -> Secret:

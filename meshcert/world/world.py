@@ -86,6 +86,8 @@ class World:
         self.images: dict[str, str] = {}
         self.certs = make_certs(self.run_id, [HEADSCALE_ALIAS, CONTROL_ALIAS, "localhost"])
         self.timings: dict[str, float] = {}
+        # pod -> (env, files) every SUT of the pod starts with (set_sut_standing)
+        self.sut_standing: dict[str, tuple[dict[str, str], dict[str, tuple[bytes, int]]]] = {}
         self.user_id: int | None = None
         self.log_root: Path | None = None  # where failing clauses save container logs (set by the plugin)
         self.connectivity_spec: dict | None = None  # a user's spec.connectivity (certify --spec), else the guide's
@@ -572,6 +574,11 @@ class World:
     # ---------------------------------------------------------------- the SUT in its pod
     SECRET_PATH = SECRET_PATH
 
+    def set_sut_standing(self, pod_name: str, env: dict[str, str], files: dict[str, tuple[bytes, int]]) -> None:
+        """Settings and files every SUT of ``pod_name`` starts with from now on, reset() included
+        (the credential layer's Vault address, CA and AppRole: world/credentials.py)."""
+        self.sut_standing[pod_name] = (dict(env), dict(files))
+
     def start_sut(self, pod_name: str = "agent", mutant: str = "", with_secret: bool = True,
                   extra_env: dict[str, str] | None = None, key: Secret | None = None) -> SutClient:
         """(Re)start the SUT container of a pod, joined to its network namespace and socket volume.
@@ -589,8 +596,11 @@ class World:
         secret = (key or self.key_for(pod.spec.tags)) if with_secret else None
         image = self.sut_image or self.images["sut-reference"]
         command = None if self.sut_image else ["python3", "/opt/sut/runtime.py"]
+        standing_env, files = self.sut_standing.get(pod_name, ({}, {}))
         pod.sut = start_sut_container(self.run_container, pod_name, pod, image, command, self.sut_port, mutant,
-                                      secret, extra_env)
+                                      secret, {**standing_env, **(extra_env or {})} or None)
+        if files:  # read by the SUT when it needs them (a run's start), so copied in after it starts
+            pod.sut.put(files)
         pod.sut_config = (mutant, with_secret, tuple(sorted((extra_env or {}).items())))
         client = SutClient(f"http://{pod.ip}:{self.sut_port}", name=f"SUT in pod {pod_name}")
         wait_serving(client, pod.sut, pod_name, self.sut_port, image)  # SutNotTestable: pod, port, command, log

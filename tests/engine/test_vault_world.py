@@ -6,17 +6,18 @@ certificate's validity (the TTL the run asked for) is over sshd refuses it."""
 
 from __future__ import annotations
 
-import os
 import time
 
 import pytest
 
-from meshcert.checks import cred
+from meshcert.checks import ClauseFailure
+from meshcert.checks.cred import CRED_CHECKS
 from meshcert.secrets import leaks, registered
+from meshcert.sut.reference import MUTANTS
+from meshcert.sut.reference.targets import CRED_TARGETS, clauses
 from meshcert.world.base import wait_for
-from meshcert.world.credentials import ToolBox, add_vault, credential_topology, sshd_accepted, start_sut_with_vault
+from meshcert.world.credentials import ToolBox, sshd_accepted, start_sut_with_vault
 from meshcert.world.targets import pg_roles
-from meshcert.world.world import World
 
 pytestmark = [pytest.mark.engine]
 
@@ -26,18 +27,6 @@ pytestmark = [pytest.mark.engine]
 RUN_TTL_S = 30
 # The first WireGuard handshake after a node joins can be lost for 5 s, once 16-17 s (common.md).
 FIRST_PATH_S = 25
-
-
-@pytest.fixture(scope="module")
-def cred_world():
-    vlan = os.environ.get("MESHCERT_VLAN")
-    w = World(topology=credential_topology(vlan))
-    w.start()
-    try:
-        vault = add_vault(w)
-        yield w, vault, ToolBox(w)
-    finally:
-        w.stop()
 
 
 def _first(fn, what: str, timeout: float):
@@ -55,7 +44,8 @@ def _first(fn, what: str, timeout: float):
 
 
 def test_vault_credentials_log_in_over_the_mesh_and_die_with_the_run(cred_world):
-    w, vault, tb = cred_world
+    w, vault = cred_world.world, cred_world.vault
+    tb = ToolBox(w)
     assert vault.seal_status()["sealed"] is False
     root = vault.root.reveal()
     # the root token and unseal key are registered secrets: masked in every log we save
@@ -114,11 +104,48 @@ def test_vault_credentials_log_in_over_the_mesh_and_die_with_the_run(cred_world)
         assert not leaks(text, [root, vault.unseal_key.reveal(), password.reveal()], shapes=False), f
 
 
-def test_the_reference_sut_run_lifecycle_holds_cred3_cred4_cred5(cred_world):
-    """The reference SUT as the tool layer (start_sut_with_vault): its runs use Vault's
-    credentials over the mesh, each its own, dead after the run (checks/cred.py)."""
-    w, vault, _ = cred_world
+def test_the_reference_sut_holds_every_credential_clause(cred_world):
+    """The reference SUT as the tool layer: its runs use Vault's credentials over the mesh, each
+    its own, never shown, never a path the ACLs deny, dead after the run (checks/cred.py)."""
+    w, vault = cred_world.world, cred_world.vault
     start_sut_with_vault(w, vault)
-    cred.cred4_run_uses_issued_credentials(w, vault)
-    cred.cred5_each_run_its_own(w, vault)
-    cred.cred3_dead_after_the_run(w, vault)
+    for cid in ("CRED-4", "CRED-5", "CRED-7", "CRED-6", "CRED-3"):
+        CRED_CHECKS[cid](w, vault)
+
+
+@pytest.mark.parametrize("mutant", [pytest.param(m, marks=pytest.mark.fault(f"mutant:{m}"), id=m)
+                                    for m in sorted(CRED_TARGETS)])
+def test_run_mutant_is_killed_by_its_clause(cred_world, caught, mutant):
+    w, vault = cred_world.world, cred_world.vault
+    start_sut_with_vault(w, vault, mutant=mutant)
+    try:
+        failed, survived = [], []
+        for cid in clauses(mutant):
+            try:
+                CRED_CHECKS[cid](w, vault)
+                survived.append(cid)
+            except ClauseFailure as e:
+                (failed if e.clause == cid else survived).append(cid if e.clause == cid else f"{cid} (as {e.clause})")
+                print(f"\n{mutant} killed by {e.clause}: {str(e).splitlines()[1:3]}")
+        assert not survived, f"mutant {mutant} ({MUTANTS[mutant]}) survived clause(s) {survived}"
+        caught(*failed)
+    finally:
+        start_sut_with_vault(w, vault)
+
+
+@pytest.mark.parametrize("env,words", [
+    ({"VAULT_ADDR": "https://127.0.0.1:9"}, ("did not answer",)),                 # nothing listens there
+    ({"VAULT_SSH_SIGN_PATH": "ssh/sign/no-such-role"}, ("ssh/sign/no-such-role",)),  # a role Vault has not
+], ids=["vault-address-not-answering", "role-that-does-not-exist"])
+def test_bad_vault_input_gets_one_clear_error(cred_world, env, words):
+    """A Vault address that does not answer, a role that does not exist: the run start answers
+    ok false with one error naming it, and holds nothing."""
+    w, vault = cred_world.world, cred_world.vault
+    sut = start_sut_with_vault(w, vault, env=env)
+    try:
+        code, ans = sut.run_start("mc-bad", 10, deadline_s=4)
+        assert code == 200 and ans["ok"] is False, ans
+        err = ans["error"]
+        assert "\n" not in err and all(x in err for x in words), err
+    finally:
+        start_sut_with_vault(w, vault)

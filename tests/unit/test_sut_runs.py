@@ -148,3 +148,78 @@ def test_bad_run_input_gets_one_clear_error(vault):
         assert e.value.field == field
     with pytest.raises(rt.BadRequest):
         r.run_exec({"run": "never", "host": "h", "command": "true"})
+
+
+# ------------------------------------------------------------------ the run lifecycle's mutants
+def _paths():
+    return [c[1] for c in FakeVault.calls]
+
+
+def _run(addr, d, mutant, run="m1", length=30):
+    r, log = _runtime(addr, d)
+    r.mutant = mutant  # as SUT_MUTANT would set it
+    code, ans = r.run_start({"run": run, "length_s": length})
+    assert code == 200 and ans["ok"] is True, ans
+    return r, log
+
+
+def _revoked_at_end(addr, d, mutant):
+    r, _ = _run(addr, d, mutant)
+    r.run_end({"run": "m1"})
+    return "/v1/auth/token/revoke-self" in _paths()
+
+
+def _served_after_end(addr, d, mutant):
+    r, _ = _run(addr, d, mutant)
+    r.run_end({"run": "m1"})
+    try:
+        r.run_exec({"run": "m1", "host": "127.0.0.1", "command": "true", "timeout_s": 1})
+        return True
+    except rt.BadRequest:
+        return False
+
+
+def _ttl_asked(addr, d, mutant):
+    _run(addr, d, mutant)
+    return [c[2]["ttl"] for c in FakeVault.calls if c[1] in ("/v1/auth/token/create", "/v1/ssh/sign/run")]
+
+
+def _signings_for_two_runs(addr, d, mutant):
+    r, _ = _run(addr, d, mutant)
+    r.run_end({"run": "m1"})
+    r.run_start({"run": "m2", "length_s": 30})
+    return _paths().count("/v1/ssh/sign/run")
+
+
+def _password_in_tool_result(addr, d, mutant):
+    r, _ = _run(addr, d, mutant)
+    _, res = r.run_query({"run": "m1", "host": "127.0.0.1", "sql": "SELECT 1", "timeout_s": 1})
+    return DB_PASSWORD in json.dumps(res)
+
+
+def _principal_asked(addr, d, mutant):
+    _run(addr, d, mutant)
+    return [c[2]["valid_principals"] for c in FakeVault.calls if c[1] == "/v1/ssh/sign/run"]
+
+
+RUN_MUTANT_CASES = {
+    "run-no-revoke": (_revoked_at_end, True, False),
+    "run-reuse-after-end": (_served_after_end, False, True),
+    "run-long-ttl": (_ttl_asked, [f"{int(30 + rt.RUN_TTL_MARGIN_S)}s"] * 2, ["3600s"] * 2),
+    "run-shared-creds": (_signings_for_two_runs, 2, 1),
+    "run-shows-password": (_password_in_tool_result, False, True),
+    "run-signs-wrong-principal": (_principal_asked, ["agent"], ["root"]),
+}
+
+
+def test_every_run_mutant_has_a_case():
+    assert set(RUN_MUTANT_CASES) == {m for m in rt.MUTANTS if m.startswith("run-")}
+
+
+@pytest.mark.parametrize("mutant", sorted(RUN_MUTANT_CASES))
+def test_run_mutant_differs_from_faithful(vault, mutant):
+    addr, d = vault
+    observe, faithful, mutated = RUN_MUTANT_CASES[mutant]
+    assert observe(addr, d, "") == faithful
+    FakeVault.calls = []
+    assert observe(addr, d, mutant) == mutated

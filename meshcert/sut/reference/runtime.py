@@ -112,6 +112,15 @@ MUTANTS = {
     "ipv4-only-urls": "endpoint URLs split at the last ':' with no [IPv6] bracket handling",
     "ip-literals-only": "host names are never resolved: only IP literals are dialled (MagicDNS names "
                         "fail)",
+    # the run lifecycle (issue 13): judged on a credential world (tests/engine/test_vault_world.py)
+    "run-no-revoke": "a run's end forgets its credentials but never revokes them in Vault (the database role "
+                     "lives on until its TTL)",
+    "run-reuse-after-end": "an ended run keeps its key and certificate and its tools still run",
+    "run-long-ttl": "a run's credentials are asked for an hour, whatever the run's declared length",
+    "run-shared-creds": "every run uses the credentials the first run obtained (one certificate, one "
+                        "database role for all)",
+    "run-shows-password": "a query's tool result carries its connection string, database password included",
+    "run-signs-wrong-principal": "the run's key is signed for the principal root instead of the SSH account",
 }
 
 TYPES = ("direct", "headscale", "tailscale")
@@ -1063,6 +1072,7 @@ class Runs:
         self.ssh_user = env.get("SSH_USER") or SSH_USER_DEFAULT
         self.runs: dict[str, Run] = {}
         self._lock = threading.Lock()
+        self._shared: Run | None = None  # mutant run-shared-creds: the first run's credentials
 
     def secret(self, value: str) -> str:
         if value:
@@ -1113,7 +1123,16 @@ class Runs:
                 raise BadRequest("run", f"run {run_id} was already started")
             run = self.runs[run_id] = Run(run_id, length)
         ttl = f"{int(math.ceil(length + RUN_TTL_MARGIN_S))}s"
+        if self.rt.mutant == "run-long-ttl":  # mutant run-long-ttl: an hour, whatever the length
+            ttl = "3600s"
         logs: list = []
+        if self.rt.mutant == "run-shared-creds" and self._shared is not None:  # mutant run-shared-creds
+            first = self._shared
+            run.login_token, run.token, run.dir, run.key = first.login_token, first.token, first.dir, first.key
+            run.db_user, run.db_password = first.db_user, first.db_password
+            self._tell_run(run_id, f"run {run_id} started: the tools can log in to servers over SSH and to databases.")
+            return 200, {"run": run_id, "ok": True, "error": None, "ttl_s": float(ttl[:-1]), "logs": logs,
+                         "duration_ms": round((time.monotonic() - started) * 1000.0, 3)}
         try:
             role_id = _read_file(self.role_id_file) if self.role_id_file else ""
             secret_id = self.secret(_read_file(self.secret_id_file)) if self.secret_id_file else ""
@@ -1136,7 +1155,8 @@ class Runs:
                 self.secret(fh.read())
             with open(run.key + ".pub", encoding="utf-8") as fh:
                 pub = fh.read().strip()
-            signed = self.call("POST", self.ssh_path, {"public_key": pub, "valid_principals": self.ssh_user,
+            principal = "root" if self.rt.mutant == "run-signs-wrong-principal" else self.ssh_user  # mutant
+            signed = self.call("POST", self.ssh_path, {"public_key": pub, "valid_principals": principal,
                                                        "ttl": ttl, "cert_type": "user"}, run.token, deadline)["data"]
             cert = self.secret(signed["signed_key"].strip())
             with open(run.key + "-cert.pub", "w", encoding="utf-8") as fh:
@@ -1149,6 +1169,8 @@ class Runs:
             self._tell_run(run_id, f"run {run_id}: the tools have no credentials: {exc}")
             return 200, {"run": run_id, "ok": False, "error": str(exc), "logs": logs,
                          "duration_ms": round((time.monotonic() - started) * 1000.0, 3)}
+        if self.rt.mutant == "run-shared-creds":  # mutant run-shared-creds: kept for every later run
+            self._shared = run
         self.rt.log(logs, "info", f"run {run_id}: credentials obtained for {ttl}", component="run")
         self._tell_run(run_id, f"run {run_id} started: the tools can log in to servers over SSH and to databases.")
         return 200, {"run": run_id, "ok": True, "error": None, "ttl_s": float(ttl[:-1]), "logs": logs,
@@ -1163,7 +1185,7 @@ class Runs:
             run = self.runs.get(run_id) if isinstance(run_id, str) else None
         if run is None:
             raise BadRequest("run", f"no such run {run_id!r}: POST /run/start first")
-        if run.ended:
+        if run.ended and self.rt.mutant != "run-reuse-after-end":  # mutant run-reuse-after-end: still served
             raise BadRequest("run", f"run {run_id} has ended", status=409)
         return run
 
@@ -1202,8 +1224,11 @@ class Runs:
         argv = ["psql", "-X", "-qAt", "-v", "ON_ERROR_STOP=1",
                 f"host={host} port=5432 dbname={database} user={run.db_user} sslmode=require "
                 f"connect_timeout={max(2, int(timeout))}", "-c", sql]
-        return self._tool(run, "query", f"psql {host}/{database} {sql!r}", argv, {"PGPASSWORD": run.db_password},
-                          timeout)
+        code, result = self._tool(run, "query", f"psql {host}/{database} {sql!r}", argv,
+                                  {"PGPASSWORD": run.db_password}, timeout)
+        if self.rt.mutant == "run-shows-password":  # mutant run-shows-password: the DSN, password and all
+            result["connection"] = f"postgresql://{run.db_user}:{run.db_password}@{host}:5432/{database}"
+        return code, result
 
     def _tool(self, run: Run, kind: str, what: str, argv: list, env_extra: dict | None, timeout: float):
         started = time.monotonic()
@@ -1234,13 +1259,11 @@ class Runs:
 
     def _end(self, run: Run, logs: list) -> bool:
         run.ended = True
-        revoked = True
-        if run.login_token:
-            try:  # the login token's revocation takes its child and the database lease with it
-                self.call("POST", "auth/token/revoke-self", {}, run.login_token, time.monotonic() + RUN_START_MAX_S)
-            except VaultError as exc:
-                revoked = False
-                self.rt.log(logs, "error", f"run {run.id}: revocation failed: {exc}", component="run")
+        if self.rt.mutant == "run-shared-creds" and run.key:  # mutant run-shared-creds: kept for later runs
+            return True
+        revoked = self._revoke(run, logs) if self.rt.mutant != "run-no-revoke" else True  # mutant run-no-revoke
+        if self.rt.mutant == "run-reuse-after-end":  # mutant run-reuse-after-end: key and certificate kept
+            return revoked
         if run.dir:
             for name in ("id", "id.pub", "id-cert.pub"):
                 try:
@@ -1253,6 +1276,17 @@ class Runs:
                 pass
         run.login_token = run.token = run.db_password = ""
         return revoked
+
+    def _revoke(self, run: Run, logs: list) -> bool:
+        """The login token revoked: its child and the database lease with it (Vault drops the role)."""
+        if not run.login_token:
+            return True
+        try:
+            self.call("POST", "auth/token/revoke-self", {}, run.login_token, time.monotonic() + RUN_START_MAX_S)
+            return True
+        except VaultError as exc:
+            self.rt.log(logs, "error", f"run {run.id}: revocation failed: {exc}", component="run")
+            return False
 
 
 # ----------------------------------------------------------------------------- HTTP server
