@@ -63,8 +63,10 @@ ui            = false
 log_level     = "info"
 """
 
-AGENT_POLICY_HCL = f"""path "{SSH_MOUNT}/sign/{RUN_ROLE}" {{ capabilities = ["update"] }}
-path "{DB_MOUNT}/creds/{RUN_ROLE}" {{ capabilities = ["read"] }}
+# Every role of the two engines (only "run" exists): a role the SUT names wrongly gets Vault's own
+# "unknown role" answer, not a bare "permission denied".
+AGENT_POLICY_HCL = f"""path "{SSH_MOUNT}/sign/*" {{ capabilities = ["update"] }}
+path "{DB_MOUNT}/creds/*" {{ capabilities = ["read"] }}
 path "auth/token/create" {{ capabilities = ["update"] }}
 path "auth/token/revoke-self" {{ capabilities = ["update"] }}
 path "auth/token/lookup-self" {{ capabilities = ["read"] }}
@@ -191,7 +193,10 @@ class Vault:
         self.call("POST", f"{SSH_MOUNT}/config/ca", {"generate_signing_key": True, "key_type": "ed25519"}, token=root)
         self.ssh_ca_public_key = self.call("GET", f"{SSH_MOUNT}/config/ca", token=root)["data"]["public_key"]
         self.call("POST", f"{SSH_MOUNT}/roles/{RUN_ROLE}", {
-            "key_type": "ca", "allow_user_certificates": True, "allowed_users": "agent", "default_user": "agent",
+            # two accounts, as an operator's role often allows: a certificate names the one a run
+            # asked for, and sshd takes it only for that account (the targets have only "agent")
+            "key_type": "ca", "allow_user_certificates": True, "allowed_users": "agent,operator",
+            "default_user": "agent",
             "ttl": DEFAULT_TTL, "max_ttl": MAX_TTL, "algorithm_signer": "default",
             "key_id_format": "vault-{{role_name}}-{{token_display_name}}-{{public_key_hash}}",
             "allowed_extensions": "permit-pty", "default_extensions": {"permit-pty": ""}}, token=root)

@@ -135,7 +135,7 @@ def test_run_mutant_is_killed_by_its_clause(cred_world, caught, mutant):
 
 @pytest.mark.parametrize("env,words", [
     ({"VAULT_ADDR": "https://127.0.0.1:9"}, ("did not answer",)),                 # nothing listens there
-    ({"VAULT_SSH_SIGN_PATH": "ssh/sign/no-such-role"}, ("ssh/sign/no-such-role",)),  # a role Vault has not
+    ({"VAULT_SSH_SIGN_PATH": "ssh/sign/no-such-role"}, ("ssh/sign/no-such-role", "no-such-role")),  # no such role
 ], ids=["vault-address-not-answering", "role-that-does-not-exist"])
 def test_bad_vault_input_gets_one_clear_error(cred_world, env, words):
     """A Vault address that does not answer, a role that does not exist: the run start answers
