@@ -159,6 +159,10 @@ def cred_world(pytestconfig, report_dir):
     except MeshcertError as e:
         w.stop()
         pytest.fail(f"meshcert: the credential world could not be built: {e.one_line()}", pytrace=False)
+    # what the credential layer cost: the world's timings, Vault's ("vault": its start, init,
+    # unseal and configuration after the world converged) and their parts
+    (report_dir / (f"cred-world-{wid}.json" if wid else "cred-world.json")).write_text(json.dumps(
+        {"run": w.run_id, "timings": w.timings, "vault_timings": vault.timings, "images": w.images}, indent=1))
     try:
         yield CredWorld(w, vault)
     finally:
