@@ -6,6 +6,8 @@ certificate's validity (the TTL the run asked for) is over sshd refuses it."""
 
 from __future__ import annotations
 
+import ipaddress
+import os
 import time
 
 import pytest
@@ -16,8 +18,10 @@ from meshcert.secrets import leaks, registered
 from meshcert.sut.reference import MUTANTS
 from meshcert.sut.reference.targets import CRED_TARGETS, clauses
 from meshcert.world.base import wait_for
-from meshcert.world.credentials import ToolBox, sshd_accepted, start_sut_with_vault
+from meshcert.world.credentials import ToolBox, add_vault, credential_topology, sshd_accepted, start_sut_with_vault
+from meshcert.world.labels import leftovers, remove_run
 from meshcert.world.targets import pg_roles
+from meshcert.world.world import World
 
 pytestmark = [pytest.mark.engine]
 
@@ -149,3 +153,30 @@ def test_bad_vault_input_gets_one_clear_error(cred_world, env, words):
         assert "\n" not in err and all(x in err for x in words), err
     finally:
         start_sut_with_vault(w, vault)
+
+
+# The leak test's own world: the session's VLAN moved up 65 /24s (the credential world takes 64).
+LEAK_VLAN_OFFSET = 65
+
+
+def test_a_killed_credential_world_leaves_nothing_the_sweep_misses():
+    """A run killed mid-run (its credentials live: a PostgreSQL role, Vault's leases) is swept
+    by its run label: Vault's container and its storage volume (where its leases live), the
+    targets (where the roles live), the ToolBox and SUT containers: nothing is left."""
+    net = ipaddress.ip_network(os.environ.get("MESHCERT_VLAN") or "10.20.5.0/24")
+    vlan = str(ipaddress.ip_network((int(net.network_address) + (LEAK_VLAN_OFFSET << 8), net.prefixlen)))
+    w = World(topology=credential_topology(vlan))
+    try:
+        w.start()
+        vault = add_vault(w)
+        sut = start_sut_with_vault(w, vault)
+        code, ans = sut.run_start("mc-killed", 30)
+        assert code == 200 and ans["ok"] is True, ans
+        assert pg_roles(w.boxes["database"]), "a live run's role (the positive control)"
+        mine = leftovers(w.client, w.run_id)
+        assert "vault" in " ".join(mine["containers"]) and mine["volumes"], mine
+        # what the sweep does for a run whose process is gone, scoped to this run
+        remove_run(w.client, w.run_id)
+        assert leftovers(w.client, w.run_id) == {"containers": [], "networks": [], "volumes": []}
+    finally:
+        w.stop()
