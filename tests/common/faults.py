@@ -71,7 +71,7 @@ def param(value, kind: str, short: str, target: str | tuple[str, ...], about: st
 # The test modules that declare faults beside the tests that kill them. They import this module,
 # so the registry imports them by name when asked (not at this module's top).
 DECLARING_MODULES = ("tests.unit.test_chart_variants", "tests.engine.test_chart_pods",
-                     "tests.engine.test_mutants", "tests.engine.test_world_breaks")
+                     "tests.engine.test_mutants", "tests.engine.test_world_breaks", "tests.engine.test_vault_world")
 
 
 def registry() -> dict[str, Fault]:

@@ -6,6 +6,7 @@ certificate's validity (the TTL the run asked for) is over sshd refuses it."""
 
 from __future__ import annotations
 
+import copy
 import ipaddress
 import os
 import time
@@ -20,8 +21,10 @@ from meshcert.sut.reference.targets import CRED_TARGETS, clauses
 from meshcert.world.base import wait_for
 from meshcert.world.credentials import ToolBox, add_vault, credential_topology, sshd_accepted, start_sut_with_vault
 from meshcert.world.labels import leftovers, remove_run
-from meshcert.world.targets import pg_roles
+from meshcert.world.targets import MESH_ONLY_TABLE, SSH_PORT, mesh_only, pg_roles
+from meshcert.world.topology import DB_TAG
 from meshcert.world.world import World
+from tests.common.faults import aims_at
 
 pytestmark = [pytest.mark.engine]
 
@@ -135,6 +138,37 @@ def test_run_mutant_is_killed_by_its_clause(cred_world, caught, mutant):
         caught(*failed)
     finally:
         start_sut_with_vault(w, vault)
+
+
+@aims_at("world", "database-ssh-granted", "CRED-6", "the policy also grants the agent SSH on the databases")
+def test_granting_ssh_on_the_database_fails_cred6(cred_world, caught):
+    w, vault = cred_world.world, cred_world.vault
+    policy = copy.deepcopy(w.topology.policy)
+    for rule in policy["acls"]:
+        rule["dst"] = [f"{DB_TAG}:5432,3306,22" if d == f"{DB_TAG}:5432,3306" else d for d in rule["dst"]]
+    assert policy != w.topology.policy
+    w.set_policy(policy)
+    try:
+        with pytest.raises(ClauseFailure) as e:
+            CRED_CHECKS["CRED-6"](w, vault)
+        assert e.value.clause == "CRED-6" and "on database (ACL-denied port 22) fails" in str(e.value), e.value
+        caught(e.value.clause)
+    finally:
+        w.set_policy(w.topology.policy)
+
+
+@aims_at("world", "server-not-mesh-only", "CRED-6", "server's sshd takes connections off the mesh too")
+def test_a_target_reachable_off_the_mesh_fails_cred6(cred_world, caught):
+    w, vault = cred_world.world, cred_world.vault
+    code, out = w.boxes["server"].exec(["nft", "delete", "table", "inet", MESH_ONLY_TABLE])
+    assert code == 0, out
+    try:
+        with pytest.raises(ClauseFailure) as e:
+            CRED_CHECKS["CRED-6"](w, vault)
+        assert e.value.clause == "CRED-6" and "off-mesh address" in str(e.value), e.value
+        caught(e.value.clause)
+    finally:
+        mesh_only(w.boxes["server"], (SSH_PORT,))
 
 
 @pytest.mark.parametrize("env,words", [
