@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import pytest
 
 from meshcert.sut.reference import MUTANTS
-from meshcert.sut.reference.targets import CRED_TARGETS, SCENARIO_TARGETS, TARGETS, clauses
+from meshcert.sut.reference.targets import CRED_SCENARIO_TARGETS, CRED_TARGETS, SCENARIO_TARGETS, TARGETS, clauses
 
 KINDS = {"mutant": "mutants of the reference SUT", "world": "broken world settings", "chart": "broken charts"}
 
@@ -83,8 +83,8 @@ def registry() -> dict[str, Fault]:
     for m, about in MUTANTS.items():
         if m in TARGETS or m in CRED_TARGETS:
             target = clauses(m)
-        elif m in SCENARIO_TARGETS:
-            target = (f"scenario: {SCENARIO_TARGETS[m]}",)
+        elif m in SCENARIO_TARGETS or m in CRED_SCENARIO_TARGETS:
+            target = (f"scenario: {SCENARIO_TARGETS.get(m) or CRED_SCENARIO_TARGETS[m]}",)
         else:
             target = ()
         out[f"mutant:{m}"] = Fault(f"mutant:{m}", "mutant", target, about)

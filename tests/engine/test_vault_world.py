@@ -13,11 +13,13 @@ import time
 
 import pytest
 
+from meshcert.chaos.cred_scenarios import CRED_SCENARIOS
+from meshcert.chaos.experiment import SteadyStateBroken
 from meshcert.checks import ClauseFailure
 from meshcert.checks.cred import CRED_CHECKS
 from meshcert.secrets import leaks, registered
 from meshcert.sut.reference import MUTANTS
-from meshcert.sut.reference.targets import CRED_TARGETS, clauses
+from meshcert.sut.reference.targets import CRED_SCENARIO_TARGETS, CRED_TARGETS, clauses
 from meshcert.world.base import wait_for
 from meshcert.world.credentials import ToolBox, add_vault, credential_topology, sshd_accepted, start_sut_with_vault
 from meshcert.world.labels import leftovers, remove_run
@@ -136,6 +138,23 @@ def test_run_mutant_is_killed_by_its_clause(cred_world, caught, mutant):
                 print(f"\n{mutant} killed by {e.clause}: {str(e).splitlines()[1:3]}")
         assert not survived, f"mutant {mutant} ({MUTANTS[mutant]}) survived clause(s) {survived}"
         caught(*failed)
+    finally:
+        start_sut_with_vault(w, vault)
+
+
+@pytest.mark.chaos
+@pytest.mark.parametrize("mutant", [pytest.param(m, marks=pytest.mark.fault(f"mutant:{m}"), id=m)
+                                    for m in sorted(CRED_SCENARIO_TARGETS)])
+def test_run_mutant_is_killed_by_its_scenario(cred_world, report_extra, caught, mutant):
+    w, vault = cred_world.world, cred_world.vault
+    name = CRED_SCENARIO_TARGETS[mutant]
+    start_sut_with_vault(w, vault, mutant=mutant)
+    try:
+        with pytest.raises(AssertionError) as e:
+            CRED_SCENARIOS[name](w, report_extra, vault)
+        assert not isinstance(e.value, SteadyStateBroken), f"{mutant} broke the steady state of {name!r}: {e.value}"
+        print(f"\n{mutant} killed by scenario {name}: {str(e.value).splitlines()[0]}")
+        caught(f"scenario: {name}")
     finally:
         start_sut_with_vault(w, vault)
 

@@ -202,7 +202,35 @@ def _principal_asked(addr, d, mutant):
     return [c[2]["valid_principals"] for c in FakeVault.calls if c[1] == "/v1/ssh/sign/run"]
 
 
+def _start_without_vault(addr, d, mutant):
+    r, _ = _runtime("http://127.0.0.1:9", d)  # nothing listens on the discard port
+    r.mutant = mutant
+    code, ans = r.run_start({"run": "m1", "length_s": 10, "deadline_s": 1})
+    return ans["ok"]
+
+
+def _vault_timeout(addr, d, mutant):
+    """Whether every Vault call of a run start waits at most RUN_START_MAX_S (its deadline's cap;
+    a failed start's revocation gets as much)."""
+    r, _ = _runtime(addr, d)
+    r.mutant = mutant
+    seen = []
+    real = rt.urllib.request.urlopen
+
+    def spy(req, timeout=None, context=None):
+        seen.append(timeout)
+        return real(req, timeout=timeout, context=context)
+    rt.urllib.request.urlopen = spy
+    try:
+        r.run_start({"run": "m1", "length_s": 10, "deadline_s": 5})
+    finally:
+        rt.urllib.request.urlopen = real
+    return bool(seen) and max(seen) <= rt.RUN_START_MAX_S
+
+
 RUN_MUTANT_CASES = {
+    "run-start-no-deadline": (_vault_timeout, True, False),
+    "run-start-ok-without-vault": (_start_without_vault, False, True),
     "run-no-revoke": (_revoked_at_end, True, False),
     "run-reuse-after-end": (_served_after_end, False, True),
     "run-long-ttl": (_ttl_asked, [f"{int(30 + rt.RUN_TTL_MARGIN_S)}s"] * 2, ["600s"] * 2),

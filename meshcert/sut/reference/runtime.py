@@ -123,6 +123,8 @@ MUTANTS = {
                           "(the password never registered as a secret, so nothing redacts it)",
     "run-signs-wrong-principal": "the run's key is signed for another account Vault allows (operator), not "
                                  "the one the tools log in as",
+    "run-start-no-deadline": "Vault is asked with a fixed 60 s timeout: the run start's deadline_s is ignored",
+    "run-start-ok-without-vault": "a run start that obtained no credentials still answers ok true, no error",
 }
 
 TYPES = ("direct", "headscale", "tailscale")
@@ -1092,6 +1094,8 @@ class Runs:
                                      headers={"Content-Type": "application/json",
                                               **({"X-Vault-Token": token} if token else {})})
         timeout = _remaining(deadline)
+        if self.rt.mutant == "run-start-no-deadline":  # mutant run-start-no-deadline: a fixed timeout
+            timeout = 60.0
         if timeout <= 0:
             raise VaultError(f"deadline passed before {method} /v1/{path}")
         try:
@@ -1172,6 +1176,9 @@ class Runs:
             self.rt.log(logs, "error", f"run {run_id}: credentials not obtained: {exc}", component="run")
             self._end(run, logs)
             self._tell_run(run_id, f"run {run_id}: the tools have no credentials: {exc}")
+            if self.rt.mutant == "run-start-ok-without-vault":  # mutant run-start-ok-without-vault
+                return 200, {"run": run_id, "ok": True, "error": None, "logs": [],
+                             "duration_ms": round((time.monotonic() - started) * 1000.0, 3)}
             return 200, {"run": run_id, "ok": False, "error": str(exc), "logs": logs,
                          "duration_ms": round((time.monotonic() - started) * 1000.0, 3)}
         if self.rt.mutant == "run-shared-creds":  # mutant run-shared-creds: kept for every later run

@@ -61,6 +61,11 @@ CRED_TARGETS = {
     "run-shows-password": ("CRED-7", "agent"),
     "run-signs-wrong-principal": ("CRED-4", "agent"),
 }
+# ...and the credential world's chaos scenarios (meshcert/chaos/cred_scenarios.py)
+CRED_SCENARIO_TARGETS = {
+    "run-start-no-deadline": "vault hung",
+    "run-start-ok-without-vault": "vault sealed",
+}
 
 
 def clauses(mutant: str) -> tuple[str, ...]:
