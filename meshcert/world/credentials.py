@@ -51,15 +51,21 @@ def add_vault(world: World) -> Vault:
     images = world.images
     if "vault" not in images:
         images.update(img.ensure_images(world.client, ("vault",)))
+    t = time.monotonic()
     volume = world._create_volume("vault-data")
     box = start_vault(world.run_container, images["vault"], volume)
     ip = world.ip_of(box, "wan")
     certs = serve_tls(box, ip, world.run_id)
     vault = Vault(box, ip, certs)
+    vault.timings["image"], vault.timings["container"] = t - t0, time.monotonic() - t
     vault.init_and_unseal()
+    t = time.monotonic()
     db_box = world.boxes["database"]
     wait_postgres(db_box)
-    vault.configure("database", make_vault_admin(db_box))
+    admin = make_vault_admin(db_box)
+    vault.timings["postgres"] = time.monotonic() - t
+    vault.configure("database", admin)
+    t = time.monotonic()
     for role in ("server", "database", "legacy"):
         if role in world.boxes:
             install_ssh_ca(world.boxes[role], vault.ssh_ca_public_key)
@@ -67,6 +73,7 @@ def add_vault(world: World) -> Vault:
     # own to PostgreSQL aside): credentials are never a path around the mesh (CRED-6)
     mesh_only(world.boxes["server"], (SSH_PORT,))
     mesh_only(db_box, (SSH_PORT, PG_PORT), allow={PG_PORT: ip})
+    vault.timings["targets"] = time.monotonic() - t
     world.timings["vault"] = time.monotonic() - t0
     return vault
 
