@@ -7,7 +7,7 @@ secret part (the text after its last ``-``: a part of a key is a leak too), and 
 like a Headscale/Tailscale key.
 
 :func:`leaks` is the one finder the checks and meshcert's own self-checks use: it says *where*
-a secret (or a part of it, or something key-shaped) is in a text, never what it is.
+a secret (or a part of it, or something key-shaped: auth keys, Vault tokens, private keys) is in a text, never what it is.
 
     >>> leaks("user=alice tail=" + key.rsplit("-", 1)[1][-12:], key)
     [Leak(start=16, end=28, kind='run')]
@@ -27,7 +27,13 @@ _lock = threading.Lock()
 _values: set[str] = set()
 # Shapes of auth keys, whoever made them. Headscale >= 0.27 makes `hskey-auth-<prefix>-<secret>`;
 # Tailscale makes `tskey-<kind>-<id>-<secret>`; headscale < 0.27 made 48 lowercase hex characters.
-KEY_SHAPES = re.compile(r"\b(?:hskey-[A-Za-z0-9_-]+|tskey-[A-Za-z0-9_-]+|[0-9a-f]{48})\b")
+# Vault's tokens (issue 13): `hvs.` service, `hvb.` batch, `hvr.` recovery tokens, then at least
+# 24 characters (vault/helper/... token prefixes since Vault 1.10); a private key in PEM or
+# OpenSSH form, whole (an SSH key a run made, a TLS key); an OpenSSH certificate (a run's, signed
+# by Vault): never text to show.
+KEY_SHAPES = re.compile(r"\b(?:hskey-[A-Za-z0-9_-]+|tskey-[A-Za-z0-9_-]+|[0-9a-f]{48}|hv[sbr]\.[A-Za-z0-9_-]{24,})\b"
+                        r"|-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?-----END [A-Z0-9 ]*PRIVATE KEY-----"
+                        r"|[a-z0-9-]+-cert-v01@openssh\.com AAAA[A-Za-z0-9+/]{40,}=*", re.S)
 # headscale 0.29's own format (hscontrol/db/preauth_keys.go: a 12-character prefix, `-`, a
 # 64-character secret, both URL-safe base64, so either may hold `-` or `_`).
 HSKEY = re.compile(r"hskey-auth-[A-Za-z0-9_-]{12}-(?P<secret>[A-Za-z0-9_-]{64})\Z")

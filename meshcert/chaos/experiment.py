@@ -133,6 +133,12 @@ class Faults:
         self.journal.log("inject", **fault, **({"what": what} if what else {}))
         self._undo.append((f"{kind} {json.dumps(params, sort_keys=True)}", undo))
 
+    def injected(self, what: str, undo: Undo) -> None:
+        """A fault the scenario applied itself, with no fault kind (so not in the replay file):
+        journaled, and undone with the others (a sealed Vault: unsealed)."""
+        self.journal.log("inject", what=what)
+        self._undo.append((what, undo))
+
     def expect_reachable(self, clause: str, probes: list[Probe], **kw: Any) -> None:
         """Probes that must hold during the faults (recorded for the replay file)."""
         self.probes.extend(probes)

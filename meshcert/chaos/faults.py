@@ -44,6 +44,8 @@ def resolve(world, text: str) -> str:
             return world.toxiproxy.ip
         if name == "headscale":
             return world.headscale.ip
+        if name == "vault" and "vault" in world.boxes:  # the credential world's (world/vault.py)
+            return world.ip_of(world.boxes["vault"], "wan")
         raise InputError("fault symbol", f"${{wan:{name}}}: the world has no node, toxiproxy or headscale "
                          f"named {name!r}")
     return resolve_replay(WAN_SYMBOL.sub(wan, text), world)

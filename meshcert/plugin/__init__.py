@@ -3,7 +3,8 @@
 
 - hooks.py: options, markers, the clause marks collected and checked against the catalog,
   clause results, the report at session end, CRED-1's scan of meshcert's own outputs;
-- fixtures.py: world, steady_world, tailscale_version, k8s_cluster, report_dir, report_extra, clause_results;
+- fixtures.py: world, steady_world, tailscale_version, k8s_cluster, cred_world, report_dir, report_extra,
+  clause_results;
 - state.py: what a session keeps (pytest stash keys); marks.py: the clause marks, collected;
 - parallel.py: the same run under pytest-xdist (`meshcert test -n N`): a VLAN per worker's
   world, the workers' results handed to the controller, which writes the one report.
@@ -13,6 +14,7 @@ Any checkout of the package runs the suite the same way.
 
 from meshcert.plugin.fixtures import (
     clause_results,
+    cred_world,
     k8s_cluster,
     report_dir,
     report_extra,
@@ -36,7 +38,7 @@ from meshcert.plugin.hooks import (
                                    pytest_xdist_make_scheduler,
 )
 
-__all__ = ["clause_results", "k8s_cluster", "report_dir", "report_extra", "steady_world", "tailscale_version", "world",
+__all__ = ["clause_results", "cred_world", "k8s_cluster", "report_dir", "report_extra", "steady_world", "tailscale_version", "world",
            "pytest_addoption", "pytest_generate_tests",
            "pytest_collection_finish", "pytest_collection_modifyitems", "pytest_configure", "pytest_itemcollected",
            "pytest_runtest_makereport", "pytest_sessionfinish", "pytest_sessionfinish_no_secret_in_outputs",

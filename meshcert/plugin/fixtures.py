@@ -4,6 +4,8 @@ the per-test reset, the report folder and the report's extra sections, the claus
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import ipaddress
 import json
 import os
 import signal
@@ -19,7 +21,9 @@ from meshcert.spec import load_spec
 from meshcert.sut.client import SutNotTestable
 from meshcert.toolchain import components
 from meshcert.world import World
+from meshcert.world.credentials import add_vault, credential_topology, start_sut_with_vault
 from meshcert.world.topology import guide_topology, parse_versions, with_tailscale, world_versions
+from meshcert.world.vault import Vault
 
 # certify --matrix: the session's world, kept across its tailscale versions (see ``world``)
 MATRIX_WORLD = pytest.StashKey[World]()
@@ -194,6 +198,47 @@ def k8s_cluster(pytestconfig, world):
     opts = hooks.cluster_options(pytestconfig)
     with existing.world_cluster(world, opts) if opts else kind.world_cluster(world, hooks.kind_config(pytestconfig)) as c:
         yield c
+
+
+@dataclasses.dataclass
+class CredWorld:
+    world: World
+    vault: Vault
+
+
+# The credential world's VLAN: the session's moved up this many /24s, out of the block xdist's
+# workers take (parallel.session_vlan: at most a few workers), so both worlds live on one engine.
+CRED_VLAN_OFFSET = 64
+
+
+@pytest.fixture(scope="session")
+def cred_world(pytestconfig, report_dir):
+    """A world with the credential layer (issue 13): the guide's world with real targets (sshd,
+    PostgreSQL) and Vault, the SUT started with the run lifecycle's configuration. Built once per
+    session on first use, beside the session world, and removed at the end (Ctrl-C included)."""
+    net = ipaddress.ip_network(parallel.session_vlan(parallel.worker_id(pytestconfig)))
+    vlan = str(ipaddress.ip_network((int(net.network_address) + (CRED_VLAN_OFFSET << 8), net.prefixlen)))
+    w = World(topology=credential_topology(vlan), sut_image=pytestconfig.getoption("--sut-image"),
+              sut_port=pytestconfig.getoption("--sut-port"))
+    wid = parallel.worker_id(pytestconfig)
+    w.log_root = report_dir / "logs" / (f"{wid}-cred" if wid else "cred")
+    try:
+        w.start()
+        vault = add_vault(w)
+        start_sut_with_vault(w, vault)
+    except MeshcertError as e:
+        w.stop()
+        pytest.fail(f"meshcert: the credential world could not be built: {e.one_line()}", pytrace=False)
+    # what the credential layer cost: the world's timings, Vault's ("vault": its start, init,
+    # unseal and configuration after the world converged) and their parts
+    (report_dir / (f"cred-world-{wid}.json" if wid else "cred-world.json")).write_text(json.dumps(
+        {"run": w.run_id, "timings": w.timings, "vault_timings": vault.timings, "images": w.images}, indent=1))
+    try:
+        yield CredWorld(w, vault)
+    finally:
+        if not pytestconfig.getoption("--keep-world"):
+            with _no_second_interrupt(wid):
+                w.stop()
 
 
 @pytest.fixture

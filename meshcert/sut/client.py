@@ -68,6 +68,37 @@ class SutClient:
                              "a rejected spec must answer {\"error\": \"...\"}")
         return code, data
 
+    # -- the run lifecycle (issue 13; README: The SUT contract) ----------------------------------
+    def _run_call(self, path: str, body: dict, keys: dict[str, type | tuple]) -> tuple[int, dict]:
+        """POST a run-lifecycle call; a 200 must carry ``keys`` with those types, an error an "error" string."""
+        code, data = self._call("POST", path, body)
+        if not isinstance(data, dict):
+            raise InputError(f"{self.name} POST {path}", f"HTTP {code} with a non-object answer",
+                             "the SUT must answer a JSON object (README: The SUT contract)")
+        want = keys if code == 200 else {"error": str}
+        for k, t in want.items():
+            if not isinstance(data.get(k), t):
+                raise InputError(f"{self.name} POST {path}", f"HTTP {code} without {k!r} of type {t}",
+                                 "README: The SUT contract, the run lifecycle")
+        return code, data
+
+    def run_start(self, run: str, length_s: float, deadline_s: float | None = None) -> tuple[int, dict]:
+        body: dict[str, Any] = {"run": run, "length_s": length_s}
+        if deadline_s is not None:
+            body["deadline_s"] = deadline_s
+        return self._run_call("/run/start", body, {"run": str, "ok": bool})
+
+    def run_exec(self, run: str, host: str, command: str, timeout_s: float = 15) -> tuple[int, dict]:
+        return self._run_call("/run/exec", {"run": run, "host": host, "command": command, "timeout_s": timeout_s},
+                              {"ok": bool, "stdout": str, "stderr": str})
+
+    def run_query(self, run: str, host: str, sql: str, timeout_s: float = 15) -> tuple[int, dict]:
+        return self._run_call("/run/query", {"run": run, "host": host, "sql": sql, "timeout_s": timeout_s},
+                              {"ok": bool, "stdout": str, "stderr": str})
+
+    def run_end(self, run: str) -> tuple[int, dict]:
+        return self._run_call("/run/end", {"run": run}, {"run": str, "ok": bool})
+
     def _validate_prerun(self, data: Any, endpoints: dict) -> None:
         what = f"{self.name} POST /prerun answer"
         if not isinstance(data, dict):

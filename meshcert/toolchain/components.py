@@ -40,6 +40,8 @@ BINARIES: dict[str, dict[str, str]] = {
     "kubernetes": {"kubelet": "kubelet", "kubeadm": "kubeadm", "kubectl": "kubectl",
                    "kube-apiserver": "kube-apiserver", "kube-controller-manager": "kube-controller-manager",
                    "kube-scheduler": "kube-scheduler", "server": "etcd"},
+    # The world's secret store (meshcert/world/vault.py, issue 13): SSH CA + database users.
+    "vault": {"vault": "vault"},
 }
 
 
@@ -48,6 +50,8 @@ def ldflags(name: str, version: str) -> list[str]:
     (its release scripts set them; without them kubeadm reports v0.0.0 and asks for images of
     that version); ``-s -w`` drop the symbol tables of these large binaries (about a third of
     the node image's Kubernetes bytes)."""
+    if name == "vault":
+        return ["-ldflags", "-s -w"]  # symbol tables are most of vault's bytes; we never debug it
     if name != "kubernetes":
         return []
     major, minor = version.lstrip("v").split(".")[:2]
@@ -61,7 +65,8 @@ def ldflags(name: str, version: str) -> list[str]:
 # tool folder -> its main module (whose version go.mod pins)
 MODULES: dict[str, str] = {"headscale": "github.com/juanfont/headscale", "tailscale": "tailscale.com",
                            "toxiproxy": "github.com/Shopify/toxiproxy/v2", "helm": "helm.sh/helm/v3",
-                           "kind": "sigs.k8s.io/kind", "kubernetes": "k8s.io/kubernetes"}
+                           "kind": "sigs.k8s.io/kind", "kubernetes": "k8s.io/kubernetes",
+                           "vault": "github.com/hashicorp/vault"}
 # the components a world may run at another version than the pinned one (the version matrix)
 VERSIONED = ("tailscale", "headscale")
 _VERSION = re.compile(r"^v\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?$")  # a Go module version (semver with a v)

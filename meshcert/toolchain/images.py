@@ -9,7 +9,8 @@ No container registry is reachable on our machines, so every image is built here
   binaries (see components.py). Another version of tailscale or headscale is the image named
   ``tailscale@v1.80.3`` here (:func:`versioned`): the same recipe with that version's binaries,
   so its ``meshcert/tailscale:<hash>`` tag differs; it carries the label ``io.meshcert.version``.
-- ``meshcert/sut-reference``: host + the reference SUT runtime.
+- the credential layer's images (vault, server, sshd-host, database, clients): credimages.py.
+- ``meshcert/sut-reference``: clients (host + ssh and psql) + the reference SUT runtime.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from pathlib import Path
 import docker
 
 from meshcert.errors import EnvironmentProblem
-from meshcert.toolchain import components, paths, progress
+from meshcert.toolchain import components, credimages, paths, progress
 from meshcert.toolchain.paths import PACKAGE, cache_dir
 
 BASE_PACKAGES = ["python3", "ca-certificates", "iproute2", "nftables", "iptables", "procps", "tini"]
@@ -155,7 +156,7 @@ def recipe(name: str) -> Recipe:
 
 def recipes() -> dict[str, Recipe]:
     bins = {}
-    for comp in ("tailscale", "headscale", "toxiproxy"):
+    for comp in ("tailscale", "headscale", "toxiproxy", "vault"):
         bins[comp] = components.COMPONENTS[comp]
     def binfiles(comp: str) -> dict[str, Path]:
         return {f"/usr/local/bin/{n}": p for n, p in bins[comp].paths().items()}
@@ -167,8 +168,12 @@ def recipes() -> dict[str, Recipe]:
         "headscale": Recipe("headscale", binfiles("headscale"),
                             extra="RUN mkdir -p /var/lib/headscale /var/run/headscale /etc/headscale"),
         "toxiproxy": Recipe("toxiproxy", binfiles("toxiproxy")),
+        # on `clients`: the run lifecycle's tools are Debian's ssh and psql (issue 13)
         "sut-reference": Recipe("sut-reference",
-                                {"/opt/sut/runtime.py": PACKAGE / "sut" / "reference" / "runtime.py"}),
+                                {"/opt/sut/runtime.py": PACKAGE / "sut" / "reference" / "runtime.py"}, parent="clients"),
+        # the credential layer (issue 13): credimages.py
+        **{name: Recipe(name, binfiles("vault") if name == "vault" else {}, parent=parent, extra=extra)
+           for name, (parent, extra) in credimages.recipe_specs().items()},
     }
 
 
@@ -182,7 +187,7 @@ def _file_digest(p: Path) -> str:
 
 def build(c: docker.DockerClient, name: str, built: dict[str, str]) -> str:
     base, version = _split(name)
-    if base in ("tailscale", "headscale", "toxiproxy"):
+    if base in ("tailscale", "headscale", "toxiproxy", "vault"):
         components.component(base, version).ensure()  # one clear line when not pinned or not buildable
     r = recipe(name)
     parent = built["base"] if r.parent == "base" else built[r.parent]
@@ -221,7 +226,7 @@ def ensure_images(c: docker.DockerClient, names: tuple[str, ...] = ("host", "tai
     """Build what is missing of ``names`` (and their parents); {name: tag}. A versioned name
     (``tailscale@v1.80.3``) is built from that version's binaries (built first if needed)."""
     built = {"base": base_image(c)}
-    order = ["host", "tailscale", "headscale", "toxiproxy", "sut-reference"]
+    order = ["host", "tailscale", "headscale", "toxiproxy", *credimages.recipe_specs(), "sut-reference"]
     order += sorted(n for n in names if n not in order)  # versioned images, after their parent (host)
     for n in order:
         if n in names or any(recipe(m).parent == n for m in names):

@@ -1,7 +1,7 @@
 """The surface of the world the rest of meshcert depends on (checks, chaos, property, k8s,
 replay, the plugin): ``WorldAPI`` and the handles it hands out, ``ControlServer`` (headscale),
-``TailnetPeer`` (a tailnet node), ``ProxyServer`` (toxiproxy) and ``PodHandle`` (an agent pod's
-containers). The idea is headscale's integration harness (its ControlServer and TailscaleClient
+``TailnetPeer`` (a tailnet node), ``ProxyServer`` (toxiproxy), ``PodHandle`` (an agent pod's
+containers) and ``SecretStore`` (Vault, in a world with the credential layer). The idea is headscale's integration harness (its ControlServer and TailscaleClient
 interfaces, implemented by hsic and tsic): code above the world names these protocols, never a
 container kind's module, so a kind can be swapped or faked without touching the checks. They
 are structural (typing.Protocol): ``World`` and the test fakes satisfy them without inheriting.
@@ -86,6 +86,20 @@ class PodHandle(Protocol):
     ip: str
     sut: Box | None
     sut_config: tuple
+
+
+class SecretStore(Protocol):
+    """The credential layer's secret store (vault.Vault, issue 13): what a check reads of it."""
+    box: Box
+    url: str
+    ssh_ca_public_key: str
+
+    def seal_status(self) -> dict: ...
+    def audit_entries(self) -> list[dict]: ...
+    def audit_hashes(self, words: list[str]) -> dict[str, str]: ...
+    def pod_secrets(self) -> list[str]: ...
+    def seal(self) -> None: ...
+    def unseal(self) -> None: ...
 
 
 class WorldAPI(Protocol):

@@ -25,8 +25,10 @@ import concurrent.futures
 import http.client
 import json
 import os
+import re
 import socket
 import socketserver
+import ssl
 import struct
 import subprocess
 import threading
@@ -76,6 +78,33 @@ def _socks5_connect(proxy: str, host: str, port: int, timeout: float) -> socket.
     return s
 
 
+SSL_REQUEST = struct.pack("!II", 8, 80877103)  # PostgreSQL's SSLRequest (protocol 3: "S" means TLS follows)
+BANNER_RE = re.compile(rb"meshcert-banner host=[^\s,/]+ port=\d+")
+
+
+def _tls_banner(s: socket.socket, timeout: float) -> str | None:
+    """The banner line in the subject of the TLS certificate a PostgreSQL server presents after
+    an SSLRequest (meshcert's credential targets put it there); None if there is none."""
+    try:
+        s.settimeout(timeout)
+        s.sendall(SSL_REQUEST)
+        if s.recv(1) != b"S":
+            return None
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE  # identity, not trust: the subject names the host we reached
+        with ctx.wrap_socket(s, do_handshake_on_connect=True) as t:
+            der = t.getpeercert(binary_form=True) or b""
+        i = der.find(b"meshcert-banner ")
+        if i < 1:
+            return None
+        # the subject's text is a DER string: the byte before it is its length (short form)
+        m = BANNER_RE.fullmatch(der[i:i + der[i - 1]])
+        return m.group().decode() + " (tls)" if m else None
+    except (OSError, ssl.SSLError):
+        return None
+
+
 def dial(host: str, port: int, timeout: float, socks5: str | None = None) -> dict:
     t0 = time.monotonic()
     try:
@@ -93,6 +122,9 @@ def dial(host: str, port: int, timeout: float, socks5: str | None = None) -> dic
                 break
             data += chunk
         banner = data.decode(errors="replace").strip() or None
+    except TimeoutError:
+        if not data:  # a server that waits for its client (PostgreSQL): its TLS certificate may name it
+            banner = _tls_banner(s, timeout)
     except OSError:
         pass
     finally:

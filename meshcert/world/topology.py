@@ -33,6 +33,7 @@ class NodeSpec:
     advertise_routes: tuple[str, ...] = ()
     approve_routes: tuple[str, ...] = ()
     accept_routes: bool = False
+    image: str = "tailscale"  # or a credential target's: "server" (sshd), "database" (PostgreSQL): world/targets.py
     tailscale: str | None = None  # its tailscale version (issue 14: mixed tailnets); None: the pinned one
 
 
@@ -43,6 +44,7 @@ class HostSpec:
     network: str
     address: str
     banner_ports: tuple[int, ...] = (22,)
+    image: str = "host"  # or "sshd-host": sshd on 22 (world/targets.py)
 
 
 @dataclass(frozen=True)

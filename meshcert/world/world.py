@@ -53,7 +53,8 @@ from meshcert.world.host import start_host
 from meshcert.world.isolation import check_isolation
 from meshcert.world.node import TS_SOCKET, TailnetNode, join, start_node
 from meshcert.world.pod import SECRET_PATH, Pod, start_pod, start_sut_container
-from meshcert.world.topology import AgentSpec, NodeSpec, Topology, guide_topology, with_tailscale
+from meshcert.world.targets import start_sshd_host, start_target_node
+from meshcert.world.topology import AgentSpec, HostSpec, NodeSpec, Topology, guide_topology, with_tailscale
 from meshcert.world.toxiproxy import TOXI_API, Toxiproxy, start_toxiproxy
 
 SENTINEL_SRC = "192.0.2.1/32"  # TEST-NET-1: never a packet, only a marker in the policy
@@ -85,6 +86,8 @@ class World:
         self.images: dict[str, str] = {}
         self.certs = make_certs(self.run_id, [HEADSCALE_ALIAS, CONTROL_ALIAS, "localhost"])
         self.timings: dict[str, float] = {}
+        # pod -> (env, files) every SUT of the pod starts with (set_sut_standing)
+        self.sut_standing: dict[str, tuple[dict[str, str], dict[str, tuple[bytes, int]]]] = {}
         self.user_id: int | None = None
         self.log_root: Path | None = None  # where failing clauses save container logs (set by the plugin)
         self.connectivity_spec: dict | None = None  # a user's spec.connectivity (certify --spec), else the guide's
@@ -144,7 +147,9 @@ class World:
             self.client, ("host", "tailscale", "headscale", "toxiproxy") + (() if self.sut_image else ("sut-reference",))
             + tuple(sorted({images.versioned("tailscale", s.tailscale or self.topology.tailscale)
                             for s in (*self.topology.nodes, *self.topology.pods)}))
-            + ((images.versioned("headscale", self.topology.headscale),) if self.topology.headscale else ()))
+            + ((images.versioned("headscale", self.topology.headscale),) if self.topology.headscale else ())
+            + tuple(sorted(({s.image for s in self.topology.nodes} | {h.image for h in self.topology.hosts})
+                           - {"tailscale", "host"})))
         if self.sut_image:
             require_image(self.client, self.sut_image)  # SutNotTestable naming the image and how to load it
         check_isolation(self.client, self.images["host"])
@@ -171,7 +176,6 @@ class World:
             except docker.errors.APIError as e:
                 raise WorldError(f"could not create network {net.name} ({net.subnet or 'auto'}): {e.explanation}",
                                  "a leftover network may hold the subnet: run `meshcert sweep`") from None
-        host_img = self.images["host"]
 
         with progress.step(f"world {self.run_id}: starting containers"):
             with concurrent.futures.ThreadPoolExecutor(max_workers=8) as ex:
@@ -179,7 +183,7 @@ class World:
                                  self.images[images.versioned("headscale", topo.headscale)], self.certs)
                 f_tp = ex.submit(start_toxiproxy, self.run_container, self.images["toxiproxy"], CONTROL_ALIAS)
                 f_nodes = {s.name: ex.submit(self._start_node, s) for s in topo.nodes}
-                f_hosts = {s.name: ex.submit(start_host, self.run_container, host_img, s) for s in topo.hosts}
+                f_hosts = {s.name: ex.submit(self._start_host, s) for s in topo.hosts}
                 f_pods = {a.name: ex.submit(self._start_pod, a) for a in topo.pods}
                 hs_box, tp_box = f_hs.result(), f_tp.result()
                 node_boxes = {n: f.result() for n, f in f_nodes.items()}
@@ -236,7 +240,18 @@ class World:
         self._wait_mesh()
         self.timings["converge"] = time.monotonic() - t
 
+    def _start_host(self, spec: HostSpec) -> Box:
+        if spec.image != "host":  # a credential target: sshd beside the node agent (targets.py)
+            return start_sshd_host(self.run_container, self.images[spec.image], spec)
+        return start_host(self.run_container, self.images["host"], spec)
+
     def _start_node(self, spec: NodeSpec) -> Box:
+        if spec.image != "tailscale":  # a credential target: sshd or PostgreSQL beside tailscaled (targets.py)
+            if spec.tailscale or self.topology.tailscale:
+                raise WorldError(f"node {spec.name}: credential targets run the pinned tailscale only "
+                                 f"(their image {spec.image!r} is built on it), not {spec.tailscale or self.topology.tailscale}")
+            return start_target_node(self.run_container, self.images[spec.image], spec, self.certs.ca_pem,
+                                     self.networks)
         return start_node(self.run_container, self._tailscale_image(spec.tailscale), spec, self.certs.ca_pem,
                           self.networks)
 
@@ -595,6 +610,11 @@ class World:
     # ---------------------------------------------------------------- the SUT in its pod
     SECRET_PATH = SECRET_PATH
 
+    def set_sut_standing(self, pod_name: str, env: dict[str, str], files: dict[str, tuple[bytes, int]]) -> None:
+        """Settings and files every SUT of ``pod_name`` starts with from now on, reset() included
+        (the credential layer's Vault address, CA and AppRole: world/credentials.py)."""
+        self.sut_standing[pod_name] = (dict(env), dict(files))
+
     def start_sut(self, pod_name: str = "agent", mutant: str = "", with_secret: bool = True,
                   extra_env: dict[str, str] | None = None, key: Secret | None = None) -> SutClient:
         """(Re)start the SUT container of a pod, joined to its network namespace and socket volume.
@@ -612,8 +632,11 @@ class World:
         secret = (key or self.key_for(pod.spec.tags)) if with_secret else None
         image = self.sut_image or self.images["sut-reference"]
         command = None if self.sut_image else ["python3", "/opt/sut/runtime.py"]
+        standing_env, files = self.sut_standing.get(pod_name, ({}, {}))
         pod.sut = start_sut_container(self.run_container, pod_name, pod, image, command, self.sut_port, mutant,
-                                      secret, extra_env)
+                                      secret, {**standing_env, **(extra_env or {})} or None)
+        if files:  # read by the SUT when it needs them (a run's start), so copied in after it starts
+            pod.sut.put(files)
         pod.sut_config = (mutant, with_secret, tuple(sorted((extra_env or {}).items())))
         client = SutClient(f"http://{pod.ip}:{self.sut_port}", name=f"SUT in pod {pod_name}")
         wait_serving(client, pod.sut, pod_name, self.sut_port, image)  # SutNotTestable: pod, port, command, log

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import pytest
 
 from meshcert.sut.reference import MUTANTS
-from meshcert.sut.reference.targets import SCENARIO_TARGETS, TARGETS, clauses
+from meshcert.sut.reference.targets import CRED_SCENARIO_TARGETS, CRED_TARGETS, SCENARIO_TARGETS, TARGETS, clauses
 
 KINDS = {"mutant": "mutants of the reference SUT", "world": "broken world settings", "chart": "broken charts"}
 
@@ -71,7 +71,7 @@ def param(value, kind: str, short: str, target: str | tuple[str, ...], about: st
 # The test modules that declare faults beside the tests that kill them. They import this module,
 # so the registry imports them by name when asked (not at this module's top).
 DECLARING_MODULES = ("tests.unit.test_chart_variants", "tests.engine.test_chart_pods",
-                     "tests.engine.test_mutants", "tests.engine.test_world_breaks")
+                     "tests.engine.test_mutants", "tests.engine.test_world_breaks", "tests.engine.test_vault_world")
 
 
 def registry() -> dict[str, Fault]:
@@ -81,10 +81,10 @@ def registry() -> dict[str, Fault]:
         importlib.import_module(name)
     out: dict[str, Fault] = {}
     for m, about in MUTANTS.items():
-        if m in TARGETS:
+        if m in TARGETS or m in CRED_TARGETS:
             target = clauses(m)
-        elif m in SCENARIO_TARGETS:
-            target = (f"scenario: {SCENARIO_TARGETS[m]}",)
+        elif m in SCENARIO_TARGETS or m in CRED_SCENARIO_TARGETS:
+            target = (f"scenario: {SCENARIO_TARGETS.get(m) or CRED_SCENARIO_TARGETS[m]}",)
         else:
             target = ()
         out[f"mutant:{m}"] = Fault(f"mutant:{m}", "mutant", target, about)

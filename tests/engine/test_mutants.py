@@ -13,14 +13,17 @@ from meshcert.chaos.experiment import SteadyStateBroken
 from meshcert.checks import ClauseFailure
 from meshcert.checks.sut import SUT_CHECKS
 from meshcert.sut.reference import MUTANTS
-from meshcert.sut.reference.targets import SCENARIO_TARGETS, TARGETS, clauses
+from meshcert.sut.reference.targets import CRED_SCENARIO_TARGETS, CRED_TARGETS, SCENARIO_TARGETS, TARGETS, clauses
 from tests.common.faults import aims_at
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 
 
 def test_every_mutant_has_a_target_clause():
-    assert set(TARGETS) | set(SCENARIO_TARGETS) == set(MUTANTS), "a mutant without a target cannot be scored"
+    # CRED_TARGETS, CRED_SCENARIO_TARGETS: the run lifecycle's, on the credential world
+    # (tests/engine/test_vault_world.py)
+    assert set(TARGETS) | set(SCENARIO_TARGETS) | set(CRED_TARGETS) | set(CRED_SCENARIO_TARGETS) == set(MUTANTS), \
+        "a mutant without a target cannot be scored"
     assert {c for m in TARGETS for c in clauses(m)} <= set(SUT_CHECKS)
 
 

@@ -1185,11 +1185,12 @@ def _ip_literals_only(kit, mutant):
 
 
 def test_every_mutant_has_a_case():
-    assert set(MUTANT_CASES) == set(rt.MUTANTS)
+    # the run lifecycle's mutants (run-*) have theirs in tests/unit/test_sut_runs.py (a fake Vault)
+    assert set(MUTANT_CASES) == {m for m in rt.MUTANTS if not m.startswith("run-")}
     assert all(isinstance(d, str) and d and "\n" not in d for d in rt.MUTANTS.values())
 
 
-@pytest.mark.parametrize("mutant", sorted(rt.MUTANTS))
+@pytest.mark.parametrize("mutant", sorted(m for m in rt.MUTANTS if not m.startswith("run-")))
 def test_mutant_differs_from_faithful(new_kit, mutant):
     observe, faithful, mutated = MUTANT_CASES[mutant]
     assert observe(new_kit(), "") == faithful

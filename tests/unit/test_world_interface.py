@@ -16,6 +16,7 @@ from meshcert.world.headscale import Headscale
 from meshcert.world.node import TailnetNode
 from meshcert.world.pod import Pod
 from meshcert.world.toxiproxy import Toxiproxy
+from meshcert.world.vault import Vault
 from meshcert.world.world import World
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,6 +59,7 @@ def test_no_private_name_of_the_world_is_used_above_it():
 
 @pytest.mark.parametrize("proto, impl", [
     (interface.WorldAPI, World), (interface.ControlServer, Headscale), (interface.ProxyServer, Toxiproxy),
+    (interface.SecretStore, Vault),
     (interface.TailnetPeer, TailnetNode), (interface.PodHandle, Pod)])
 def test_the_world_provides_its_interface(proto, impl):
     if impl is World:

@@ -10,6 +10,10 @@ HTTP/JSON contract (listens on $SUT_HOST:$SUT_PORT, default 0.0.0.0:8080):
   POST /connect    open one TCP connection the way the agent's tools would, read a banner
   GET  /transcript everything the runtime would show the LLM
   GET  /healthz    {"ok": true}
+  POST /run/start  a run starts: the tool layer obtains its credentials from Vault
+  POST /run/exec   an SSH command of the run on a named host; its output comes back
+  POST /run/query  an SQL query of the run on a named database host; its rows come back
+  POST /run/end    the run ends: what it obtained is revoked
 
 Environment:
   SUT_PORT, SUT_HOST   where to listen
@@ -18,6 +22,11 @@ Environment:
                        through it
   TS_AUTHKEY, TS_AUTHKEY_FILE   the auth key (read only to know it is there; never shown)
   SUT_MUTANT           empty = faithful; otherwise one name of MUTANTS (one deliberate fault)
+  VAULT_ADDR, VAULT_CACERT   Vault's address and the CA file its TLS certificate is checked with
+  VAULT_ROLE_ID_FILE, VAULT_SECRET_ID_FILE   the pod's AppRole (mounted files, as a Secret volume)
+  VAULT_SSH_SIGN_PATH, VAULT_DB_CREDS_PATH   default ssh/sign/run and database/creds/run
+  SSH_USER             the account the certificates name (default agent)
+The run lifecycle needs the OpenSSH client (ssh, ssh-keygen) and PostgreSQL's psql in the image.
 """
 
 from __future__ import annotations
@@ -30,10 +39,15 @@ import os
 import re
 import signal
 import socket
+import ssl
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 import traceback
+import urllib.error
+import urllib.request
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
@@ -98,6 +112,19 @@ MUTANTS = {
     "ipv4-only-urls": "endpoint URLs split at the last ':' with no [IPv6] bracket handling",
     "ip-literals-only": "host names are never resolved: only IP literals are dialled (MagicDNS names "
                         "fail)",
+    # the run lifecycle (issue 13): judged on a credential world (tests/engine/test_vault_world.py)
+    "run-no-revoke": "a run's end forgets its credentials but never revokes them in Vault (the database role "
+                     "lives on until its TTL)",
+    "run-reuse-after-end": "an ended run keeps its key and certificate and its tools still run",
+    "run-long-ttl": "a run's credentials are asked for ten minutes, whatever the run's declared length",
+    "run-shared-creds": "every run uses the credentials the first run obtained (one certificate, one "
+                        "database role for all)",
+    "run-shows-password": "a query's tool result carries its connection string, database password included "
+                          "(the password never registered as a secret, so nothing redacts it)",
+    "run-signs-wrong-principal": "the run's key is signed for another account Vault allows (operator), not "
+                                 "the one the tools log in as",
+    "run-start-no-deadline": "Vault is asked with a fixed 60 s timeout: the run start's deadline_s is ignored",
+    "run-start-ok-without-vault": "a run start that obtained no credentials still answers ok true, no error",
 }
 
 TYPES = ("direct", "headscale", "tailscale")
@@ -117,7 +144,8 @@ MAX_TRANSCRIPT = 10000
 REDACTED = "[REDACTED]"
 # Things that look like auth keys even when they are not the configured one:
 # Tailscale keys (tskey-...), headscale >= 0.26 keys (hskey-...), older headscale keys (48 hex).
-KEY_LIKE = re.compile(r"\b(?:tskey|hskey)-[A-Za-z0-9_-]+|\b[0-9a-fA-F]{48}\b")
+KEY_LIKE = re.compile(r"\b(?:tskey|hskey)-[A-Za-z0-9_-]+|\b[0-9a-fA-F]{48}\b|\bhv[sbr]\.[A-Za-z0-9_-]{24,}"
+                      r"|-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?-----END [A-Z0-9 ]*PRIVATE KEY-----", re.S)
 DEFAULT_PORTS = {"ssh": 22, "http": 80, "https": 443, "postgres": 5432, "postgresql": 5432,
                  "mysql": 3306, "redis": 6379}
 SOCKS_REPLIES = {1: "general SOCKS server failure", 2: "connection not allowed by ruleset",
@@ -557,6 +585,20 @@ class Runtime:
         self._run_type = None  # connectivity type of the latest pre-run: the mode the tools use
         self._last_cred = None  # mutant context-shows-credential: (user, secret) of the latest /connect
         self.auth_key()  # learn the key now so that it is redacted from the very first line
+        self.runs = Runs(self)
+
+    # -- the run lifecycle (Runs, below) ---------------------------------------------------------
+    def run_start(self, body: dict):
+        return self.runs.start(body)
+
+    def run_exec(self, body: dict):
+        return self.runs.exec(body)
+
+    def run_query(self, body: dict):
+        return self.runs.query(body)
+
+    def run_end(self, body: dict):
+        return self.runs.end(body)
 
     # -- secrets ------------------------------------------------------------------------------
     def auth_key(self):
@@ -978,12 +1020,295 @@ class Runtime:
         return 200, result
 
 
+# ----------------------------------------------------------------------------- the run lifecycle
+# The tool layer's credentials (the guide's "Credential Integration"): at a run's start the SUT
+# logs in to Vault with the pod's AppRole, makes a child token that lives the run's declared
+# length plus RUN_TTL_MARGIN_S, has Vault sign a fresh SSH key and make a database role with
+# it; the run's SSH commands and SQL queries use them; at the run's end the login token is
+# revoked (its child and the database lease with it: Vault drops the role) and the key is
+# destroyed. The SSH certificate cannot be revoked in Vault: it dies when its validity, the
+# same TTL, ends. Nothing of it (key, certificate, password, token) is ever shown.
+
+# The run's credentials outlive its declared length by at most this: the start itself (its
+# deadline, at most RUN_START_MAX_S) comes before the run's clock starts; 5 s more for the
+# targets to read a certificate's end and Vault's expiry to run.
+RUN_START_MAX_S = 10.0
+RUN_TTL_MARGIN_S = RUN_START_MAX_S + 5.0
+RUN_MAX_LENGTH_S = 600.0
+SSH_USER_DEFAULT = "agent"
+OUTPUT_MAX = 16 << 10
+
+
+class VaultError(Exception):
+    pass
+
+
+def _read_file(path: str) -> str:
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        return fh.read(64 << 10).strip()
+
+
+class Run:
+    def __init__(self, run_id: str, length_s: float):
+        self.id = run_id
+        self.length_s = length_s
+        self.login_token = ""
+        self.token = ""
+        self.dir = ""
+        self.key = ""
+        self.db_user = ""
+        self.db_password = ""
+        self.ended = False
+
+
+class Runs:
+    """The run lifecycle of one Runtime: POST /run/start, /run/exec, /run/query, /run/end."""
+
+    def __init__(self, rt: Runtime):
+        self.rt = rt
+        env = rt.env
+        self.vault = (env.get("VAULT_ADDR") or "").rstrip("/")
+        self.cacert = env.get("VAULT_CACERT") or ""
+        self.role_id_file = env.get("VAULT_ROLE_ID_FILE") or ""
+        self.secret_id_file = env.get("VAULT_SECRET_ID_FILE") or ""
+        self.ssh_path = env.get("VAULT_SSH_SIGN_PATH") or "ssh/sign/run"
+        self.db_path = env.get("VAULT_DB_CREDS_PATH") or "database/creds/run"
+        self.ssh_user = env.get("SSH_USER") or SSH_USER_DEFAULT
+        self.runs: dict[str, Run] = {}
+        self._lock = threading.Lock()
+        self._shared: Run | None = None  # mutant run-shared-creds: the first run's credentials
+
+    def secret(self, value: str) -> str:
+        if value:
+            with self.rt._lock:
+                self.rt._secrets.add(value)
+        return value
+
+    # -- Vault -------------------------------------------------------------------------------
+    def call(self, method: str, path: str, body: dict | None, token: str, deadline: float) -> dict:
+        if not self.vault:
+            raise VaultError("no Vault address (VAULT_ADDR is not set)")
+        ctx = ssl.create_default_context(cafile=self.cacert or None)
+        req = urllib.request.Request(f"{self.vault}/v1/{path}", method=method,
+                                     data=json.dumps(body).encode() if body is not None else None,
+                                     headers={"Content-Type": "application/json",
+                                              **({"X-Vault-Token": token} if token else {})})
+        timeout = _remaining(deadline)
+        if self.rt.mutant == "run-start-no-deadline":  # mutant run-start-no-deadline: a fixed timeout
+            timeout = 60.0
+        if timeout <= 0:
+            raise VaultError(f"deadline passed before {method} /v1/{path}")
+        try:
+            with urllib.request.urlopen(req, timeout=timeout, context=ctx) as r:
+                raw = r.read(1 << 20)
+        except urllib.error.HTTPError as exc:
+            try:
+                errs = "; ".join(json.loads(exc.read(1 << 16) or b"{}").get("errors") or [])
+            except ValueError:
+                errs = ""
+            errs = " ".join(errs.split())  # Vault's multi-line error text, on one line
+            raise VaultError(f"Vault {method} /v1/{path} answered HTTP {exc.code}"
+                             + (f": {errs}" if errs else "")) from None
+        except (OSError, ValueError) as exc:
+            raise VaultError(f"Vault at {self.vault} did not answer {method} /v1/{path}: "
+                             f"{getattr(exc, 'reason', exc)}") from None
+        return json.loads(raw) if raw.strip() else {}
+
+    # -- POST /run/start -----------------------------------------------------------------------
+    def start(self, body: dict):
+        run_id = body.get("run")
+        if not isinstance(run_id, str) or not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", run_id or ""):
+            raise BadRequest("run", "expected a run id (1-64 of A-Z a-z 0-9 _ . -)")
+        length = parse_seconds(body.get("length_s"), "length_s", 60.0)
+        if length > RUN_MAX_LENGTH_S:
+            raise BadRequest("length_s", f"at most {RUN_MAX_LENGTH_S:g} s")
+        deadline_s = min(parse_seconds(body.get("deadline_s"), "deadline_s", RUN_START_MAX_S), RUN_START_MAX_S)
+        started = time.monotonic()
+        deadline = started + deadline_s
+        with self._lock:
+            if run_id in self.runs:
+                raise BadRequest("run", f"run {run_id} was already started")
+            run = self.runs[run_id] = Run(run_id, length)
+        ttl = f"{int(math.ceil(length + RUN_TTL_MARGIN_S))}s"
+        if self.rt.mutant == "run-long-ttl":  # mutant run-long-ttl: ten minutes, whatever the length
+            ttl = "600s"
+        logs: list = []
+        if self.rt.mutant == "run-shared-creds" and self._shared is not None:  # mutant run-shared-creds
+            first = self._shared
+            run.login_token, run.token, run.dir, run.key = first.login_token, first.token, first.dir, first.key
+            run.db_user, run.db_password = first.db_user, first.db_password
+            self._tell_run(run_id, f"run {run_id} started: the tools can log in to servers over SSH and to databases.")
+            return 200, {"run": run_id, "ok": True, "error": None, "ttl_s": float(ttl[:-1]), "logs": logs,
+                         "duration_ms": round((time.monotonic() - started) * 1000.0, 3)}
+        try:
+            role_id = _read_file(self.role_id_file) if self.role_id_file else ""
+            secret_id = self.secret(_read_file(self.secret_id_file)) if self.secret_id_file else ""
+            if not role_id or not secret_id:
+                raise VaultError("no AppRole credentials (VAULT_ROLE_ID_FILE / VAULT_SECRET_ID_FILE unreadable)")
+            auth = self.call("POST", "auth/approle/login", {"role_id": role_id, "secret_id": secret_id}, "",
+                             deadline)["auth"]
+            run.login_token = self.secret(auth["client_token"])
+            child = self.call("POST", "auth/token/create", {"ttl": ttl, "explicit_max_ttl": ttl, "renewable": False,
+                                                            "display_name": f"run-{run_id}"},
+                              run.login_token, deadline)["auth"]
+            run.token = self.secret(child["client_token"])
+            run.dir = tempfile.mkdtemp(prefix="run-")
+            run.key = os.path.join(run.dir, "id")
+            p = subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"run-{run_id}", "-f", run.key],
+                               capture_output=True, text=True, timeout=max(0.5, _remaining(deadline)))
+            if p.returncode != 0:
+                raise VaultError(f"ssh-keygen failed: {p.stderr.strip()[-200:]}")
+            with open(run.key, encoding="utf-8") as fh:
+                self.secret(fh.read())
+            with open(run.key + ".pub", encoding="utf-8") as fh:
+                pub = fh.read().strip()
+            principal = "operator" if self.rt.mutant == "run-signs-wrong-principal" else self.ssh_user  # mutant
+            signed = self.call("POST", self.ssh_path, {"public_key": pub, "valid_principals": principal,
+                                                       "ttl": ttl, "cert_type": "user"}, run.token, deadline)["data"]
+            cert = self.secret(signed["signed_key"].strip())
+            with open(run.key + "-cert.pub", "w", encoding="utf-8") as fh:
+                fh.write(cert + "\n")
+            db = self.call("GET", self.db_path, None, run.token, deadline)["data"]
+            run.db_user, run.db_password = db["username"], db["password"]
+            if self.rt.mutant != "run-shows-password":  # mutant run-shows-password: not a secret to redact
+                self.secret(run.db_password)
+        except (VaultError, OSError, KeyError, TypeError, subprocess.SubprocessError) as exc:
+            self.rt.log(logs, "error", f"run {run_id}: credentials not obtained: {exc}", component="run")
+            self._end(run, logs)
+            self._tell_run(run_id, f"run {run_id}: the tools have no credentials: {exc}")
+            if self.rt.mutant == "run-start-ok-without-vault":  # mutant run-start-ok-without-vault
+                return 200, {"run": run_id, "ok": True, "error": None, "logs": [],
+                             "duration_ms": round((time.monotonic() - started) * 1000.0, 3)}
+            return 200, {"run": run_id, "ok": False, "error": str(exc), "logs": logs,
+                         "duration_ms": round((time.monotonic() - started) * 1000.0, 3)}
+        if self.rt.mutant == "run-shared-creds":  # mutant run-shared-creds: kept for every later run
+            self._shared = run
+        self.rt.log(logs, "info", f"run {run_id}: credentials obtained for {ttl}", component="run")
+        self._tell_run(run_id, f"run {run_id} started: the tools can log in to servers over SSH and to databases.")
+        return 200, {"run": run_id, "ok": True, "error": None, "ttl_s": float(ttl[:-1]), "logs": logs,
+                     "duration_ms": round((time.monotonic() - started) * 1000.0, 3)}
+
+    def _tell_run(self, run_id: str, text: str):
+        self.rt._tell("run", text)
+
+    def _live(self, body: dict) -> Run:
+        run_id = body.get("run")
+        with self._lock:
+            run = self.runs.get(run_id) if isinstance(run_id, str) else None
+        if run is None:
+            raise BadRequest("run", f"no such run {run_id!r}: POST /run/start first")
+        if run.ended and self.rt.mutant != "run-reuse-after-end":  # mutant run-reuse-after-end: still served
+            raise BadRequest("run", f"run {run_id} has ended", status=409)
+        return run
+
+    @staticmethod
+    def _host(body: dict) -> str:
+        host = body.get("host")
+        if not isinstance(host, str) or not host.strip() or host.strip().startswith("-"):
+            raise BadRequest("host", f"expected a host name or address, got {jtype(host)}")
+        return host.strip().strip("[]")
+
+    # -- POST /run/exec --------------------------------------------------------------------------
+    def exec(self, body: dict):
+        run = self._live(body)
+        host = self._host(body)
+        command = body.get("command")
+        if not isinstance(command, str) or not command.strip():
+            raise BadRequest("command", "expected a shell command")
+        timeout = parse_seconds(body.get("timeout_s"), "timeout_s", 15.0)
+        argv = ["ssh", "-F", "/dev/null", "-i", run.key, "-o", f"CertificateFile={run.key}-cert.pub",
+                "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "PasswordAuthentication=no",
+                "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+                "-o", f"ConnectTimeout={max(1, int(timeout))}", f"{self.ssh_user}@{host}", "--", command]
+        return self._tool(run, "exec", f"ssh {self.ssh_user}@{host} {command!r}", argv, None, timeout)
+
+    # -- POST /run/query -------------------------------------------------------------------------
+    def query(self, body: dict):
+        run = self._live(body)
+        host = self._host(body)
+        sql = body.get("sql")
+        if not isinstance(sql, str) or not sql.strip():
+            raise BadRequest("sql", "expected an SQL statement")
+        database = body.get("database") or "postgres"
+        if not isinstance(database, str) or not re.fullmatch(r"[A-Za-z0-9_]{1,63}", database):
+            raise BadRequest("database", "expected a database name")
+        timeout = parse_seconds(body.get("timeout_s"), "timeout_s", 15.0)
+        argv = ["psql", "-X", "-qAt", "-v", "ON_ERROR_STOP=1",
+                f"host={host} port=5432 dbname={database} user={run.db_user} sslmode=require "
+                f"connect_timeout={max(2, int(timeout))}", "-c", sql]
+        code, result = self._tool(run, "query", f"psql {host}/{database} {sql!r}", argv,
+                                  {"PGPASSWORD": run.db_password}, timeout)
+        if self.rt.mutant == "run-shows-password":  # mutant run-shows-password: the DSN, password and all
+            result["connection"] = f"postgresql://{run.db_user}:{run.db_password}@{host}:5432/{database}"
+        return code, result
+
+    def _tool(self, run: Run, kind: str, what: str, argv: list, env_extra: dict | None, timeout: float):
+        started = time.monotonic()
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "TS_AUTHKEY"))}
+        env.update(env_extra or {})
+        try:
+            p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout + 2, env=env,
+                               stdin=subprocess.DEVNULL)
+            code, out, err = p.returncode, p.stdout[-OUTPUT_MAX:], p.stderr[-OUTPUT_MAX:]
+        except subprocess.TimeoutExpired:
+            code, out, err = None, "", f"timed out after {timeout:g} s"
+        except OSError as exc:
+            code, out, err = None, "", f"could not run {argv[0]}: {exc}"
+        result = {"ok": code == 0, "exit_code": code, "stdout": out, "stderr": err.strip(),
+                  "duration_ms": round((time.monotonic() - started) * 1000.0, 3)}
+        self.rt._tell(kind, self.rt.redact(f"run {run.id}: {what}: exit {code}; stdout {out.strip()[:2000]!r}"
+                                           + (f"; stderr {err.strip()[:500]!r}" if err.strip() else "")))
+        self.rt.log(None, "info" if code == 0 else "warning", f"run {run.id}: {what}: exit {code}", component=kind)
+        return 200, result
+
+    # -- POST /run/end ---------------------------------------------------------------------------
+    def end(self, body: dict):
+        run = self._live(body)
+        logs: list = []
+        revoked = self._end(run, logs)
+        self._tell_run(run.id, f"run {run.id} ended: its credentials are revoked.")
+        return 200, {"run": run.id, "ok": revoked, "logs": logs}
+
+    def _end(self, run: Run, logs: list) -> bool:
+        run.ended = True
+        if self.rt.mutant == "run-shared-creds" and run.key:  # mutant run-shared-creds: kept for later runs
+            return True
+        revoked = self._revoke(run, logs) if self.rt.mutant != "run-no-revoke" else True  # mutant run-no-revoke
+        if self.rt.mutant == "run-reuse-after-end":  # mutant run-reuse-after-end: key and certificate kept
+            return revoked
+        if run.dir:
+            for name in ("id", "id.pub", "id-cert.pub"):
+                try:
+                    os.remove(os.path.join(run.dir, name))
+                except OSError:
+                    pass
+            try:
+                os.rmdir(run.dir)
+            except OSError:
+                pass
+        run.login_token = run.token = run.db_password = ""
+        return revoked
+
+    def _revoke(self, run: Run, logs: list) -> bool:
+        """The login token revoked: its child and the database lease with it (Vault drops the role)."""
+        if not run.login_token:
+            return True
+        try:
+            self.call("POST", "auth/token/revoke-self", {}, run.login_token, time.monotonic() + RUN_START_MAX_S)
+            return True
+        except VaultError as exc:
+            self.rt.log(logs, "error", f"run {run.id}: revocation failed: {exc}", component="run")
+            return False
+
+
 # ----------------------------------------------------------------------------- HTTP server
 
 class Handler(BaseHTTPRequestHandler):
     server_version = "meshcert-reference-sut/1"
     ROUTES = {("GET", "/healthz"): "healthz", ("GET", "/transcript"): "transcript",
-              ("POST", "/prerun"): "prerun", ("POST", "/connect"): "connect"}
+              ("POST", "/prerun"): "prerun", ("POST", "/connect"): "connect",
+              ("POST", "/run/start"): "run_start", ("POST", "/run/exec"): "run_exec",
+              ("POST", "/run/query"): "run_query", ("POST", "/run/end"): "run_end"}
 
     @property
     def runtime(self) -> Runtime:

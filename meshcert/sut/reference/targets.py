@@ -51,9 +51,26 @@ TARGETS = {
 }
 
 
+# The run lifecycle's mutants (issue 13): judged on the credential world (checks/cred.py's
+# CRED_CHECKS, tests/engine/test_vault_world.py), in the pod "agent".
+CRED_TARGETS = {
+    "run-no-revoke": ("CRED-3", "agent"),
+    "run-reuse-after-end": ("CRED-3", "agent"),
+    "run-long-ttl": ("CRED-3", "agent"),
+    "run-shared-creds": ("CRED-5", "agent"),
+    "run-shows-password": ("CRED-7", "agent"),
+    "run-signs-wrong-principal": ("CRED-4", "agent"),
+}
+# ...and the credential world's chaos scenarios (meshcert/chaos/cred_scenarios.py)
+CRED_SCENARIO_TARGETS = {
+    "run-start-no-deadline": "vault hung",
+    "run-start-ok-without-vault": "vault sealed",
+}
+
+
 def clauses(mutant: str) -> tuple[str, ...]:
-    """The clause(s) a mutant of TARGETS must fail, as a tuple."""
-    c = TARGETS[mutant][0]
+    """The clause(s) a mutant of TARGETS or CRED_TARGETS must fail, as a tuple."""
+    c = (TARGETS.get(mutant) or CRED_TARGETS[mutant])[0]
     return (c,) if isinstance(c, str) else c
 
 
