@@ -6,9 +6,11 @@ import ipaddress
 import os
 
 from meshcert.plugin import parallel
+from meshcert.plugin.fixtures import CRED_VLAN_OFFSET
 from meshcert.toolchain import engine
 from meshcert.toolchain.paths import cache_dir
 from meshcert.world import labels
+from meshcert.world.topology import GUIDE_VLAN
 
 
 def free_vlan(count: int = 1) -> str:
@@ -81,8 +83,12 @@ def _candidates() -> list[int]:
     workers' own session VLANs, every N-th octet from K on, so two workers never pick the same
     free /24 before either has made its network."""
     block = parallel.worker_vlans()
-    if block is None:
-        return list(range(30, 250))
+    if block is None:  # serial: the session's credential world is at its VLAN + CRED_VLAN_OFFSET
+        own = ipaddress.ip_network(os.environ.get("MESHCERT_VLAN") or GUIDE_VLAN).network_address.packed[2]
+        return [t for t in range(30, 250) if t != own + CRED_VLAN_OFFSET]
     first, n = block
     k = int(os.environ["PYTEST_XDIST_WORKER"][2:])
-    return [t for t in range(first + n, 250) if (t - first - n) % n == k]
+    # the workers' credential worlds (plugin cred_world) take their session VLAN + CRED_VLAN_OFFSET
+    # without a reservation, possibly after a child run looked: never hand those out
+    cred = range(first + CRED_VLAN_OFFSET, first + CRED_VLAN_OFFSET + n)
+    return [t for t in range(first + n, 250) if (t - first - n) % n == k and t not in cred]
