@@ -33,6 +33,11 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$stamp_want"
   echo "$stamp_want" > "$stamp"
   say "installed: $(.venv/bin/python -m pip list --disable-pip-version-check 2>/dev/null | wc -l) packages in .venv"
 fi
+# compiled bytecode in meshcert's cache, never in the checkout, and written even where
+# PYTHONDONTWRITEBYTECODE is set: every Python process of a run otherwise recompiles the suite
+# (meshcert/toolchain/paths.py bytecode_env says what it costs)
+export PYTHONPYCACHEPREFIX="${PYTHONPYCACHEPREFIX:-${MESHCERT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/meshcert}/pycache}"
+unset PYTHONDONTWRITEBYTECODE
 # `./meshcert.sh tox -e unit`: tox from .venv (pinned in the dev extra), see tox.ini
 if [ "${1:-}" = tox ]; then shift; exec .venv/bin/tox "$@"; fi
 exec .venv/bin/meshcert "$@"

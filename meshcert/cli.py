@@ -15,6 +15,7 @@ from pathlib import Path
 from meshcert.errors import InputError, MeshcertError
 from meshcert.k8s import cluster, kind, nodeimage
 from meshcert.k8s.kind import node_image_availability
+from meshcert.plugin import parallel
 from meshcert.plugin.marks import collect_clause_tests
 from meshcert.policy import load_policy
 from meshcert.replay.faults_schema import FAULT_KINDS
@@ -28,7 +29,7 @@ from meshcert.spec import load_spec
 from meshcert.sut.client import SutNotTestable, require_image
 from meshcert.toolchain import components, engine, images, matrix, progress
 from meshcert.toolchain.images import remove_stale_images
-from meshcert.toolchain.paths import source_tree, suite_root
+from meshcert.toolchain.paths import bytecode_env, source_tree, suite_root
 from meshcert.world import World, labels
 from meshcert.world.topology import guide_topology
 
@@ -105,7 +106,7 @@ def _pytest(pytest_args: list[str], cwd: Path) -> int:
     On Ctrl-C or SIGTERM we send the child's process group (pytest, and under -n its xdist workers,
     each with a world) one SIGINT and wait until it has torn its worlds down.
     """
-    env = dict(os.environ)
+    env = bytecode_env(dict(os.environ))  # compiled once per machine, not once per process
     cmd = [sys.executable, "-m", "pytest", *pytest_args]
     progress.say("running: " + " ".join(cmd[2:]))
     child = subprocess.Popen(cmd, cwd=str(cwd), env=env, start_new_session=True)
@@ -132,12 +133,12 @@ def _pytest(pytest_args: list[str], cwd: Path) -> int:
 # pod start-ups, timeouts: a serial clean-clone CI held a load average near 1 on 2 cores), so 3
 # workers, each with a world of its own. Chosen from that, not yet compared with 2 or 4 workers.
 TEST_WORKERS = 3
-# `meshcert certify` runs serially by default (one world, collection order). MESHCERT_CERTIFY_WORKERS=3
-# runs conformance/'s three units (plugin/parallel.py UNIT_OF_FILE) side by side, each on a world
-# of its own (warm 162 s instead of ~280 s here, same verdict), but a SUT that cannot be tested
-# then stops each worker with a crash report ("N failed" in pytest's summary beside the right
-# "not tested" verdict; tests/engine/test_bad_sut.py fails so), which is why it is not the default yet.
-CERTIFY_WORKERS = 1
+# `meshcert certify` runs conformance/'s three units (plugin/parallel.py UNIT_OF_FILE) side by side,
+# each on a world of its own, as many workers as units (more would idle); the verdict is the same
+# as a serial run's (tests/unit/test_parallel.py), and a SUT that cannot be tested stops every
+# worker as a serial run stops (exit 2, "not tested", no failed test: plugin/fixtures.py
+# _stop_session; tests/engine/test_bad_sut.py). MESHCERT_CERTIFY_WORKERS=0: serial.
+CERTIFY_WORKERS = 3
 # arguments after which `meshcert test` adds no -n: the user chose, or xdist cannot do it
 # (a debugger, collection only)
 _SERIAL_ARGS = ("-n", "--numprocesses", "--pdb", "--trace", "--collect-only", "--co", "--setup-plan")
@@ -158,6 +159,8 @@ def parallel_args(pytest_args: list[str], env: dict[str, str] | None = None, *,
     if raw and not raw.isdigit():
         raise InputError(var, f"{raw!r} is not a number of workers", "give 0 (serial) or N")
     n = int(raw) if raw else default
+    if parallel.one_unit([a for a in pytest_args if not a.startswith("-")]):
+        return []  # one shared-world unit (e.g. conformance/test_property.py): one world, no workers
     return ["-n", str(n)] if n > 1 else []
 
 

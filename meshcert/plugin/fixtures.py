@@ -45,7 +45,7 @@ def clause_results(pytestconfig) -> dict:
 
 
 @pytest.fixture(scope="session")
-def world(pytestconfig, report_dir):
+def world(request, pytestconfig, report_dir):
     """The guide's world, built once per session and removed at its end (Ctrl-C included)."""
     # two sessions on one engine need different VLANs: MESHCERT_VLAN; xdist's workers each move it
     # up by their number (parallel.session_vlan)
@@ -61,10 +61,10 @@ def world(pytestconfig, report_dir):
             spec = load_spec(pytestconfig.getoption("--spec"))
     except KeyError as e:  # MESHCERT_TAILSCALE names no node of the world
         pytestconfig.stash[state.INPUT_ERROR] = f"MESHCERT_TAILSCALE: {e.args[0]}"
-        pytest.exit(f"meshcert: MESHCERT_TAILSCALE: {e.args[0]}", returncode=2)
+        _stop_session(request.session, f"meshcert: MESHCERT_TAILSCALE: {e.args[0]}")
     except MeshcertError as e:
         pytestconfig.stash[state.INPUT_ERROR] = e.one_line()
-        pytest.exit(f"meshcert: {e.one_line()}", returncode=2)
+        _stop_session(request.session, f"meshcert: {e.one_line()}")
     w = World(topology=topo, sut_image=pytestconfig.getoption("--sut-image"),
               sut_port=pytestconfig.getoption("--sut-port"))
     w.connectivity_spec = spec
@@ -83,7 +83,7 @@ def world(pytestconfig, report_dir):
             {"reason": f"the world could not be built: {e.one_line()}", "log": []}
         data["run"] = w.run_id  # its objects are gone: World.start removes what it built
         pytestconfig.stash[state.NOT_TESTED] = data
-        pytest.exit(_not_tested_exit_message(data), returncode=2)
+        _stop_session(request.session, _not_tested_exit_message(data))
     about = json.dumps({"run": w.run_id, "timings": w.timings, "images": w.images, "sut_image": w.sut_image},
                        indent=1)
     if wid:  # xdist: one world per worker, each named; world.json (the bundle's) is the first one built
@@ -101,6 +101,26 @@ def world(pytestconfig, report_dir):
         if not pytestconfig.getoption("--keep-world"):
             with _no_second_interrupt(wid):
                 w.stop()
+
+
+# the exit status a worker stopped by _stop_session ends with: anything but 2, which xdist's
+# controller reads as the worker's Ctrl-C and answers with a crash report for each pending test
+WORKER_STOP_STATUS = 3
+
+
+def _stop_session(session: pytest.Session, message: str) -> None:
+    """Stop the run, exit status 2 (bad input / not tested), with ``message``, no test failed.
+
+    Serial: ``pytest.exit``. In an xdist worker, the same stop must reach the controller as a
+    stop, not as a crash: the worker sets ``session.shouldstop`` (xdist hands it to the
+    controller, which shuts the other workers down and ends with pytest's Interrupted, exit
+    status 2, printing the message) and exits with WORKER_STOP_STATUS, so the tests it had not
+    run yet are not reported as crashed ("worker gw0 crashed while running ..."); the reason
+    travels in the worker's stash (INPUT_ERROR / NOT_TESTED) like any other."""
+    if parallel.is_worker(session.config):
+        session.shouldstop = message
+        pytest.exit(message, returncode=WORKER_STOP_STATUS)
+    pytest.exit(message, returncode=2)
 
 
 @contextlib.contextmanager

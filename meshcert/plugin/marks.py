@@ -18,8 +18,8 @@ import pytest
 
 from meshcert.errors import InputError
 from meshcert.plugin import state
-from meshcert.report.catalog import DEFAULT_TEST_DIRS, Clause, drift, load_catalog, with_tests
-from meshcert.toolchain.paths import suite_root
+from meshcert.report.catalog import DEFAULT_TEST_DIRS, Clause, default_path, drift, load_catalog, with_tests
+from meshcert.toolchain.paths import bytecode_env, suite_root
 
 
 def function_id(item: pytest.Item) -> str:
@@ -95,11 +95,37 @@ def collect_clause_tests(paths: Iterable[str | os.PathLike[str]] = DEFAULT_TEST_
     args = [str(base / p) for p in paths if (base / p).exists()]
     if not args:
         return {}
+    # one collection per process for unchanged sources (the README's catalog block, the drift
+    # checks and certify ask for the same one; each takes a child pytest, seconds): the key holds
+    # every Python file's path, size and mtime under the collected paths, so an edit recollects
+    key = (str(base), tuple(args), _sources_stamp(args))
+    if key not in _COLLECTED:
+        _COLLECTED[key] = _collect(base, args, paths)
+    return {k: list(v) for k, v in _COLLECTED[key].items()}
+
+
+_COLLECTED: dict[tuple, dict[str, list[str]]] = {}
+
+
+def _sources_stamp(args: list[str]) -> tuple:
+    files = []
+    for a in [*args, str(default_path())]:  # the catalog too: a mark naming an unknown clause fails
+        p = Path(a)
+        for f in sorted(p.rglob("*.py")) if p.is_dir() else [p]:
+            try:
+                st = f.stat()
+            except OSError:  # gone meanwhile (or a missing MESHCERT_CLAUSES: the collection says so)
+                continue
+            files.append((str(f), st.st_size, st.st_mtime_ns))
+    return tuple(files)
+
+
+def _collect(base: Path, args: list[str], paths) -> dict[str, list[str]]:
     with tempfile.TemporaryDirectory(prefix="meshcert-marks-") as tmp:
         out = Path(tmp) / "marks.json"
         p = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-qq", "-p", "no:cacheprovider",
                             "--rootdir", str(base), *args], cwd=base, capture_output=True, text=True,
-                           env={**os.environ, MARKS_OUT: str(out)})
+                           env={**bytecode_env(dict(os.environ)), MARKS_OUT: str(out)})
         if p.returncode not in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED) or not out.exists():
             lines = [ln.strip() for ln in (p.stdout + p.stderr).splitlines() if ln.strip()]
             raise InputError(", ".join(str(x) for x in paths), "collecting the tests' clause marks failed: "

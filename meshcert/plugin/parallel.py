@@ -29,17 +29,19 @@ from meshcert.world.topology import GUIDE_VLAN
 
 # the folders whose tests share one session world in collection order (one work unit each)
 SHARED_WORLD_DIRS = ("conformance", "scenarios")
-# conformance/ in three units, each on a worker (and a world) of its own, side by side: the
-# property test (it rewrites the policy and routes example after example; ~100 s alone), the
-# files whose tests start extra pods or stop sidecars, and the rest (~80 s of tests each on this
-# machine). No test reads another unit's results (ERRATA-1's report check renders its own).
-# A serial run is unchanged: one world, collection order.
+# conformance/ in three units, each on a worker (and a world) of its own, side by side, balanced
+# by the files' quiet serial times (bench/results/speed-2026-12-02-4edec42665bf's certify run,
+# world start-up apart): the property test (it rewrites the policy and routes example after
+# example; 64 s) with test_route (4 s); the files whose tests start pods or stop sidecars
+# (helm 30 + health 23 + troubleshooting 16 s); the rest (tailnet 19, types 18, performance 13,
+# direct 9, credentials 6, acl 2 s). No test reads another unit's results (ERRATA-1's report
+# check renders its own). A serial run is unchanged: one world, collection order.
 UNIT_OF_FILE = {
     "conformance/test_property.py": "conformance:property",
+    "conformance/test_route.py": "conformance:property",
     "conformance/test_helm.py": "conformance:pods",
     "conformance/test_health.py": "conformance:pods",
     "conformance/test_troubleshooting.py": "conformance:pods",
-    "conformance/test_tailnet.py": "conformance:pods",
 }
 # workerinput / workeroutput key
 KEY = "meshcert"
@@ -127,14 +129,36 @@ class SharedWorldScheduling(LoadScopeScheduling):
     the long shared-world unit starts at once and the one-test units fill the other workers."""
 
     def _split_scope(self, nodeid: str) -> str:
-        if nodeid.rfind("@") > nodeid.rfind("]"):  # --dist loadgroup: xdist_group("name") -> "...@name"
-            return nodeid.split("@")[-1]
-        path = PurePosixPath(nodeid.split("::", 1)[0])
-        unit = UNIT_OF_FILE.get("/".join(path.parts[-2:]))
-        if unit:
-            return f"meshcert:{unit}"
-        folders = path.parts[:-1]
-        for d in SHARED_WORLD_DIRS:
-            if d in folders:
-                return f"meshcert:{d}"
-        return nodeid
+        return unit_of(nodeid)
+
+
+def unit_of(nodeid: str) -> str:
+    """The work unit of a test (its node id), as :class:`SharedWorldScheduling` hands them out."""
+    if nodeid.rfind("@") > nodeid.rfind("]"):  # --dist loadgroup: xdist_group("name") -> "...@name"
+        return nodeid.split("@")[-1]
+    path = PurePosixPath(nodeid.split("::", 1)[0])
+    unit = UNIT_OF_FILE.get("/".join(path.parts[-2:]))
+    if unit:
+        return f"meshcert:{unit}"
+    folders = path.parts[:-1]
+    for d in SHARED_WORLD_DIRS:
+        if d in folders:
+            return f"meshcert:{d}"
+    return nodeid
+
+
+def one_unit(paths: list[str]) -> bool:
+    """True when ``paths`` (pytest's path arguments, ``file[::test]``) are files whose tests all
+    make one work unit (e.g. ``conformance/test_property.py``): workers would only idle beside it,
+    each paying a Python start-up and a collection. A folder, or a file outside the shared-world
+    folders (one unit per test), is never known to be one unit before collection: False."""
+    units = set()
+    for p in paths:
+        file = p.split("::", 1)[0]
+        if not file.endswith(".py"):
+            return False
+        unit = unit_of(file + "::t")
+        if not unit.startswith("meshcert:"):
+            return False
+        units.add(unit)
+    return len(units) == 1

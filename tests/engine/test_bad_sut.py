@@ -83,9 +83,9 @@ def test_a_sut_image_not_on_the_engine_is_refused_before_anything_starts(tmp_pat
 
 @pytest.mark.engine
 @pytest.mark.slow
-def test_a_sut_that_never_answers_healthz_is_not_tested_and_the_world_is_built_once(tmp_path):
+def test_a_sut_that_never_answers_healthz_is_not_tested_and_each_world_is_built_once(tmp_path):
     """meshcert's own host image has no CMD: `tini --` prints its usage and exits. certify must
-    end after one world with one line naming the pod, the port and the image's command, then the
+    end after one world per worker (never one per test) with one line naming the pod, the port and the image's command, then the
     last lines of the container's log -- its usage text shown as its log, not as an observation."""
     import re
 

@@ -185,14 +185,23 @@ def test_conformance_is_three_units_property_pods_and_the_rest():
     pods = split(None, "conformance/test_helm.py::t")
     rest = split(None, "conformance/test_acl.py::test_a")
     assert len({prop, pods, rest}) == 3
-    assert pods == split(None, "conformance/test_health.py::t") == split(None, "conformance/test_tailnet.py::t[x]")
-    assert rest == split(None, "conformance/test_types.py::t")
+    assert pods == split(None, "conformance/test_health.py::t") == split(None, "conformance/test_troubleshooting.py::t")
+    assert rest == split(None, "conformance/test_types.py::t") == split(None, "conformance/test_tailnet.py::t[x]")
+    assert prop == split(None, "conformance/test_route.py::t")
     assert prop == split(None, "../site-packages/meshcert/suite/conformance/test_property.py::t")
     assert split(None, "tests/engine/test_property.py::t") != prop  # a file of that name elsewhere is not it
 
 
+def test_a_run_of_one_unit_gets_no_workers():
+    assert parallel_args(["-q", "conformance/test_property.py"], {}) == []
+    assert parallel_args(["conformance/test_property.py", "conformance/test_route.py::t"], {}) == []
+    assert parallel_args(["conformance/test_property.py", "conformance/test_acl.py"], {}) == ["-n", "3"]
+    assert parallel_args(["conformance"], {}) == ["-n", "3"]
+    assert parallel_args(["tests/engine/test_mutants.py"], {}) == ["-n", "3"]  # one unit per test there
+
+
 def test_certify_runs_its_own_worker_count():
-    assert parallel_args([], {}, var="MESHCERT_CERTIFY_WORKERS", default=CERTIFY_WORKERS) == []  # serial
+    assert parallel_args([], {}, var="MESHCERT_CERTIFY_WORKERS", default=CERTIFY_WORKERS) == ["-n", "3"]
     assert parallel_args([], {"MESHCERT_CERTIFY_WORKERS": "3"}, var="MESHCERT_CERTIFY_WORKERS",
                          default=CERTIFY_WORKERS) == ["-n", "3"]
     assert parallel_args([], {"MESHCERT_CERTIFY_WORKERS": "0", "MESHCERT_TEST_WORKERS": "5"},
