@@ -177,11 +177,27 @@ def recipes() -> dict[str, Recipe]:
     }
 
 
+# Files this large have their digest remembered, keyed by path, size, mtime and inode: hashing
+# Vault's 361 MB binary took 6 s of a loaded world's start-up, every session (issue 13). A
+# binary is rebuilt into a new file (components.py writes a new folder), which changes the key.
+DIGEST_MEMO_MIN = 32 << 20
+
+
 def _file_digest(p: Path) -> str:
+    st = p.stat()
+    memo = cache_dir() / "digests" / hashlib.sha256(
+        f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}".encode()).hexdigest()[:32]
+    if st.st_size >= DIGEST_MEMO_MIN and memo.is_file():
+        return memo.read_text().strip()
     h = hashlib.sha256()
     with open(p, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
+    if st.st_size >= DIGEST_MEMO_MIN:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        tmp = memo.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(h.hexdigest() + "\n")
+        tmp.replace(memo)  # atomic: a concurrent reader sees the whole digest or none
     return h.hexdigest()
 
 

@@ -10,6 +10,7 @@ node's or host's ``image`` may name a credential target (targets.py)."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import re
 import secrets as pysecrets
@@ -66,13 +67,16 @@ def add_vault(world: World) -> Vault:
     vault.timings["postgres"] = time.monotonic() - t
     vault.configure("database", admin)
     t = time.monotonic()
-    for role in ("server", "database", "legacy"):
-        if role in world.boxes:
-            install_ssh_ca(world.boxes[role], vault.ssh_ca_public_key)
-    # sshd and PostgreSQL on the tailnet targets take connections from tailscale0 only (Vault's
-    # own to PostgreSQL aside): credentials are never a path around the mesh (CRED-6)
-    mesh_only(world.boxes["server"], (SSH_PORT,))
-    mesh_only(db_box, (SSH_PORT, PG_PORT), allow={PG_PORT: ip})
+    # sshd on every target trusts Vault's CA; sshd and PostgreSQL on the tailnet targets take
+    # connections from tailscale0 only (Vault's own to PostgreSQL aside): credentials are never a
+    # path around the mesh (CRED-6). Each a few docker execs: at once.
+    jobs = [lambda b=world.boxes[r]: install_ssh_ca(b, vault.ssh_ca_public_key)
+            for r in ("server", "database", "legacy") if r in world.boxes]
+    jobs += [lambda: mesh_only(world.boxes["server"], (SSH_PORT,)),
+             lambda: mesh_only(db_box, (SSH_PORT, PG_PORT), allow={PG_PORT: ip})]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(jobs)) as ex:
+        for f in [ex.submit(j) for j in jobs]:
+            f.result()
     vault.timings["targets"] = time.monotonic() - t
     world.timings["vault"] = time.monotonic() - t0
     return vault
