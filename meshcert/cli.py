@@ -133,12 +133,13 @@ def _pytest(pytest_args: list[str], cwd: Path) -> int:
 # pod start-ups, timeouts: a serial clean-clone CI held a load average near 1 on 2 cores), so 3
 # workers, each with a world of its own. Chosen from that, not yet compared with 2 or 4 workers.
 TEST_WORKERS = 3
-# `meshcert certify` runs conformance/'s three units (plugin/parallel.py UNIT_OF_FILE) side by side,
-# each on a world of its own, as many workers as units (more would idle); the verdict is the same
-# as a serial run's (tests/unit/test_parallel.py), and a SUT that cannot be tested stops every
-# worker as a serial run stops (exit 2, "not tested", no failed test: plugin/fixtures.py
-# _stop_session; tests/engine/test_bad_sut.py). MESHCERT_CERTIFY_WORKERS=0: serial.
-CERTIFY_WORKERS = 3
+# `meshcert certify` runs conformance/'s four units (plugin/parallel.py UNIT_OF_FILE: property,
+# pods, credential runs, the rest) side by side, each on a world of its own, as many workers as
+# units (more would idle); the verdict is the same as a serial run's (tests/unit/test_parallel.py),
+# and a SUT that cannot be tested stops every worker as a serial run stops (exit 2, "not tested",
+# no failed test: plugin/fixtures.py _stop_session; tests/engine/test_bad_sut.py).
+# MESHCERT_CERTIFY_WORKERS=0: serial.
+CERTIFY_WORKERS = 4
 # arguments after which `meshcert test` adds no -n: the user chose, or xdist cannot do it
 # (a debugger, collection only)
 _SERIAL_ARGS = ("-n", "--numprocesses", "--pdb", "--trace", "--collect-only", "--co", "--setup-plan")

@@ -175,12 +175,12 @@ def test_sweep_deletes_only_namespaces_of_dead_owners():
     assert f.deleted == [("delete", "namespaces", "meshcert-dead-1", "--wait=false", "--ignore-not-found")]
 
 
-def test_the_kind_tests_are_one_unit_handed_out_first():
+def test_the_kind_tests_are_two_units_handed_out_first():
     split = parallel.SharedWorldScheduling._split_scope
     units = {split(None, n) for n in ("conformance/test_helm_kind.py::test_x", "tests/engine/test_kind_cluster.py::t",
-                                      "tests/engine/test_kind_kills.py::t", "tests/engine/test_kubeconfig.py::t",
-                                      "tests/engine/test_kind_cleanup.py::t")}
-    assert units == {"meshcert:kind"} and parallel.FIRST_UNITS[0] == "meshcert:kind"
+                                      "tests/engine/test_kubeconfig.py::t", "tests/engine/test_kind_cleanup.py::t")}
+    assert units == {"meshcert:kind"} and split(None, "tests/engine/test_kind_kills.py::t") == "meshcert:kind:kills"
+    assert set(parallel.FIRST_UNITS) == {"meshcert:kind", "meshcert:kind:kills"}
     assert split(None, "conformance/test_acl.py::t") != "meshcert:kind"
 
     sched = parallel.SharedWorldScheduling.__new__(parallel.SharedWorldScheduling)

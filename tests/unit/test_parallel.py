@@ -188,6 +188,8 @@ def test_conformance_is_three_units_property_pods_and_the_rest():
     assert pods == split(None, "conformance/test_health.py::t") == split(None, "conformance/test_troubleshooting.py::t")
     assert rest == split(None, "conformance/test_types.py::t") == split(None, "conformance/test_tailnet.py::t[x]")
     assert prop == split(None, "conformance/test_route.py::t")
+    cred = split(None, "conformance/test_credential_runs.py::t")
+    assert len({prop, pods, rest, cred}) == 4
     assert prop == split(None, "../site-packages/meshcert/suite/conformance/test_property.py::t")
     assert split(None, "tests/engine/test_property.py::t") != prop  # a file of that name elsewhere is not it
 
@@ -201,7 +203,7 @@ def test_a_run_of_one_unit_gets_no_workers():
 
 
 def test_certify_runs_its_own_worker_count():
-    assert parallel_args([], {}, var="MESHCERT_CERTIFY_WORKERS", default=CERTIFY_WORKERS) == ["-n", "3"]
+    assert parallel_args([], {}, var="MESHCERT_CERTIFY_WORKERS", default=CERTIFY_WORKERS) == ["-n", "4"]
     assert parallel_args([], {"MESHCERT_CERTIFY_WORKERS": "3"}, var="MESHCERT_CERTIFY_WORKERS",
                          default=CERTIFY_WORKERS) == ["-n", "3"]
     assert parallel_args([], {"MESHCERT_CERTIFY_WORKERS": "0", "MESHCERT_TEST_WORKERS": "5"},
