@@ -63,7 +63,10 @@ class Dialect:
     # its route approved but is never announced as primary to the peers (v0.27.1, measured
     # twice: the agent saw no primary route for 30 s; v0.25.1 and v0.29.2 do not). The version
     # matrix then builds a world per tailscale version instead of switching one (which rejoins
-    # every node). Why is not established yet (v0.27.1's DeleteNode leaves its primaryRoutes entry).
+    # every node). Likely the same race as after a control-plane blip on v0.27.1 (routes lost,
+    # peers shown offline: ROUTE-1/2 and TROUBLE-4 failed there in 1 of 2 runs with tailscale
+    # v1.102.3): state.Disconnect clears a node's primary routes and marks it offline without
+    # looking for a newer map session of the same node (a reused node ID after a delete).
     rejoined_router_never_primary: bool
 
     def node_tags(self, node: dict) -> list[str]:
