@@ -86,9 +86,9 @@ def cold(subjects: list[str]) -> list[dict]:
     return records
 
 
-def warm(tailscale: str, headscale: str) -> list[dict]:
+def warm(tailscale: str, headscale: str, keep: str | None = None) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="mc-warm-") as tmp:
-        report = Path(tmp) / "report"
+        report = Path(keep).absolute() if keep else Path(tmp) / "report"
         cmd = [PY, "-c", "import sys; from meshcert.cli import main; sys.exit(main())", "certify", "--matrix", "--tailscale", tailscale, "--headscale", headscale,
                "--report-dir", str(report)]
         wall, rc, loads = _timed(cmd, dict(os.environ), Path(tmp) / "certify.log")
@@ -138,8 +138,9 @@ def main() -> int:
     w = sub.add_parser("warm")
     w.add_argument("--tailscale", required=True)
     w.add_argument("--headscale", required=True)
+    w.add_argument("--report-dir", help="keep the matrix's report there (default: a temporary folder)")
     a = ap.parse_args()
-    records = cold(a.subjects) if a.what == "cold" else warm(a.tailscale, a.headscale)
+    records = cold(a.subjects) if a.what == "cold" else warm(a.tailscale, a.headscale, a.report_dir)
     save(records)
     return 0 if all(r["exit"] == 0 for r in records) else 1
 

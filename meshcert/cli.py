@@ -31,6 +31,7 @@ from meshcert.toolchain import components, engine, images, matrix, progress
 from meshcert.toolchain.images import remove_stale_images
 from meshcert.toolchain.paths import bytecode_env, source_tree, suite_root
 from meshcert.world import World, labels
+from meshcert.world.headscale_versions import dialect
 from meshcert.world.topology import guide_topology
 
 GO_TOOLS = ("tailscale", "headscale", "toxiproxy", "helm")  # kind: built only for --cluster kind
@@ -280,7 +281,8 @@ def _certify_matrix(args, report: Path) -> int:
     Writes report/matrix.json + matrix.md; exit 1 a clause failed (naming the combination),
     3 incomplete (a column not built / not tested, a clause with no outcome), else 0.
     One world per headscale version, reused across the tailscale versions (only the nodes
-    restart), one pytest session each (report/hs-<version>/)."""
+    restart), one pytest session each (report/hs-<version>/); a world per combination on a
+    headscale where a rejoined router never becomes primary (report/hs-<v>_ts-<v>/)."""
     versions = _matrix_versions(args)
     c = engine.ensure_engine()
     ready: dict[tuple[str, str], matrix.Status] = {}
@@ -313,35 +315,11 @@ def _certify_matrix(args, report: Path) -> int:
             continue
         na = {ts: tuple(cid for cid in clause_ids if not report_matrix.holds(
             holds_for.get(cid, ()), {"tailscale": ts, "headscale": hs})) for ts in runs}
-        # every test of a clause that holds for one of them (the plugin skips, per tailscale
-        # version, a test whose clauses all hold elsewhere), and the recorded findings
-        tests = sorted({t for ts in runs for cid in clause_ids if cid not in na[ts] for t in tests_of[cid]}) \
-            + [report_matrix.FINDINGS_TEST]
-        sub = report / f"hs-{hs}"
-        progress.say(f"matrix: headscale {hs} with tailscale {', '.join(runs)} (one world) -> {sub}")
-        env = {"MESHCERT_MATRIX_TAILSCALE": ",".join(runs), "MESHCERT_HEADSCALE": hs, "MESHCERT_CERTIFY": "1"}
-        saved = {k: os.environ.get(k) for k in (*env, "MESHCERT_TAILSCALE")}
-        os.environ.pop("MESHCERT_TAILSCALE", None)
-        os.environ.update(env)
-        try:
-            rc = _pytest([*tests, "-q", "--report-dir", str(sub), "--junitxml", str(sub / "junit.xml"),
-                          *(["--sut-image", args.sut_image, "--sut-port", str(args.sut_port)] if args.sut_image else [])],
-                         suite_root())
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
-        try:
-            results = json.loads((sub / "results.json").read_text())
-        except (OSError, ValueError):
-            results = None
-        findings = report_matrix.findings_from_junit(sub / "junit.xml")
-        for ts in runs:
-            col = report_matrix.column_from_results(ts, hs, report_matrix.results_of(results, ts), sub, rc, na[ts])
-            col["findings"] = findings.get(ts) or findings.get(None, {})
-            columns[(ts, hs)] = col
+        # a headscale on which a router that joins again never becomes primary: a world per
+        # tailscale version (switching a world rejoins every node)
+        groups = [[ts] for ts in runs] if dialect(hs).rejoined_router_never_primary else [runs]
+        for group in groups:
+            columns.update(_matrix_session(args, report, hs, group, na, clause_ids, tests_of, len(groups) > 1))
     columns = [columns[(c.tailscale, c.headscale)]
                for c in matrix.combinations(versions["tailscale"], versions["headscale"])]
     where = report_matrix.write(report, versions, clause_ids, columns)
@@ -351,6 +329,43 @@ def _certify_matrix(args, report: Path) -> int:
         print(line)
     print(f"matrix certification: {({0: 'PASS', 1: 'FAIL', 3: 'INCOMPLETE'})[code]}; {where}")
     return code
+
+
+def _matrix_session(args, report: Path, hs: str, group: list[str], na: dict, clause_ids: list[str],
+                    tests_of: dict, apart: bool) -> dict[tuple[str, str], dict]:
+    """One pytest session (one world) of headscale ``hs`` run with each tailscale version of
+    ``group`` in turn (World.switch_tailscale between them); its columns by (tailscale, headscale)."""
+    out: dict[tuple[str, str], dict] = {}
+    # every test of a clause that holds for one of them (the plugin skips, per tailscale
+    # version, a test whose clauses all hold elsewhere), and the recorded findings
+    tests = sorted({t for ts in group for cid in clause_ids if cid not in na[ts] for t in tests_of[cid]}) \
+        + [report_matrix.FINDINGS_TEST]
+    sub = report / (f"hs-{hs}_ts-{group[0]}" if apart else f"hs-{hs}")
+    progress.say(f"matrix: headscale {hs} with tailscale {', '.join(group)} (one world) -> {sub}")
+    env = {"MESHCERT_MATRIX_TAILSCALE": ",".join(group), "MESHCERT_HEADSCALE": hs, "MESHCERT_CERTIFY": "1"}
+    saved = {k: os.environ.get(k) for k in (*env, "MESHCERT_TAILSCALE")}
+    os.environ.pop("MESHCERT_TAILSCALE", None)
+    os.environ.update(env)
+    try:
+        rc = _pytest([*tests, "-q", "--report-dir", str(sub), "--junitxml", str(sub / "junit.xml"),
+                      *(["--sut-image", args.sut_image, "--sut-port", str(args.sut_port)] if args.sut_image else [])],
+                     suite_root())
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    try:
+        results = json.loads((sub / "results.json").read_text())
+    except (OSError, ValueError):
+        results = None
+    findings = report_matrix.findings_from_junit(sub / "junit.xml")
+    for ts in group:
+        col = report_matrix.column_from_results(ts, hs, report_matrix.results_of(results, ts), sub, rc, na[ts])
+        col["findings"] = findings.get(ts) or findings.get(None, {})
+        out[(ts, hs)] = col
+    return out
 
 
 def _require_sut_image(image: str | None, before_setup: bool) -> None:

@@ -348,6 +348,9 @@ def pin(name: str, version: str, into: Path | None = None) -> Path:
                 break
             if r.returncode != 0:
                 why = go_refusal(r.stderr, mod, version)
+                if need and go_key(need.group(1)) > go_key(SERVED_NEWER_TOOLCHAIN):
+                    why = (f"{mod}@{version} requires go >= {need.group(1)} (the newest Go toolchain the module "
+                           f"proxy serves here is {SERVED_NEWER_TOOLCHAIN}; this machine's is {go_version()})")
                 if "requires go" in why:
                     fix = (f"the newest Go toolchain the module proxy serves here is {SERVED_NEWER_TOOLCHAIN}: "
                            "pick an older version (or install a newer Go)")

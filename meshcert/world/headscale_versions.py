@@ -24,6 +24,8 @@ routes                 a table of their own:       node fields: ``nodes        a
 policy format          v1 (users without ``@``)    v2 (users end in ``@``)     v2
 route enabled -> the   no (StatePeerChanged of     yes                         yes
 router's new peers     the router itself only)
+router rejoined ->     yes                         no (measured)               yes
+primary again
 =====================  ==========================  ==========================  ==========================
 
 A version between two rows speaks the older row's dialect up to the version where the change
@@ -57,6 +59,15 @@ class Dialect:
     # StatePeerChanged naming the router only, and a node's own map session drops itself from
     # the changed peers), so the route carries nothing until the router's next full map
     route_change_needs_full_map: bool
+    # a subnet router removed (its headscale node deleted) and joined again under its name has
+    # its route approved but is never announced as primary to the peers (v0.27.1, measured
+    # twice: the agent saw no primary route for 30 s; v0.25.1 and v0.29.2 do not). The version
+    # matrix then builds a world per tailscale version instead of switching one (which rejoins
+    # every node). Likely the same race as after a control-plane blip on v0.27.1 (routes lost,
+    # peers shown offline: ROUTE-1/2 and TROUBLE-4 failed there in 1 of 2 runs with tailscale
+    # v1.102.3): state.Disconnect clears a node's primary routes and marks it offline without
+    # looking for a newer map session of the same node (a reused node ID after a delete).
+    rejoined_router_never_primary: bool
 
     def node_tags(self, node: dict) -> list[str]:
         """The tags a node carries (its identity for the ACLs), whatever fields this version uses:
@@ -100,7 +111,8 @@ def dialect(version: str) -> Dialect:
     before_tags = v < TAGS_ARE_IDENTITY
     return Dialect(version=version, user_by="name" if old_routes else "id", user_required=before_tags,
                    expire_by="key" if before_tags else "id", split_tags=before_tags, routes_table=old_routes,
-                   policy_v1=old_routes, route_change_needs_full_map=old_routes)
+                   policy_v1=old_routes, route_change_needs_full_map=old_routes,
+                   rejoined_router_never_primary=not old_routes and before_tags)
 
 
 def routes_as_nodes(routes: list[dict], nodes: list[dict]) -> list[dict]:

@@ -17,6 +17,9 @@ def test_each_version_speaks_what_its_source_declares():
     assert (old.policy_v1, mid.policy_v1) == (True, False)
     assert (old.route_change_needs_full_map, mid.route_change_needs_full_map) == (True, False)
     assert (old.split_tags, mid.split_tags, pinned.split_tags) == (True, True, False)
+    # measured, not read: on v0.27.1 a router deleted and joined again never became primary
+    assert (old.rejoined_router_never_primary, mid.rejoined_router_never_primary,
+            pinned.rejoined_router_never_primary) == (False, True, False)
 
 
 def test_node_tags_read_the_fields_of_each_version():
