@@ -112,11 +112,7 @@ def _session_world(request, pytestconfig, report_dir, tailscale_version):
     except MeshcertError as e:
         # Nothing can be tested: not a failed certification. The run stops here (the world is
         # built once, never again per test), no clause is recorded, results say "not tested".
-        data = e.to_data() if isinstance(e, SutNotTestable) else \
-            {"reason": f"the world could not be built: {e.one_line()}", "log": []}
-        data["run"] = w.run_id  # its objects are gone: World.start removes what it built
-        pytestconfig.stash[state.NOT_TESTED] = data
-        _stop_session(request.session, _not_tested_exit_message(data))
+        _not_testable(request.session, w, e, "the world")
     about = json.dumps({"run": w.run_id, "timings": w.timings, "images": w.images, "sut_image": w.sut_image},
                        indent=1)
     if wid:  # xdist: one world per worker, each named; world.json (the bundle's) is the first one built
@@ -140,6 +136,16 @@ def _session_world(request, pytestconfig, report_dir, tailscale_version):
         if not pytestconfig.getoption("--keep-world"):
             with _no_second_interrupt(wid):
                 w.stop()
+
+
+def _not_testable(session: pytest.Session, w: World, e: MeshcertError, what: str) -> None:
+    """Nothing can be tested: not a failed certification. The run stops (a world is built once,
+    never again per test), no clause is recorded, results say "not tested" with the reason."""
+    data = e.to_data() if isinstance(e, SutNotTestable) else \
+        {"reason": f"{what} could not be built: {e.one_line()}", "log": []}
+    data["run"] = w.run_id  # its objects are gone: World.start removes what it built
+    session.config.stash[state.NOT_TESTED] = data
+    _stop_session(session, _not_tested_exit_message(data))
 
 
 # the exit status a worker stopped by _stop_session ends with: anything but 2, which xdist's
@@ -212,7 +218,7 @@ CRED_VLAN_OFFSET = 64
 
 
 @pytest.fixture(scope="session")
-def cred_world(pytestconfig, report_dir):
+def cred_world(request, pytestconfig, report_dir):
     """A world with the credential layer (issue 13): the guide's world with real targets (sshd,
     PostgreSQL) and Vault, the SUT started with the run lifecycle's configuration. Built once per
     session on first use, beside the session world, and removed at the end (Ctrl-C included)."""
@@ -228,7 +234,9 @@ def cred_world(pytestconfig, report_dir):
         start_sut_with_vault(w, vault)
     except MeshcertError as e:
         w.stop()
-        pytest.fail(f"meshcert: the credential world could not be built: {e.one_line()}", pytrace=False)
+        # as the session world: a SUT that cannot be tested (or a world that cannot be built)
+        # stops the run, "not tested", once (not one error per test of the credential layer)
+        _not_testable(request.session, w, e, "the credential world")
     # what the credential layer cost: the world's timings, Vault's ("vault": its start, init,
     # unseal and configuration after the world converged) and their parts
     (report_dir / (f"cred-world-{wid}.json" if wid else "cred-world.json")).write_text(json.dumps(
