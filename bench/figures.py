@@ -279,6 +279,9 @@ def block_speed() -> str:
             v = a["steps"].get(job)
             if v:
                 ex = f", {v['examples'][0]} examples" if v.get("examples") else ""
+                alone = (v.get("examples_wall_s") or [None])[0]
+                if alone is not None:  # the runner's wall: the examples alone, without pytest and the world
+                    ex += f" (the examples alone {alone:.0f} s)"
                 parts.append(f"{job} {v['median_s']:.0f} s{ex}")
         out += ["", f"Newest warm times of this layout alone: {'; '.join(parts)} (`bench/results/{n}`, "
                 f"{describe(a)}{_load_note(a)})."]

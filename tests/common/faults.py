@@ -20,11 +20,13 @@ killed, with the reason.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import pytest
 
+from meshcert.chaos.experiment import SteadyStateBroken
+from meshcert.checks import ClauseFailure
 from meshcert.sut.reference import MUTANTS
 from meshcert.sut.reference.targets import CRED_SCENARIO_TARGETS, CRED_TARGETS, SCENARIO_TARGETS, TARGETS, clauses
 
@@ -66,6 +68,47 @@ def aims_at(kind: str, short: str, target: str | tuple[str, ...], about: str) ->
 def param(value, kind: str, short: str, target: str | tuple[str, ...], about: str):
     """A ``pytest.param`` aimed at a fault (for parametrized kill tests)."""
     return pytest.param(value, marks=pytest.mark.fault(declare(kind, short, target, about)), id=str(value))
+
+
+def mutant_params(names: Iterable[str]) -> list:
+    """One ``pytest.param`` per mutant, aimed at ``mutant:<name>`` (its target is derived in
+    :func:`registry`)."""
+    return [pytest.param(m, marks=pytest.mark.fault(f"mutant:{m}"), id=m) for m in sorted(names)]
+
+
+def kill_by_clauses(mutant: str, checks: dict[str, Callable[[], None]], caught: Callable[..., None]) -> None:
+    """The kill rule of a clause-targeted mutant, in one place: ``checks`` maps each clause the
+    mutant targets to a call of that clause's check; the mutant is killed only when every one
+    failed with a :class:`ClauseFailure` of THAT clause (another clause failing is a survival,
+    named as such). Reports the kill to ``caught``."""
+    failed, survived = [], []
+    for clause, check in checks.items():
+        try:
+            check()
+            survived.append(clause)
+        except ClauseFailure as e:
+            if e.clause == clause:
+                failed.append(clause)
+                print(f"\n{mutant} killed by {clause}: {str(e).splitlines()[0]}")
+            else:
+                survived.append(f"{clause} (failed as {e.clause})")
+    assert not survived, f"mutant {mutant} ({MUTANTS[mutant]}) survived clause(s) {survived}"
+    caught(*failed)
+
+
+def kill_by_scenario(mutant: str, name: str, run: Callable[[], None], caught: Callable[..., None]) -> None:
+    """The kill rule of a scenario-targeted mutant: scenario ``name`` (``run``) must fail in its
+    experiment; a broken steady state (before any fault was injected) is not the scenario's kill."""
+    try:
+        run()
+    except SteadyStateBroken as e:
+        pytest.fail(f"mutant {mutant} was caught by {e.clause} in the steady state before scenario {name!r} "
+                    f"injected anything, not by the scenario: {str(e).splitlines()[0]}")
+    except AssertionError as e:  # ClauseFailure is one too
+        print(f"\n{mutant} killed by scenario {name}: {str(e).splitlines()[0]}")
+        caught(f"scenario: {name}")
+        return
+    pytest.fail(f"mutant {mutant} ({MUTANTS[mutant]}) survived scenario {name}")
 
 
 # The test modules that declare faults beside the tests that kill them. They import this module,

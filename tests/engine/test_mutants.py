@@ -10,11 +10,10 @@ held). The mutation score is computed by tests/conftest.py over every fault of t
 import pytest
 
 from meshcert.chaos.experiment import SteadyStateBroken
-from meshcert.checks import ClauseFailure
 from meshcert.checks.sut import SUT_CHECKS
 from meshcert.sut.reference import MUTANTS
 from meshcert.sut.reference.targets import CRED_SCENARIO_TARGETS, CRED_TARGETS, SCENARIO_TARGETS, TARGETS, clauses
-from tests.common.faults import aims_at
+from tests.common.faults import aims_at, kill_by_clauses, kill_by_scenario, mutant_params
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 
@@ -27,43 +26,20 @@ def test_every_mutant_has_a_target_clause():
     assert {c for m in TARGETS for c in clauses(m)} <= set(SUT_CHECKS)
 
 
-def _mutant_params(names):
-    return [pytest.param(m, marks=pytest.mark.fault(f"mutant:{m}"), id=m) for m in sorted(names)]
-
-
-@pytest.mark.parametrize("mutant", _mutant_params(TARGETS))
+@pytest.mark.parametrize("mutant", mutant_params(TARGETS))
 def test_mutant_is_killed_by_its_clause(steady_world, caught, mutant):
     pod = TARGETS[mutant][1]
     steady_world.start_sut(pod, mutant=mutant)
-    failed, survived = [], []
-    for clause in clauses(mutant):
-        try:
-            SUT_CHECKS[clause](steady_world, pod)
-            survived.append(clause)
-        except ClauseFailure as e:
-            # the kill counts only when the assertion of THIS clause failed
-            (failed if e.clause == clause else survived).append(e.clause if e.clause == clause else
-                                                                 f"{clause} (failed as {e.clause})")
-    assert not survived, f"mutant {mutant} ({MUTANTS[mutant]}) survived clause(s) {survived}"
-    caught(*failed)
+    kill_by_clauses(mutant, {c: (lambda c=c: SUT_CHECKS[c](steady_world, pod)) for c in clauses(mutant)}, caught)
 
 
 @pytest.mark.chaos
-@pytest.mark.parametrize("mutant", _mutant_params(SCENARIO_TARGETS))
+@pytest.mark.parametrize("mutant", mutant_params(SCENARIO_TARGETS))
 def test_mutant_is_killed_by_its_scenario(steady_world, caught, mutant):
     from meshcert.chaos.scenarios import SCENARIOS
     name = SCENARIO_TARGETS[mutant]
     steady_world.start_sut("agent", mutant=mutant)
-    try:
-        SCENARIOS[name](steady_world, {})
-    except SteadyStateBroken as e:
-        pytest.fail(f"mutant {mutant} was caught by {e.clause} in the steady state before scenario {name!r} "
-                    f"injected anything, not by the scenario: {str(e).splitlines()[0]}")
-    except AssertionError as e:  # ClauseFailure is one too
-        print(f"\n{mutant} killed by scenario {name}: {str(e).splitlines()[0]}")
-        caught(f"scenario: {name}")
-        return
-    pytest.fail(f"mutant {mutant} ({MUTANTS[mutant]}) survived scenario {name}")
+    kill_by_scenario(mutant, name, lambda: SCENARIOS[name](steady_world, {}), caught)
 
 
 @pytest.mark.chaos

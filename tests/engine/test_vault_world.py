@@ -12,11 +12,9 @@ import time
 import pytest
 
 from meshcert.chaos.cred_scenarios import CRED_SCENARIOS
-from meshcert.chaos.experiment import SteadyStateBroken
 from meshcert.checks import ClauseFailure
 from meshcert.checks.cred import CRED_CHECKS
 from meshcert.secrets import leaks, registered
-from meshcert.sut.reference import MUTANTS
 from meshcert.sut.reference.targets import CRED_SCENARIO_TARGETS, CRED_TARGETS, clauses
 from meshcert.world.base import wait_for
 from meshcert.world.credentials import ToolBox, add_vault, credential_topology, sshd_accepted, start_sut_with_vault
@@ -25,7 +23,7 @@ from meshcert.world.targets import MESH_ONLY_TABLE, SSH_PORT, mesh_only, pg_role
 from meshcert.world.topology import DB_TAG
 from meshcert.world.world import World
 from tests.common.engine import free_vlan
-from tests.common.faults import aims_at
+from tests.common.faults import aims_at, kill_by_clauses, kill_by_scenario, mutant_params
 
 pytestmark = [pytest.mark.engine]
 
@@ -121,39 +119,24 @@ def test_the_reference_sut_holds_every_credential_clause(cred_world):
         CRED_CHECKS[cid](w, vault)
 
 
-@pytest.mark.parametrize("mutant", [pytest.param(m, marks=pytest.mark.fault(f"mutant:{m}"), id=m)
-                                    for m in sorted(CRED_TARGETS)])
+@pytest.mark.parametrize("mutant", mutant_params(CRED_TARGETS))
 def test_run_mutant_is_killed_by_its_clause(cred_world, caught, mutant):
     w, vault = cred_world.world, cred_world.vault
     start_sut_with_vault(w, vault, mutant=mutant)
     try:
-        failed, survived = [], []
-        for cid in clauses(mutant):
-            try:
-                CRED_CHECKS[cid](w, vault)
-                survived.append(cid)
-            except ClauseFailure as e:
-                (failed if e.clause == cid else survived).append(cid if e.clause == cid else f"{cid} (as {e.clause})")
-                print(f"\n{mutant} killed by {e.clause}: {str(e).splitlines()[1:3]}")
-        assert not survived, f"mutant {mutant} ({MUTANTS[mutant]}) survived clause(s) {survived}"
-        caught(*failed)
+        kill_by_clauses(mutant, {c: (lambda c=c: CRED_CHECKS[c](w, vault)) for c in clauses(mutant)}, caught)
     finally:
         start_sut_with_vault(w, vault)
 
 
 @pytest.mark.chaos
-@pytest.mark.parametrize("mutant", [pytest.param(m, marks=pytest.mark.fault(f"mutant:{m}"), id=m)
-                                    for m in sorted(CRED_SCENARIO_TARGETS)])
+@pytest.mark.parametrize("mutant", mutant_params(CRED_SCENARIO_TARGETS))
 def test_run_mutant_is_killed_by_its_scenario(cred_world, report_extra, caught, mutant):
     w, vault = cred_world.world, cred_world.vault
     name = CRED_SCENARIO_TARGETS[mutant]
     start_sut_with_vault(w, vault, mutant=mutant)
     try:
-        with pytest.raises(AssertionError) as e:
-            CRED_SCENARIOS[name](w, report_extra, vault)
-        assert not isinstance(e.value, SteadyStateBroken), f"{mutant} broke the steady state of {name!r}: {e.value}"
-        print(f"\n{mutant} killed by scenario {name}: {str(e.value).splitlines()[0]}")
-        caught(f"scenario: {name}")
+        kill_by_scenario(mutant, name, lambda: CRED_SCENARIOS[name](w, report_extra, vault), caught)
     finally:
         start_sut_with_vault(w, vault)
 

@@ -9,10 +9,14 @@ from types import SimpleNamespace
 
 import pytest
 
+from meshcert.chaos.experiment import SteadyStateBroken
+from meshcert.checks import ClauseFailure
 from meshcert.sut.reference import MUTANTS
+from meshcert.sut.reference.targets import TARGETS
 from tests import conftest as board_mod
 from tests.common import faults as F
 from tests.common.charts import VARIANTS
+from tests.common.faults import kill_by_clauses, kill_by_scenario
 
 
 def test_the_registry_holds_every_mutant_world_break_and_chart():
@@ -99,3 +103,45 @@ def test_every_world_break_test_is_a_registered_fault():
         if not marks and not in_params:
             unmarked.append(name)
     assert not unmarked, f"broken-setting tests not in the fault registry (add @aims_at): {unmarked}"
+
+
+# ------------------------------------------------------------------ the kill rule (one place)
+
+def _fails(clause):
+    def check():
+        raise ClauseFailure(clause, ["observed"], None)
+    return check
+
+
+def _mutant():
+    return sorted(TARGETS)[0]
+
+
+def test_a_kill_counts_only_when_the_targeted_clause_fails():
+    got = []
+    kill_by_clauses(_mutant(), {"ACL-1": _fails("ACL-1"), "ACL-2": _fails("ACL-2")}, lambda *c: got.extend(c))
+    assert got == ["ACL-1", "ACL-2"]
+
+
+def test_another_clause_failing_is_a_survival_named_as_such():
+    with pytest.raises(AssertionError, match=r"survived clause\(s\) \['ACL-1 \(failed as ACL-2\)'\]"):
+        kill_by_clauses(_mutant(), {"ACL-1": _fails("ACL-2")}, lambda *c: pytest.fail("no kill to report"))
+
+
+def test_a_clause_that_holds_is_a_survival():
+    with pytest.raises(AssertionError, match="survived clause"):
+        kill_by_clauses(_mutant(), {"ACL-1": _fails("ACL-1"), "ACL-2": lambda: None},
+                        lambda *c: pytest.fail("no kill to report"))
+
+
+def test_a_scenario_kill_needs_its_steady_state_to_have_held():
+    got = []
+    kill_by_scenario(_mutant(), "partition", _fails("HEALTH-1"), lambda *c: got.extend(c))
+    assert got == ["scenario: partition"]
+
+    def steady_broken():
+        raise SteadyStateBroken("partition", ClauseFailure("HEALTH-1", ["down"], None))
+    with pytest.raises(pytest.fail.Exception, match="in the steady state before scenario 'partition'"):
+        kill_by_scenario(_mutant(), "partition", steady_broken, lambda *c: pytest.fail("no kill"))
+    with pytest.raises(pytest.fail.Exception, match="survived scenario partition"):
+        kill_by_scenario(_mutant(), "partition", lambda: None, lambda *c: pytest.fail("no kill"))
