@@ -1,16 +1,20 @@
-"""Helpers for meshcert's own engine tests (tests/engine/): a VLAN no network of the engine holds."""
+"""Helpers for meshcert's own engine tests (tests/engine/): a VLAN no network of the engine holds,
+and a world of a test module's own (:func:`own_world`)."""
 
 from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from meshcert.plugin import parallel
 from meshcert.plugin.fixtures import CRED_VLAN_OFFSET
 from meshcert.toolchain import engine
 from meshcert.toolchain.paths import cache_dir
 from meshcert.world import labels
-from meshcert.world.topology import GUIDE_VLAN
+from meshcert.world.topology import GUIDE_VLAN, Topology
+from meshcert.world.world import World
 
 
 def free_vlan(count: int = 1) -> str:
@@ -92,3 +96,17 @@ def _candidates() -> list[int]:
     # without a reservation, possibly after a child run looked: never hand those out
     cred = range(first + CRED_VLAN_OFFSET, first + CRED_VLAN_OFFSET + n)
     return [t for t in range(first + n, 250) if (t - first - n) % n == k and t not in cred]
+
+
+@contextmanager
+def own_world(topology: Topology, tmp_path_factory, logs: str) -> Iterator[World]:
+    """A world a test module builds for itself (another headscale, a mixed tailnet), beside the
+    session world: started with its container logs under a temporary folder named ``logs``,
+    stopped (everything it made removed) however the module ends. Give it ``free_vlan()``."""
+    w = World(topology=topology)
+    w.log_root = tmp_path_factory.mktemp(logs)
+    w.start()
+    try:
+        yield w
+    finally:
+        w.stop()

@@ -16,9 +16,8 @@ import pytest
 
 from meshcert.checks import acl
 from meshcert.toolchain import components
-from meshcert.world import World
 from meshcert.world.topology import AgentSpec, guide_topology, with_tailscale
-from tests.common.engine import free_vlan
+from tests.common.engine import free_vlan, own_world
 
 # The first test's set-up builds tailscale v1.80.3 and its image on a machine that lacks them:
 # 1333 s measured here (2 cores, load 15-22, nice'd); pytest's 600 s per test would cut it off.
@@ -35,13 +34,8 @@ def mixed_world(tmp_path_factory):
     # OLD is the world's default (agent, database, router and pods added later), the pinned one named
     topo = with_tailscale(guide_topology(free_vlan()),
                           {"*": OLD, "server": pinned, "agent-us": pinned})
-    w = World(topology=topo)
-    w.log_root = tmp_path_factory.mktemp("mixed-logs")
-    w.start()
-    try:
+    with own_world(topo, tmp_path_factory, "mixed-logs") as w:
         yield w
-    finally:
-        w.stop()
 
 
 def _running_version(node) -> str:

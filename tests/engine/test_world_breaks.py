@@ -7,9 +7,8 @@ import dataclasses
 import pytest
 
 from meshcert.checks import ClauseFailure, acl, route
-from meshcert.world import World
 from meshcert.world.topology import DB_TAG, SERVER_TAG, guide_topology
-from tests.common.engine import free_vlan
+from tests.common.engine import free_vlan, own_world
 from tests.common.faults import aims_at
 
 pytestmark = [pytest.mark.engine]
@@ -222,13 +221,9 @@ class _HeadscaleIgnoringEnable:
 @pytest.fixture(scope="module")
 def old_headscale_world(tmp_path_factory):
     """A world on headscale v0.25.1 (ROUTE-3 holds only before 0.26), built for this module."""
-    w = World(topology=dataclasses.replace(guide_topology(free_vlan()), headscale="v0.25.1"))
-    w.log_root = tmp_path_factory.mktemp("old-headscale-logs")
-    w.start()
-    try:
+    with own_world(dataclasses.replace(guide_topology(free_vlan()), headscale="v0.25.1"), tmp_path_factory,
+                   "old-headscale-logs") as w:
         yield w
-    finally:
-        w.stop()
 
 
 @aims_at("world", "headscale-ignores-routes-enable", "ROUTE-3",
