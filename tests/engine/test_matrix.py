@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 
 import pytest
 
 from meshcert.report import matrix as report_matrix
 from meshcert.toolchain import components
+from tests.common.cli import meshcert
 from tests.common.engine import free_vlan
 
 # Two worlds, one tailscale switch each, ~20 tests per column. Measured here (2 cores shared with
@@ -39,10 +38,8 @@ def matrix(tmp_path_factory):
                                                            "PYTEST_XDIST_WORKER", "PYTEST_CURRENT_TEST")}
     env.update(MESHCERT_VLAN=free_vlan(), MESHCERT_CERTIFY_WORKERS="0")
     t0 = time.monotonic()
-    r = subprocess.run([sys.executable, "-c", "import sys; from meshcert.cli import main; sys.exit(main())",
-                        "certify", "--matrix", "--tailscale", f"{pinned['tailscale']},{OLD_TS}",
-                        "--headscale", f"{pinned['headscale']},{OLD_HS}", "--report-dir", str(report)],
-                       env=env, capture_output=True, text=True)
+    r = meshcert("certify", "--matrix", "--tailscale", f"{pinned['tailscale']},{OLD_TS}",
+                 "--headscale", f"{pinned['headscale']},{OLD_HS}", "--report-dir", str(report), env=env, timeout=3300)
     wall = time.monotonic() - t0
     out = r.stdout + r.stderr
     assert (report / "matrix.json").is_file(), f"certify --matrix wrote no matrix.json (exit {r.returncode}):\n{out[-3000:]}"

@@ -4,8 +4,6 @@ against the faithful SUT, and `meshcert replay FILE` runs it end to end in a fre
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +11,7 @@ import pytest
 from meshcert.chaos import scenarios as s
 from meshcert.replay.model import load_replay
 from meshcert.replay.run import run_replay
+from tests.common.cli import meshcert
 
 pytestmark = [pytest.mark.engine, pytest.mark.chaos]
 
@@ -74,8 +73,7 @@ def test_meshcert_replay_command_runs_a_file_in_a_fresh_world(failed_partition, 
     from tests.common.engine import free_vlan
     path = failed_partition[1]["replay_file"]
     env = {**os.environ, "MESHCERT_VLAN": free_vlan()}
-    p = subprocess.run([sys.executable, "-m", "meshcert.cli", "replay", path, "--report-dir", str(tmp_path / "r")],
-                       capture_output=True, text=True, env=env, timeout=600)
+    p = meshcert("replay", path, "--report-dir", str(tmp_path / "r"), env=env)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     assert "1 fault(s)" in p.stdout and "scenario partition agent | server" in p.stdout
     assert (tmp_path / "r" / "results.json").exists()
@@ -85,8 +83,7 @@ def test_meshcert_replay_refuses_a_malformed_file_in_one_line(tmp_path):
     bad = tmp_path / "bad.yaml"
     text = Path(__file__).parents[2].joinpath("fixtures", "replays", "scenarios", "partition-agent-server.yaml").read_text()
     bad.write_text(text.replace("kind: nft", "kind: unplug"))
-    p = subprocess.run([sys.executable, "-m", "meshcert.cli", "replay", str(bad)], capture_output=True, text=True,
-                       timeout=60)
+    p = meshcert("replay", str(bad), timeout=60)
     assert p.returncode == 2, p.stderr
     lines = [x for x in p.stderr.splitlines() if x.strip()]
     assert len(lines) == 1 and str(bad) in lines[0] and "unplug" in lines[0] and "kind" in lines[0], p.stderr

@@ -4,13 +4,12 @@ nothing else: current images stay, an image built FROM ours (a user's SUT) stays
 from __future__ import annotations
 
 import io
-import subprocess
-import sys
 
 import docker
 import pytest
 
 from meshcert.toolchain import engine, images
+from tests.common.cli import meshcert
 
 pytestmark = [pytest.mark.engine]
 
@@ -26,8 +25,7 @@ def test_sweep_images_removes_only_stale_own_images():
     _build(c, stale, f"FROM {current['host']}\nENV MESHCERT_STALE=1\n", {images.LABEL: "host"})
     _build(c, user, f"FROM {current['sut-reference']}\nENV USER_SUT=1\n")  # inherits io.meshcert.image
     try:
-        p = subprocess.run([sys.executable, "-m", "meshcert.cli", "sweep", "--images"], capture_output=True,
-                           text=True, timeout=300)
+        p = meshcert("sweep", "--images", timeout=300)
         assert p.returncode == 0, p.stderr
         assert stale in p.stdout, p.stdout
         with pytest.raises(docker.errors.ImageNotFound):
