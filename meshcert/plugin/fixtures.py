@@ -21,7 +21,7 @@ from meshcert.spec import load_spec
 from meshcert.sut.client import SutNotTestable
 from meshcert.toolchain import components
 from meshcert.world import World
-from meshcert.world.credentials import add_vault, credential_topology, start_sut_with_vault
+from meshcert.world.credentials import configure_vault, credential_topology, start_sut_with_vault, start_vault_beside
 from meshcert.world.topology import guide_topology, parse_versions, with_tailscale, world_versions
 from meshcert.world.vault import Vault
 
@@ -229,8 +229,8 @@ def cred_world(request, pytestconfig, report_dir):
     wid = parallel.worker_id(pytestconfig)
     w.log_root = report_dir / "logs" / (f"{wid}-cred" if wid else "cred")
     try:
-        w.start()
-        vault = add_vault(w)
+        w.start(beside=start_vault_beside)  # Vault starts, initialises and unseals while the nodes join
+        vault = configure_vault(w, w.beside)
         start_sut_with_vault(w, vault)
     except MeshcertError as e:
         w.stop()

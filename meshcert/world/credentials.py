@@ -44,10 +44,11 @@ def credential_topology(vlan: str | None = None) -> Topology:
     return dataclasses.replace(topo, nodes=tuple(nodes), hosts=hosts)
 
 
-def add_vault(world: World) -> Vault:
-    """Vault in ``world`` (whose topology is credential_topology's): started on its own volume,
-    initialised, unsealed, configured; sshd on every target trusts its SSH CA; Vault manages
-    PostgreSQL roles on ``database``. Its timings land in world.timings["vault"]."""
+def start_vault_beside(world: World) -> Vault:
+    """Vault started, initialised and unsealed in ``world``: its image, its own volume, its
+    container on the WAN network, its TLS. Needs only the world's networks, so it runs beside the
+    nodes while they start and join (``World.start(beside=start_vault_beside)``); configuring it
+    needs the targets (:func:`configure_vault`)."""
     t0 = time.monotonic()
     images = world.images
     if "vault" not in images:
@@ -60,6 +61,14 @@ def add_vault(world: World) -> Vault:
     vault = Vault(box, ip, certs)
     vault.timings["image"], vault.timings["container"] = t - t0, time.monotonic() - t
     vault.init_and_unseal()
+    vault.timings["started"] = time.monotonic() - t0
+    return vault
+
+
+def configure_vault(world: World, vault: Vault) -> Vault:
+    """The operator's configuration of a started Vault (vault.py) on the running world: Vault
+    manages PostgreSQL roles on ``database``; sshd on every target trusts its SSH CA."""
+    t0 = time.monotonic()
     t = time.monotonic()
     db_box = world.boxes["database"]
     wait_postgres(db_box)
@@ -73,13 +82,25 @@ def add_vault(world: World) -> Vault:
     jobs = [lambda b=world.boxes[r]: install_ssh_ca(b, vault.ssh_ca_public_key)
             for r in ("server", "database", "legacy") if r in world.boxes]
     jobs += [lambda: mesh_only(world.boxes["server"], (SSH_PORT,)),
-             lambda: mesh_only(db_box, (SSH_PORT, PG_PORT), allow={PG_PORT: ip})]
+             lambda: mesh_only(db_box, (SSH_PORT, PG_PORT), allow={PG_PORT: vault.ip})]
     with concurrent.futures.ThreadPoolExecutor(max_workers=len(jobs)) as ex:
         for f in [ex.submit(j) for j in jobs]:
             f.result()
     vault.timings["targets"] = time.monotonic() - t
-    world.timings["vault"] = time.monotonic() - t0
+    world.timings["vault"] = world.timings.get("vault", 0.0) + time.monotonic() - t0
     return vault
+
+
+def add_vault(world: World) -> Vault:
+    """Vault in a running ``world`` (whose topology is credential_topology's): started on its own
+    volume, initialised, unsealed, configured; sshd on every target trusts its SSH CA; Vault
+    manages PostgreSQL roles on ``database``. Its timings land in world.timings["vault"]. (A
+    world started with ``beside=start_vault_beside`` has it started already:
+    :func:`configure_vault`.)"""
+    t0 = time.monotonic()
+    vault = start_vault_beside(world)
+    world.timings["vault"] = time.monotonic() - t0
+    return configure_vault(world, vault)
 
 
 @dataclasses.dataclass

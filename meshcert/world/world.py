@@ -16,7 +16,7 @@ import os
 import secrets as pysecrets
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,6 +86,7 @@ class World:
         self.images: dict[str, str] = {}
         self.certs = make_certs(self.run_id, [HEADSCALE_ALIAS, CONTROL_ALIAS, "localhost"])
         self.timings: dict[str, float] = {}
+        self.beside: Any = None  # what start(beside=...) started beside the nodes (e.g. Vault)
         # pod -> (env, files) every SUT of the pod starts with (set_sut_standing)
         self.sut_standing: dict[str, tuple[dict[str, str], dict[str, tuple[bytes, int]]]] = {}
         self.user_id: int | None = None
@@ -139,7 +140,13 @@ class World:
         self.boxes[role] = box
         return box
 
-    def start(self) -> World:
+    def start(self, beside: Callable[[World], Any] | None = None) -> World:
+        """Build and start the world; every node Running, converged and policy-synced.
+
+        ``beside``: more of the world's own containers (Vault: world/credentials.py
+        ``start_vault_beside``), started in a thread of their own as soon as the world's networks
+        exist, while the nodes start and join; its result is kept in ``self.beside``. The world is
+        ready only when it has returned too (its error fails the start, and the world is removed)."""
         t0 = time.monotonic()
         self.client = engine.ensure_engine()
         lbl.sweep(self.client)
@@ -155,14 +162,14 @@ class World:
         check_isolation(self.client, self.images["host"])
         self.timings["images"] = time.monotonic() - t0
         try:
-            self._build()
+            self._build(beside)
         except BaseException:
             self.stop()
             raise
         self.timings["total"] = time.monotonic() - t0
         return self
 
-    def _build(self) -> None:
+    def _build(self, beside: Callable[[World], Any] | None = None) -> None:
         c = self.client
         topo = self.topology
         t = time.monotonic()
@@ -177,6 +184,29 @@ class World:
                 raise WorldError(f"could not create network {net.name} ({net.subnet or 'auto'}): {e.explanation}",
                                  "a leftover network may hold the subnet: run `meshcert sweep`") from None
 
+        if beside is None:
+            self._build_nodes(t)
+            return
+        side = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="beside")
+        t_side = time.monotonic()
+
+        def timed() -> Any:
+            try:
+                return beside(self)
+            finally:
+                self.timings["beside"] = time.monotonic() - t_side
+        f_side = side.submit(timed)
+        try:
+            self._build_nodes(t)
+            t_wait = time.monotonic()
+            self.beside = f_side.result()
+            self.timings["beside_wait"] = time.monotonic() - t_wait  # how long the world waited for it
+        finally:
+            side.shutdown(wait=True)  # never removing the world while it still starts containers
+
+    def _build_nodes(self, t: float) -> None:
+        """The world's own containers (``t``: when its start began, for its "containers" phase)."""
+        topo = self.topology
         with progress.step(f"world {self.run_id}: starting containers"):
             with concurrent.futures.ThreadPoolExecutor(max_workers=8) as ex:
                 f_hs = ex.submit(start_headscale, self.run_container,
