@@ -164,7 +164,26 @@ def block_world() -> str:
     return (f"Warm start of the guide's world until every node is Running, routes seen and policy synced: "
             f"median {a['median_total_s']} s (max {a['max_total_s']} s over {len(a.get('runs', []))} runs); the "
             f"containers' peak memory {a['median_containers_peak_mib']} MiB in all; meshcert's own process "
-            f"{a['meshcert_process_peak_rss_mib']} MiB peak RSS (`bench/results/world-startup.json`, {describe(a)}).")
+            f"{a['meshcert_process_peak_rss_mib']} MiB peak RSS (`bench/results/world-startup.json`, {describe(a)})."
+            + _cred_world())
+
+
+def _cred_world() -> str:
+    """The credential world's warm start (bench/world_startup.py --cred), when measured."""
+    a = _read("world-startup-cred.json")
+    if not a or not a.get("runs"):
+        return ""
+    runs = a["runs"]
+    vault = statistics.median(r["phases_s"].get("beside", 0) for r in runs)
+    after = statistics.median(r["phases_s"].get("vault", 0) for r in runs)
+    loads = [x for r in runs for x in (r.get("load1_before_after") or []) if x is not None]
+    load = f"; machine load (1-min average) {min(loads):.1f}-{max(loads):.1f}" if loads else ""
+    return (f"\n\nThe credential world (the same with sshd and PostgreSQL targets and Vault, the SUT started "
+            f"with its Vault configuration), warm: median {a['median_total_s']} s (max {a['max_total_s']} s over "
+            f"{len(runs)} runs; target {a.get('target_s')} s). Vault starts, initialises and unseals beside the "
+            f"nodes while they join (median {vault:.1f} s, not waited for), and its configuration and the "
+            f"targets' trust in it take {after:.1f} s after the world converged; the containers' peak memory "
+            f"{a['median_containers_peak_mib']} MiB (`bench/results/world-startup-cred.json`, {describe(a)}{load}).")
 
 
 def block_property() -> str:
