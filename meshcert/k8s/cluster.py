@@ -105,15 +105,26 @@ def engine_refuses_privileged(c: docker.DockerClient, image: str) -> bool:
     throw-away container of ``image`` that runs /bin/true without a network)."""
     if image in _verdict:
         return _verdict[image]
+    # created, started and removed here whatever happens: `run(remove=True)` removes only a
+    # container that ran, and a refused one never runs (it was left behind, for a sweep to find)
+    box = None
     try:
-        c.containers.run(image, entrypoint=["/bin/true"], command=[], privileged=True, network_mode="none",
-                         remove=True, labels={**labels.labels("kind-probe"), "io.meshcert.kind-probe": "1"})
+        box = c.containers.create(image, entrypoint=["/bin/true"], command=[], privileged=True, network_mode="none",
+                                  labels={**labels.labels("kind-probe"), "io.meshcert.kind-probe": "1"})
+        box.start()
+        box.wait(timeout=60)
         refused = False
-    except (docker.errors.ContainerError, docker.errors.APIError) as e:
+    except docker.errors.APIError as e:
         text = str(e)
         if "apply caps" not in text and "operation not permitted" not in text:
             raise
         refused = True
+    finally:
+        if box is not None:
+            try:
+                box.remove(force=True)
+            except docker.errors.APIError:
+                pass  # gone already; the sweep finds anything else by its label
     _verdict[image] = refused
     return refused
 

@@ -177,3 +177,18 @@ def test_the_host_keeps_its_sysctls(cluster):
 def _node_read(cluster, key: str) -> str:
     return subprocess.run(["docker", "exec", cluster.node, "cat", f"/proc/sys/{key}"], capture_output=True,
                           text=True, check=True).stdout.strip()
+
+
+def test_asking_the_engine_about_privileged_leaves_no_container(client):
+    """The --privileged question (k8s/cluster.py) runs a throw-away container; refused or not, it
+    is gone afterwards (a refused one never ran, so `run(remove=True)` left it behind, "Created",
+    on every kind start)."""
+    from meshcert.k8s import cluster
+    image = images.base_image(client)
+
+    def probes() -> set[str]:
+        return {x.id for x in client.containers.list(all=True, filters={"label": "io.meshcert.kind-probe=1"})}
+    before = probes()
+    cluster._verdict.pop(image, None)  # asked again, not answered from this process's memory
+    cluster.engine_refuses_privileged(client, image)
+    assert probes() - before == set(), "the privileged probe container was left on the engine"
