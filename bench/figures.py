@@ -322,7 +322,28 @@ def _load_note(a: dict) -> str:
            f"{max(x.get('load1_max') or 0 for x in a['load']):.1f}"
 
 
-BLOCKS = {"mutants": block_mutants, "speed": block_speed, "latency": block_latency, "world": block_world,
+def block_builds() -> str:
+    """Cold builds per component version and warm matrices (bench/matrix_cost.py)."""
+    rows = None
+    try:
+        rows = json.loads((RESULTS / "matrix-cost.json").read_text())
+    except (OSError, ValueError):
+        pass
+    if not rows:
+        return _none("matrix-cost.json")
+    out = ["| what | subject | wall | exit | 1-min load (min-max) | commit, date |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        lo = f"{min(r['load1']):.1f}-{max(r['load1']):.1f}" if r.get("load1") else "?"
+        out.append(f"| {r['kind']} | {r['subject']} | {r['wall_s']:.0f} s | {r['exit']} | {lo} | "
+                   f"{r['commit']}, {r['generated'][:10]} |")
+    out += ["", "cold-build: an empty meshcert cache and Go build cache (the downloaded module source kept), "
+            "`nice -n 19`, `GOFLAGS=-p=1`, on a machine shared with other runs (read the load beside each); "
+            "warm-matrix: `meshcert certify --matrix` with every version built "
+            "(`bench/results/matrix-cost.json`, written by `bench/matrix_cost.py`)."]
+    return "\n".join(out)
+
+
+BLOCKS = {"builds": block_builds, "mutants": block_mutants, "speed": block_speed, "latency": block_latency, "world": block_world,
           "property": block_property, "flake": block_flake, "catalog": block_catalog}
 MARKER = re.compile(r"(<!-- figures:(?P<name>[a-z]+) -->)(?P<body>.*?)(<!-- /figures:(?P=name) -->)", re.S)
 
