@@ -23,7 +23,12 @@ Environment:
   TS_AUTHKEY, TS_AUTHKEY_FILE   the auth key (read only to know it is there; never shown)
   SUT_MUTANT           empty = faithful; otherwise one name of MUTANTS (one deliberate fault)
   VAULT_ADDR, VAULT_CACERT   Vault's address and the CA file its TLS certificate is checked with
+  VAULT_AUTH           how the pod logs in to Vault: approle (default) or kubernetes
   VAULT_ROLE_ID_FILE, VAULT_SECRET_ID_FILE   the pod's AppRole (mounted files, as a Secret volume)
+  VAULT_K8S_ROLE       kubernetes auth: the Vault role to log in as (required)
+  VAULT_K8S_MOUNT      kubernetes auth: the auth method's path (default kubernetes)
+  VAULT_K8S_TOKEN_FILE kubernetes auth: the pod's service-account token (default
+                       /var/run/secrets/kubernetes.io/serviceaccount/token)
   VAULT_SSH_SIGN_PATH, VAULT_DB_CREDS_PATH   default ssh/sign/run and database/creds/run
   SSH_USER             the account the certificates name (default agent)
 The run lifecycle needs the OpenSSH client (ssh, ssh-keygen) and PostgreSQL's psql in the image.
@@ -143,8 +148,10 @@ MAX_ENDPOINTS = 512
 MAX_TRANSCRIPT = 10000
 REDACTED = "[REDACTED]"
 # Things that look like auth keys even when they are not the configured one:
-# Tailscale keys (tskey-...), headscale >= 0.26 keys (hskey-...), older headscale keys (48 hex).
+# Tailscale keys (tskey-...), headscale >= 0.26 keys (hskey-...), older headscale keys (48 hex),
+# Vault tokens (hvs./hvb./hvr.), JWTs (a service-account token: header.payload.signature), private keys.
 KEY_LIKE = re.compile(r"\b(?:tskey|hskey)-[A-Za-z0-9_-]+|\b[0-9a-fA-F]{48}\b|\bhv[sbr]\.[A-Za-z0-9_-]{24,}"
+                      r"|\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]+"
                       r"|-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?-----END [A-Z0-9 ]*PRIVATE KEY-----", re.S)
 DEFAULT_PORTS = {"ssh": 22, "http": 80, "https": 443, "postgres": 5432, "postgresql": 5432,
                  "mysql": 3306, "redis": 6379}
@@ -1036,6 +1043,8 @@ RUN_START_MAX_S = 10.0
 RUN_TTL_MARGIN_S = RUN_START_MAX_S + 5.0
 RUN_MAX_LENGTH_S = 600.0
 SSH_USER_DEFAULT = "agent"
+VAULT_AUTHS = ("approle", "kubernetes")
+K8S_TOKEN_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 OUTPUT_MAX = 16 << 10
 
 
@@ -1071,6 +1080,10 @@ class Runs:
         self.cacert = env.get("VAULT_CACERT") or ""
         self.role_id_file = env.get("VAULT_ROLE_ID_FILE") or ""
         self.secret_id_file = env.get("VAULT_SECRET_ID_FILE") or ""
+        self.auth = (env.get("VAULT_AUTH") or "approle").strip().lower()
+        self.k8s_role = (env.get("VAULT_K8S_ROLE") or "").strip()
+        self.k8s_mount = (env.get("VAULT_K8S_MOUNT") or "kubernetes").strip().strip("/")
+        self.k8s_token_file = env.get("VAULT_K8S_TOKEN_FILE") or K8S_TOKEN_FILE
         self.ssh_path = env.get("VAULT_SSH_SIGN_PATH") or "ssh/sign/run"
         self.db_path = env.get("VAULT_DB_CREDS_PATH") or "database/creds/run"
         self.ssh_user = env.get("SSH_USER") or SSH_USER_DEFAULT
@@ -1114,6 +1127,34 @@ class Runs:
                              f"{getattr(exc, 'reason', exc)}") from None
         return json.loads(raw) if raw.strip() else {}
 
+    def login(self, deadline: float) -> dict:
+        """The pod's login to Vault (VAULT_AUTH): AppRole with the mounted role and secret IDs, or
+        Kubernetes auth with the pod's own service-account token. Vault's ``auth`` block."""
+        if self.auth == "kubernetes":
+            if not self.k8s_role:
+                raise VaultError("VAULT_AUTH is kubernetes but VAULT_K8S_ROLE (the Vault role to log in as) is not set")
+            try:
+                jwt = self.secret(_read_file(self.k8s_token_file))
+            except OSError as exc:
+                raise VaultError(f"no service-account token: VAULT_K8S_TOKEN_FILE {self.k8s_token_file} cannot be "
+                                 f"read ({exc.strerror or type(exc).__name__}); is the token mounted "
+                                 "(automountServiceAccountToken)?") from None
+            if not jwt:
+                raise VaultError(f"no service-account token: VAULT_K8S_TOKEN_FILE {self.k8s_token_file} is empty")
+            try:
+                return self.call("POST", f"auth/{self.k8s_mount}/login", {"role": self.k8s_role, "jwt": jwt}, "",
+                                 deadline)["auth"]
+            except VaultError as exc:
+                raise VaultError(f"kubernetes login to Vault as role {self.k8s_role!r} failed: {exc}") from None
+        if self.auth != "approle":
+            raise VaultError(f"VAULT_AUTH {self.auth!r} is not one of {', '.join(VAULT_AUTHS)}")
+        role_id = _read_file(self.role_id_file) if self.role_id_file else ""
+        secret_id = self.secret(_read_file(self.secret_id_file)) if self.secret_id_file else ""
+        if not role_id or not secret_id:
+            raise VaultError("no AppRole credentials (VAULT_ROLE_ID_FILE / VAULT_SECRET_ID_FILE unreadable)")
+        return self.call("POST", "auth/approle/login", {"role_id": role_id, "secret_id": secret_id}, "",
+                         deadline)["auth"]
+
     # -- POST /run/start -----------------------------------------------------------------------
     def start(self, body: dict):
         run_id = body.get("run")
@@ -1141,12 +1182,7 @@ class Runs:
             return 200, {"run": run_id, "ok": True, "error": None, "ttl_s": float(ttl[:-1]), "logs": logs,
                          "duration_ms": round((time.monotonic() - started) * 1000.0, 3)}
         try:
-            role_id = _read_file(self.role_id_file) if self.role_id_file else ""
-            secret_id = self.secret(_read_file(self.secret_id_file)) if self.secret_id_file else ""
-            if not role_id or not secret_id:
-                raise VaultError("no AppRole credentials (VAULT_ROLE_ID_FILE / VAULT_SECRET_ID_FILE unreadable)")
-            auth = self.call("POST", "auth/approle/login", {"role_id": role_id, "secret_id": secret_id}, "",
-                             deadline)["auth"]
+            auth = self.login(deadline)
             run.login_token = self.secret(auth["client_token"])
             child = self.call("POST", "auth/token/create", {"ttl": ttl, "explicit_max_ttl": ttl, "renewable": False,
                                                             "display_name": f"run-{run_id}"},
