@@ -228,13 +228,11 @@ class Vault:
             "secret_id_ttl": "4h", "token_type": "service"}, token=root)
         self.timings["configure"] = time.monotonic() - t
 
-    def configure_kubernetes(self, host: str, ca_pem: str, reviewer_jwt: Secret, service_account: str,
-                             namespace: str, role: str = K8S_ROLE) -> None:
+    def configure_kubernetes(self, host: str, ca_pem: str, reviewer_jwt: Secret) -> None:
         """Kubernetes auth, as an operator configures it for a cluster: ``host`` is the API server's
         URL as Vault's container reaches it, ``ca_pem`` the cluster's CA, ``reviewer_jwt`` the token
-        of a service account bound to ``system:auth-delegator`` (Vault calls TokenReview with it);
-        ``role`` admits the pods running as ``service_account`` in ``namespace`` with the agent's
-        policy and TTLs (AppRole's role's). Called again, it rebinds the role (the mount stays)."""
+        of a service account bound to ``system:auth-delegator`` (Vault calls TokenReview with it).
+        No role yet: :meth:`bind_kubernetes_role`."""
         t = time.monotonic()
         root = self.root
         if f"{K8S_MOUNT}/" not in (self.call("GET", "sys/auth", token=root).get("data") or {}):
@@ -242,12 +240,11 @@ class Vault:
         self.call("POST", f"auth/{K8S_MOUNT}/config", {
             "kubernetes_host": host, "kubernetes_ca_cert": ca_pem if ca_pem.endswith("\n") else ca_pem + "\n",
             "token_reviewer_jwt": reviewer_jwt.reveal(), "disable_local_ca_jwt": True}, token=root)
-        self.bind_kubernetes_role(service_account, namespace, role)
         self.timings["kubernetes auth"] = time.monotonic() - t
 
     def bind_kubernetes_role(self, service_account: str, namespace: str, role: str = K8S_ROLE) -> None:
         """(Re)write the Kubernetes auth role ``role``: pods running as ``service_account`` in
-        ``namespace`` log in with the agent's policy."""
+        ``namespace`` log in with the agent's policy and TTLs (AppRole's role's)."""
         self.call("POST", f"auth/{K8S_MOUNT}/role/{role}", {
             "bound_service_account_names": [service_account], "bound_service_account_namespaces": [namespace],
             "token_policies": [AGENT_POLICY], "token_ttl": DEFAULT_TTL, "token_max_ttl": MAX_TTL,

@@ -8,6 +8,8 @@ import importlib.util
 import io
 import json
 import shutil
+import socket
+import socketserver
 import subprocess
 import sys
 import threading
@@ -301,3 +303,64 @@ def test_run_mutant_differs_from_faithful(vault, mutant):
     assert observe(addr, d, "") == faithful
     FakeVault.calls = []
     assert observe(addr, d, mutant) == mutated
+
+
+# ------------------------------------------------------------------ userspace mode: tools through SOCKS5
+def _socks5_server():
+    """A minimal SOCKS5 proxy on loopback (no auth, CONNECT to an IPv4 address); what it was asked."""
+    seen = []
+
+    class H(socketserver.BaseRequestHandler):
+        def handle(self):
+            c = self.request
+            c.recv(3)
+            c.sendall(b"\x05\x00")
+            head = c.recv(4)
+            ip = socket.inet_ntoa(c.recv(4))
+            port = int.from_bytes(c.recv(2), "big")
+            seen.append((ip, port))
+            assert head[:2] == b"\x05\x01"
+            try:
+                up = socket.create_connection((ip, port), timeout=2)
+            except OSError:
+                c.sendall(b"\x05\x05\x00\x01" + bytes(6))
+                return
+            c.sendall(b"\x05\x00\x00\x01" + bytes(6))
+            pipes = [threading.Thread(target=rt.Relay._pipe, args=(a, b), daemon=True) for a, b in ((c, up), (up, c))]
+            for t in pipes:
+                t.start()
+            for t in pipes:  # the request socket is closed when handle() returns
+                t.join(5)
+
+    srv = socketserver.ThreadingTCPServer(("127.0.0.1", 0), H)
+    srv.daemon_threads = True
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv, seen
+
+
+def test_in_userspace_mode_a_tool_reaches_its_target_through_the_socks5_proxy(vault):
+    srv, seen = _socks5_server()
+    target = socket.socket()
+    target.bind(("127.0.0.1", 0))
+    target.listen(1)
+
+    def greet():
+        c, _ = target.accept()
+        c.sendall(b"SSH-2.0-meshcert-target\r\n")
+        c.close()
+    threading.Thread(target=greet, daemon=True).start()
+    relay = rt.Relay(srv.server_address, "127.0.0.1", target.getsockname()[1], 3)
+    with socket.create_connection(("127.0.0.1", relay.port), timeout=3) as c:
+        assert c.recv(100).startswith(b"SSH-2.0-meshcert-target")
+    relay.close()
+    assert seen == [("127.0.0.1", target.getsockname()[1])]
+    # a target the proxy cannot reach: the tool fails and its result names the mesh path's error
+    addr, d = vault
+    r, _ = _runtime(addr, d)
+    r.proxy = srv.server_address
+    code, ans = r.run_start({"run": "p1", "length_s": 30})
+    assert ans["ok"] is True
+    code, res = r.run_exec({"run": "p1", "host": "127.0.0.1", "command": "true", "timeout_s": 3})
+    assert res["ok"] is False and "(mesh path: 127.0.0.1:22: connection refused" in res["stderr"], res
+    assert seen[-1] == ("127.0.0.1", 22)
+    srv.shutdown()

@@ -31,7 +31,9 @@ Environment:
                        /var/run/secrets/kubernetes.io/serviceaccount/token)
   VAULT_SSH_SIGN_PATH, VAULT_DB_CREDS_PATH   default ssh/sign/run and database/creds/run
   SSH_USER             the account the certificates name (default agent)
-The run lifecycle needs the OpenSSH client (ssh, ssh-keygen) and PostgreSQL's psql in the image.
+The run lifecycle needs the OpenSSH client (ssh, ssh-keygen) and PostgreSQL's psql in the image;
+with SUT_PROXY (userspace mode) their connections reach the mesh through a loopback relay over
+the sidecar's SOCKS5 proxy (Relay).
 """
 
 from __future__ import annotations
@@ -1057,6 +1059,61 @@ def _read_file(path: str) -> str:
         return fh.read(64 << 10).strip()
 
 
+class Relay:
+    """A loopback port whose connections are carried to ``host:port`` through the sidecar's SOCKS5
+    proxy: the tools' way into the mesh in userspace mode (ssh and psql speak no SOCKS5). Lives
+    for one tool call; a failed SOCKS5 dial is kept in ``error`` for the tool result."""
+
+    def __init__(self, proxy: tuple[str, int], host: str, port: int, timeout: float):
+        self.proxy, self.host, self.port_to, self.timeout = proxy, host, port, timeout
+        self.error = ""
+        self._socks: list[socket.socket] = []
+        self.srv = socket.socket()
+        self.srv.bind(("127.0.0.1", 0))
+        self.srv.listen(8)
+        self.port = self.srv.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.srv.accept()
+            except OSError:
+                return
+            try:
+                up = socks5_connect(self.proxy, self.host, self.port_to, self.timeout)
+            except DialError as exc:
+                self.error = f"{hostport(self.host, self.port_to)}: {exc}"
+                c.close()
+                continue
+            up.settimeout(None)
+            self._socks += [c, up]
+            for a, b in ((c, up), (up, c)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a: socket.socket, b: socket.socket):
+        try:
+            while True:
+                data = a.recv(65536)
+                if not data:
+                    break
+                b.sendall(data)
+        except OSError:
+            pass
+        try:
+            b.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def close(self):
+        for sock in [self.srv, *self._socks]:
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+
 class Run:
     def __init__(self, run_id: str, length_s: float):
         self.id = run_id
@@ -1252,11 +1309,17 @@ class Runs:
         if not isinstance(command, str) or not command.strip():
             raise BadRequest("command", "expected a shell command")
         timeout = parse_seconds(body.get("timeout_s"), "timeout_s", 15.0)
+        relay = self._relay(host, 22, timeout)
+        to, port = ("127.0.0.1", relay.port) if relay else (host, 22)
         argv = ["ssh", "-F", "/dev/null", "-i", run.key, "-o", f"CertificateFile={run.key}-cert.pub",
                 "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "PasswordAuthentication=no",
                 "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-                "-o", f"ConnectTimeout={max(1, int(timeout))}", f"{self.ssh_user}@{host}", "--", command]
-        return self._tool(run, "exec", f"ssh {self.ssh_user}@{host} {command!r}", argv, None, timeout)
+                "-o", f"ConnectTimeout={max(1, int(timeout))}", "-p", str(port), f"{self.ssh_user}@{to}", "--", command]
+        return self._tool(run, "exec", f"ssh {self.ssh_user}@{host} {command!r}", argv, None, timeout, relay)
+
+    def _relay(self, host: str, port: int, timeout: float) -> Relay | None:
+        """In userspace mode (SUT_PROXY) a tool reaches the mesh through a :class:`Relay`."""
+        return Relay(self.rt.proxy, host, port, timeout) if self.rt.proxy else None
 
     # -- POST /run/query -------------------------------------------------------------------------
     def query(self, body: dict):
@@ -1269,16 +1332,19 @@ class Runs:
         if not isinstance(database, str) or not re.fullmatch(r"[A-Za-z0-9_]{1,63}", database):
             raise BadRequest("database", "expected a database name")
         timeout = parse_seconds(body.get("timeout_s"), "timeout_s", 15.0)
+        relay = self._relay(host, 5432, timeout)
+        to, port = ("127.0.0.1", relay.port) if relay else (host, 5432)
         argv = ["psql", "-X", "-qAt", "-v", "ON_ERROR_STOP=1",
-                f"host={host} port=5432 dbname={database} user={run.db_user} sslmode=require "
+                f"host={to} port={port} dbname={database} user={run.db_user} sslmode=require "
                 f"connect_timeout={max(2, int(timeout))}", "-c", sql]
         code, result = self._tool(run, "query", f"psql {host}/{database} {sql!r}", argv,
-                                  {"PGPASSWORD": run.db_password}, timeout)
+                                  {"PGPASSWORD": run.db_password}, timeout, relay)
         if self.rt.mutant == "run-shows-password":  # mutant run-shows-password: the DSN, password and all
             result["connection"] = f"postgresql://{run.db_user}:{run.db_password}@{host}:5432/{database}"
         return code, result
 
-    def _tool(self, run: Run, kind: str, what: str, argv: list, env_extra: dict | None, timeout: float):
+    def _tool(self, run: Run, kind: str, what: str, argv: list, env_extra: dict | None, timeout: float,
+              relay: Relay | None = None):
         started = time.monotonic()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "TS_AUTHKEY"))}
         env.update(env_extra or {})
@@ -1290,6 +1356,11 @@ class Runs:
             code, out, err = None, "", f"timed out after {timeout:g} s"
         except OSError as exc:
             code, out, err = None, "", f"could not run {argv[0]}: {exc}"
+        finally:
+            if relay is not None:
+                relay.close()
+        if relay is not None and relay.error and code != 0:
+            err = f"{err.strip()}\n(mesh path: {relay.error})".strip()
         result = {"ok": code == 0, "exit_code": code, "stdout": out, "stderr": err.strip(),
                   "duration_ms": round((time.monotonic() - started) * 1000.0, 3)}
         self.rt._tell(kind, self.rt.redact(f"run {run.id}: {what}: exit {code}; stdout {out.strip()[:2000]!r}"

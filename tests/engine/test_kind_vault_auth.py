@@ -1,0 +1,84 @@
+"""Kubernetes auth on kind (issue 13: "an auth method the agent pod uses: Kubernetes auth where a
+cluster exists, AppRole on plain Docker"): a kind cluster beside the credential world (its node
+on the world's WAN, where Vault reaches its API server), Vault's Kubernetes auth configured
+against it (meshcert/k8s/vaultauth.py: a token reviewer bound to system:auth-delegator, the
+cluster's CA), and the reference chart installed with its own ServiceAccount and
+VAULT_AUTH=kubernetes. The SUT in that pod logs in with the token the kubelet projected into it
+and a run gets, uses and loses its credentials (meshcert/checks/kind_vault.py says how each is
+judged).
+
+Run: ``./meshcert.sh test --cluster kind tests/engine/test_kind_vault_auth.py``.
+"""
+
+import pytest
+
+from meshcert.checks import kind_vault
+from meshcert.k8s import kind
+from meshcert.k8s.chart import REFERENCE_CHART, Chart
+from meshcert.plugin import hooks
+
+pytestmark = [pytest.mark.kind, pytest.mark.engine, pytest.mark.sut, pytest.mark.slow(minutes=6)]
+
+LOGIN = f"Vault's audit log: one login on {kind_vault.LOGIN_PATH} as service account"
+
+
+@pytest.fixture(scope="module")
+def chart(report_dir) -> Chart:
+    return Chart(REFERENCE_CHART, log_root=report_dir / "logs")
+
+
+@pytest.fixture(scope="module")
+def k8s_vault(pytestconfig, cred_world):
+    """A kind cluster of meshcert's beside the credential world, Vault's Kubernetes auth configured
+    against its API server (deleted after the module)."""
+    if pytestconfig.getoption("--kubeconfig"):
+        pytest.skip("Kubernetes auth is asserted on meshcert's own kind cluster (Vault must reach its API server)")
+    with kind.world_cluster(cred_world.world, hooks.kind_config(pytestconfig)) as c:
+        kind_vault.configure_vault(cred_world.vault, c)
+        yield c
+
+
+@pytest.fixture(scope="module")
+def release(cred_world, k8s_vault, chart):
+    """The chart with Kubernetes auth, Vault's role bound to its ServiceAccount and namespace."""
+    with kind_vault.vault_release(cred_world.world, cred_world.vault, k8s_vault, chart) as vr:
+        yield vr
+
+
+def test_the_kind_pods_sut_logs_in_with_its_service_account_token_and_runs_with_its_credentials(cred_world, release):
+    release.rel.wait_running()  # the run's tools go over the mesh: the sidecar joined first
+    verdict, _ = kind_vault.k8s_run(cred_world.world, cred_world.vault, release, tools=True)
+    assert not verdict.failed, "Kubernetes auth on kind:\n" + verdict.text()
+
+
+def test_a_vault_role_bound_to_another_namespace_refuses_the_pods_login(cred_world, release):
+    """A broken world setting: Vault's role admits the pod's service account name in another
+    namespace. Positive control first (the same pod and role, bound right), then the login is
+    refused: the run start says so (ok false, the cause named) and the judgement's login
+    assertion is the one that fails."""
+    world, vault = cred_world.world, cred_world.vault
+    verdict, _ = kind_vault.k8s_run(world, vault, release)
+    assert not verdict.failed, "positive control (the role bound to the pod's namespace):\n" + verdict.text()
+    sa, ns = release.bound
+    vault.bind_kubernetes_role(sa, "elsewhere")
+    try:
+        verdict, seen = kind_vault.k8s_run(world, vault, release)
+    finally:
+        vault.bind_kubernetes_role(sa, ns)
+    code, start = seen["start"]
+    assert code == 200 and start.get("ok") is False, start
+    assert "kubernetes login to Vault as role 'agent' failed" in start.get("error", "") and \
+        "namespace not authorized" in start["error"], start
+    assert any(f.startswith(LOGIN) for f in verdict.failed), verdict.text()
+    assert seen["logins"] and all(x["error"] for x in seen["logins"]), seen["logins"]
+
+
+def test_a_vault_role_that_does_not_exist_is_one_clear_error(cred_world, k8s_vault, chart):
+    """Bad input: the chart names a Vault role that does not exist (vault.kubernetesRole)."""
+    world, vault = cred_world.world, cred_world.vault
+    with kind_vault.vault_release(world, vault, k8s_vault, chart, role="no-such-role") as vr:
+        code, start = vr.rel.sut().run_start("mc-k8s-norole", 10)
+    assert code == 200 and start.get("ok") is False, start
+    err = start.get("error") or ""
+    assert err.startswith("kubernetes login to Vault as role 'no-such-role' failed: ") and \
+        'invalid role name "no-such-role"' in err and "\n" not in err and "Traceback" not in err, start
