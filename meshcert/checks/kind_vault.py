@@ -154,7 +154,9 @@ def k8s_run(world, vault: Vault, vr: VaultRelease, tools: bool = False) -> tuple
     v.that(bool(user) and user in pg_roles(db), "the run's database role exists in PostgreSQL during the run",
            (user, pg_roles(db)))
     if tools:
-        serial = cred.serials(vault)[-1] if signs else None
+        sn = ((signs[0].get("response") or {}).get("data") or {}).get("serial_number") if signs else None
+        serial = int(sn.replace(":", "").replace("-", ""), 16) if isinstance(sn, str) and not sn.startswith("hmac-") \
+            else None
         x = cred._first_ok(lambda: sut.run_exec(run, world.address("server"), "echo meshcert-run $(hostname)"))
         q = cred._first_ok(lambda: sut.run_query(run, world.address("database"), "SELECT current_user"))
         seen["exec"], seen["query"] = x, q

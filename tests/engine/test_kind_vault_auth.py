@@ -17,7 +17,8 @@ from meshcert.k8s import kind
 from meshcert.k8s.chart import REFERENCE_CHART, Chart
 from meshcert.plugin import hooks
 
-pytestmark = [pytest.mark.kind, pytest.mark.engine, pytest.mark.sut, pytest.mark.slow(minutes=6)]
+# the first test builds the kind cluster (and the credential world, when it runs first in its unit)
+pytestmark = [pytest.mark.kind, pytest.mark.engine, pytest.mark.sut, pytest.mark.slow(minutes=6), pytest.mark.timeout(1500)]
 
 LOGIN = f"Vault's audit log: one login on {kind_vault.LOGIN_PATH} as service account"
 
