@@ -7,9 +7,10 @@ import base64
 import pytest
 import yaml
 
+from meshcert.checks import kind_vault
 from meshcert.checks.helm_pod import CA_CONFIGMAP
 from meshcert.k8s import chart as h
-from meshcert.k8s import kind
+from meshcert.k8s import kind, vaultauth
 from meshcert.secrets import Secret, redact
 from meshcert.toolchain.components import COMPONENTS
 
@@ -189,3 +190,31 @@ def test_chart_vault_values_that_cannot_work_are_refused_naming_the_value(vault,
     with pytest.raises(h.ChartError) as e:
         h.Chart(h.REFERENCE_CHART).render({**h.guide_values(), "vault": vault, "serviceAccount": sa})
     assert named in str(e.value)
+
+
+def test_vaults_token_reviewer_is_bound_to_auth_delegator_only():
+    from_docs = {d["kind"]: d for d in vaultauth.reviewer_manifests()}
+    crb = from_docs["ClusterRoleBinding"]
+    assert crb["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                              "name": "system:auth-delegator"}
+    assert crb["subjects"] == [{"kind": "ServiceAccount", "name": vaultauth.REVIEWER,
+                                "namespace": vaultauth.REVIEWER_NAMESPACE}]
+    assert set(from_docs) == {"Namespace", "ServiceAccount", "ClusterRoleBinding"}
+
+
+def test_the_kind_vault_judgement_follows_a_login_through_the_audit_log():
+    """Vault's audit entries (shape of vault/audit: a login's auth in the response, a request's
+    token by its HMAC'd accessor): the login's metadata, then what its token did."""
+    login = {"type": "response", "request": {"path": "auth/kubernetes/login"},
+             "response": {"auth": {"accessor": "hmac-a", "policies": ["agent-run", "default"],
+                                   "metadata": {"role": "agent", "service_account_name": "sa",
+                                                "service_account_namespace": "ns"}}}}
+    refused = {"type": "response", "request": {"path": "auth/kubernetes/login"}, "error": "namespace not authorized"}
+    child = {"type": "response", "request": {"path": "auth/token/create"}, "auth": {"accessor": "hmac-a"},
+             "response": {"auth": {"accessor": "hmac-b"}}}
+    other = {"type": "response", "request": {"path": "auth/token/create"}, "auth": {"accessor": "hmac-z"}}
+    got = kind_vault.logins([login, refused, child])
+    assert [x["error"] for x in got] == ["", "namespace not authorized"]
+    assert got[0]["metadata"]["service_account_namespace"] == "ns" and "agent-run" in got[0]["policies"]
+    assert kind_vault._by([login, child, other], "auth/token/create", "hmac-a") == [child]
+    assert kind_vault._by([child], "auth/token/create", None) == []
