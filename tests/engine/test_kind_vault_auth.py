@@ -16,6 +16,7 @@ from meshcert.checks import kind_vault
 from meshcert.k8s import kind
 from meshcert.k8s.chart import REFERENCE_CHART, Chart
 from meshcert.plugin import hooks
+from meshcert.toolchain import progress
 
 # the first test builds the kind cluster (and the credential world, when it runs first in its unit)
 pytestmark = [pytest.mark.kind, pytest.mark.engine, pytest.mark.sut, pytest.mark.slow(minutes=6), pytest.mark.timeout(1500)]
@@ -52,26 +53,30 @@ def test_the_kind_pods_sut_logs_in_with_its_service_account_token_and_runs_with_
     assert not verdict.failed, "Kubernetes auth on kind:\n" + verdict.text()
 
 
-def test_a_vault_role_bound_to_another_namespace_refuses_the_pods_login(cred_world, release):
-    """A broken world setting: Vault's role admits the pod's service account name in another
-    namespace. Positive control first (the same pod and role, bound right), then the login is
-    refused: the run start says so (ok false, the cause named) and the judgement's login
-    assertion is the one that fails."""
+def test_a_vault_role_bound_to_another_namespace_or_account_refuses_the_pods_login(cred_world, release):
+    """Broken world settings: Vault's role admits the pod's service account name in another
+    namespace, then another service account in the pod's namespace. Positive control first (the
+    same pod and role, bound right); each time the login is refused: the run start says so (ok
+    false, Vault's cause named) and the judgement's login assertion is the one that fails."""
     world, vault = cred_world.world, cred_world.vault
     verdict, _ = kind_vault.k8s_run(world, vault, release)
-    assert not verdict.failed, "positive control (the role bound to the pod's namespace):\n" + verdict.text()
+    assert not verdict.failed, "positive control (the role bound to the pod's account and namespace):\n" + verdict.text()
     sa, ns = release.bound
-    vault.bind_kubernetes_role(sa, "elsewhere")
-    try:
-        verdict, seen = kind_vault.k8s_run(world, vault, release)
-    finally:
-        vault.bind_kubernetes_role(sa, ns)
-    code, start = seen["start"]
-    assert code == 200 and start.get("ok") is False, start
-    assert "kubernetes login to Vault as role 'agent' failed" in start.get("error", "") and \
-        "namespace not authorized" in start["error"], start
-    assert any(f.startswith(LOGIN) for f in verdict.failed), verdict.text()
-    assert seen["logins"] and all(x["error"] for x in seen["logins"]), seen["logins"]
+    for bound, cause in (((sa, "elsewhere"), "namespace not authorized"),
+                         ((f"not-{sa}", ns), "service account name not authorized")):
+        vault.bind_kubernetes_role(*bound)
+        try:
+            verdict, seen = kind_vault.k8s_run(world, vault, release)
+        finally:
+            vault.bind_kubernetes_role(sa, ns)
+        code, start = seen["start"]
+        assert code == 200 and start.get("ok") is False, (bound, start)
+        assert "kubernetes login to Vault as role 'agent' failed" in start.get("error", "") and \
+            cause in start["error"], (bound, start)
+        assert any(f.startswith(LOGIN) for f in verdict.failed), (bound, verdict.text())
+        assert seen["logins"] and all(cause in x["error"] for x in seen["logins"]), (bound, seen["logins"])
+        progress.say(f"role bound to {bound[1]}/{bound[0]}: run start error {start['error']!r}; failed: "
+                     + " | ".join(f[:120] for f in verdict.failed))
 
 
 def test_a_vault_role_that_does_not_exist_is_one_clear_error(cred_world, k8s_vault, chart):
