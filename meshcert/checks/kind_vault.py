@@ -64,15 +64,19 @@ def vault_values(vault: Vault, role: str = K8S_ROLE) -> dict:
 
 @contextmanager
 def vault_release(world, vault: Vault, cluster, chart: Chart, *, role: str = K8S_ROLE,
-                  bind_namespace: str | None = None, bind_service_account: str | None = None
-                  ) -> Iterator[VaultRelease]:
+                  bind_namespace: str | None = None, bind_service_account: str | None = None,
+                  mutant: str = "") -> Iterator[VaultRelease]:
     """The chart on ``cluster`` with Kubernetes auth to ``vault`` (Vault's CA in a ConfigMap, the
     pod's own ServiceAccount), and Vault's role ``agent`` bound to that service account and the
     release's namespace -- or to ``bind_namespace`` / ``bind_service_account`` (a broken world
-    setting). The pod's SUT is asked nothing until the caller does (it logs in at a run's start)."""
+    setting); ``mutant``: the reference SUT's SUT_MUTANT (a broken SUT). The pod's SUT is asked
+    nothing until the caller does (it logs in at a run's start)."""
     ca = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": VAULT_CA_CONFIGMAP},
           "data": {"ca.pem": vault.certs.ca_pem.decode()}}
-    with kind_release(world, cluster, chart, values_extra=vault_values(vault, role), objects=[ca],
+    values = vault_values(vault, role)
+    if mutant:
+        values["controller"] = {"env": {"SUT_MUTANT": mutant}}
+    with kind_release(world, cluster, chart, values_extra=values, objects=[ca],
                       acceptRoutes=True) as rel:
         sa = next((d["metadata"]["name"] for d in rel.manifests.docs if d.get("kind") == "ServiceAccount"), "")
         if not sa:

@@ -79,6 +79,26 @@ def test_a_vault_role_bound_to_another_namespace_or_account_refuses_the_pods_log
                      + " | ".join(f[:120] for f in verdict.failed))
 
 
+@pytest.mark.parametrize("mutant, aimed", [
+    # the run's tools ignore the sidecar's proxy: no way into the mesh from a userspace pod
+    ("no-proxy", ("the run's SSH command ran on server (over the mesh)", "the run's SQL query ran on database")),
+    # the run's end forgets its credentials without revoking them
+    ("run-no-revoke", ("Vault's audit log: the run's end revoked the login's token", "gone from PostgreSQL within")),
+])
+def test_a_broken_sut_fails_the_assertion_aimed_at_its_fault(cred_world, k8s_vault, chart, mutant, aimed):
+    """The reference SUT with one deliberate fault in the kind pod: its login still passes, and the
+    assertions aimed at the fault are the ones that fail."""
+    world, vault = cred_world.world, cred_world.vault
+    with kind_vault.vault_release(world, vault, k8s_vault, chart, mutant=mutant) as vr:
+        vr.rel.wait_running()
+        verdict, _ = kind_vault.k8s_run(world, vault, vr, tools=mutant == "no-proxy")
+    assert verdict.failed, f"SUT_MUTANT={mutant}: nothing failed"
+    assert not any(f.startswith(LOGIN) for f in verdict.failed), verdict.text()
+    for a in aimed:
+        assert any(a in f for f in verdict.failed), (a, verdict.text())
+    progress.say(f"SUT_MUTANT={mutant} in the kind pod: failed: " + " | ".join(f[:100] for f in verdict.failed))
+
+
 def test_a_vault_role_that_does_not_exist_is_one_clear_error(cred_world, k8s_vault, chart):
     """Bad input: the chart names a Vault role that does not exist (vault.kubernetesRole)."""
     world, vault = cred_world.world, cred_world.vault

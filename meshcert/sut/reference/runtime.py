@@ -66,7 +66,7 @@ MUTANTS = {
     "health-tcp-41112": "sidecar healthy iff TCP 127.0.0.1:41112 accepts (there is no LocalAPI on TCP on Linux)",
     "health-ignores-state": "sidecar healthy whenever the LocalAPI answers, whatever its BackendState",
     "sequential-dials": "endpoints dialled one after another with a fixed 5 s timeout each, deadline_s ignored",
-    "no-proxy": "SUT_PROXY ignored: every dial goes straight to the target",
+    "no-proxy": "SUT_PROXY ignored: every dial (and a run's ssh and psql) goes straight to the target",
     "sidecar-error-aborts": "a not-ready sidecar is logged as an error and the pre-run aborts (HTTP 503, no dials)",
     "ignore-critical": "unreachable critical endpoints are not told to the agent (agent_context)",
     "noncritical-in-context": "unreachable non-critical endpoints are told to the agent too",
@@ -1319,6 +1319,8 @@ class Runs:
 
     def _relay(self, host: str, port: int, timeout: float) -> Relay | None:
         """In userspace mode (SUT_PROXY) a tool reaches the mesh through a :class:`Relay`."""
+        if self.rt.mutant == "no-proxy":  # mutant no-proxy: the tools too go straight to the target
+            return None
         return Relay(self.rt.proxy, host, port, timeout) if self.rt.proxy else None
 
     # -- POST /run/query -------------------------------------------------------------------------
