@@ -439,14 +439,18 @@ def _settled(pod: kindpod.KindPod, names: list[str]) -> tuple[bool, str]:
 @contextmanager
 def kind_release(world, cluster, chart: Chart, *, secret: str = KIND_SECRET_PRESENT,
                  controller_env: dict[str, str] | None = None, auth_key: Secret | None = None,
-                 control_ip: str | None = None, **connectivity: Any) -> Iterator[KindRelease]:
+                 control_ip: str | None = None, values_extra: dict | None = None,
+                 objects: list[dict] | None = None, **connectivity: Any) -> Iterator[KindRelease]:
     """``helm install`` of ``chart`` with this world's values into a fresh namespace of ``cluster``
     (whose node is on the world's WAN): the auth key Secret (``secret``: present, missing, or
     present without the key the values name) and the control server's CA ConfigMap created first,
     as the guide tells a user to; the pod's control server is ``control`` -> toxiproxy (hostAliases),
     as for the world's own pods. Yields once the kubelet has started or refused each container.
     ``auth_key`` (default: the world's tag:agent-runtime key) and ``control_ip`` (default:
-    toxiproxy's) exist for meshcert's own kill tests (a broken world setting).
+    toxiproxy's) exist for meshcert's own kill tests (a broken world setting). ``values_extra``:
+    more values (each top-level mapping merged over the world's, e.g. the run lifecycle's
+    ``vault`` and ``serviceAccount``); ``objects``: more manifests applied in the namespace
+    before the chart (e.g. a ConfigMap with Vault's CA).
     The namespace, the release and the headscale node are removed on exit."""
     token = pysecrets.token_hex(3)
     hostname, namespace = f"legator-kind-{token}", cluster.namespace_for(token)
@@ -462,6 +466,8 @@ def kind_release(world, cluster, chart: Chart, *, secret: str = KIND_SECRET_PRES
         values["hostAliases"] = [{"ip": control_ip or world.toxiproxy.ip, "hostnames": [CONTROL_ALIAS]}]
     if controller_env and chart.declares("controller", "env"):
         values.setdefault("controller", {}).setdefault("env", {}).update(controller_env)
+    for k, v in (values_extra or {}).items():
+        values[k] = {**values[k], **v} if isinstance(v, dict) and isinstance(values.get(k), dict) else v
     c = values["connectivity"]
     m = chart.render(values)
     side = m.sidecar()
@@ -473,6 +479,7 @@ def kind_release(world, cluster, chart: Chart, *, secret: str = KIND_SECRET_PRES
                                   namespace_metadata=cluster.namespace_metadata())
     if secret == KIND_SECRET_MISSING:
         objs = [o for o in objs if o["kind"] != "Secret"]
+    objs += [{**o, "metadata": {**(o.get("metadata") or {}), "namespace": namespace}} for o in objects or []]
     workload = m.workloads()[0]
     selector = ",".join(f"{k}={v}" for k, v in sorted(
         ((((workload.get("spec") or {}).get("selector") or {}).get("matchLabels")) or {}).items()))

@@ -46,6 +46,9 @@ UNIT_OF_FILE = {
     # the credential layer's runs (issue 13): a world of their own (Vault, sshd, PostgreSQL: the
     # cred_world fixture), so a unit of their own beside the three above
     "conformance/test_credential_runs.py": "conformance:cred",
+    # Kubernetes auth on kind (issue 13) runs on that credential world too (its Vault, its
+    # targets), with a kind cluster of its own: in the same unit, so the world is built once
+    "engine/test_kind_vault_auth.py": "conformance:cred",
     # The tests that need a kind cluster (run with --cluster kind) in two units, each on one
     # worker with one cluster (a node peaks at ~1.6 GiB with page cache: bench/results/kind-*,
     # and runs a whole control plane): the kills (test_kind_kills, ~800 s under load 20-31) and

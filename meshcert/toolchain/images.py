@@ -169,8 +169,13 @@ def recipes() -> dict[str, Recipe]:
                             extra="RUN mkdir -p /var/lib/headscale /var/run/headscale /etc/headscale"),
         "toxiproxy": Recipe("toxiproxy", binfiles("toxiproxy")),
         # on `clients`: the run lifecycle's tools are Debian's ssh and psql (issue 13)
+        # uid 1000 has an account: the chart runs the controller as 1000, and ssh and ssh-keygen
+        # refuse to run for a uid with none ("No user exists for uid 1000"); home /tmp, which the
+        # chart gives the run lifecycle as an emptyDir (the root filesystem is read-only)
         "sut-reference": Recipe("sut-reference",
-                                {"/opt/sut/runtime.py": PACKAGE / "sut" / "reference" / "runtime.py"}, parent="clients"),
+                                {"/opt/sut/runtime.py": PACKAGE / "sut" / "reference" / "runtime.py"}, parent="clients",
+                                extra="RUN useradd --uid 1000 --user-group --no-create-home --home-dir /tmp "
+                                      "--shell /usr/sbin/nologin sut"),
         # the credential layer (issue 13): credimages.py
         **{name: Recipe(name, binfiles("vault") if name == "vault" else {}, parent=parent, extra=extra)
            for name, (parent, extra) in credimages.recipe_specs().items()},

@@ -14,7 +14,10 @@ volume of the run), TLS from a CA made for it, then initialised and unsealed by 
   it), with role ``run`` creating a login role per request and dropping it at revocation;
 - AppRole auth at ``approle/`` with role ``agent``: its tokens may make a child token per run,
   sign with ``ssh/sign/run``, read ``database/creds/run`` and revoke themselves (which revokes
-  their leases and children: the run's end).
+  their leases and children: the run's end);
+- where a cluster exists (kind), Kubernetes auth at ``kubernetes/`` (:meth:`Vault.configure_kubernetes`):
+  Vault checks a pod's service-account token with the cluster's TokenReview API, and role
+  ``agent``, bound to the chart's service account and namespace, issues the same policy and TTLs.
 
 The root token and the unseal key are ``Secret``s (registered: redacted from every log, report
 and failure message) and never leave this module except to Vault's API.
@@ -43,9 +46,10 @@ VAULT_ALIAS = "vault"
 CONFIG = "/vault/config/vault.hcl"
 AUDIT_LOG = "/vault/logs/audit.log"
 TLS_CERT, TLS_KEY = "/vault/tls/cert.pem", "/vault/tls/key.pem"
-SSH_MOUNT, DB_MOUNT, APPROLE_MOUNT = "ssh", "database", "approle"
+SSH_MOUNT, DB_MOUNT, APPROLE_MOUNT, K8S_MOUNT = "ssh", "database", "approle", "kubernetes"
 RUN_ROLE = "run"          # the SSH and database roles a run's credentials come from
 APPROLE_ROLE = "agent"    # the agent pod's AppRole
+K8S_ROLE = "agent"        # the agent pod's Kubernetes auth role
 AGENT_POLICY = "agent-run"
 # Upper bounds of a run's credentials: a run asks for its own TTL (its declared length plus a
 # margin, CRED-3) and Vault caps it here; 15 minutes is longer than any run meshcert makes.
@@ -223,6 +227,28 @@ class Vault:
             "token_policies": [AGENT_POLICY], "token_ttl": DEFAULT_TTL, "token_max_ttl": MAX_TTL,
             "secret_id_ttl": "4h", "token_type": "service"}, token=root)
         self.timings["configure"] = time.monotonic() - t
+
+    def configure_kubernetes(self, host: str, ca_pem: str, reviewer_jwt: Secret) -> None:
+        """Kubernetes auth, as an operator configures it for a cluster: ``host`` is the API server's
+        URL as Vault's container reaches it, ``ca_pem`` the cluster's CA, ``reviewer_jwt`` the token
+        of a service account bound to ``system:auth-delegator`` (Vault calls TokenReview with it).
+        No role yet: :meth:`bind_kubernetes_role`."""
+        t = time.monotonic()
+        root = self.root
+        if f"{K8S_MOUNT}/" not in (self.call("GET", "sys/auth", token=root).get("data") or {}):
+            self.call("POST", f"sys/auth/{K8S_MOUNT}", {"type": "kubernetes"}, token=root)
+        self.call("POST", f"auth/{K8S_MOUNT}/config", {
+            "kubernetes_host": host, "kubernetes_ca_cert": ca_pem if ca_pem.endswith("\n") else ca_pem + "\n",
+            "token_reviewer_jwt": reviewer_jwt.reveal(), "disable_local_ca_jwt": True}, token=root)
+        self.timings["kubernetes auth"] = time.monotonic() - t
+
+    def bind_kubernetes_role(self, service_account: str, namespace: str, role: str = K8S_ROLE) -> None:
+        """(Re)write the Kubernetes auth role ``role``: pods running as ``service_account`` in
+        ``namespace`` log in with the agent's policy and TTLs (AppRole's role's)."""
+        self.call("POST", f"auth/{K8S_MOUNT}/role/{role}", {
+            "bound_service_account_names": [service_account], "bound_service_account_namespaces": [namespace],
+            "token_policies": [AGENT_POLICY], "token_ttl": DEFAULT_TTL, "token_max_ttl": MAX_TTL,
+            "token_type": "service"}, token=self.root)
 
     def approle_creds(self) -> AppRoleCreds:
         """A role ID and a fresh secret ID for the agent pod (as its Kubernetes Secret would hold)."""

@@ -7,9 +7,10 @@ import base64
 import pytest
 import yaml
 
+from meshcert.checks import kind_vault
 from meshcert.checks.helm_pod import CA_CONFIGMAP
 from meshcert.k8s import chart as h
-from meshcert.k8s import kind
+from meshcert.k8s import kind, vaultauth
 from meshcert.secrets import Secret, redact
 from meshcert.toolchain.components import COMPONENTS
 
@@ -133,3 +134,87 @@ def test_this_machine_gives_one_skip_line_or_a_node_image():
     """What `pytest -m kind` prints here: one line, never a traceback."""
     reason = kind.skip_reason()
     assert reason is None or (reason.startswith("kind cannot run here: ") and "\n" not in reason)
+
+
+# ------------------------------------------------------------------ the chart's Vault settings (issue 13)
+def _controller_and_spec(values: dict) -> tuple[dict, dict, list[dict]]:
+    docs = h.Chart(h.REFERENCE_CHART).render(values).docs
+    dep = next(d for d in docs if d["kind"] == "Deployment")
+    spec = dep["spec"]["template"]["spec"]
+    return next(c for c in spec["containers"] if c["name"] == "controller"), spec, docs
+
+
+def test_the_chart_renders_no_vault_setting_unless_given_an_address():
+    ctl, spec, docs = _controller_and_spec(h.guide_values())
+    assert not [e for e in ctl.get("env") or [] if e["name"].startswith("VAULT_")]
+    assert "serviceAccountName" not in spec and "automountServiceAccountToken" not in spec
+    assert [d["kind"] for d in docs] == ["Deployment"]
+
+
+def test_the_chart_tells_the_controller_to_log_in_with_its_service_account_token():
+    values = {**h.guide_values(), "serviceAccount": {"create": True},
+              "vault": {"address": "https://172.30.0.9:8200", "auth": "kubernetes", "kubernetesRole": "agent",
+                        "caBundle": {"configMap": "vault-ca", "key": "ca.pem"}}}
+    ctl, spec, docs = _controller_and_spec(values)
+    sa = next(d for d in docs if d["kind"] == "ServiceAccount")
+    assert spec["serviceAccountName"] == sa["metadata"]["name"] != ""
+    assert "automountServiceAccountToken" not in spec  # the default: the kubelet projects the token
+    env = h.literal_env(ctl)
+    assert {k: v for k, v in env.items() if k.startswith("VAULT_")} == {
+        "VAULT_ADDR": "https://172.30.0.9:8200", "VAULT_AUTH": "kubernetes", "VAULT_K8S_ROLE": "agent",
+        "VAULT_K8S_MOUNT": "kubernetes", "VAULT_K8S_TOKEN_FILE": "/var/run/secrets/kubernetes.io/serviceaccount/token",
+        "VAULT_CACERT": "/etc/vault-ca/ca.pem"}
+    mounts = {m["name"]: m["mountPath"] for m in ctl["volumeMounts"]}
+    assert mounts["run-tmp"] == "/tmp" and mounts["vault-ca"] == "/etc/vault-ca"
+    vols = {v["name"]: v for v in spec["volumes"]}
+    assert vols["run-tmp"] == {"name": "run-tmp", "emptyDir": {}} and vols["vault-ca"]["configMap"]["name"] == "vault-ca"
+    assert "vault-approle" not in vols
+
+
+def test_the_chart_mounts_the_approle_secret_when_told():
+    values = {**h.guide_values(), "vault": {"address": "https://v:8200", "auth": "approle", "approleSecret": "va"}}
+    ctl, spec, _ = _controller_and_spec(values)
+    env = h.literal_env(ctl)
+    assert env["VAULT_AUTH"] == "approle" and env["VAULT_ROLE_ID_FILE"] == "/run/secrets/vault/role-id"
+    assert "VAULT_K8S_ROLE" not in env and "serviceAccountName" not in spec
+    assert {v["name"]: v for v in spec["volumes"]}["vault-approle"]["secret"]["secretName"] == "va"
+
+
+@pytest.mark.parametrize("vault, sa, named", [
+    ({"address": "https://v:8200", "auth": "kubernetes"}, {}, "vault.kubernetesRole"),
+    ({"address": "https://v:8200", "auth": "approle"}, {}, "vault.approleSecret"),
+    ({"address": "https://v:8200", "kubernetesRole": "agent"}, {"automountToken": False}, "serviceAccount.automountToken"),
+    ({"address": "https://v:8200", "auth": "ldap"}, {}, "'/vault/auth': value must be one of 'kubernetes', 'approle'"),
+])
+def test_chart_vault_values_that_cannot_work_are_refused_naming_the_value(vault, sa, named):
+    with pytest.raises(h.ChartError) as e:
+        h.Chart(h.REFERENCE_CHART).render({**h.guide_values(), "vault": vault, "serviceAccount": sa})
+    assert named in str(e.value)
+
+
+def test_vaults_token_reviewer_is_bound_to_auth_delegator_only():
+    from_docs = {d["kind"]: d for d in vaultauth.reviewer_manifests()}
+    crb = from_docs["ClusterRoleBinding"]
+    assert crb["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                              "name": "system:auth-delegator"}
+    assert crb["subjects"] == [{"kind": "ServiceAccount", "name": vaultauth.REVIEWER,
+                                "namespace": vaultauth.REVIEWER_NAMESPACE}]
+    assert set(from_docs) == {"Namespace", "ServiceAccount", "ClusterRoleBinding"}
+
+
+def test_the_kind_vault_judgement_follows_a_login_through_the_audit_log():
+    """Vault's audit entries (shape of vault/audit: a login's auth in the response, a request's
+    token by its HMAC'd accessor): the login's metadata, then what its token did."""
+    login = {"type": "response", "request": {"path": "auth/kubernetes/login"},
+             "response": {"auth": {"accessor": "hmac-a", "policies": ["agent-run", "default"],
+                                   "metadata": {"role": "agent", "service_account_name": "sa",
+                                                "service_account_namespace": "ns"}}}}
+    refused = {"type": "response", "request": {"path": "auth/kubernetes/login"}, "error": "namespace not authorized"}
+    child = {"type": "response", "request": {"path": "auth/token/create"}, "auth": {"accessor": "hmac-a"},
+             "response": {"auth": {"accessor": "hmac-b"}}}
+    other = {"type": "response", "request": {"path": "auth/token/create"}, "auth": {"accessor": "hmac-z"}}
+    got = kind_vault.logins([login, refused, child])
+    assert [x["error"] for x in got] == ["", "namespace not authorized"]
+    assert got[0]["metadata"]["service_account_namespace"] == "ns" and "agent-run" in got[0]["policies"]
+    assert kind_vault._by([login, child, other], "auth/token/create", "hmac-a") == [child]
+    assert kind_vault._by([child], "auth/token/create", None) == []

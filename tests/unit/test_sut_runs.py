@@ -8,6 +8,8 @@ import importlib.util
 import io
 import json
 import shutil
+import socket
+import socketserver
 import subprocess
 import sys
 import threading
@@ -29,6 +31,7 @@ LOGIN_TOKEN = "hvs.CAESIloginTOKENabcdefghijklmnopqrstuvwx"
 RUN_TOKEN = "hvs.CAESIrunTOKEN0123456789abcdefghijklmnop"
 DB_PASSWORD = "A1a-dbPASSWORDsecret987"
 SECRET_ID = "5f1d7a2e-secret-id-0f9e8d7c6b5a"
+SA_JWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6bnM6YWdlbnQifQ.c2lnbmF0dXJlLW9mLXRoZS1qd3Q"
 
 
 class FakeVault(BaseHTTPRequestHandler):
@@ -52,6 +55,15 @@ class FakeVault(BaseHTTPRequestHandler):
         p = self.path
         if p == "/v1/auth/approle/login" and body.get("secret_id") == SECRET_ID:
             ans = {"auth": {"client_token": LOGIN_TOKEN}}
+        elif p == "/v1/auth/kubernetes/login" and body.get("role") != "agent":
+            data = json.dumps({"errors": [f"invalid role name \"{body.get('role')}\""]}).encode()
+            self.send_response(400)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return
+        elif p == "/v1/auth/kubernetes/login" and body.get("jwt") == SA_JWT:
+            ans = {"auth": {"client_token": LOGIN_TOKEN, "metadata": {"role": "agent"}}}
         elif p == "/v1/auth/token/create" and token == LOGIN_TOKEN:
             ans = {"auth": {"client_token": RUN_TOKEN}}
         elif p == "/v1/ssh/sign/run" and token == RUN_TOKEN:
@@ -148,6 +160,46 @@ def test_bad_run_input_gets_one_clear_error(vault):
         assert e.value.field == field
     with pytest.raises(rt.BadRequest):
         r.run_exec({"run": "never", "host": "h", "command": "true"})
+
+
+# ------------------------------------------------------------------ Kubernetes auth (VAULT_AUTH=kubernetes)
+def _k8s_runtime(addr, d, **env):
+    (d / "sa-token").write_text(SA_JWT + "\n")
+    log = io.StringIO()
+    base = {"VAULT_ADDR": addr, "VAULT_AUTH": "kubernetes", "VAULT_K8S_ROLE": "agent",
+            "VAULT_K8S_TOKEN_FILE": str(d / "sa-token"), "TS_SOCKET": str(d / "none.sock")}
+    return rt.Runtime(env={k: v for k, v in {**base, **env}.items() if v is not None}, log_stream=log), log
+
+
+def test_a_run_logs_in_with_the_pods_service_account_token_when_told(vault):
+    addr, d = vault
+    r, log = _k8s_runtime(addr, d)
+    code, ans = r.run_start({"run": "k1", "length_s": 30})
+    assert code == 200 and ans["ok"] is True, ans
+    assert _paths() == ["/v1/auth/kubernetes/login", "/v1/auth/token/create", "/v1/ssh/sign/run",
+                        "/v1/database/creds/run"]
+    assert FakeVault.calls[0][2] == {"role": "agent", "jwt": SA_JWT}  # the file's token, its newline stripped
+    code, end = r.run_end({"run": "k1"})
+    assert end["ok"] is True and FakeVault.calls[-1][1:4:2] == ("/v1/auth/token/revoke-self", LOGIN_TOKEN)
+    shown = json.dumps([ans, end, r.transcript()]) + log.getvalue()
+    assert SA_JWT not in shown and SA_JWT[-20:] not in shown
+
+
+@pytest.mark.parametrize("env, cause", [
+    ({"VAULT_K8S_ROLE": "nope"}, "kubernetes login to Vault as role 'nope' failed: Vault POST "
+                                 "/v1/auth/kubernetes/login answered HTTP 400: invalid role name \"nope\""),
+    ({"VAULT_K8S_ROLE": None}, "VAULT_AUTH is kubernetes but VAULT_K8S_ROLE (the Vault role to log in as) is not set"),
+    ({"VAULT_K8S_TOKEN_FILE": "/nonexistent/token"}, "no service-account token: VAULT_K8S_TOKEN_FILE "
+                                                     "/nonexistent/token cannot be read"),
+    ({"VAULT_AUTH": "ldap"}, "VAULT_AUTH 'ldap' is not one of approle, kubernetes"),
+])
+def test_a_kubernetes_login_that_cannot_happen_is_one_error_naming_its_cause(vault, env, cause):
+    addr, d = vault
+    r, log = _k8s_runtime(addr, d, **env)
+    code, ans = r.run_start({"run": "k2", "length_s": 10, "deadline_s": 3})
+    assert code == 200 and ans["ok"] is False and cause in ans["error"] and "\n" not in ans["error"], ans
+    assert r.runs.runs["k2"].ended and "/v1/auth/token/create" not in _paths()
+    assert SA_JWT not in json.dumps([ans, r.transcript()]) + log.getvalue()
 
 
 # ------------------------------------------------------------------ the run lifecycle's mutants
@@ -251,3 +303,64 @@ def test_run_mutant_differs_from_faithful(vault, mutant):
     assert observe(addr, d, "") == faithful
     FakeVault.calls = []
     assert observe(addr, d, mutant) == mutated
+
+
+# ------------------------------------------------------------------ userspace mode: tools through SOCKS5
+def _socks5_server():
+    """A minimal SOCKS5 proxy on loopback (no auth, CONNECT to an IPv4 address); what it was asked."""
+    seen = []
+
+    class H(socketserver.BaseRequestHandler):
+        def handle(self):
+            c = self.request
+            c.recv(3)
+            c.sendall(b"\x05\x00")
+            head = c.recv(4)
+            ip = socket.inet_ntoa(c.recv(4))
+            port = int.from_bytes(c.recv(2), "big")
+            seen.append((ip, port))
+            assert head[:2] == b"\x05\x01"
+            try:
+                up = socket.create_connection((ip, port), timeout=2)
+            except OSError:
+                c.sendall(b"\x05\x05\x00\x01" + bytes(6))
+                return
+            c.sendall(b"\x05\x00\x00\x01" + bytes(6))
+            pipes = [threading.Thread(target=rt.Relay._pipe, args=(a, b), daemon=True) for a, b in ((c, up), (up, c))]
+            for t in pipes:
+                t.start()
+            for t in pipes:  # the request socket is closed when handle() returns
+                t.join(5)
+
+    srv = socketserver.ThreadingTCPServer(("127.0.0.1", 0), H)
+    srv.daemon_threads = True
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv, seen
+
+
+def test_in_userspace_mode_a_tool_reaches_its_target_through_the_socks5_proxy(vault):
+    srv, seen = _socks5_server()
+    target = socket.socket()
+    target.bind(("127.0.0.1", 0))
+    target.listen(1)
+
+    def greet():
+        c, _ = target.accept()
+        c.sendall(b"SSH-2.0-meshcert-target\r\n")
+        c.close()
+    threading.Thread(target=greet, daemon=True).start()
+    relay = rt.Relay(srv.server_address, "127.0.0.1", target.getsockname()[1], 3)
+    with socket.create_connection(("127.0.0.1", relay.port), timeout=3) as c:
+        assert c.recv(100).startswith(b"SSH-2.0-meshcert-target")
+    relay.close()
+    assert seen == [("127.0.0.1", target.getsockname()[1])]
+    # a target the proxy cannot reach: the tool fails and its result names the mesh path's error
+    addr, d = vault
+    r, _ = _runtime(addr, d)
+    r.proxy = srv.server_address
+    code, ans = r.run_start({"run": "p1", "length_s": 30})
+    assert ans["ok"] is True
+    code, res = r.run_exec({"run": "p1", "host": "127.0.0.1", "command": "true", "timeout_s": 3})
+    assert res["ok"] is False and "(mesh path: 127.0.0.1:22: connection refused" in res["stderr"], res
+    assert seen[-1] == ("127.0.0.1", 22)
+    srv.shutdown()

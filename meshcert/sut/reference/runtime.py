@@ -23,10 +23,17 @@ Environment:
   TS_AUTHKEY, TS_AUTHKEY_FILE   the auth key (read only to know it is there; never shown)
   SUT_MUTANT           empty = faithful; otherwise one name of MUTANTS (one deliberate fault)
   VAULT_ADDR, VAULT_CACERT   Vault's address and the CA file its TLS certificate is checked with
+  VAULT_AUTH           how the pod logs in to Vault: approle (default) or kubernetes
   VAULT_ROLE_ID_FILE, VAULT_SECRET_ID_FILE   the pod's AppRole (mounted files, as a Secret volume)
+  VAULT_K8S_ROLE       kubernetes auth: the Vault role to log in as (required)
+  VAULT_K8S_MOUNT      kubernetes auth: the auth method's path (default kubernetes)
+  VAULT_K8S_TOKEN_FILE kubernetes auth: the pod's service-account token (default
+                       /var/run/secrets/kubernetes.io/serviceaccount/token)
   VAULT_SSH_SIGN_PATH, VAULT_DB_CREDS_PATH   default ssh/sign/run and database/creds/run
   SSH_USER             the account the certificates name (default agent)
-The run lifecycle needs the OpenSSH client (ssh, ssh-keygen) and PostgreSQL's psql in the image.
+The run lifecycle needs the OpenSSH client (ssh, ssh-keygen) and PostgreSQL's psql in the image;
+with SUT_PROXY (userspace mode) their connections reach the mesh through a loopback relay over
+the sidecar's SOCKS5 proxy (Relay).
 """
 
 from __future__ import annotations
@@ -59,7 +66,7 @@ MUTANTS = {
     "health-tcp-41112": "sidecar healthy iff TCP 127.0.0.1:41112 accepts (there is no LocalAPI on TCP on Linux)",
     "health-ignores-state": "sidecar healthy whenever the LocalAPI answers, whatever its BackendState",
     "sequential-dials": "endpoints dialled one after another with a fixed 5 s timeout each, deadline_s ignored",
-    "no-proxy": "SUT_PROXY ignored: every dial goes straight to the target",
+    "no-proxy": "SUT_PROXY ignored: every dial (and a run's ssh and psql) goes straight to the target",
     "sidecar-error-aborts": "a not-ready sidecar is logged as an error and the pre-run aborts (HTTP 503, no dials)",
     "ignore-critical": "unreachable critical endpoints are not told to the agent (agent_context)",
     "noncritical-in-context": "unreachable non-critical endpoints are told to the agent too",
@@ -143,8 +150,10 @@ MAX_ENDPOINTS = 512
 MAX_TRANSCRIPT = 10000
 REDACTED = "[REDACTED]"
 # Things that look like auth keys even when they are not the configured one:
-# Tailscale keys (tskey-...), headscale >= 0.26 keys (hskey-...), older headscale keys (48 hex).
+# Tailscale keys (tskey-...), headscale >= 0.26 keys (hskey-...), older headscale keys (48 hex),
+# Vault tokens (hvs./hvb./hvr.), JWTs (a service-account token: header.payload.signature), private keys.
 KEY_LIKE = re.compile(r"\b(?:tskey|hskey)-[A-Za-z0-9_-]+|\b[0-9a-fA-F]{48}\b|\bhv[sbr]\.[A-Za-z0-9_-]{24,}"
+                      r"|\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]+"
                       r"|-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?-----END [A-Z0-9 ]*PRIVATE KEY-----", re.S)
 DEFAULT_PORTS = {"ssh": 22, "http": 80, "https": 443, "postgres": 5432, "postgresql": 5432,
                  "mysql": 3306, "redis": 6379}
@@ -1036,6 +1045,8 @@ RUN_START_MAX_S = 10.0
 RUN_TTL_MARGIN_S = RUN_START_MAX_S + 5.0
 RUN_MAX_LENGTH_S = 600.0
 SSH_USER_DEFAULT = "agent"
+VAULT_AUTHS = ("approle", "kubernetes")
+K8S_TOKEN_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 OUTPUT_MAX = 16 << 10
 
 
@@ -1046,6 +1057,61 @@ class VaultError(Exception):
 def _read_file(path: str) -> str:
     with open(path, encoding="utf-8", errors="replace") as fh:
         return fh.read(64 << 10).strip()
+
+
+class Relay:
+    """A loopback port whose connections are carried to ``host:port`` through the sidecar's SOCKS5
+    proxy: the tools' way into the mesh in userspace mode (ssh and psql speak no SOCKS5). Lives
+    for one tool call; a failed SOCKS5 dial is kept in ``error`` for the tool result."""
+
+    def __init__(self, proxy: tuple[str, int], host: str, port: int, timeout: float):
+        self.proxy, self.host, self.port_to, self.timeout = proxy, host, port, timeout
+        self.error = ""
+        self._socks: list[socket.socket] = []
+        self.srv = socket.socket()
+        self.srv.bind(("127.0.0.1", 0))
+        self.srv.listen(8)
+        self.port = self.srv.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.srv.accept()
+            except OSError:
+                return
+            try:
+                up = socks5_connect(self.proxy, self.host, self.port_to, self.timeout)
+            except DialError as exc:
+                self.error = f"{hostport(self.host, self.port_to)}: {exc}"
+                c.close()
+                continue
+            up.settimeout(None)
+            self._socks += [c, up]
+            for a, b in ((c, up), (up, c)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a: socket.socket, b: socket.socket):
+        try:
+            while True:
+                data = a.recv(65536)
+                if not data:
+                    break
+                b.sendall(data)
+        except OSError:
+            pass
+        try:
+            b.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def close(self):
+        for sock in [self.srv, *self._socks]:
+            try:
+                sock.close()
+            except OSError:
+                pass
 
 
 class Run:
@@ -1071,6 +1137,10 @@ class Runs:
         self.cacert = env.get("VAULT_CACERT") or ""
         self.role_id_file = env.get("VAULT_ROLE_ID_FILE") or ""
         self.secret_id_file = env.get("VAULT_SECRET_ID_FILE") or ""
+        self.auth = (env.get("VAULT_AUTH") or "approle").strip().lower()
+        self.k8s_role = (env.get("VAULT_K8S_ROLE") or "").strip()
+        self.k8s_mount = (env.get("VAULT_K8S_MOUNT") or "kubernetes").strip().strip("/")
+        self.k8s_token_file = env.get("VAULT_K8S_TOKEN_FILE") or K8S_TOKEN_FILE
         self.ssh_path = env.get("VAULT_SSH_SIGN_PATH") or "ssh/sign/run"
         self.db_path = env.get("VAULT_DB_CREDS_PATH") or "database/creds/run"
         self.ssh_user = env.get("SSH_USER") or SSH_USER_DEFAULT
@@ -1114,6 +1184,34 @@ class Runs:
                              f"{getattr(exc, 'reason', exc)}") from None
         return json.loads(raw) if raw.strip() else {}
 
+    def login(self, deadline: float) -> dict:
+        """The pod's login to Vault (VAULT_AUTH): AppRole with the mounted role and secret IDs, or
+        Kubernetes auth with the pod's own service-account token. Vault's ``auth`` block."""
+        if self.auth == "kubernetes":
+            if not self.k8s_role:
+                raise VaultError("VAULT_AUTH is kubernetes but VAULT_K8S_ROLE (the Vault role to log in as) is not set")
+            try:
+                jwt = self.secret(_read_file(self.k8s_token_file))
+            except OSError as exc:
+                raise VaultError(f"no service-account token: VAULT_K8S_TOKEN_FILE {self.k8s_token_file} cannot be "
+                                 f"read ({exc.strerror or type(exc).__name__}); is the token mounted "
+                                 "(automountServiceAccountToken)?") from None
+            if not jwt:
+                raise VaultError(f"no service-account token: VAULT_K8S_TOKEN_FILE {self.k8s_token_file} is empty")
+            try:
+                return self.call("POST", f"auth/{self.k8s_mount}/login", {"role": self.k8s_role, "jwt": jwt}, "",
+                                 deadline)["auth"]
+            except VaultError as exc:
+                raise VaultError(f"kubernetes login to Vault as role {self.k8s_role!r} failed: {exc}") from None
+        if self.auth != "approle":
+            raise VaultError(f"VAULT_AUTH {self.auth!r} is not one of {', '.join(VAULT_AUTHS)}")
+        role_id = _read_file(self.role_id_file) if self.role_id_file else ""
+        secret_id = self.secret(_read_file(self.secret_id_file)) if self.secret_id_file else ""
+        if not role_id or not secret_id:
+            raise VaultError("no AppRole credentials (VAULT_ROLE_ID_FILE / VAULT_SECRET_ID_FILE unreadable)")
+        return self.call("POST", "auth/approle/login", {"role_id": role_id, "secret_id": secret_id}, "",
+                         deadline)["auth"]
+
     # -- POST /run/start -----------------------------------------------------------------------
     def start(self, body: dict):
         run_id = body.get("run")
@@ -1141,12 +1239,7 @@ class Runs:
             return 200, {"run": run_id, "ok": True, "error": None, "ttl_s": float(ttl[:-1]), "logs": logs,
                          "duration_ms": round((time.monotonic() - started) * 1000.0, 3)}
         try:
-            role_id = _read_file(self.role_id_file) if self.role_id_file else ""
-            secret_id = self.secret(_read_file(self.secret_id_file)) if self.secret_id_file else ""
-            if not role_id or not secret_id:
-                raise VaultError("no AppRole credentials (VAULT_ROLE_ID_FILE / VAULT_SECRET_ID_FILE unreadable)")
-            auth = self.call("POST", "auth/approle/login", {"role_id": role_id, "secret_id": secret_id}, "",
-                             deadline)["auth"]
+            auth = self.login(deadline)
             run.login_token = self.secret(auth["client_token"])
             child = self.call("POST", "auth/token/create", {"ttl": ttl, "explicit_max_ttl": ttl, "renewable": False,
                                                             "display_name": f"run-{run_id}"},
@@ -1216,11 +1309,19 @@ class Runs:
         if not isinstance(command, str) or not command.strip():
             raise BadRequest("command", "expected a shell command")
         timeout = parse_seconds(body.get("timeout_s"), "timeout_s", 15.0)
+        relay = self._relay(host, 22, timeout)
+        to, port = ("127.0.0.1", relay.port) if relay else (host, 22)
         argv = ["ssh", "-F", "/dev/null", "-i", run.key, "-o", f"CertificateFile={run.key}-cert.pub",
                 "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "PasswordAuthentication=no",
                 "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-                "-o", f"ConnectTimeout={max(1, int(timeout))}", f"{self.ssh_user}@{host}", "--", command]
-        return self._tool(run, "exec", f"ssh {self.ssh_user}@{host} {command!r}", argv, None, timeout)
+                "-o", f"ConnectTimeout={max(1, int(timeout))}", "-p", str(port), f"{self.ssh_user}@{to}", "--", command]
+        return self._tool(run, "exec", f"ssh {self.ssh_user}@{host} {command!r}", argv, None, timeout, relay)
+
+    def _relay(self, host: str, port: int, timeout: float) -> Relay | None:
+        """In userspace mode (SUT_PROXY) a tool reaches the mesh through a :class:`Relay`."""
+        if self.rt.mutant == "no-proxy":  # mutant no-proxy: the tools too go straight to the target
+            return None
+        return Relay(self.rt.proxy, host, port, timeout) if self.rt.proxy else None
 
     # -- POST /run/query -------------------------------------------------------------------------
     def query(self, body: dict):
@@ -1233,16 +1334,19 @@ class Runs:
         if not isinstance(database, str) or not re.fullmatch(r"[A-Za-z0-9_]{1,63}", database):
             raise BadRequest("database", "expected a database name")
         timeout = parse_seconds(body.get("timeout_s"), "timeout_s", 15.0)
+        relay = self._relay(host, 5432, timeout)
+        to, port = ("127.0.0.1", relay.port) if relay else (host, 5432)
         argv = ["psql", "-X", "-qAt", "-v", "ON_ERROR_STOP=1",
-                f"host={host} port=5432 dbname={database} user={run.db_user} sslmode=require "
+                f"host={to} port={port} dbname={database} user={run.db_user} sslmode=require "
                 f"connect_timeout={max(2, int(timeout))}", "-c", sql]
         code, result = self._tool(run, "query", f"psql {host}/{database} {sql!r}", argv,
-                                  {"PGPASSWORD": run.db_password}, timeout)
+                                  {"PGPASSWORD": run.db_password}, timeout, relay)
         if self.rt.mutant == "run-shows-password":  # mutant run-shows-password: the DSN, password and all
             result["connection"] = f"postgresql://{run.db_user}:{run.db_password}@{host}:5432/{database}"
         return code, result
 
-    def _tool(self, run: Run, kind: str, what: str, argv: list, env_extra: dict | None, timeout: float):
+    def _tool(self, run: Run, kind: str, what: str, argv: list, env_extra: dict | None, timeout: float,
+              relay: Relay | None = None):
         started = time.monotonic()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "TS_AUTHKEY"))}
         env.update(env_extra or {})
@@ -1254,6 +1358,11 @@ class Runs:
             code, out, err = None, "", f"timed out after {timeout:g} s"
         except OSError as exc:
             code, out, err = None, "", f"could not run {argv[0]}: {exc}"
+        finally:
+            if relay is not None:
+                relay.close()
+        if relay is not None and relay.error and code != 0:
+            err = f"{err.strip()}\n(mesh path: {relay.error})".strip()
         result = {"ok": code == 0, "exit_code": code, "stdout": out, "stderr": err.strip(),
                   "duration_ms": round((time.monotonic() - started) * 1000.0, 3)}
         self.rt._tell(kind, self.rt.redact(f"run {run.id}: {what}: exit {code}; stdout {out.strip()[:2000]!r}"

@@ -92,3 +92,31 @@ unset TS_AUTHKEY
 echo "tailscale-sidecar: logged in; staying with tailscaled (pid $daemon)"
 wait "$daemon"
 {{- end -}}
+
+{{/* The ServiceAccount the pod runs as ("" = the namespace's default: no serviceAccountName). */}}
+{{- define "reference-agent.serviceAccountName" -}}
+{{- $sa := .Values.serviceAccount | default dict -}}
+{{- if $sa.create -}}{{ default (include "reference-agent.fullname" .) $sa.name }}{{- else -}}{{ $sa.name | default "" }}{{- end -}}
+{{- end -}}
+
+{{/* "true" when the run lifecycle's Vault settings are rendered (vault.address set). */}}
+{{- define "reference-agent.vault" -}}
+{{- $v := .Values.vault | default dict -}}
+{{- if $v.address -}}true{{- end -}}
+{{- end -}}
+
+{{/* Checks of the vault values that a schema cannot express. */}}
+{{- define "reference-agent.validateVault" -}}
+{{- $v := .Values.vault | default dict -}}
+{{- if $v.address -}}
+{{- if and (eq (toString $v.auth) "kubernetes") (not $v.kubernetesRole) -}}
+{{- fail "vault.kubernetesRole: required when vault.auth is kubernetes (the Vault role the pod logs in as)" -}}
+{{- end -}}
+{{- if and (eq (toString $v.auth) "approle") (not $v.approleSecret) -}}
+{{- fail "vault.approleSecret: required when vault.auth is approle (the Secret holding role-id and secret-id)" -}}
+{{- end -}}
+{{- if and (eq (toString $v.auth) "kubernetes") (not (.Values.serviceAccount | default dict).automountToken) -}}
+{{- fail "serviceAccount.automountToken: must be true when vault.auth is kubernetes (the pod logs in with its service-account token)" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
