@@ -162,14 +162,22 @@ def _extra_pod(world, f: Mapping[str, Any]) -> Undo:
 def _router_rejoined(world, f: Mapping[str, Any]) -> Undo:
     """The subnet router removed and joined again, then its routes approved through headscale
     alone (World.add_node: no policy change follows), as the guide orders it: the router
-    first, the approval after. Headscale < 0.26 then sends the router no peers (the finding in
-    fixtures/replays/findings/)."""
+    first, the approval after. Headscale < 0.26 then sends the router no peers; headscale
+    0.26-0.27 keeps the deleted router primary for its routes, so the new one never is (the
+    findings in fixtures/replays/findings/). The undo approves the routes through the world;
+    where the deleted router stays primary, it first restarts headscale (the only thing that
+    empties 0.27's in-memory primary-route table), else the world would stay without the route."""
     spec = world.topology.node(f["router"])
     if not spec.approve_routes:
         raise WorldError(f"router_rejoined: {f['router']} approves no route in this topology")
     world.remove_node(spec.name)
     world.add_node(spec)
-    return lambda: world.set_route_approval(spec.name, spec.approve_routes)
+
+    def undo() -> None:
+        if world.headscale.dialect.rejoined_router_never_primary:
+            world.restart_control_plane()
+        world.set_route_approval(spec.name, spec.approve_routes)
+    return undo
 
 
 HANDLERS: dict[str, FaultHandler] = {

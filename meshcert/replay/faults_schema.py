@@ -40,7 +40,8 @@ FAULT_KINDS: dict[str, FaultParams] = {
     "router_rejoined": FaultParams({"router": _STR}, {},
                                    "the subnet router removed and joined again, its routes then approved straight "
                                    "through headscale as the guide's operator does (no policy change after it); "
-                                   "the undo approves them through the world (with its full map on old headscale)"),
+                                   "the undo approves them through the world (with its full map on headscale < 0.26, "
+                                   "after a restart of headscale on 0.26-0.27, where the deleted router stays primary)"),
 }
 EXTRA_POD_KEYS = ("valid", "expired-preauth-key", "expired-node")
 

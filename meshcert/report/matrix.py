@@ -33,12 +33,15 @@ def _v(version: str) -> tuple[int, ...]:
 
 def holds(holds_for: tuple[tuple[str, str], ...], versions: dict[str, str]) -> bool:
     """Whether a clause whose catalog entry says ``holds_for`` (e.g. (("headscale", ">=v0.26.0"),))
-    holds for ``versions`` ({"tailscale": v, "headscale": v})."""
+    holds for ``versions`` ({"tailscale": v, "headscale": v}); a constraint of several terms
+    joined by commas (">=v0.26.0,<v0.28.0") holds when each does; "==v0.27.1" is that version."""
     for name, constraint in holds_for:
-        op, bound = (">=", constraint[2:]) if constraint.startswith(">=") else ("<", constraint[1:])
         have = _v(versions[name])
-        if (op == ">=" and have < _v(bound)) or (op == "<" and have >= _v(bound)):
-            return False
+        for term in constraint.split(","):
+            op = term[:2] if term[:2] in (">=", "==") else term[:1]
+            bound = _v(term[len(op):])
+            if (op == ">=" and have < bound) or (op == "<" and have >= bound) or (op == "==" and have != bound):
+                return False
     return True
 
 

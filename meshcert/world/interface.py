@@ -20,6 +20,7 @@ from meshcert.secrets import Secret
 from meshcert.sut.client import SutClient
 from meshcert.world.base import Box, NodeAPI
 from meshcert.world.ca import Certs
+from meshcert.world.headscale_versions import Dialect
 from meshcert.world.topology import AgentSpec, NodeSpec, Topology
 
 
@@ -28,6 +29,7 @@ class ControlServer(Protocol):
     box: Box
     ip: str
     key_ids: dict[str, int]
+    dialect: Dialect  # what its version speaks and how it behaves (headscale_versions.py)
 
     def cli(self, *args: str) -> Any: ...
     def healthy(self, ca_pem: bytes) -> bool: ...
@@ -146,6 +148,7 @@ class WorldAPI(Protocol):
     def expected_primary_routes(self) -> dict[str, set[str]]: ...
     def wait_routes_seen(self, expected: dict[str, set[str]] | None = None, timeout: float = 30) -> None: ...
     def control_plane_down(self) -> AbstractContextManager[None]: ...
+    def restart_control_plane(self, timeout: float = 60) -> None: ...
     # nodes and pods added or disturbed for one test
     def add_pod(self, spec: AgentSpec, key: Secret | None = None, *, expect_join: bool = True,
                 mutant: str = "") -> TailnetPeer: ...

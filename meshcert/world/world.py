@@ -710,6 +710,19 @@ class World:
         finally:
             control.enable()
 
+    def restart_control_plane(self, timeout: float = 60) -> None:
+        """headscale's container restarted (its database, noise key, policy and TLS pair are files
+        in it and stay): what it holds only in memory -- map sessions, and on 0.26-0.27 the
+        primary-route table -- is rebuilt from the nodes as they reconnect. Waits until it answers
+        over TLS again and every node is Running with its peers online."""
+        box = self.headscale.box
+        box.container.restart(timeout=5)
+        self.headscale.ip = self.ip_of(box, "wan")  # the engine may hand it another address
+        wait_for("headscale /health over TLS after its restart", lambda: self.headscale.healthy(self.certs.ca_pem), 60,
+                 describe=lambda: f"GET /health: {self.headscale.health_state(self.certs.ca_pem)}; "
+                                  f"{container_state(box, 8)}")
+        self._wait_mesh(timeout)
+
     def restart_sidecar_container(self, pod_name: str = "agent") -> str:
         """Start the pod's stopped tailscale container and wait until its LocalAPI answers, in
         whatever state; returns that BackendState (it may not be Running: see HEALTH-1)."""

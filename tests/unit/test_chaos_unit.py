@@ -3,6 +3,8 @@ rollback order and the journal."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from meshcert.chaos import experiment as chaos
@@ -10,6 +12,8 @@ from meshcert.chaos import faults, scenarios
 from meshcert.checks import sut
 from meshcert.errors import InputError
 from meshcert.replay.faults_schema import FAULT_KINDS, validate_fault
+from meshcert.world.headscale_versions import dialect
+from meshcert.world.topology import guide_topology
 from tests.common.fakeworld import FakeWorld
 
 GOOD = {"ready": False, "message": "not ready: sidecar BackendState is NeedsLogin",
@@ -128,3 +132,24 @@ def test_every_fault_kind_has_exactly_one_handler():
     for k, fk in faults.FAULTS.items():
         assert (fk.required, fk.optional, fk.doc) == (FAULT_KINDS[k].required, FAULT_KINDS[k].optional,
                                                       FAULT_KINDS[k].doc)
+
+
+def test_router_rejoined_undo_restarts_headscale_only_where_the_deleted_router_stays_primary():
+    """headscale 0.26-0.27 keeps a deleted router primary until it restarts (the finding
+    headscale-0.27-rejoined-router-never-primary): there the undo restarts headscale before
+    approving the route again, else the world would stay without it; elsewhere it only approves."""
+    def run(version: str) -> list[str]:
+        log: list[str] = []
+        w = SimpleNamespace(topology=guide_topology(), headscale=SimpleNamespace(dialect=dialect(version)),
+                            remove_node=lambda n: log.append(f"remove {n}"), add_node=lambda s: log.append(f"add {s.name}"),
+                            restart_control_plane=lambda: log.append("restart headscale"),
+                            set_route_approval=lambda r, c: log.append(f"approve {r} {list(c)}"))
+        undo = faults.FAULT_HANDLERS["router_rejoined"](w, {"kind": "router_rejoined", "router": "router"})
+        assert log == ["remove router", "add router"]
+        undo()
+        return log[2:]
+
+    vlan = list(guide_topology().node("router").approve_routes)
+    assert run("v0.27.1") == ["restart headscale", f"approve router {vlan}"]
+    assert run("v0.29.2") == [f"approve router {vlan}"]
+    assert run("v0.25.1") == [f"approve router {vlan}"]
