@@ -501,6 +501,10 @@ class World:
                                                             f"none for the policy's sentinel port {port}"), nodes))
 
     # ---------------------------------------------------------------- mesh state
+    def wait_mesh(self, timeout: float = 60) -> None:
+        """Every node Running and seeing every peer the policy lets it talk to online."""
+        self._wait_mesh(timeout)
+
     def _wait_mesh(self, timeout: float = 60) -> None:
         """Every node sees the peers policy lets it talk to, online."""
         for node in self.nodes.values():

@@ -153,3 +153,47 @@ def test_router_rejoined_undo_restarts_headscale_only_where_the_deleted_router_s
     assert run("v0.27.1") == ["restart headscale", f"approve router {vlan}"]
     assert run("v0.29.2") == [f"approve router {vlan}"]
     assert run("v0.25.1") == [f"approve router {vlan}"]
+
+
+@pytest.mark.parametrize("fault, says", [
+    ({"kind": "control_blip"}, "needs seconds"),
+    ({"kind": "control_blip", "seconds": "8"}, "expected a number"),
+    ({"kind": "control_blip", "seconds": True}, "expected a number"),
+    ({"kind": "control_blip", "seconds": 0}, "seconds: 0"),
+    ({"kind": "control_blip", "seconds": 61}, "seconds: 61"),
+    ({"kind": "control_blip", "seconds": 8.5, "hold_s": 5}, "hold_s: 5"),
+    ({"kind": "control_blip", "seconds": 8.5, "hold_s": 121}, "hold_s: 121"),
+])
+def test_a_control_blip_is_an_outage_of_at_most_60_s_held_until_after_it(fault, says):
+    validate_fault({"kind": "control_blip", "seconds": 8.5}, "t", "faults[0]")
+    validate_fault({"kind": "control_blip", "seconds": 3, "hold_s": 3}, "t", "faults[0]")
+    with pytest.raises(InputError, match=says):
+        validate_fault(fault, "t", "faults[0]")
+
+
+def test_a_control_blip_cuts_the_control_proxy_then_holds_past_headscales_grace(monkeypatch):
+    """Disabled for ``seconds``, enabled again, then the fault returns ``hold_s`` after the cut
+    (default: headscale's 10 s grace + 2); the undo restarts headscale only when the routes or
+    the peers do not come back."""
+    clock = [100.0]
+    log: list[str] = []
+    monkeypatch.setattr(faults.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(faults.time, "sleep", lambda s: (log.append(f"sleep {s:g}"), clock.__setitem__(0, clock[0] + s)))
+    proxy = SimpleNamespace(disable=lambda: log.append("disable"), enable=lambda: log.append("enable"))
+    seen = {"ok": True}
+
+    def routes_seen(timeout):
+        log.append("routes?")
+        if not seen["ok"]:
+            raise faults.WorldError("timed out")
+    w = SimpleNamespace(toxiproxy=SimpleNamespace(client=lambda: SimpleNamespace(get_proxy=lambda n: proxy)),
+                        wait_routes_seen=routes_seen, wait_mesh=lambda timeout: log.append("mesh?"),
+                        restart_control_plane=lambda: log.append("restart headscale"))
+    undo = faults.FAULT_HANDLERS["control_blip"](w, {"kind": "control_blip", "seconds": 8.5})
+    assert log == ["disable", "sleep 8.5", "enable", "sleep 3.5"] and clock[0] == 112.0
+    undo()
+    assert log[4:] == ["routes?", "mesh?"], "a world that came back is left alone"
+    log.clear()
+    seen["ok"] = False
+    faults.FAULT_HANDLERS["control_blip"](w, {"kind": "control_blip", "seconds": 2, "hold_s": 2})()
+    assert log == ["disable", "sleep 2", "enable", "routes?", "restart headscale"]
