@@ -45,6 +45,17 @@ def holds(holds_for: tuple[tuple[str, str], ...], versions: dict[str, str]) -> b
     return True
 
 
+def finding_skip(constraints: tuple[tuple[str, str], ...], versions: dict[str, str],
+                 only: tuple[str, ...] | None = None) -> str:
+    """Why a recorded finding whose ``versions:`` say ``constraints`` does not run with
+    ``versions`` ({"tailscale": v, "headscale": v}); "" when it runs. ``only``: the components
+    judged now (the others' constraints judged later, e.g. against a world's own versions)."""
+    if holds(tuple((n, c) for n, c in constraints if only is None or n in only), versions):
+        return ""
+    return (f"a finding of {' '.join(f'{n} {c}' for n, c in constraints)}; this session runs "
+            f"tailscale {versions['tailscale']}, headscale {versions['headscale']}")
+
+
 def session_versions() -> dict[str, str]:
     """{"tailscale": v, "headscale": v} of a session: what MESHCERT_TAILSCALE (its default, ``v``
     or ``*=v``) and MESHCERT_HEADSCALE choose, else the pinned versions."""
