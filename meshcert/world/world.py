@@ -609,7 +609,15 @@ class World:
             want = self.topology.node(name).accept_routes
             if node.accept_routes != want:
                 node.set_accept_routes(want)
-        self.wait_routes_seen()
+        if not self.headscale.dialect.outage_can_leave_nodes_offline:
+            self.wait_routes_seen()
+            return
+        try:  # headscale 0.26-0.27: after a control-plane outage nodes can stay offline, routes cleared
+            self.wait_routes_seen()
+            self._wait_mesh(30)
+        except WorldError:
+            self.restart_control_plane()
+            self.wait_routes_seen()
 
     # ---------------------------------------------------------------- the SUT in its pod
     SECRET_PATH = SECRET_PATH
