@@ -34,14 +34,17 @@ def _v(version: str) -> tuple[int, ...]:
 def holds(holds_for: tuple[tuple[str, str], ...], versions: dict[str, str]) -> bool:
     """Whether a clause whose catalog entry says ``holds_for`` (e.g. (("headscale", ">=v0.26.0"),))
     holds for ``versions`` ({"tailscale": v, "headscale": v}); a constraint of several terms
-    joined by commas (">=v0.26.0,<v0.28.0") holds when each does; "==v0.27.1" is that version."""
+    joined by commas (">=v0.26.0,<v0.28.0") holds when each does; "==v0.27.1" is that version;
+    groups joined by "|" ("==v1.80.3|==v1.102.3") hold when one of them does."""
+    def term_holds(have: tuple[int, ...], term: str) -> bool:
+        op = term[:2] if term[:2] in (">=", "==") else term[:1]
+        bound = _v(term[len(op):])
+        return have >= bound if op == ">=" else have < bound if op == "<" else have == bound
+
     for name, constraint in holds_for:
         have = _v(versions[name])
-        for term in constraint.split(","):
-            op = term[:2] if term[:2] in (">=", "==") else term[:1]
-            bound = _v(term[len(op):])
-            if (op == ">=" and have < bound) or (op == "<" and have >= bound) or (op == "==" and have != bound):
-                return False
+        if not any(all(term_holds(have, t) for t in group.split(",")) for group in constraint.split("|")):
+            return False
     return True
 
 

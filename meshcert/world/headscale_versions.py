@@ -27,8 +27,8 @@ router's new peers     the router itself only)
 router rejoined ->     yes                         no (measured, a finding)    yes
 primary again
 a short control-plane  not measured                yes with tailscale v1.102.3 no (measured)
-outage -> reconnected                              (a finding); not seen with
-nodes stay offline                                 v1.80.3 (1 matrix run)
+outage -> reconnected                              (a finding); 1 run of 3
+nodes stay offline                                 with v1.80.3
 =====================  ==========================  ==========================  ==========================
 
 A version between two rows speaks the older row's dialect up to the version where the change
@@ -63,8 +63,8 @@ class Dialect:
     # the changed peers), so the route carries nothing until the router's next full map
     route_change_needs_full_map: bool
     # a subnet router removed (its headscale node deleted) and joined again under its name has
-    # its route approved but is never made primary (v0.27.1 with tailscale v1.102.3: the finding
-    # fixtures/replays/findings/headscale-0.27-rejoined-router-never-primary.yaml, 5 runs of 5;
+    # its route approved but is never made primary (v0.27.1 with tailscale v1.102.3, 6 runs of
+    # 6, and v1.80.3, 3 of 3: fixtures/replays/findings/headscale-0.27-rejoined-router-never-primary.yaml;
     # bench/results/control-blip-v0.27.1-*: headscale's own API lists the route approved, not
     # primary; v0.25.1 and v0.29.2 do not). Read in v0.27.1's source: the primary-route table
     # (hscontrol/routes/primary.go, in memory, by node ID) keeps the deleted node -- DeleteNode
@@ -81,8 +81,9 @@ class Dialect:
     # a control-plane outage of a few seconds can leave every node offline and the router's
     # route cleared although each reconnected (the poll.go race above; v0.27.1 with tailscale
     # v1.102.3: 12 trials of 12 for outages of 4 and 8.5 s, bench/results/control-blip-v0.27.1-*;
-    # v0.29.2: none of 18; with tailscale v1.80.3 HEALTH-1's outage left the tailnet whole in the
-    # one matrix run, while with v1.102.3 it broke ROUTE-1/2 and TROUBLE-4 after it). World.reset then restarts headscale when the routes or the peers do
+    # v0.29.2: none of 18; with tailscale v1.80.3 the finding's replay 1 run of 3 and HEALTH-1's
+    # outage left the tailnet whole in the one matrix run, while with v1.102.3 it broke ROUTE-1/2
+    # and TROUBLE-4 after it). World.reset then restarts headscale when the routes or the peers do
     # not come back, so a clause after HEALTH-1's outage is judged in a whole tailnet; the
     # finding itself stays a strict xfail (fixtures/replays/findings/).
     outage_can_leave_nodes_offline: bool

@@ -404,10 +404,11 @@ def test_loading_a_replay_file_imports_no_hypothesis_and_no_chaos_runtime():
 def test_versions_take_a_bound_an_exact_version_or_a_range():
     """``versions:`` (the catalog's holds_for syntax): ">=", "<" or "==" a version, several joined
     by commas (all must hold); anything else is refused naming the field and the syntax."""
-    for v in ("<v0.26.0", ">=v0.26.0", "==v0.27.1", ">=v0.26.0,<v0.28.0"):
+    for v in ("<v0.26.0", ">=v0.26.0", "==v0.27.1", ">=v0.26.0,<v0.28.0", "==v1.80.3|==v1.102.3", "<v0.26.0|>=v0.28.0"):
         assert replay_from_data(_doc(versions={"headscale": v}), "t").versions == (("headscale", v),)
-    for bad in ("v0.27.1", ">v0.26.0", "0.26", "==v0.27", ">=v0.26.0,", ">=v0.26.0, <v0.28.0", ">=v0.26.0;<v0.28.0"):
-        with pytest.raises(InputError, match=r'versions: must map .*"==vX.Y.Z"') as e:
+    for bad in ("v0.27.1", ">v0.26.0", "0.26", "==v0.27", ">=v0.26.0,", ">=v0.26.0, <v0.28.0", ">=v0.26.0;<v0.28.0",
+                "==v1.80.3|", "|==v1.80.3", "==v1.80.3||==v1.102.3"):
+        with pytest.raises(InputError, match=r'versions: must map .*"==vX.Y.Z".*\|') as e:
             replay_from_data(_doc(versions={"headscale": bad}), "t")
         assert ">=v0.26.0,<v0.28.0" in e.value.fix, "the fix shows a range"
 
@@ -439,11 +440,15 @@ def test_each_recorded_finding_runs_only_with_the_versions_it_was_measured_on(mo
     got = outcome("v0.27.1", "v1.102.3")
     assert got[rejoin] == got[blip] == "strict xfail" and got[old].startswith("skip: a finding of headscale <v0.26.0")
     got = outcome("v0.29.2")
-    assert got[rejoin].startswith("skip: a finding of headscale ==v0.27.1 tailscale ==v1.102.3; this session runs ")
+    assert got[rejoin].startswith("skip: a finding of headscale ==v0.27.1 tailscale ==v1.80.3|==v1.102.3; "
+                                  "this session runs ")
     assert got[rejoin].endswith(", headscale v0.29.2") and got[old].startswith("skip: ")
     assert outcome("v0.27.0")[rejoin].startswith("skip: "), "only the version measured"
-    assert outcome("v0.27.1", "v1.80.3")[blip] == ("skip: a finding of headscale ==v0.27.1 tailscale ==v1.102.3; "
-                                                   "this session runs tailscale v1.80.3, headscale v0.27.1")
+    got = outcome("v0.27.1", "v1.80.3")
+    assert got[blip] == ("skip: a finding of headscale ==v0.27.1 tailscale ==v1.102.3; "
+                         "this session runs tailscale v1.80.3, headscale v0.27.1")
+    assert got[rejoin] == "strict xfail", "the rejoin finding was measured with v1.80.3 too"
+    assert outcome("v0.27.1", "v1.102.5")[rejoin].startswith("skip: ")
     # the matrix: collected to run with every tailscale version; the test skips the others itself
     assert outcome("v0.27.1", matrix="v1.80.3,v1.102.3")[blip] == "strict xfail"
     assert outcome("v0.29.2", matrix="v1.80.3,v1.102.3")[blip].startswith("skip: ")

@@ -222,6 +222,11 @@ def test_a_constraint_names_a_bound_one_version_or_a_range():
         == [False, False, True, False, False]
     assert [report_matrix.holds(span, at(v)) for v in ("v0.25.1", "v0.26.0", "v0.27.1", "v0.28.0", "v0.29.2")] \
         == [False, True, True, False, False]
+    either = (("tailscale", "==v1.80.3|==v1.102.3"),)
+    assert [report_matrix.holds(either, {"tailscale": t, "headscale": "v0.27.1"})
+            for t in ("v1.80.3", "v1.90.0", "v1.102.3", "v1.102.5")] == [True, False, True, False]
+    assert report_matrix.holds((("headscale", "<v0.26.0|>=v0.29.0,<v0.30.0"),), at("v0.29.2"))
+    assert not report_matrix.holds((("headscale", "<v0.26.0|>=v0.29.0,<v0.30.0"),), at("v0.27.1"))
     # the catalog's holds_for reads the same syntax
     text = default_path().read_text().replace(
         'holds_for: {headscale: ">=v0.26.0"}', 'holds_for: {headscale: ">=v0.26.0,<v0.28.0"}', 1)
