@@ -64,7 +64,7 @@ class Dialect:
     route_change_needs_full_map: bool
     # a subnet router removed (its headscale node deleted) and joined again under its name has
     # its route approved but is never made primary (v0.27.1 with tailscale v1.102.3, 6 runs of
-    # 6, and v1.80.3, 3 of 3: fixtures/replays/findings/headscale-0.27-rejoined-router-never-primary.yaml;
+    # 6, and v1.80.3, 4 of 4: fixtures/replays/findings/headscale-0.27-rejoined-router-never-primary.yaml;
     # bench/results/control-blip-v0.27.1-*: headscale's own API lists the route approved, not
     # primary; v0.25.1 and v0.29.2 do not). Read in v0.27.1's source: the primary-route table
     # (hscontrol/routes/primary.go, in memory, by node ID) keeps the deleted node -- DeleteNode
