@@ -5,20 +5,22 @@ Faults are data (``{kind: NAME, ...params}``, world addresses as ``${...}`` symb
 the handlers of :data:`FAULTS`: the same handlers serve a chaos scenario and
 ``meshcert replay FILE``. Kinds: toxiproxy toxics and a disabled proxy; nftables in a
 container's network namespace (nsenter from the host, the container needs no NET_ADMIN);
-container kills and freezes; a standby subnet router; an extra agent pod with a bad key.
+container kills and freezes; a standby subnet router; an extra agent pod with a bad key; a
+subnet router rejoined; a control-plane blip.
 A handler takes ``(world, fault)`` and returns the fault's undo.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from meshcert.errors import InputError
 from meshcert.property.live import resolve as resolve_replay
-from meshcert.replay.faults_schema import FAULT_KINDS, ParamType
+from meshcert.replay.faults_schema import CONTROL_GRACE_S, FAULT_KINDS, ParamType
 from meshcert.world.base import WorldError, wait_for
 from meshcert.world.extra import netns_heal, netns_nft
 from meshcert.world.topology import AGENT_TAG, ROUTER_TAG, AgentSpec, NodeSpec
@@ -162,19 +164,56 @@ def _extra_pod(world, f: Mapping[str, Any]) -> Undo:
 def _router_rejoined(world, f: Mapping[str, Any]) -> Undo:
     """The subnet router removed and joined again, then its routes approved through headscale
     alone (World.add_node: no policy change follows), as the guide orders it: the router
-    first, the approval after. Headscale < 0.26 then sends the router no peers (the finding in
-    fixtures/replays/findings/)."""
+    first, the approval after. Headscale < 0.26 then sends the router no peers; headscale
+    0.26-0.27 keeps the deleted router primary for its routes, so the new one never is (the
+    findings in fixtures/replays/findings/). The undo approves the routes through the world;
+    where the deleted router stays primary, it first restarts headscale (the only thing that
+    empties 0.27's in-memory primary-route table), else the world would stay without the route."""
     spec = world.topology.node(f["router"])
     if not spec.approve_routes:
         raise WorldError(f"router_rejoined: {f['router']} approves no route in this topology")
     world.remove_node(spec.name)
     world.add_node(spec)
-    return lambda: world.set_route_approval(spec.name, spec.approve_routes)
+
+    def undo() -> None:
+        if world.headscale.dialect.rejoined_router_never_primary:
+            world.restart_control_plane()
+        world.set_route_approval(spec.name, spec.approve_routes)
+    return undo
+
+
+def _control_blip(world, f: Mapping[str, Any]) -> Undo:
+    """The control plane unreachable for ``seconds`` (toxiproxy's ``control`` proxy, the nodes'
+    only way to headscale, disabled: its connections cut, new ones refused), then reachable;
+    returns ``hold_s`` after the cut, when headscale has decided about every cut session. The
+    length of the outage and the hold are the fault itself (timed, not waited on a condition).
+    The undo waits for the topology's routes and every peer online; if they do not come back
+    (headscale 0.27 can leave reconnected nodes offline with their routes cleared, the finding
+    in fixtures/replays/findings/), it restarts headscale."""
+    control = world.toxiproxy.client().get_proxy("control")
+    cut = time.monotonic()
+    control.disable()
+    try:
+        time.sleep(f["seconds"])
+    finally:
+        control.enable()
+    left = cut + f.get("hold_s", CONTROL_GRACE_S) - time.monotonic()
+    if left > 0:
+        time.sleep(left)
+
+    def undo() -> None:
+        try:
+            world.wait_routes_seen(timeout=30)
+            world.wait_mesh(timeout=30)
+        except WorldError:
+            world.restart_control_plane()
+    return undo
 
 
 HANDLERS: dict[str, FaultHandler] = {
     "toxic": _toxic, "proxy_down": _proxy_down, "nft": _nft, "kill": _kill, "freeze": _freeze,
     "standby_router": _standby_router, "extra_pod": _extra_pod, "router_rejoined": _router_rejoined,
+    "control_blip": _control_blip,
 }
 FAULTS: dict[str, FaultKind] = {k: FaultKind(HANDLERS[k], p.required, p.optional, p.doc)
                                 for k, p in FAULT_KINDS.items()}

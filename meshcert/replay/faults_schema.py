@@ -25,6 +25,7 @@ class FaultParams:
 
 
 _STR = str
+_NUM = (int, float)
 FAULT_KINDS: dict[str, FaultParams] = {
     "toxic": FaultParams({"proxy": _STR, "type": _STR}, {"stream": _STR, "attributes": dict},
                          "a toxiproxy toxic (latency, timeout, reset_peer, ...) on a proxy, one stream"),
@@ -40,9 +41,20 @@ FAULT_KINDS: dict[str, FaultParams] = {
     "router_rejoined": FaultParams({"router": _STR}, {},
                                    "the subnet router removed and joined again, its routes then approved straight "
                                    "through headscale as the guide's operator does (no policy change after it); "
-                                   "the undo approves them through the world (with its full map on old headscale)"),
+                                   "the undo approves them through the world (with its full map on headscale < 0.26, "
+                                   "after a restart of headscale on 0.26-0.27, where the deleted router stays primary)"),
+    "control_blip": FaultParams({"seconds": _NUM}, {"hold_s": _NUM},
+                                "the control plane unreachable for `seconds` (toxiproxy's control proxy disabled: "
+                                "sessions cut, connections refused), then reachable again; the probes start "
+                                "`hold_s` after the cut (default 12: past headscale's 10 s reconnect grace). The "
+                                "undo waits for the routes and every peer online, and restarts headscale if they "
+                                "do not come back"),
 }
 EXTRA_POD_KEYS = ("valid", "expired-preauth-key", "expired-node")
+# control_blip's default hold: headscale (v0.27.1 hscontrol/poll.go) takes a map session that ended
+# for gone after 10 one-second ticks without a new one, then marks the node offline and clears its
+# primary routes; 12 s after the cut that decision has been made for every cut session
+CONTROL_GRACE_S = 12.0
 
 
 def validate_fault(f: Any, source: str, path: str,
@@ -70,5 +82,12 @@ def validate_fault(f: Any, source: str, path: str,
             raise InputError(source, f"{path}.{k}: expected {getattr(want, '__name__', 'a number')}, found {v!r}")
     if kind == "extra_pod" and f.get("key", "valid") not in EXTRA_POD_KEYS:
         raise InputError(source, f"{path}.key: {f['key']!r}", f"use one of {', '.join(EXTRA_POD_KEYS)}")
+    if kind == "control_blip":
+        seconds, hold = f["seconds"], f.get("hold_s", CONTROL_GRACE_S)
+        if not 0 < seconds <= 60:
+            raise InputError(source, f"{path}.seconds: {seconds!r}", "an outage of more than 0 and at most 60 seconds")
+        if not seconds <= hold <= 120:
+            raise InputError(source, f"{path}.hold_s: {hold!r}",
+                             f"at least the outage ({seconds!r} s) and at most 120 seconds after the cut")
     if kind == "toxic" and f.get("stream", "downstream") not in ("downstream", "upstream"):
         raise InputError(source, f"{path}.stream: {f['stream']!r}", "use downstream or upstream")

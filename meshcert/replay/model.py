@@ -7,7 +7,9 @@ A replay file is YAML::
     description: ...               # optional
     finding: ...                   # optional: set when the file documents a known deviation
     versions: {headscale: "<v0.26.0"}  # optional: the versions the file is about (a finding of
-                                   # one version range), as the catalog's holds_for; a world of
+                                   # one version range), as the catalog's holds_for (">=", "<",
+                                   # "==", joined by commas: ">=v0.26.0,<v0.28.0", groups by
+                                   # "|": "==v1.80.3|==v1.102.3"); a world of
                                    # other versions does not run it
     topology: guide                # a topology builder of meshcert (TOPOLOGIES)
     seed: 123456                   # optional: the Hypothesis seed of the run that found it
@@ -61,7 +63,7 @@ from meshcert.world.topology import Topology, guide_topology
 FORMAT = 1
 # ``versions:``: the catalog's holds_for syntax (meshcert.report.catalog.HOLDS_FOR_RE; not imported:
 # this module imports nothing above the oracle, the policy and the topology)
-VERSIONS_RE = re.compile(r"^(>=|<)v[0-9]+\.[0-9]+\.[0-9]+$")
+VERSIONS_RE = re.compile(r"^(>=|<|==)v[0-9]+\.[0-9]+\.[0-9]+(,(>=|<|==)v[0-9]+\.[0-9]+\.[0-9]+)*(\|(>=|<|==)v[0-9]+\.[0-9]+\.[0-9]+(,(>=|<|==)v[0-9]+\.[0-9]+\.[0-9]+)*)*$")
 TOPOLOGIES: dict[str, Callable[[], Topology]] = {"guide": guide_topology}
 FIELDS = ("meshcert_replay", "name", "description", "finding", "versions", "topology", "seed", "scenario", "policy",
           "routes", "faults", "probes", "prerun", "recorded")
@@ -255,8 +257,10 @@ def replay_from_data(data: Any, source: str = "<replay>") -> Replay:
     versions = top.get("versions") or {}
     if not isinstance(versions, dict) or any(k not in ("tailscale", "headscale") or not isinstance(v, str)
                                              or not VERSIONS_RE.match(v) for k, v in versions.items()):
-        raise w.error("versions", "must map tailscale/headscale to \">=vX.Y.Z\" or \"<vX.Y.Z\"",
-                      'e.g. versions: {headscale: "<v0.26.0"}')
+        raise w.error("versions", "must map tailscale/headscale to \">=vX.Y.Z\", \"<vX.Y.Z\" or \"==vX.Y.Z\" "
+                      "(several joined by commas: all hold; groups joined by |: one holds)",
+                      'e.g. versions: {headscale: "<v0.26.0"}, {headscale: ">=v0.26.0,<v0.28.0"} or '
+                      '{tailscale: "==v1.80.3|==v1.102.3"}')
     topo_name = w.string("topology", top["topology"])
     if topo_name not in TOPOLOGIES:
         raise w.error("topology", f"unknown topology {topo_name!r}", f"use one of {', '.join(TOPOLOGIES)}")

@@ -49,8 +49,10 @@ PREFIXES: dict[str, str] = {
 }
 REQUIRED = ("id", "group", "guide", "must", "since")
 OPTIONAL = ("section", "notes", "out_of_scope", "measured", "holds_for")
-# holds_for: {tailscale|headscale: ">=v0.26.0" / "<v0.26.0"}: the versions a clause holds for (issue 14)
-HOLDS_FOR_RE = re.compile(r"^(>=|<)v[0-9]+\.[0-9]+\.[0-9]+$")
+# holds_for: {tailscale|headscale: ">=v0.26.0" / "<v0.26.0" / "==v0.27.1", or several of them joined
+# by commas, all of which must hold: ">=v0.26.0,<v0.28.0", and such groups joined by "|", one of
+# which must hold: "==v1.80.3|==v1.102.3"}: the versions a clause holds for (issue 14)
+HOLDS_FOR_RE = re.compile(r"^(>=|<|==)v[0-9]+\.[0-9]+\.[0-9]+(,(>=|<|==)v[0-9]+\.[0-9]+\.[0-9]+)*(\|(>=|<|==)v[0-9]+\.[0-9]+\.[0-9]+(,(>=|<|==)v[0-9]+\.[0-9]+\.[0-9]+)*)*$")
 TOP_LEVEL = ("guide", "clauses")
 DEFAULT_TEST_DIRS = ("conformance", "scenarios")
 
@@ -233,7 +235,8 @@ def _clause(item, index: int, what: str, seen: dict[str, int]) -> Clause:
     holds_for = item.get("holds_for") or {}
     if not isinstance(holds_for, dict) or any(k not in ("tailscale", "headscale") or not isinstance(v, str)
                                               or not HOLDS_FOR_RE.match(v) for k, v in holds_for.items()):
-        raise InputError(what, f"{where}: holds_for must map tailscale/headscale to \">=vX.Y.Z\" or \"<vX.Y.Z\"",
+        raise InputError(what, f"{where}: holds_for must map tailscale/headscale to \">=vX.Y.Z\", \"<vX.Y.Z\" "
+                         "or \"==vX.Y.Z\" (several joined by commas: all hold; groups joined by |: one holds)",
                          'e.g. holds_for: {headscale: ">=v0.26.0"}')
     return Clause(id=cid, group=group, guide=guide.strip() if guide else None, must=" ".join(must.split()),
                   since=since, section=section, notes=" ".join(notes.split()),

@@ -33,13 +33,30 @@ def _v(version: str) -> tuple[int, ...]:
 
 def holds(holds_for: tuple[tuple[str, str], ...], versions: dict[str, str]) -> bool:
     """Whether a clause whose catalog entry says ``holds_for`` (e.g. (("headscale", ">=v0.26.0"),))
-    holds for ``versions`` ({"tailscale": v, "headscale": v})."""
+    holds for ``versions`` ({"tailscale": v, "headscale": v}); a constraint of several terms
+    joined by commas (">=v0.26.0,<v0.28.0") holds when each does; "==v0.27.1" is that version;
+    groups joined by "|" ("==v1.80.3|==v1.102.3") hold when one of them does."""
+    def term_holds(have: tuple[int, ...], term: str) -> bool:
+        op = term[:2] if term[:2] in (">=", "==") else term[:1]
+        bound = _v(term[len(op):])
+        return have >= bound if op == ">=" else have < bound if op == "<" else have == bound
+
     for name, constraint in holds_for:
-        op, bound = (">=", constraint[2:]) if constraint.startswith(">=") else ("<", constraint[1:])
         have = _v(versions[name])
-        if (op == ">=" and have < _v(bound)) or (op == "<" and have >= _v(bound)):
+        if not any(all(term_holds(have, t) for t in group.split(",")) for group in constraint.split("|")):
             return False
     return True
+
+
+def finding_skip(constraints: tuple[tuple[str, str], ...], versions: dict[str, str],
+                 only: tuple[str, ...] | None = None) -> str:
+    """Why a recorded finding whose ``versions:`` say ``constraints`` does not run with
+    ``versions`` ({"tailscale": v, "headscale": v}); "" when it runs. ``only``: the components
+    judged now (the others' constraints judged later, e.g. against a world's own versions)."""
+    if holds(tuple((n, c) for n, c in constraints if only is None or n in only), versions):
+        return ""
+    return (f"a finding of {' '.join(f'{n} {c}' for n, c in constraints)}; this session runs "
+            f"tailscale {versions['tailscale']}, headscale {versions['headscale']}")
 
 
 def session_versions() -> dict[str, str]:

@@ -531,6 +531,10 @@ class World:
                                                             f"none for the policy's sentinel port {port}"), nodes))
 
     # ---------------------------------------------------------------- mesh state
+    def wait_mesh(self, timeout: float = 60) -> None:
+        """Every node Running and seeing every peer the policy lets it talk to online."""
+        self._wait_mesh(timeout)
+
     def _wait_mesh(self, timeout: float = 60) -> None:
         """Every node sees the peers policy lets it talk to, online."""
         for node in self.nodes.values():
@@ -635,7 +639,15 @@ class World:
             want = self.topology.node(name).accept_routes
             if node.accept_routes != want:
                 node.set_accept_routes(want)
-        self.wait_routes_seen()
+        if not self.headscale.dialect.outage_can_leave_nodes_offline:
+            self.wait_routes_seen()
+            return
+        try:  # headscale 0.26-0.27: after a control-plane outage nodes can stay offline, routes cleared
+            self.wait_routes_seen()
+            self._wait_mesh(30)
+        except WorldError:
+            self.restart_control_plane()
+            self.wait_routes_seen()
 
     # ---------------------------------------------------------------- the SUT in its pod
     SECRET_PATH = SECRET_PATH
@@ -739,6 +751,19 @@ class World:
             yield
         finally:
             control.enable()
+
+    def restart_control_plane(self, timeout: float = 60) -> None:
+        """headscale's container restarted (its database, noise key, policy and TLS pair are files
+        in it and stay): what it holds only in memory -- map sessions, and on 0.26-0.27 the
+        primary-route table -- is rebuilt from the nodes as they reconnect. Waits until it answers
+        over TLS again and every node is Running with its peers online."""
+        box = self.headscale.box
+        box.container.restart(timeout=5)
+        self.headscale.ip = self.ip_of(box, "wan")  # the engine may hand it another address
+        wait_for("headscale /health over TLS after its restart", lambda: self.headscale.healthy(self.certs.ca_pem), 60,
+                 describe=lambda: f"GET /health: {self.headscale.health_state(self.certs.ca_pem)}; "
+                                  f"{container_state(box, 8)}")
+        self._wait_mesh(timeout)
 
     def restart_sidecar_container(self, pod_name: str = "agent") -> str:
         """Start the pod's stopped tailscale container and wait until its LocalAPI answers, in

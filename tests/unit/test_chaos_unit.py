@@ -3,6 +3,8 @@ rollback order and the journal."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from meshcert.chaos import experiment as chaos
@@ -10,6 +12,8 @@ from meshcert.chaos import faults, scenarios
 from meshcert.checks import sut
 from meshcert.errors import InputError
 from meshcert.replay.faults_schema import FAULT_KINDS, validate_fault
+from meshcert.world.headscale_versions import dialect
+from meshcert.world.topology import guide_topology
 from tests.common.fakeworld import FakeWorld
 
 GOOD = {"ready": False, "message": "not ready: sidecar BackendState is NeedsLogin",
@@ -128,3 +132,68 @@ def test_every_fault_kind_has_exactly_one_handler():
     for k, fk in faults.FAULTS.items():
         assert (fk.required, fk.optional, fk.doc) == (FAULT_KINDS[k].required, FAULT_KINDS[k].optional,
                                                       FAULT_KINDS[k].doc)
+
+
+def test_router_rejoined_undo_restarts_headscale_only_where_the_deleted_router_stays_primary():
+    """headscale 0.26-0.27 keeps a deleted router primary until it restarts (the finding
+    headscale-0.27-rejoined-router-never-primary): there the undo restarts headscale before
+    approving the route again, else the world would stay without it; elsewhere it only approves."""
+    def run(version: str) -> list[str]:
+        log: list[str] = []
+        w = SimpleNamespace(topology=guide_topology(), headscale=SimpleNamespace(dialect=dialect(version)),
+                            remove_node=lambda n: log.append(f"remove {n}"), add_node=lambda s: log.append(f"add {s.name}"),
+                            restart_control_plane=lambda: log.append("restart headscale"),
+                            set_route_approval=lambda r, c: log.append(f"approve {r} {list(c)}"))
+        undo = faults.FAULT_HANDLERS["router_rejoined"](w, {"kind": "router_rejoined", "router": "router"})
+        assert log == ["remove router", "add router"]
+        undo()
+        return log[2:]
+
+    vlan = list(guide_topology().node("router").approve_routes)
+    assert run("v0.27.1") == ["restart headscale", f"approve router {vlan}"]
+    assert run("v0.29.2") == [f"approve router {vlan}"]
+    assert run("v0.25.1") == [f"approve router {vlan}"]
+
+
+@pytest.mark.parametrize("fault, says", [
+    ({"kind": "control_blip"}, "needs seconds"),
+    ({"kind": "control_blip", "seconds": "8"}, "expected a number"),
+    ({"kind": "control_blip", "seconds": True}, "expected a number"),
+    ({"kind": "control_blip", "seconds": 0}, "seconds: 0"),
+    ({"kind": "control_blip", "seconds": 61}, "seconds: 61"),
+    ({"kind": "control_blip", "seconds": 8.5, "hold_s": 5}, "hold_s: 5"),
+    ({"kind": "control_blip", "seconds": 8.5, "hold_s": 121}, "hold_s: 121"),
+])
+def test_a_control_blip_is_an_outage_of_at_most_60_s_held_until_after_it(fault, says):
+    validate_fault({"kind": "control_blip", "seconds": 8.5}, "t", "faults[0]")
+    validate_fault({"kind": "control_blip", "seconds": 3, "hold_s": 3}, "t", "faults[0]")
+    with pytest.raises(InputError, match=says):
+        validate_fault(fault, "t", "faults[0]")
+
+
+def test_a_control_blip_cuts_the_control_proxy_then_holds_past_headscales_grace(monkeypatch):
+    """Disabled for ``seconds``, enabled again, then the fault returns ``hold_s`` after the cut
+    (default: headscale's 10 s grace + 2); the undo restarts headscale only when the routes or
+    the peers do not come back."""
+    clock = [100.0]
+    log: list[str] = []
+    monkeypatch.setattr(faults.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(faults.time, "sleep", lambda s: (log.append(f"sleep {s:g}"), clock.__setitem__(0, clock[0] + s)))
+    proxy = SimpleNamespace(disable=lambda: log.append("disable"), enable=lambda: log.append("enable"))
+    seen = {"ok": True}
+
+    def routes_seen(timeout):
+        log.append("routes?")
+        if not seen["ok"]:
+            raise faults.WorldError("timed out")
+    w = SimpleNamespace(toxiproxy=SimpleNamespace(client=lambda: SimpleNamespace(get_proxy=lambda n: proxy)),
+                        wait_routes_seen=routes_seen, wait_mesh=lambda timeout: log.append("mesh?"),
+                        restart_control_plane=lambda: log.append("restart headscale"))
+    undo = faults.FAULT_HANDLERS["control_blip"](w, {"kind": "control_blip", "seconds": 8.5})
+    assert log == ["disable", "sleep 8.5", "enable", "sleep 3.5"] and clock[0] == 112.0
+    undo()
+    assert log[4:] == ["routes?", "mesh?"], "a world that came back is left alone"
+    log.clear()
+    seen["ok"] = False
+    faults.FAULT_HANDLERS["control_blip"](w, {"kind": "control_blip", "seconds": 2, "hold_s": 2})()
+    assert log == ["disable", "sleep 2", "enable", "routes?", "restart headscale"]

@@ -20,6 +20,9 @@ def test_each_version_speaks_what_its_source_declares():
     # measured, not read: on v0.27.1 a router deleted and joined again never became primary
     assert (old.rejoined_router_never_primary, mid.rejoined_router_never_primary,
             pinned.rejoined_router_never_primary) == (False, True, False)
+    # measured, not read: on v0.27.1 a control-plane outage of 4-8.5 s left every node offline
+    assert (old.outage_can_leave_nodes_offline, mid.outage_can_leave_nodes_offline,
+            pinned.outage_can_leave_nodes_offline) == (False, True, False)
 
 
 def test_node_tags_read_the_fields_of_each_version():
@@ -50,3 +53,42 @@ def test_the_old_route_table_folds_into_node_fields():
     assert got["router"]["approved_routes"] == ["10.0.0.0/24"]
     assert got["router"]["subnet_routes"] == ["10.0.0.0/24"]
     assert got["agent"]["approved_routes"] == []
+
+
+def test_a_reset_restarts_headscale_only_where_an_outage_can_leave_the_tailnet_broken():
+    """World.reset on headscale 0.26-0.27: when the routes or the peers do not come back (nodes
+    left offline after a control-plane outage, the finding headscale-0.27-control-blip-leaves-
+    nodes-offline), headscale is restarted; elsewhere a reset only waits for the routes, and a
+    whole tailnet is never restarted."""
+    from types import SimpleNamespace
+
+    from meshcert.world.base import WorldError
+    from meshcert.world.topology import guide_topology
+    from meshcert.world.world import World
+
+    def reset(version: str, whole: bool) -> list[str]:
+        log: list[str] = []
+        w = World.__new__(World)
+        topo = guide_topology()
+        router = topo.node("router")
+        w.topology, w.pods, w.nodes, w.policy = topo, {}, {}, topo.policy
+        w.headscale = SimpleNamespace(dialect=dialect(version), routes=lambda: [
+            {"given_name": "router", "approved_routes": list(router.approve_routes)}])
+
+        def seen(*a, **k):
+            log.append("routes?")
+            if not whole and "restart" not in log:
+                raise WorldError("timed out")
+        w.wait_routes_seen = seen
+        w._wait_mesh = lambda timeout=60: log.append("mesh?")
+        w.restart_control_plane = lambda: log.append("restart")
+        try:
+            w.reset()
+        except WorldError:
+            log.append("error")
+        return log
+
+    assert reset("v0.27.1", whole=True) == ["routes?", "mesh?"]
+    assert reset("v0.27.1", whole=False) == ["routes?", "restart", "routes?"]
+    assert reset("v0.29.2", whole=True) == ["routes?"]
+    assert reset("v0.29.2", whole=False) == ["routes?", "error"], "no restart where the race is not known"

@@ -399,3 +399,67 @@ def test_loading_a_replay_file_imports_no_hypothesis_and_no_chaos_runtime():
     bad = [m for m in loaded if m.startswith(NOT_BELOW_THE_MODEL) and
            (m in NOT_BELOW_THE_MODEL or m.startswith(tuple(p + "." for p in NOT_BELOW_THE_MODEL)))]
     assert not bad, f"loading a replay file imported {bad}"
+
+
+def test_versions_take_a_bound_an_exact_version_or_a_range():
+    """``versions:`` (the catalog's holds_for syntax): ">=", "<" or "==" a version, several joined
+    by commas (all must hold); anything else is refused naming the field and the syntax."""
+    for v in ("<v0.26.0", ">=v0.26.0", "==v0.27.1", ">=v0.26.0,<v0.28.0", "==v1.80.3|==v1.102.3", "<v0.26.0|>=v0.28.0"):
+        assert replay_from_data(_doc(versions={"headscale": v}), "t").versions == (("headscale", v),)
+    for bad in ("v0.27.1", ">v0.26.0", "0.26", "==v0.27", ">=v0.26.0,", ">=v0.26.0, <v0.28.0", ">=v0.26.0;<v0.28.0",
+                "==v1.80.3|", "|==v1.80.3", "==v1.80.3||==v1.102.3"):
+        with pytest.raises(InputError, match=r'versions: must map .*"==vX.Y.Z".*\|') as e:
+            replay_from_data(_doc(versions={"headscale": bad}), "t")
+        assert ">=v0.26.0,<v0.28.0" in e.value.fix, "the fix shows a range"
+
+
+def test_each_recorded_finding_runs_only_with_the_versions_it_was_measured_on(monkeypatch, tmp_path):
+    """A finding's ``versions:`` select the sessions that run it as a strict xfail (the others
+    skip it, naming its versions): the 0.25 finding on headscale < 0.26, the 0.27 ones on v0.27.1
+    with tailscale v1.102.3 alone (measured there; v0.29.2 passes them). Under certify --matrix
+    (several tailscale versions in one session) only headscale is judged at collection; the test
+    judges tailscale against its world (report.matrix.finding_skip)."""
+    from conformance import test_property
+    from meshcert.report.matrix import finding_skip
+
+    def outcome(hs: str, ts: str = "", matrix: str = "") -> dict[str, str]:
+        monkeypatch.setenv("MESHCERT_HEADSCALE", hs)
+        monkeypatch.setenv("MESHCERT_TAILSCALE", ts)
+        monkeypatch.setenv("MESHCERT_MATRIX_TAILSCALE", matrix)
+        out = {}
+        for p in test_property._findings():
+            names = [m.name for m in p.marks]
+            assert "xfail" in names and all(m.kwargs.get("strict") for m in p.marks if m.name == "xfail")
+            skip = next((m for m in p.marks if m.name == "skip"), None)
+            out[p.id] = f"skip: {skip.kwargs['reason']}" if skip else "strict xfail"
+        return out
+
+    old, rejoin = "headscale-0.25-route-enable-leaves-router-without-peers", "headscale-0.27-rejoined-router-never-primary"
+    blip = "headscale-0.27-control-blip-leaves-nodes-offline"
+    assert outcome("v0.25.1")[old] == "strict xfail" and outcome("v0.25.1")[rejoin].startswith("skip: ")
+    got = outcome("v0.27.1", "v1.102.3")
+    assert got[rejoin] == got[blip] == "strict xfail" and got[old].startswith("skip: a finding of headscale <v0.26.0")
+    got = outcome("v0.29.2")
+    assert got[rejoin].startswith("skip: a finding of headscale ==v0.27.1 tailscale ==v1.80.3|==v1.102.3; "
+                                  "this session runs ")
+    assert got[rejoin].endswith(", headscale v0.29.2") and got[old].startswith("skip: ")
+    assert outcome("v0.27.0")[rejoin].startswith("skip: "), "only the version measured"
+    got = outcome("v0.27.1", "v1.80.3")
+    assert got[blip] == ("skip: a finding of headscale ==v0.27.1 tailscale ==v1.102.3; "
+                         "this session runs tailscale v1.80.3, headscale v0.27.1")
+    assert got[rejoin] == "strict xfail", "the rejoin finding was measured with v1.80.3 too"
+    assert outcome("v0.27.1", "v1.102.5")[rejoin].startswith("skip: ")
+    # the matrix: collected to run with every tailscale version; the test skips the others itself
+    assert outcome("v0.27.1", matrix="v1.80.3,v1.102.3")[blip] == "strict xfail"
+    assert outcome("v0.29.2", matrix="v1.80.3,v1.102.3")[blip].startswith("skip: ")
+    # a finding of a tailscale version that is not the pinned one still runs in its matrix column
+    src = test_property.FINDINGS / f"{blip}.yaml"
+    monkeypatch.setattr(test_property, "FINDINGS", tmp_path)
+    (tmp_path / "old-tailscale.yaml").write_text(src.read_text().replace('tailscale: "==v1.102.3"',
+                                                                          'tailscale: "==v1.80.3"'))
+    assert outcome("v0.27.1", matrix="v1.80.3,v1.102.3") == {"old-tailscale": "strict xfail"}
+    assert outcome("v0.27.1")["old-tailscale"].startswith("skip: ")
+    cons = (("headscale", "==v0.27.1"), ("tailscale", "==v1.102.3"))
+    assert finding_skip(cons, {"tailscale": "v1.102.3", "headscale": "v0.27.1"}) == ""
+    assert finding_skip(cons, {"tailscale": "v1.80.3", "headscale": "v0.27.1"}).startswith("a finding of ")
+    assert finding_skip(cons, {"tailscale": "v1.80.3", "headscale": "v0.27.1"}, ("headscale",)) == ""

@@ -215,6 +215,26 @@ def test_errata_hold_only_for_the_headscale_versions_their_catalog_entry_names()
     assert report_matrix.verdict([col], ["ACL-1", "ERRATA-1"]) == (0, [])  # n/a is not a gap
 
 
+def test_a_constraint_names_a_bound_one_version_or_a_range():
+    at = lambda hs: {"tailscale": "v1.102.3", "headscale": hs}  # noqa: E731
+    exact, span = (("headscale", "==v0.27.1"),), (("headscale", ">=v0.26.0,<v0.28.0"),)
+    assert [report_matrix.holds(exact, at(v)) for v in ("v0.25.1", "v0.27.0", "v0.27.1", "v0.27.2", "v0.29.2")] \
+        == [False, False, True, False, False]
+    assert [report_matrix.holds(span, at(v)) for v in ("v0.25.1", "v0.26.0", "v0.27.1", "v0.28.0", "v0.29.2")] \
+        == [False, True, True, False, False]
+    either = (("tailscale", "==v1.80.3|==v1.102.3"),)
+    assert [report_matrix.holds(either, {"tailscale": t, "headscale": "v0.27.1"})
+            for t in ("v1.80.3", "v1.90.0", "v1.102.3", "v1.102.5")] == [True, False, True, False]
+    assert report_matrix.holds((("headscale", "<v0.26.0|>=v0.29.0,<v0.30.0"),), at("v0.29.2"))
+    assert not report_matrix.holds((("headscale", "<v0.26.0|>=v0.29.0,<v0.30.0"),), at("v0.27.1"))
+    # the catalog's holds_for reads the same syntax
+    text = default_path().read_text().replace(
+        'holds_for: {headscale: ">=v0.26.0"}', 'holds_for: {headscale: ">=v0.26.0,<v0.28.0"}', 1)
+    assert any(c.holds_for == span for c in parse_catalog(text))
+    with pytest.raises(InputError, match="holds_for must map"):
+        parse_catalog(text.replace(">=v0.26.0,<v0.28.0", ">=v0.26.0,", 1))
+
+
 def test_a_malformed_holds_for_is_refused_in_one_line():
     text = default_path().read_text().replace(
         'holds_for: {headscale: ">=v0.26.0"}', 'holds_for: {headscale: "0.26"}', 1)
