@@ -38,7 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.stamp import RESULTS, describe, stamp  # noqa: E402
+from bench.stamp import RESULTS, describe, stamp, write_result  # noqa: E402
 from meshcert.chaos.faults import FAULT_HANDLERS  # noqa: E402
 from meshcert.secrets import redact  # noqa: E402
 from meshcert.toolchain import components, progress  # noqa: E402
@@ -166,9 +166,7 @@ def main() -> int:
     result = {**s, "headscale": hs, "tailscale": ts, "grace_s": GRACE_S, "settle_s": a.settle,
               "loadavg_1m_before_after": [round(load0[0], 2), round(load1[0], 2)], "summary": summary,
               "trials": trials}
-    RESULTS.mkdir(parents=True, exist_ok=True)
     stem = f"control-blip-{hs}-{s['generated'][:10]}-{s['commit']}"
-    (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
     lines = [f"# Control-plane blips and a rejoined router on headscale {hs} (tailscale {ts})", "",
              f"{describe(s)}; load average 1 min {result['loadavg_1m_before_after'][0]} before, "
              f"{result['loadavg_1m_before_after'][1]} after. Written by `{s['command']}`. A trial is lost when, "
@@ -185,9 +183,7 @@ def main() -> int:
                          None)
             if first:
                 lines.append(f"- {k}: {json.dumps(first['observed'])}")
-    (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    print(f"written to {RESULTS / stem}.json and .md")
+    write_result(RESULTS, stem, result, lines)
     return 0
 
 

@@ -32,6 +32,7 @@ import sys
 import time
 from pathlib import Path
 
+import matrix_cost  # bench/matrix_cost.py: its result table
 from stamp import REPO, RESULTS, checkout_of, describe, stamp  # bench/stamp.py
 
 README = REPO / "README.md"
@@ -331,15 +332,7 @@ def block_builds() -> str:
         pass
     if not rows:
         return _none("matrix-cost.json")
-    out = ["| what | subject | wall | exit | 1-min load (min-max) | commit, date |", "|---|---|---|---|---|---|"]
-    for r in rows:
-        lo = f"{min(r['load1']):.1f}-{max(r['load1']):.1f}" if r.get("load1") else "?"
-        out.append(f"| {r['kind']} | {r['subject']} | {r['wall_s']:.0f} s | {r['exit']} | {lo} | "
-                   f"{r['commit']}, {r['generated'][:10]} |")
-    out += ["", "cold-build: an empty meshcert cache and Go build cache (the downloaded module source kept), "
-            "`nice -n 19`, `GOFLAGS=-p=1`, on a machine shared with other runs (read the load beside each); "
-            "warm-matrix: `meshcert certify --matrix` with every version built "
-            "(`bench/results/matrix-cost.json`, written by `bench/matrix_cost.py`)."]
+    out = matrix_cost.table(rows)
     return "\n".join(out)
 
 

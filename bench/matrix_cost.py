@@ -118,16 +118,22 @@ def save(records: list[dict]) -> None:
     keep.update({(r["kind"], r["subject"]): r for r in records})
     rows = sorted(keep.values(), key=lambda r: (r["kind"], r["subject"]))
     OUT.write_text(json.dumps(rows, indent=1) + "\n")
-    md = ["# What the version matrix costs (bench/matrix_cost.py; do not edit by hand)", "",
-          "| what | subject | wall | exit | 1-min load (min-max) | commit | when |", "|---|---|---|---|---|---|---|"]
+    md = ["# What the version matrix costs (bench/matrix_cost.py; do not edit by hand)", "", *table(rows)]
+    OUT.with_suffix(".md").write_text("\n".join(md) + "\n")
+
+
+def table(rows: list[dict]) -> list[str]:
+    """The records as a Markdown table with what they measured (matrix-cost.md and the README's
+    `builds` figures block, bench/figures.py)."""
+    out = ["| what | subject | wall | exit | 1-min load (min-max) | commit, date |", "|---|---|---|---|---|---|"]
     for r in rows:
         lo = f"{min(r['load1']):.1f}-{max(r['load1']):.1f}" if r.get("load1") else "?"
-        md.append(f"| {r['kind']} | {r['subject']} | {r['wall_s']:.0f} s | {r['exit']} | {lo} | {r['commit']} "
-                  f"| {r['generated']} |")
-    md += ["", "cold-build: empty meshcert cache and GOCACHE, Go module cache kept, nice -n 19, GOFLAGS=-p=1. "
-           "warm-matrix: `meshcert certify --matrix`, every version built. The machine (2 cores, one Docker "
-           "engine) is shared with other sessions: read the load beside each figure."]
-    OUT.with_suffix(".md").write_text("\n".join(md) + "\n")
+        out.append(f"| {r['kind']} | {r['subject']} | {r['wall_s']:.0f} s | {r['exit']} | {lo} | "
+                   f"{r['commit']}, {r['generated'][:10]} |")
+    return out + ["", "cold-build: an empty meshcert cache and Go build cache (the downloaded module source kept), "
+                  "`nice -n 19`, `GOFLAGS=-p=1`, on a machine shared with other runs (read the load beside each); "
+                  "warm-matrix: `meshcert certify --matrix` with every version built "
+                  "(`bench/results/matrix-cost.json`, written by `bench/matrix_cost.py`)."]
 
 
 def main() -> int:

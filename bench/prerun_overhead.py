@@ -14,7 +14,6 @@ Rerun: `.venv/bin/python bench/prerun_overhead.py [--runs 30] [--deadlines 1 2]`
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -25,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.stamp import write_result  # noqa: E402
 from meshcert.checks.sut import BLACKHOLES, ep, mesh_spec  # noqa: E402
 from meshcert.toolchain import progress  # noqa: E402
 from meshcert.world import World, wait_for  # noqa: E402
@@ -93,9 +93,7 @@ def main() -> int:
               "machine": machine(), "runs_per_series": a.runs, "series": series,
               "max_overhead_s": worst}
     out_dir = ROOT / "bench" / "results"
-    out_dir.mkdir(parents=True, exist_ok=True)
     stem = f"prerun-overhead-{time.strftime('%Y-%m-%d', time.gmtime())}-{result['commit']}"
-    (out_dir / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
     m = result["machine"]
     lines = ["# Pre-run overhead beyond its deadline (all endpoints blackholed)", "",
              f"{result['when']}, commit {result['commit']}, {m['cores']} cores, {m['memory_gib']} GiB, "
@@ -108,9 +106,7 @@ def main() -> int:
         lines.append(f"| {s['pod']} | {s['deadline_s']:g} | {o['min']:.3f} / {o['median']:.3f} / {o['max']:.3f} | "
                      f"{s['loadavg_1m_before_after'][0]} / {s['loadavg_1m_before_after'][1]} |")
     lines += ["", f"Largest overhead seen: {worst:.3f} s."]
-    (out_dir / f"{stem}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    print(f"written to {out_dir / stem}.json and .md")
+    write_result(out_dir, stem, result, lines)
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
@@ -53,3 +54,13 @@ def describe(s: dict) -> str:
     m = s.get("machine") or {}
     mem = f"{m.get('memory_mib', 0) / 1024:.1f} GiB" if m.get("memory_mib") else "memory unknown"
     return f"commit {s.get('commit', '?')}, {m.get('cores', '?')} cores, {mem}, {str(s.get('generated', '?'))[:10]}"
+
+
+def write_result(folder: Path, stem: str, result: dict, lines: list[str]) -> None:
+    """A bench script's artifact: ``<stem>.json`` (the stamped data) and ``<stem>.md`` (its
+    rendering, ``lines``) in ``folder``; the rendering is printed too."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
+    (folder / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    print(f"written to {folder / stem}.json and .md")
