@@ -267,7 +267,7 @@ class World:
         t = time.monotonic()
         self._approve_routes()
         self._wait_policy_everywhere()
-        self._wait_mesh()
+        self.wait_mesh()
         self.timings["converge"] = time.monotonic() - t
 
     def _start_host(self, spec: HostSpec) -> Box:
@@ -533,10 +533,6 @@ class World:
     # ---------------------------------------------------------------- mesh state
     def wait_mesh(self, timeout: float = 60) -> None:
         """Every node Running and seeing every peer the policy lets it talk to online."""
-        self._wait_mesh(timeout)
-
-    def _wait_mesh(self, timeout: float = 60) -> None:
-        """Every node sees the peers policy lets it talk to, online."""
         for node in self.nodes.values():
             def online(node=node) -> bool:
                 st = node.status()
@@ -644,7 +640,7 @@ class World:
             return
         try:  # headscale 0.26-0.27: after a control-plane outage nodes can stay offline, routes cleared
             self.wait_routes_seen()
-            self._wait_mesh(30)
+            self.wait_mesh(30)
         except WorldError:
             self.restart_control_plane()
             self.wait_routes_seen()
@@ -763,7 +759,7 @@ class World:
         wait_for("headscale /health over TLS after its restart", lambda: self.headscale.healthy(self.certs.ca_pem), 60,
                  describe=lambda: f"GET /health: {self.headscale.health_state(self.certs.ca_pem)}; "
                                   f"{container_state(box, 8)}")
-        self._wait_mesh(timeout)
+        self.wait_mesh(timeout)
 
     def restart_sidecar_container(self, pod_name: str = "agent") -> str:
         """Start the pod's stopped tailscale container and wait until its LocalAPI answers, in

@@ -80,7 +80,7 @@ def test_a_reset_restarts_headscale_only_where_an_outage_can_leave_the_tailnet_b
             if not whole and "restart" not in log:
                 raise WorldError("timed out")
         w.wait_routes_seen = seen
-        w._wait_mesh = lambda timeout=60: log.append("mesh?")
+        w.wait_mesh = lambda timeout=60: log.append("mesh?")
         w.restart_control_plane = lambda: log.append("restart")
         try:
             w.reset()
