@@ -187,6 +187,17 @@ HEALTHZ_TIMEOUT_S = 30.0
 LOG_LINES = 8
 
 
+def _answers_the_contract(client: SutClient, pod: str) -> None:
+    """A SUT serving /healthz answers the contract's read-only call, ``GET /transcript``, in JSON:
+    one that answers garbage (HTML, text) is not testable, said once when the world starts it --
+    not found by each test in turn, each worker's first test after its world was built."""
+    try:
+        client.transcript()
+    except InputError as e:
+        raise SutNotTestable(f"SUT in pod {pod}", e.message, "the SUT must answer JSON (README: The SUT contract)") \
+            from None
+
+
 def wait_serving(client: SutClient, box, pod: str, port: int, image: str,
                  timeout: float = HEALTHZ_TIMEOUT_S, interval: float = 0.25) -> None:
     """Wait until the SUT in ``box`` answers GET /healthz with 200. A container that exits ends the
@@ -197,6 +208,7 @@ def wait_serving(client: SutClient, box, pod: str, port: int, image: str,
     while True:
         state = client.health_state()
         if state == "HTTP 200":
+            _answers_the_contract(client, pod)
             return
         try:
             box.container.reload()

@@ -14,6 +14,8 @@ from tests.common.cli import certify, one_clear_line
 @pytest.mark.engine
 @pytest.mark.slow
 def test_a_sut_answering_garbage_is_one_clear_error_and_leaves_nothing(tmp_path):
+    """/healthz 200, everything else HTML: found when the world starts the SUT (its read-only
+    GET /transcript is not JSON), said once, not tested, exit 2, nothing left."""
     from meshcert.toolchain import engine, images
     from meshcert.world import labels
     c = engine.ensure_engine()
@@ -43,8 +45,7 @@ def test_a_sut_answering_garbage_is_one_clear_error_and_leaves_nothing(tmp_path)
     assert "non-JSON" in doc["not_tested"]["reason"], doc.get("not_tested")
     assert not [c for c, v in doc["clauses"].items() if v["outcome"] == "failed"], "bad input is not a failed clause"
     assert "Verdict: **not tested**" in (tmp_path / "report" / "report.md").read_text()
-    run = json.loads((tmp_path / "report" / "world.json").read_text())["run"]
-    left = labels.leftovers(c, run)
+    left = labels.leftovers(c, doc["not_tested"]["run"])
     assert left == {"containers": [], "networks": [], "volumes": []}, f"the aborted run left {left}"
 
 

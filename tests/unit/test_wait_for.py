@@ -136,11 +136,18 @@ def test_container_state_labels_the_log_as_the_containers_log():
 # ------------------------------------------------------------------ the SUT that never serves /healthz
 
 class _Client:
-    def __init__(self, states):
+    def __init__(self, states, transcript_error: str | None = None):
         self.states = list(states)
+        self.transcript_error = transcript_error
 
     def health_state(self) -> str:
         return self.states.pop(0) if len(self.states) > 1 else self.states[0]
+
+    def transcript(self) -> list:
+        if self.transcript_error:
+            from meshcert.errors import InputError
+            raise InputError("SUT GET /transcript", self.transcript_error, "")
+        return []
 
 
 def test_a_sut_whose_container_exits_is_not_testable_at_once_naming_pod_port_command_and_log():
@@ -178,3 +185,14 @@ def test_a_sut_that_answers_200_is_served():
     from meshcert.sut.client import wait_serving
     wait_serving(_Client(["connection refused", "HTTP 200"]), _Box("", status="running"), "agent", 8080, "i",
                  timeout=5, interval=0.01)
+
+
+def test_a_sut_serving_healthz_but_answering_garbage_is_not_testable_at_once():
+    """/healthz 200 and GET /transcript not JSON: said once when the world starts the SUT, as
+    not testable (every worker stops), naming the pod and what it answered."""
+    from meshcert.sut.client import SutNotTestable, wait_serving
+    with pytest.raises(SutNotTestable) as e:
+        wait_serving(_Client(["HTTP 200"], "answered HTTP 200 with non-JSON: '<html>garbage</html>'"),
+                     _Box("", status="running"), "agent", 8080, "i", timeout=5, interval=0.01)
+    line = e.value.one_line()
+    assert line.startswith("SUT in pod agent:") and "non-JSON" in line and "README: The SUT contract" in line, line
