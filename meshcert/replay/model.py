@@ -45,7 +45,6 @@ import hashlib
 import ipaddress
 import json
 import os
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,12 +57,12 @@ from meshcert.policy import parse_policy
 from meshcert.property.model import SYMBOL, Example, Outcome, Pair, RouteSettings, Shape
 from meshcert.property.oracle import Verdict
 from meshcert.replay.faults_schema import FAULT_KINDS, validate_fault
+from meshcert.versions import CONSTRAINT_RE
 from meshcert.world.topology import Topology, guide_topology
 
 FORMAT = 1
-# ``versions:``: the catalog's holds_for syntax (meshcert.report.catalog.HOLDS_FOR_RE; not imported:
-# this module imports nothing above the oracle, the policy and the topology)
-VERSIONS_RE = re.compile(r"^(>=|<|==)v[0-9]+\.[0-9]+\.[0-9]+(,(>=|<|==)v[0-9]+\.[0-9]+\.[0-9]+)*(\|(>=|<|==)v[0-9]+\.[0-9]+\.[0-9]+(,(>=|<|==)v[0-9]+\.[0-9]+\.[0-9]+)*)*$")
+# ``versions:``: the catalog's holds_for syntax (meshcert/versions.py)
+VERSIONS_RE = CONSTRAINT_RE
 TOPOLOGIES: dict[str, Callable[[], Topology]] = {"guide": guide_topology}
 FIELDS = ("meshcert_replay", "name", "description", "finding", "versions", "topology", "seed", "scenario", "policy",
           "routes", "faults", "probes", "prerun", "recorded")

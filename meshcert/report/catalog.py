@@ -26,6 +26,7 @@ import yaml
 
 from meshcert.errors import InputError
 from meshcert.toolchain.paths import package_file, source_tree
+from meshcert.versions import CONSTRAINT_RE
 
 # Report order follows the guide: connectivity types, the pre-run health check, ACLs, subnet
 # routes, direct deployments, credentials, troubleshooting, Helm values, errata, performance.
@@ -52,7 +53,7 @@ OPTIONAL = ("section", "notes", "out_of_scope", "measured", "holds_for")
 # holds_for: {tailscale|headscale: ">=v0.26.0" / "<v0.26.0" / "==v0.27.1", or several of them joined
 # by commas, all of which must hold: ">=v0.26.0,<v0.28.0", and such groups joined by "|", one of
 # which must hold: "==v1.80.3|==v1.102.3"}: the versions a clause holds for (issue 14)
-HOLDS_FOR_RE = re.compile(r"^(>=|<|==)v[0-9]+\.[0-9]+\.[0-9]+(,(>=|<|==)v[0-9]+\.[0-9]+\.[0-9]+)*(\|(>=|<|==)v[0-9]+\.[0-9]+\.[0-9]+(,(>=|<|==)v[0-9]+\.[0-9]+\.[0-9]+)*)*$")
+HOLDS_FOR_RE = CONSTRAINT_RE  # meshcert/versions.py
 TOP_LEVEL = ("guide", "clauses")
 DEFAULT_TEST_DIRS = ("conformance", "scenarios")
 

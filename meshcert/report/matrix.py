@@ -18,6 +18,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from meshcert.toolchain import components
+from meshcert.versions import holds  # noqa: F401  (report.matrix.holds: the catalog's holds_for, judged)
 
 # the tailnet-level clauses the matrix runs per combination (issue 14, item 3): the ACL and route
 # clauses, TYPE-6/7, HEALTH-1, TROUBLE-2..5 and the errata
@@ -25,27 +26,6 @@ MATRIX_CLAUSES = ("TYPE-6", "TYPE-7", "HEALTH-1", "ACL-1", "ACL-2", "ROUTE-1", "
                   "TROUBLE-2", "TROUBLE-3", "TROUBLE-4", "TROUBLE-5", "ERRATA-1", "ERRATA-2", "ERRATA-3")
 RUN, NOT_BUILT, NOT_TESTED = "run", "not built", "not tested"
 NOT_APPLICABLE = "n/a"  # the clause does not hold for this combination's versions (catalog holds_for)
-
-
-def _v(version: str) -> tuple[int, ...]:
-    return tuple(int(x) for x in re.findall(r"\d+", version.split("-")[0])[:3])
-
-
-def holds(holds_for: tuple[tuple[str, str], ...], versions: dict[str, str]) -> bool:
-    """Whether a clause whose catalog entry says ``holds_for`` (e.g. (("headscale", ">=v0.26.0"),))
-    holds for ``versions`` ({"tailscale": v, "headscale": v}); a constraint of several terms
-    joined by commas (">=v0.26.0,<v0.28.0") holds when each does; "==v0.27.1" is that version;
-    groups joined by "|" ("==v1.80.3|==v1.102.3") hold when one of them does."""
-    def term_holds(have: tuple[int, ...], term: str) -> bool:
-        op = term[:2] if term[:2] in (">=", "==") else term[:1]
-        bound = _v(term[len(op):])
-        return have >= bound if op == ">=" else have < bound if op == "<" else have == bound
-
-    for name, constraint in holds_for:
-        have = _v(versions[name])
-        if not any(all(term_holds(have, t) for t in group.split(",")) for group in constraint.split("|")):
-            return False
-    return True
 
 
 def finding_skip(constraints: tuple[tuple[str, str], ...], versions: dict[str, str],

@@ -367,7 +367,8 @@ def test_the_bundled_scenario_replay_files_load():
 # the world package's own import, not one of these modules'.)
 MODEL_MODULES = {
     "meshcert.replay.model": {"meshcert.errors", "meshcert.policy", "meshcert.property.model",
-                              "meshcert.property.oracle", "meshcert.replay.faults_schema", "meshcert.world.topology"},
+                              "meshcert.property.oracle", "meshcert.replay.faults_schema", "meshcert.world.topology",
+                              "meshcert.versions"},
     "meshcert.replay.faults_schema": {"meshcert.errors"},
     "meshcert.property.model": {"meshcert.property.oracle", "meshcert.world.topology"},
 }
