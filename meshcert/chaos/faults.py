@@ -201,13 +201,7 @@ def _control_blip(world, f: Mapping[str, Any]) -> Undo:
     if left > 0:
         time.sleep(left)
 
-    def undo() -> None:
-        try:
-            world.wait_routes_seen(timeout=30)
-            world.wait_mesh(timeout=30)
-        except WorldError:
-            world.restart_control_plane()
-    return undo
+    return world.recover_control_plane
 
 
 HANDLERS: dict[str, FaultHandler] = {

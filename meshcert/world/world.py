@@ -638,9 +638,15 @@ class World:
         if not self.headscale.dialect.outage_can_leave_nodes_offline:
             self.wait_routes_seen()
             return
-        try:  # headscale 0.26-0.27: after a control-plane outage nodes can stay offline, routes cleared
-            self.wait_routes_seen()
-            self.wait_mesh(30)
+        self.recover_control_plane()  # headscale 0.26-0.27: an outage can leave nodes offline
+
+    def recover_control_plane(self, timeout: float = 30) -> None:
+        """After a control-plane outage: the topology's routes seen and every peer online again;
+        where they do not come back (headscale 0.26-0.27 can leave reconnected nodes offline with
+        their routes cleared: the finding in fixtures/replays/findings/), headscale restarted."""
+        try:
+            self.wait_routes_seen(timeout=timeout)
+            self.wait_mesh(timeout)
         except WorldError:
             self.restart_control_plane()
             self.wait_routes_seen()
