@@ -32,7 +32,7 @@ def _engine_identity(c: docker.DockerClient) -> str | None:
         pid = int(open("/var/run/docker.pid").read().strip())
     except (OSError, ValueError):
         return None
-    return f"{c.info().get('ID')}:{pid}:{lbl._start_ticks(pid)}"
+    return f"{c.info().get('ID')}:{pid}:{lbl.start_ticks(pid)}"
 
 
 def check_isolation(c: docker.DockerClient, host_image: str) -> None:

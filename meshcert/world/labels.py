@@ -9,23 +9,17 @@ import socket
 import docker
 
 from meshcert.toolchain import progress
+from meshcert.world import scratch
+from meshcert.world.scratch import start_ticks
 
 LABEL = "io.meshcert"            # "1" on every object
 RUN = "io.meshcert.run"          # run id
 OWNER = "io.meshcert.owner"      # "<host>:<pid>:<process start ticks>"
 
 
-def _start_ticks(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[19]
-    except OSError:
-        return ""
-
-
 def owner_token(pid: int | None = None) -> str:
     pid = pid or os.getpid()
-    return f"{socket.gethostname()}:{pid}:{_start_ticks(pid)}"
+    return f"{socket.gethostname()}:{pid}:{start_ticks(pid)}"
 
 
 def labels(run_id: str) -> dict[str, str]:
@@ -39,7 +33,7 @@ def owner_alive(token: str) -> bool:
         return False
     if host != socket.gethostname():
         return True  # not ours to judge
-    return _start_ticks(int(pid)) == ticks and ticks != ""
+    return start_ticks(int(pid)) == ticks and ticks != ""
 
 
 def remove_run(c: docker.DockerClient, run_id: str | None = None, *, only_dead: bool = False) -> dict[str, int]:
@@ -93,6 +87,7 @@ def remove_run(c: docker.DockerClient, run_id: str | None = None, *, only_dead: 
 def sweep(c: docker.DockerClient) -> dict[str, int]:
     """Remove what runs whose process is gone (killed, crashed) left behind."""
     counts = remove_run(c, only_dead=True)
+    counts["scratch folders"] = scratch.sweep()
     if any(counts.values()):
         progress.say(f"swept leftovers of killed runs: {counts}")
     return counts

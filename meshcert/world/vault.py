@@ -28,7 +28,6 @@ from __future__ import annotations
 import io
 import json
 import tarfile
-import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +36,7 @@ import docker.errors
 import requests
 
 from meshcert.secrets import Secret
+from meshcert.world import scratch
 from meshcert.world.base import Box, Launcher, WorldError, brief_error, container_state, wait_for
 from meshcert.world.ca import Certs, make_certs
 from meshcert.world.targets import PG_ADMIN, PG_PORT
@@ -122,10 +122,8 @@ class Vault:
     def _ca_file(self) -> str:
         """Vault's CA certificate in a file (requests verifies against a path)."""
         if not self._ca_path:
-            f = tempfile.NamedTemporaryFile("wb", prefix="meshcert-vault-ca-", suffix=".pem", delete=False)
-            f.write(self.certs.ca_pem)
-            f.close()
-            self._ca_path = f.name
+            # in the process's scratch folder: removed at exit, or by the next run's sweep
+            self._ca_path = str(scratch.write(f"vault-ca-{id(self):x}.pem", self.certs.ca_pem))
         return self._ca_path
 
     def call(self, method: str, path: str, body: dict | None = None, token: Secret | None = None,
