@@ -34,11 +34,11 @@ if _why:
     pytest.skip(_why, allow_module_level=True)
 
 
-def _start() -> subprocess.Popen:
+def _start(report_dir) -> subprocess.Popen:
     env = {**os.environ, "MESHCERT_VLAN": free_vlan()}
     return subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:xdist", "-q",
                              "--cluster", "kind", "conformance/test_helm_kind.py", "-k", "disabled",
-                             "--report-dir", "/tmp/meshcert-kind-cleanup-report"],
+                             "--report-dir", str(report_dir)],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
 
@@ -68,9 +68,9 @@ def _left(c, owner: str) -> dict:
             "networks": [x.name for x in c.networks.list(filters=flt)]}
 
 
-def test_ctrl_c_removes_the_cluster_and_the_world():
+def test_ctrl_c_removes_the_cluster_and_the_world(tmp_path):
     c = engine.ensure_engine()
-    p = _start()
+    p = _start(tmp_path)
     try:
         name, _ = _cluster_up(c, p)
         os.killpg(p.pid, signal.SIGINT)
@@ -83,9 +83,9 @@ def test_ctrl_c_removes_the_cluster_and_the_world():
     assert not (cluster.kubeconfig_dir() / f"{name}.yaml").exists(), "the cluster's kubeconfig is removed"
 
 
-def test_what_kill_9_left_is_swept_by_the_next_run():
+def test_what_kill_9_left_is_swept_by_the_next_run(tmp_path):
     c = engine.ensure_engine()
-    p = _start()
+    p = _start(tmp_path)
     owner = labels.owner_token(p.pid)  # while it lives: the token carries its start time
     try:
         name, runs = _cluster_up(c, p)

@@ -71,7 +71,7 @@ def test_killed_run_is_swept_by_the_next_run():
     # two work units (conformance/, scenarios/) on two xdist workers: two worlds, both removed
     (signal.SIGINT, ("conformance/test_acl.py", "scenarios/test_chaos.py")),
 ], ids=["SIGINT", "SIGTERM", "SIGINT-2-workers"])
-def test_interrupting_meshcert_test_tears_the_world_down(sig, paths):
+def test_interrupting_meshcert_test_tears_the_world_down(sig, paths, tmp_path):
     """Ctrl-C (SIGINT to the command's process group, as a terminal sends it) or SIGTERM to
     `meshcert test` while pytest has its world(s) up -- one per xdist worker that has tests --
     pytest tears every one down before the command ends."""
@@ -79,7 +79,7 @@ def test_interrupting_meshcert_test_tears_the_world_down(sig, paths):
     # the workers' VLANs are MESHCERT_VLAN + 0, + 1, ...: as many free /24s as worlds
     env = {**os.environ, "MESHCERT_VLAN": free_vlan(count=len(paths)), "MESHCERT_TEST_WORKERS": str(max(2, len(paths)))}
     p = subprocess.Popen([sys.executable, "-m", "meshcert.cli", "test", "-q", "-p", "no:cacheprovider",
-                          *paths, "--report-dir", "/tmp/meshcert-leak-test-report"],
+                          *paths, "--report-dir", str(tmp_path / "report")],
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
                          start_new_session=True)
     runs: set[str] = set()

@@ -12,6 +12,7 @@ import socket
 import socketserver
 import subprocess
 import sys
+import tempfile
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -26,6 +27,13 @@ sys.modules[spec.name] = rt
 spec.loader.exec_module(rt)
 
 pytestmark = pytest.mark.skipif(not shutil.which("ssh-keygen"), reason="needs OpenSSH's ssh-keygen")
+
+
+@pytest.fixture(autouse=True)
+def _runs_keep_their_keys_in_tmp_path(tmp_path, monkeypatch):
+    """The runtime's run folders (a run's SSH private key; a mutant or a run never ended keeps
+    it) go to the test's tmp_path, not the machine's /tmp: 329 were left there."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
 
 LOGIN_TOKEN = "hvs.CAESIloginTOKENabcdefghijklmnopqrstuvwx"
 RUN_TOKEN = "hvs.CAESIrunTOKEN0123456789abcdefghijklmnop"
