@@ -34,6 +34,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import stamp  # noqa: E402
 
+from meshcert.plugin.parallel import unit_of  # noqa: E402
+
 LOADS: list[dict] = []  # the machine's load around each timed command (the engine is shared)
 
 
@@ -69,6 +71,19 @@ def _timed(cmd: list[str], cwd: Path, log: Path, env: dict | None = None) -> tup
                   "load1_median": round(statistics.median(loads), 2), "load1_max": max(loads),
                   "mc_containers_max": max((x["mc_containers"] or 0 for x in samples), default=None)})
     return wall, p.returncode, log.read_text(errors="replace")
+
+
+def _units(lines: list[str]) -> dict[str, float]:
+    """Seconds per xdist work unit (setup + call + teardown of its tests, as
+    meshcert.plugin.parallel.unit_of groups them), biggest first: what each worker carried."""
+    units: dict[str, float] = {}
+    for line in lines:
+        m = re.match(r"^(\d+\.\d+)s\s+\w+\s+(\S+)", line)
+        if m:
+            u = unit_of(m.group(2))
+            u = u if u.startswith("meshcert:") else "one-test units (together)"
+            units[u] = units.get(u, 0.0) + float(m.group(1))
+    return {k: round(v, 1) for k, v in sorted(units.items(), key=lambda kv: -kv[1])}
 
 
 def _slowest(text: str) -> list[str]:
@@ -161,10 +176,10 @@ def main() -> int:
         clone = Path(tempfile.mkdtemp(prefix="meshcert-ci-"))
         subprocess.run(["git", "clone", "-q", str(co), str(clone)], check=True)
         w, rc, text = _timed(["bash", ".ci/run"], clone, args.logs / "ci.log",
-                             {**env, "CI": "true", "PYTEST_ADDOPTS": "--durations=40"})
+                             {**env, "CI": "true", "PYTEST_ADDOPTS": "--durations=0 --durations-min=0.5"})
         summary = [ln for ln in text.splitlines() if re.search(r"\d+ passed", ln)]
         res["steps"]["ci"] = {"wall_s": w, "exit": rc, "summary": summary[-1].strip("= ") if summary else None,
-                              "slowest": _slowest(text)}
+                              "slowest": _slowest(text)[:40], "units_s": _units(_slowest(text))}
         print(f"ci: {w:.0f} s, exit {rc}, {res['steps']['ci']['summary']}", flush=True)
         shutil.rmtree(clone, ignore_errors=True)
 
@@ -192,6 +207,8 @@ def main() -> int:
               f"{x['after']['mc_containers']} after" for x in LOADS]
     if "ci" in res["steps"]:
         lines += ["", "Slowest tests of the ci run:", "", "```", *res["steps"]["ci"]["slowest"], "```"]
+        lines += ["", "Seconds per work unit (each unit runs on one xdist worker; the one-test units "
+                  "are spread over all):", "", *(f"- {k}: {v} s" for k, v in res["steps"]["ci"]["units_s"].items())]
     (stamp.RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
     print(f"written bench/results/{name}.json and .md")
     # the README's speed block shows the newest files: rewritten now, so committing this result
