@@ -5,11 +5,13 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import socket
+import time
 
 import docker
 
 from meshcert.toolchain import progress
 from meshcert.world import scratch
+from meshcert.world.base import WorldError, brief_error, wait_for
 from meshcert.world.scratch import start_ticks
 
 LABEL = "io.meshcert"            # "1" on every object
@@ -61,27 +63,59 @@ def remove_run(c: docker.DockerClient, run_id: str | None = None, *, only_dead: 
     doomed_cts = [ct for ct in c.containers.list(all=True, filters=flt, ignore_removed=True) if doomed(ct.labels)]
     with concurrent.futures.ThreadPoolExecutor(max_workers=8) as ex:
         counts["containers"] = sum(ex.map(rm, doomed_cts))
+    # A container whose removal was already in progress (409: two removers, e.g. a sweep beside a
+    # run's own stop) still holds its network endpoints and volumes: wait until it is gone, or
+    # the network's removal fails with "has active endpoints" (seen in CI: that 403 then failed
+    # every later world's start-up sweep).
+    ids = {ct.id for ct in doomed_cts}
+    try:
+        wait_for("the removed containers gone from the engine",
+                 lambda: not ids & {ct.id for ct in c.containers.list(all=True, filters=flt, sparse=True)},
+                 REMOVAL_WAIT_S)
+    except WorldError as e:
+        progress.say(f"{e.one_line()}; their networks and volumes may stay (`meshcert sweep` removes them)")
     for net in c.networks.list(filters=flt):
         if doomed(net.attrs.get("Labels") or {}):
-            try:
-                net.reload()
-                for cid in (net.attrs.get("Containers") or {}):
-                    try:
-                        net.disconnect(cid, force=True)
-                    except docker.errors.APIError:
-                        pass
-                net.remove()
-                counts["networks"] += 1
-            except docker.errors.NotFound:
-                pass
+            counts["networks"] += _retry_busy(f"network {net.name}", lambda net=net: _remove_network(net))
     for vol in c.volumes.list(filters=flt):
         if doomed(vol.attrs.get("Labels") or {}):
-            try:
-                vol.remove(force=True)
-                counts["volumes"] += 1
-            except docker.errors.NotFound:
-                pass
+            counts["volumes"] += _retry_busy(f"volume {vol.name}", lambda vol=vol: vol.remove(force=True))
     return counts
+
+
+# How long a removal waits for the engine to let go of what it removes (a container being
+# removed, an endpoint or a volume still in use): removals take well under a second here; 30 s
+# covers a loaded 2-core engine, and a miss only leaves the object for the next sweep.
+REMOVAL_WAIT_S = 30.0
+
+
+def _remove_network(net) -> None:
+    net.reload()
+    for cid in (net.attrs.get("Containers") or {}):
+        try:
+            net.disconnect(cid, force=True)
+        except docker.errors.APIError:
+            pass
+    net.remove()
+
+
+def _retry_busy(what: str, remove) -> int:
+    """``remove()`` until it succeeds (1) or the object is gone (0), retried while the engine
+    answers that it is still in use (403/409: active endpoints, a volume in use); anything else,
+    or still busy after REMOVAL_WAIT_S, is said once and left for the next sweep (0): a new run's
+    start-up sweep never fails on what another run left."""
+    deadline = time.monotonic() + REMOVAL_WAIT_S
+    while True:
+        try:
+            remove()
+            return 1
+        except docker.errors.NotFound:
+            return 0
+        except docker.errors.APIError as e:
+            if e.status_code not in (403, 409) or time.monotonic() > deadline:
+                progress.say(f"could not remove {what}: {brief_error(e)} (left for the next sweep)")
+                return 0
+        time.sleep(0.5)  # the poll interval of a condition wait: the engine letting go of the object
 
 
 def sweep(c: docker.DockerClient) -> dict[str, int]:
