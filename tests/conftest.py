@@ -181,3 +181,11 @@ def pytest_terminal_summary(terminalreporter, config):
     if unselected:  # one line, not one per fault, for a run that selected a subset (-m/-k)
         terminalreporter.write_line(f"  not killed: {len(unselected)} faults whose tests this run deselected "
                                     f"(-m/-k); the report lists them")
+
+
+@pytest.fixture
+def pytester(pytester):
+    """pytest's pytester, its inner sessions configured as meshcert's own (pyproject.toml): the
+    async tests' fixture loop scope set, so pytest-asyncio has nothing to warn about."""
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    return pytester

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import re
-import time
-from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,17 +96,38 @@ def controls_for(probes: Iterable[Probe], proven: Iterable[tuple[str, str]] = ()
 def check_reachability(world, clause: str, probes: list[Probe], *, negative_timeout: float = NEGATIVE_TIMEOUT_S,
                        positive_deadline: float = POSITIVE_DEADLINE_S,
                        proven: Iterable[tuple[str, str]] = ()) -> dict[Probe, dict]:
-    """Dial every probe from inside its source node, concurrently per source.
+    """:func:`reach` for a caller without an event loop (the checks are plain functions): runs it
+    on a loop of its own. Called from a coroutine (a running loop in this thread), it runs that
+    loop in a thread, so a sync check stays usable from an async test."""
+    def run() -> dict[Probe, dict]:
+        return asyncio.run(reach(world, clause, probes, negative_timeout=negative_timeout,
+                                 positive_deadline=positive_deadline, proven=proven))
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return run()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as ex:
+        return ex.submit(run).result()
+
+
+async def reach(world, clause: str, probes: list[Probe], *, negative_timeout: float = NEGATIVE_TIMEOUT_S,
+                positive_deadline: float = POSITIVE_DEADLINE_S,
+                proven: Iterable[tuple[str, str]] = ()) -> dict[Probe, dict]:
+    """Dial every probe from inside its source node: each probe a task of its own on one event loop.
 
     Positives are retried until ``positive_deadline`` and must present the banner of the
     intended host and port. A negative is judged live: it is dialled (once, ``negative_timeout``
-    s, all ready negatives at once) only in the round after its positive control -- a probe
-    between the same two nodes -- connected, so a path that simply never completed a WireGuard
-    handshake cannot pass as "denied". A negative whose control never connects before the
-    deadline is dialled once at the end: if it connects it fails as reachable, otherwise it
-    fails the clause as "cannot judge" (never as a pass). ``proven``: (src, dst) pairs whose path a
-    positive probe proved just before a change (a policy or route change the negative is about);
-    their negatives are dialled in the first round.
+    s) only after its positive control -- a probe between the same two nodes -- connected, so a
+    path that simply never completed a WireGuard handshake cannot pass as "denied". Each negative
+    waits on its own control, not on a round of others: the negatives of a check overlap, one
+    timeout in all, and none waits for a slow positive elsewhere in the matrix. A negative whose
+    control never connects before the deadline is dialled once at the end: if it connects it
+    fails as reachable, otherwise it fails the clause as "cannot judge" (never as a pass).
+    ``proven``: (src, dst) pairs whose path a positive probe proved just before a change (a policy
+    or route change the negative is about); their negatives are dialled at once.
+
+    The world dials with ``adial`` (a coroutine: the node agents' HTTP API through one async
+    client, no thread per dial) when it has one, else its blocking ``dial`` in a thread.
     """
     probes = list(dict.fromkeys(probes))
     controls = controls_for(probes, proven)
@@ -116,46 +136,44 @@ def check_reachability(world, clause: str, probes: list[Probe], *, negative_time
             probes.append(c)
     addr = {p.dst: world.address(p.dst) for p in probes}
     results: dict[Probe, dict] = {}
-    positives = [p for p in probes if p.expect]
-    negatives = [p for p in probes if not p.expect]
-    deadline = time.monotonic() + positive_deadline
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + positive_deadline
+    connected = {p: asyncio.Event() for p in probes if p.expect}
+    unjudged: list[Probe] = []
 
-    def ready(n: Probe) -> bool:  # a negative not yet dialled whose control has connected (or needs none)
-        return n not in results and (controls[n] is None or _good(controls[n], results.get(controls[n])))
+    async def dial(p: Probe) -> dict:
+        results[p] = r = await dial_one(world, p.src, addr[p.dst], p.port, negative_timeout)
+        return r
 
-    def next_round() -> list[Probe]:
-        """Positives not yet good, and the negatives that are ready. A ready negative waits one
-        round while a control of another negative is being dialled (the controls connect in
-        milliseconds over a live session, a dropped negative costs its whole timeout): so the
-        negatives of a check are dialled together, one timeout in all, not one per wave. Past the
-        deadline nothing waits."""
-        pos = [p for p in positives if not _good(p, results.get(p))]
-        neg = [n for n in negatives if ready(n)]
-        unlocks = {controls[n] for n in negatives if n not in results and not ready(n)}
-        if neg and time.monotonic() < deadline and any(p in unlocks for p in pos):
-            return pos
-        return pos + neg
+    async def positive(p: Probe) -> None:
+        while True:
+            started = loop.time()
+            if _good(p, await dial(p)):
+                connected[p].set()
+                return
+            if loop.time() >= deadline:
+                return
+            # a condition wait's poll interval (a fast refusal must not spin)
+            await asyncio.sleep(max(0.0, 0.5 - (loop.time() - started)))
 
-    while True:
-        started = time.monotonic()
-        todo = next_round()
-        if todo:
-            _dial_round(world, todo, addr, negative_timeout, results)
-        waiting = [p for p in positives if not _good(p, results.get(p))] + [n for n in negatives if n not in results]
-        if not waiting or (time.monotonic() >= deadline and not any(ready(n) for n in negatives)):
-            break  # past the deadline, negatives whose control connected in the last round still get their dial
-        if not any(n in negatives for n in next_round()) and time.monotonic() - started < 0.5:
-            # only retries of positives are due: the poll interval of a condition wait (a fast
-            # refusal must not spin); a round with a newly ready negative starts at once
-            time.sleep(0.5)
-    # Negatives whose control never connected: one dial each all the same. A connection is a
-    # violation whatever the control did (it needs no proof); no connection judges nothing.
-    unjudged = [n for n in negatives if n not in results]
-    if unjudged:
-        _dial_round(world, unjudged, addr, negative_timeout, results)
-        for n in unjudged:
-            if not results[n]["ok"]:
-                del results[n]  # reported below as "cannot judge"
+    async def negative(n: Probe) -> None:
+        c = controls[n]
+        if c is not None:
+            try:
+                await asyncio.wait_for(connected[c].wait(), max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                # Its control never connected: one dial all the same. A connection is a violation
+                # whatever the control did (it needs no proof); no connection judges nothing.
+                if not (await dial(n))["ok"]:
+                    unjudged.append(n)
+                return
+        await dial(n)
+
+    async with asyncio.TaskGroup() as tg:
+        for p in probes:
+            tg.create_task(positive(p) if p.expect else negative(n=p))
+    for n in unjudged:
+        del results[n]  # reported below as "cannot judge"
     problems = []
     for p in probes:
         r = results.get(p)
@@ -178,17 +196,15 @@ def check_reachability(world, clause: str, probes: list[Probe], *, negative_time
     return results
 
 
-def _dial_round(world, probes: list[Probe], addr: dict[str, str], timeout: float, results: dict) -> None:
-    """One round: every source dials its probes, all sources at once."""
-    by_src: dict[str, list[Probe]] = defaultdict(list)
-    for p in probes:
-        by_src[p.src].append(p)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=len(by_src)) as ex:
-        futs = {src: ex.submit(world.dial, src, [(addr[p.dst], p.port) for p in ps], timeout)
-                for src, ps in by_src.items()}
-        for src, ps in by_src.items():
-            for p, r in zip(ps, futs[src].result()):
-                results[p] = r
+async def dial_one(world, src: str, host: str, port: int, timeout: float) -> dict:
+    """One dial from ``src`` to ``host:port``: the world's ``adial`` coroutine, else its blocking
+    ``dial`` in a thread."""
+    adial = getattr(world, "adial", None)
+    if adial is not None:
+        got = await adial(src, [(host, port)], timeout)
+    else:
+        got = await asyncio.to_thread(world.dial, src, [(host, port)], timeout)
+    return got[0]
 
 
 def _good(p: Probe, r: dict | None) -> bool:

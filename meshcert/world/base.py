@@ -17,6 +17,7 @@ from typing import Any, Protocol, TypeVar
 
 import docker
 import docker.errors
+import httpx
 import requests
 
 from meshcert.errors import MeshcertError
@@ -171,6 +172,16 @@ class NodeAPI:
     def dial(self, probes: list[tuple[str, int]], timeout: float = 3.0, socks5: str | None = None) -> list[dict]:
         body = {"probes": [{"host": h, "port": p, "timeout": timeout} for h, p in probes], "socks5": socks5}
         r = self.session.post(self.base + "/dial", json=body, timeout=timeout * 2 + 10)
+        r.raise_for_status()
+        return r.json()["results"]
+
+    async def adial(self, probes: list[tuple[str, int]], timeout: float = 3.0, socks5: str | None = None) -> list[dict]:
+        """:meth:`dial` as a coroutine (the probe engine runs every probe as a task of one event
+        loop: meshcert.checks.base.reach). One client per call: the API is plain HTTP on the
+        world's bridge (no TLS, so no certificate store is loaded: 0.2 ms, not 22 ms, a client)."""
+        body = {"probes": [{"host": h, "port": p, "timeout": timeout} for h, p in probes], "socks5": socks5}
+        async with httpx.AsyncClient(trust_env=False, verify=False, timeout=timeout * 2 + 10) as client:
+            r = await client.post(self.base + "/dial", json=body)
         r.raise_for_status()
         return r.json()["results"]
 

@@ -578,6 +578,12 @@ class World:
             return self.nodes[src].api.dial(targets, timeout=timeout, socks5=self.nodes[src].socks5)
         return self.hosts[src].dial(targets, timeout=timeout)
 
+    async def adial(self, src: str, targets: list[tuple[str, int]], timeout: float = 3.0) -> list[dict]:
+        """:meth:`dial` as a coroutine, for the probe engine's event loop."""
+        if src in self.nodes:
+            return await self.nodes[src].api.adial(targets, timeout=timeout, socks5=self.nodes[src].socks5)
+        return await self.hosts[src].adial(targets, timeout=timeout)
+
     def wireguard_peer(self, src: str, address: str) -> str | None:
         """The tailnet IP of the peer whose WireGuard tunnel a packet from ``src`` to ``address``
         would take: the peer holding that address, or the peer that is primary for a route

@@ -7,6 +7,7 @@ answer, and dials that succeed exactly where the oracle allows -- except the pai
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from meshcert.policy import parse_policy
@@ -139,7 +140,8 @@ class FakeWorld:
 # Narrow stand-ins for one method each, for tests of one mechanism:
 
 class CutPathsWorld:
-    """Port 22 answers with its banner on every path not cut; every other port is dropped."""
+    """Port 22 answers with its banner on every path not cut; every other port is dropped. A
+    blocking ``dial`` (the probe engine runs it in a thread), each call kept in ``rounds``."""
 
     def __init__(self, cut=(), open_ports=(22,)):
         self.cut, self.open, self.rounds = {frozenset(c) for c in cut}, set(open_ports), []
@@ -147,11 +149,35 @@ class CutPathsWorld:
     def address(self, name):
         return name
 
+    def answer(self, src, h, p):
+        return {"ok": True, "banner": f"meshcert-banner host={h} port={p}", "error": None} \
+            if frozenset((src, h)) not in self.cut and p in self.open else \
+            {"ok": False, "banner": None, "error": "TimeoutError"}
+
     def dial(self, src, targets, timeout):
         self.rounds.append((src, list(targets)))
-        return [{"ok": True, "banner": f"meshcert-banner host={h} port={p}", "error": None}
-                if frozenset((src, h)) not in self.cut and p in self.open else
-                {"ok": False, "banner": None, "error": "TimeoutError"} for h, p in targets]
+        return [self.answer(src, h, p) for h, p in targets]
+
+
+class TimedCutPathsWorld(CutPathsWorld):
+    """CutPathsWorld with a coroutine ``adial`` whose dropped dials take their whole timeout and
+    whose answers take ``answer_s``, as on the wire; ``dials``: (start, end, src, host, port), in
+    seconds from the world's creation."""
+
+    def __init__(self, cut=(), open_ports=(22,), answer_s=0.01):
+        super().__init__(cut, open_ports)
+        self.answer_s, self.dials = answer_s, []
+        self.t0 = None  # the loop's clock at the first dial
+
+    async def adial(self, src, targets, timeout):
+        loop = asyncio.get_running_loop()
+        if self.t0 is None:
+            self.t0 = loop.time()
+        start = loop.time() - self.t0
+        out = [self.answer(src, h, p) for h, p in targets]
+        await asyncio.sleep(self.answer_s if all(r["ok"] for r in out) else timeout)
+        self.dials += [(start, loop.time() - self.t0, src, h, p) for h, p in targets]
+        return out
 
 
 class ScriptedPongsWorld:

@@ -119,7 +119,7 @@ CATALOG = _yaml(_clause("ACL-1", "acl"), _clause("ACL-2", "acl"), _clause("ROUTE
 def tree(pytester, monkeypatch):
     """A checkout in miniature: conformance/test_acl.py (marks on functions, a parameter, a
     class and its pytestmark), its clauses.yaml (MESHCERT_CLAUSES), a pytest.ini at its root."""
-    pytester.makeini("[pytest]\n")
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
     (pytester.path / "conformance").mkdir()
     (pytester.path / "conformance" / "test_acl.py").write_text(ACL_TESTS)
     (pytester.path / "clauses.yaml").write_text(CATALOG)
