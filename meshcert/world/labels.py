@@ -74,12 +74,16 @@ def remove_run(c: docker.DockerClient, run_id: str | None = None, *, only_dead: 
                  REMOVAL_WAIT_S)
     except WorldError as e:
         progress.say(f"{e.one_line()}; their networks and volumes may stay (`meshcert sweep` removes them)")
+    # Busy right after its containers went: waited for. Busy with no container removed here: a
+    # stale endpoint of the engine's own (seen after a Ctrl-C mid-start: "active endpoints", no
+    # container attached), which waiting does not clear: one try, said, left.
+    patience = REMOVAL_WAIT_S if doomed_cts else 0.0
     for net in c.networks.list(filters=flt):
         if doomed(net.attrs.get("Labels") or {}):
-            counts["networks"] += _retry_busy(f"network {net.name}", lambda net=net: _remove_network(net))
+            counts["networks"] += _retry_busy(f"network {net.name}", lambda net=net: _remove_network(net), patience)
     for vol in c.volumes.list(filters=flt):
         if doomed(vol.attrs.get("Labels") or {}):
-            counts["volumes"] += _retry_busy(f"volume {vol.name}", lambda vol=vol: vol.remove(force=True))
+            counts["volumes"] += _retry_busy(f"volume {vol.name}", lambda vol=vol: vol.remove(force=True), patience)
     return counts
 
 
@@ -99,12 +103,12 @@ def _remove_network(net) -> None:
     net.remove()
 
 
-def _retry_busy(what: str, remove) -> int:
-    """``remove()`` until it succeeds (1) or the object is gone (0), retried while the engine
-    answers that it is still in use (403/409: active endpoints, a volume in use); anything else,
-    or still busy after REMOVAL_WAIT_S, is said once and left for the next sweep (0): a new run's
-    start-up sweep never fails on what another run left."""
-    deadline = time.monotonic() + REMOVAL_WAIT_S
+def _retry_busy(what: str, remove, patience: float = REMOVAL_WAIT_S) -> int:
+    """``remove()`` until it succeeds (1) or the object is gone (0), retried for ``patience`` s
+    while the engine answers that it is still in use (403/409: active endpoints, a volume in
+    use); anything else, or still busy after that, is said once and left for the next sweep (0):
+    a new run's start-up sweep never fails on what another run left."""
+    deadline = time.monotonic() + patience
     while True:
         try:
             remove()
@@ -112,8 +116,9 @@ def _retry_busy(what: str, remove) -> int:
         except docker.errors.NotFound:
             return 0
         except docker.errors.APIError as e:
-            if e.status_code not in (403, 409) or time.monotonic() > deadline:
-                progress.say(f"could not remove {what}: {brief_error(e)} (left for the next sweep)")
+            if e.status_code not in (403, 409) or time.monotonic() >= deadline:
+                progress.say(f"could not remove {what}: {brief_error(e)} (left for the next sweep; an "
+                             "endpoint the engine keeps with no container attached goes when the engine restarts)")
                 return 0
         time.sleep(0.5)  # the poll interval of a condition wait: the engine letting go of the object
 
