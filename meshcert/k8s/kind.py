@@ -376,7 +376,25 @@ class KindCluster(KubectlCluster):
         cfg.write_text(yaml.safe_dump(effective_config(doc, ours), sort_keys=False))
         self._kind("create", "cluster", "--name", self.name, "--config", str(cfg), "--image", self.node_image,
                    "--kubeconfig", str(self.kubeconfig), "--wait", wait, *(["--retain"] if retain else []))
+        self._wait_default_service_account()
         return self
+
+    # kind's --wait ends when the node is Ready; the controller-manager makes namespace default's
+    # service account a moment later, and until then the API server refuses a bare Pod ("error
+    # looking up service account default/default": seen in CI). Seconds here; 60 s under load.
+    SERVICE_ACCOUNT_WAIT_S = 60.0
+
+    def _wait_default_service_account(self) -> None:
+        deadline = time.monotonic() + self.SERVICE_ACCOUNT_WAIT_S
+        while True:
+            code, _, err = self.kubectl_run("get", "serviceaccount", "default", "--namespace", "default", timeout=30)
+            if code == 0:
+                return
+            if time.monotonic() >= deadline:
+                raise EnvironmentProblem(f"kind cluster {self.name}",
+                                         f"namespace default has no service account `default` {self.SERVICE_ACCOUNT_WAIT_S:.0f} s "
+                                         f"after the node was Ready (the controller-manager makes it): {err.strip()[-300:]}")
+            time.sleep(0.5)  # the poll interval of a condition wait
 
     def delete(self) -> None:
         """Remove the cluster, its network and kubeconfig; safe to call twice or after a failed create."""
