@@ -391,6 +391,14 @@ KIND_BANNER_PORTS = (5000,)          # the controller runs as uid 1000: no port 
 KIND_SECRET_PRESENT, KIND_SECRET_MISSING, KIND_KEY_MISSING = "present", "missing", "key-missing"
 
 
+# How long a kind release's sidecar gets to reach BackendState Running (HELM-3's wait, and its
+# negative's: a pod that never joins waits this out). The kind pod is Ready -- its sidecar
+# Running and the readiness probe passed -- a median 7.5-8.4 s after it is created, 9.3 s at
+# most, under a 1-min load of 13-21 on 2 cores (bench/results/kind-2026-12-02-*.json,
+# pod_ready_s); 45 s is nearly 5x that worst case (it was 90 s, with no basis written).
+KIND_RUNNING_S = 45.0
+
+
 @dataclass
 class KindRelease(_Sidecar):
     """A chart installed with helm in a namespace of its own on a kind cluster, its one pod."""
@@ -416,7 +424,7 @@ class KindRelease(_Sidecar):
     def sut(self) -> SutClient:
         return kindpod.sut_client(self.pod, self.controller, self.sut_port)
 
-    def wait_running(self, timeout: float = 90) -> dict:
+    def wait_running(self, timeout: float = KIND_RUNNING_S) -> dict:
         wait_for(f"kind pod {self.namespace}: sidecar BackendState Running", lambda: self.backend_state() == "Running",
                  timeout, describe=lambda: f"BackendState {self.backend_state()}; {self.pod.brief()}; sidecar log: "
                                            + " | ".join(map(repr, log_tail(redact(self.pod.logs(SIDECAR))))))
