@@ -39,6 +39,16 @@ from meshcert.plugin.parallel import unit_of  # noqa: E402
 LOADS: list[dict] = []  # the machine's load around each timed command (the engine is shared)
 
 
+def _cpu_ticks() -> tuple[int, int] | None:
+    """(busy, total) CPU ticks since boot, all cores (/proc/stat's first line; iowait counts idle)."""
+    try:
+        f = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, ValueError, IndexError):
+        return None
+    idle = f[3] + (f[4] if len(f) > 4 else 0)
+    return sum(f) - idle, sum(f)
+
+
 def _load() -> dict:
     """1-min load average and how many meshcert containers run on the engine (all sessions')."""
     try:
@@ -57,6 +67,7 @@ def _load() -> dict:
 def _timed(cmd: list[str], cwd: Path, log: Path, env: dict | None = None) -> tuple[float, int, str]:
     before = _load()
     samples: list[dict] = []
+    cpu0 = _cpu_ticks()
     t0 = time.monotonic()
     with log.open("w") as f:
         p = subprocess.Popen(cmd, cwd=cwd, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
@@ -66,10 +77,15 @@ def _timed(cmd: list[str], cwd: Path, log: Path, env: dict | None = None) -> tup
             except subprocess.TimeoutExpired:
                 samples.append(_load())
     wall = time.monotonic() - t0
+    cpu1 = _cpu_ticks()
+    # how busy the cores were over the whole command (all processes): near 100 %, more parallel
+    # work only queues; well below, the command waits more than it computes
+    cpu_busy = round(100.0 * (cpu1[0] - cpu0[0]) / max(1, cpu1[1] - cpu0[1]), 1) if cpu0 and cpu1 else None
     loads = [x["load1"] or 0.0 for x in samples] or [before["load1"] or 0.0]
     LOADS.append({"log": log.name, "before": before, "after": _load(),
                   "load1_median": round(statistics.median(loads), 2), "load1_max": max(loads),
-                  "mc_containers_max": max((x["mc_containers"] or 0 for x in samples), default=None)})
+                  "mc_containers_max": max((x["mc_containers"] or 0 for x in samples), default=None),
+                  "cpu_busy_pct": cpu_busy})
     return wall, p.returncode, log.read_text(errors="replace")
 
 
@@ -179,7 +195,8 @@ def main() -> int:
                              {**env, "CI": "true", "PYTEST_ADDOPTS": "--durations=0 --durations-min=0.5"})
         summary = [ln for ln in text.splitlines() if re.search(r"\d+ passed", ln)]
         res["steps"]["ci"] = {"wall_s": w, "exit": rc, "summary": summary[-1].strip("= ") if summary else None,
-                              "slowest": _slowest(text)[:40], "units_s": _units(_slowest(text))}
+                              "slowest": _slowest(text)[:40], "units_s": _units(_slowest(text)),
+                              "test_workers": os.environ.get("MESHCERT_TEST_WORKERS") or "the default (meshcert.cli.TEST_WORKERS)"}
         print(f"ci: {w:.0f} s, exit {rc}, {res['steps']['ci']['summary']}", flush=True)
         shutil.rmtree(clone, ignore_errors=True)
 
@@ -204,7 +221,7 @@ def main() -> int:
               f"{res['machine'].get('cores')} cores; meshcert containers on the engine, all sessions):", ""]
     lines += [f"- {x['log']}: load median {x['load1_median']}, max {x['load1_max']}; meshcert containers "
               f"{x['before']['mc_containers']} before, up to {x['mc_containers_max']} during, "
-              f"{x['after']['mc_containers']} after" for x in LOADS]
+              f"{x['after']['mc_containers']} after; cores busy {x.get('cpu_busy_pct')} % of the time" for x in LOADS]
     if "ci" in res["steps"]:
         lines += ["", "Slowest tests of the ci run:", "", "```", *res["steps"]["ci"]["slowest"], "```"]
         lines += ["", "Seconds per work unit (each unit runs on one xdist worker; the one-test units "
