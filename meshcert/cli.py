@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -99,34 +101,64 @@ def cmd_setup(args=None) -> None:
             progress.say(f"kind node image: {kind.ensure_node_image(c)}")
 
 
-def _pytest(pytest_args: list[str], cwd: Path) -> int:
+# the pytest children running now (certify --matrix runs several side by side): a Ctrl-C or
+# SIGTERM, which only the main thread receives, is passed to each of them
+_CHILDREN: set[subprocess.Popen] = set()
+_CHILDREN_LOCK = threading.Lock()
+
+
+def _pytest(pytest_args: list[str], cwd: Path, env: dict[str, str] | None = None,
+            log: Path | None = None) -> int:
     """Run pytest as a child in a session of its own, so Ctrl-C reaches it exactly once: from us.
 
     (subprocess.call would SIGKILL the child on our KeyboardInterrupt, leaving its world for the
     next run to sweep; a terminal's Ctrl-C sent to both of us could interrupt its teardown twice.)
     On Ctrl-C or SIGTERM we send the child's process group (pytest, and under -n its xdist workers,
-    each with a world) one SIGINT and wait until it has torn its worlds down.
+    each with a world) one SIGINT and wait until it has torn its worlds down. ``env``: set in the
+    child's environment (not ours: children may run side by side, from threads); ``log``: its
+    output goes there instead of our terminal.
     """
-    env = bytecode_env(dict(os.environ))  # compiled once per machine, not once per process
+    child_env = bytecode_env({**os.environ, **(env or {})})  # compiled once per machine, not once per process
     cmd = [sys.executable, "-m", "pytest", *pytest_args]
-    progress.say("running: " + " ".join(cmd[2:]))
-    child = subprocess.Popen(cmd, cwd=str(cwd), env=env, start_new_session=True)
+    progress.say("running: " + " ".join(cmd[2:]) + (f" (output: {log})" if log else ""))
+    out = open(log, "w") if log else None  # noqa: SIM115 -- closed below, after the child ends
     try:
-        return child.wait()
-    except KeyboardInterrupt:
-        if child.poll() is None:
-            progress.say("interrupted: pytest is tearing its world(s) down ...")
-            try:
-                os.killpg(child.pid, signal.SIGINT)  # its own session: the group is pytest + its workers
-            except ProcessLookupError:
-                pass
+        child = subprocess.Popen(cmd, cwd=str(cwd), env=child_env, start_new_session=True,
+                                 stdout=out, stderr=subprocess.STDOUT if out else None)
+        with _CHILDREN_LOCK:
+            _CHILDREN.add(child)
+        try:
+            return child.wait()
+        except KeyboardInterrupt:
+            _interrupt_children()
+            raise
+        finally:
+            with _CHILDREN_LOCK:
+                _CHILDREN.discard(child)
+    finally:
+        if out:
+            out.close()
+
+
+def _interrupt_children() -> None:
+    """Ctrl-C or SIGTERM in the main thread: one SIGINT to each running pytest child's process
+    group, then wait until every one has torn its worlds down (a second Ctrl-C keeps waiting)."""
+    with _CHILDREN_LOCK:
+        children = [c for c in _CHILDREN if c.poll() is None]
+    if children:
+        progress.say("interrupted: pytest is tearing its world(s) down ...")
+    for child in children:
+        try:
+            os.killpg(child.pid, signal.SIGINT)  # its own session: the group is pytest + its workers
+        except ProcessLookupError:
+            pass
+    for child in children:
         while True:
             try:
                 child.wait()
                 break
             except KeyboardInterrupt:
                 progress.say("still tearing down; waiting (a kill -9 leaves it for the next run to sweep)")
-        raise
 
 
 # `meshcert test` runs this many pytest-xdist workers unless told otherwise (MESHCERT_TEST_WORKERS,
@@ -300,6 +332,7 @@ def _certify_matrix(args, report: Path) -> int:
     clause_ids = [cid for cid in report_matrix.MATRIX_CLAUSES if tests_of.get(cid)]
     holds_for = {c.id: c.holds_for for c in load_catalog()}
     columns: dict[tuple[str, str], dict] = {}
+    jobs: list[tuple[str, list[str], dict, bool]] = []
     for hs in versions["headscale"]:
         # one pytest session (one world) per headscale version, switched across its tailscale
         # versions (only the nodes restart: World.switch_tailscale)
@@ -318,8 +351,9 @@ def _certify_matrix(args, report: Path) -> int:
         # a headscale on which a router that joins again never becomes primary: a world per
         # tailscale version (switching a world rejoins every node)
         groups = [[ts] for ts in runs] if dialect(hs).rejoined_router_never_primary else [runs]
-        for group in groups:
-            columns.update(_matrix_session(args, report, hs, group, na, clause_ids, tests_of, len(groups) > 1))
+        jobs += [(hs, group, na, len(groups) > 1) for group in groups]
+    for got in _run_matrix_sessions(args, report, jobs, clause_ids, tests_of):
+        columns.update(got)
     columns = [columns[(c.tailscale, c.headscale)]
                for c in matrix.combinations(versions["tailscale"], versions["headscale"])]
     where = report_matrix.write(report, versions, clause_ids, columns)
@@ -331,31 +365,70 @@ def _certify_matrix(args, report: Path) -> int:
     return code
 
 
-def _matrix_session(args, report: Path, hs: str, group: list[str], na: dict, clause_ids: list[str],
-                    tests_of: dict, apart: bool) -> dict[tuple[str, str], dict]:
-    """One pytest session (one world) of headscale ``hs`` run with each tailscale version of
-    ``group`` in turn (World.switch_tailscale between them); its columns by (tailscale, headscale)."""
+# certify --matrix runs this many of its pytest sessions (one world each) side by side
+# (MESHCERT_MATRIX_JOBS; 1: one after the other). The sessions wait far more than they compute
+# (joins, handshakes, route propagation), so two at once; measured in bench/results/matrix-cost.json.
+MATRIX_JOBS = 2
+
+
+def _run_matrix_sessions(args, report: Path, jobs: list[tuple[str, list[str], dict, bool]], clause_ids: list[str],
+                         tests_of: dict) -> list[dict[tuple[str, str], dict]]:
+    """The matrix's sessions, MATRIX_JOBS at a time, each world on a VLAN of its own (the
+    session VLAN moved up by the job's slot, as xdist's workers are: parallel.session_vlan).
+    Ctrl-C (in the main thread, waiting here) interrupts every running session, which tears its
+    world down first."""
+    raw = os.environ.get("MESHCERT_MATRIX_JOBS", "").strip()
+    if raw and not raw.isdigit():
+        raise InputError("MESHCERT_MATRIX_JOBS", f"{raw!r} is not a number of sessions", "give 1 (one at a time) or N")
+    n = max(1, min(int(raw) if raw else MATRIX_JOBS, len(jobs)))
+    slots = list(range(n))  # a session takes a free slot: its VLAN is the session VLAN + slot
+    lock = threading.Lock()
+
+    def run(job) -> dict[tuple[str, str], dict]:
+        with lock:
+            slot = slots.pop(0)
+        try:
+            vlan = parallel.session_vlan(f"gw{slot}" if slot else None)
+            return _matrix_session(args, report, *job, clause_ids, tests_of, vlan=vlan, quiet=n > 1)
+        finally:
+            with lock:
+                slots.append(slot)
+
+    if n == 1:
+        return [run(job) for job in jobs]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=n, thread_name_prefix="matrix") as ex:
+        futures = [ex.submit(run, job) for job in jobs]
+        try:
+            concurrent.futures.wait(futures)
+        except KeyboardInterrupt:
+            _interrupt_children()
+            concurrent.futures.wait(futures)
+            raise
+        return [f.result() for f in futures]
+
+
+def _matrix_session(args, report: Path, hs: str, group: list[str], na: dict, apart: bool, clause_ids: list[str],
+                    tests_of: dict, vlan: str | None = None, quiet: bool = False) -> dict[tuple[str, str], dict]:
+    """One pytest session (one world, on ``vlan``) of headscale ``hs`` run with each tailscale
+    version of ``group`` in turn (World.switch_tailscale between them); its columns by
+    (tailscale, headscale). ``quiet``: sessions side by side, each one's output in its folder."""
     out: dict[tuple[str, str], dict] = {}
     # every test of a clause that holds for one of them (the plugin skips, per tailscale
     # version, a test whose clauses all hold elsewhere), and the recorded findings
     tests = sorted({t for ts in group for cid in clause_ids if cid not in na[ts] for t in tests_of[cid]}) \
         + [report_matrix.FINDINGS_TEST]
     sub = report / (f"hs-{hs}_ts-{group[0]}" if apart else f"hs-{hs}")
+    sub.mkdir(parents=True, exist_ok=True)
     progress.say(f"matrix: headscale {hs} with tailscale {', '.join(group)} (one world) -> {sub}")
-    env = {"MESHCERT_MATRIX_TAILSCALE": ",".join(group), "MESHCERT_HEADSCALE": hs, "MESHCERT_CERTIFY": "1"}
-    saved = {k: os.environ.get(k) for k in (*env, "MESHCERT_TAILSCALE")}
-    os.environ.pop("MESHCERT_TAILSCALE", None)
-    os.environ.update(env)
-    try:
-        rc = _pytest([*tests, "-q", "--report-dir", str(sub), "--junitxml", str(sub / "junit.xml"),
-                      *(["--sut-image", args.sut_image, "--sut-port", str(args.sut_port)] if args.sut_image else [])],
-                     suite_root())
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    # MESHCERT_TAILSCALE (a pin of some nodes) would override the column's version: emptied
+    env = {"MESHCERT_MATRIX_TAILSCALE": ",".join(group), "MESHCERT_HEADSCALE": hs, "MESHCERT_CERTIFY": "1",
+           "MESHCERT_TAILSCALE": "", **({"MESHCERT_VLAN": vlan} if vlan else {})}
+    t0 = time.monotonic()
+    rc = _pytest([*tests, "-q", "--report-dir", str(sub), "--junitxml", str(sub / "junit.xml"),
+                  *(["--sut-image", args.sut_image, "--sut-port", str(args.sut_port)] if args.sut_image else [])],
+                 suite_root(), env=env, log=sub / "pytest.log" if quiet else None)
+    progress.say(f"matrix: headscale {hs} with tailscale {', '.join(group)}: pytest exit {rc} in "
+                 f"{time.monotonic() - t0:.0f} s" + (f" (output: {sub / 'pytest.log'})" if quiet else ""))
     try:
         results = json.loads((sub / "results.json").read_text())
     except (OSError, ValueError):

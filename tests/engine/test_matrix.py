@@ -36,7 +36,8 @@ def matrix(tmp_path_factory):
     report = tmp_path_factory.mktemp("matrix")
     env = {k: v for k, v in os.environ.items() if k not in ("MESHCERT_TAILSCALE", "MESHCERT_HEADSCALE",
                                                            "PYTEST_XDIST_WORKER", "PYTEST_CURRENT_TEST")}
-    env.update(MESHCERT_VLAN=free_vlan(), MESHCERT_CERTIFY_WORKERS="0")
+    # two headscale sessions side by side (MATRIX_JOBS): two worlds, MESHCERT_VLAN + 0 and + 1
+    env.update(MESHCERT_VLAN=free_vlan(count=2), MESHCERT_CERTIFY_WORKERS="0")
     t0 = time.monotonic()
     r = meshcert("certify", "--matrix", "--tailscale", f"{pinned['tailscale']},{OLD_TS}",
                  "--headscale", f"{pinned['headscale']},{OLD_HS}", "--report-dir", str(report), env=env, timeout=3300)
