@@ -197,9 +197,9 @@ def test_conformance_is_three_units_property_pods_and_the_rest():
 def test_a_run_of_one_unit_gets_no_workers():
     assert parallel_args(["-q", "conformance/test_property.py"], {}) == []
     assert parallel_args(["conformance/test_property.py", "conformance/test_route.py::t"], {}) == []
-    assert parallel_args(["conformance/test_property.py", "conformance/test_acl.py"], {}) == ["-n", "3"]
-    assert parallel_args(["conformance"], {}) == ["-n", "3"]
-    assert parallel_args(["tests/engine/test_mutants.py"], {}) == ["-n", "3"]  # one unit per test there
+    assert parallel_args(["conformance/test_property.py", "conformance/test_acl.py"], {}) == ["-n", str(TEST_WORKERS)]
+    assert parallel_args(["conformance"], {}) == ["-n", str(TEST_WORKERS)]
+    assert parallel_args(["tests/engine/test_mutants.py"], {}) == ["-n", str(TEST_WORKERS)]  # one unit per test there
 
 
 def test_certify_runs_its_own_worker_count():
