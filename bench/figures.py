@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -98,22 +100,38 @@ def step_suite(args) -> None:
 
 
 def step_flake(args) -> None:
-    """The flake loops: N consecutive `pytest scenarios` runs and N consecutive certifications."""
+    """The flake loops: N consecutive `pytest scenarios` runs and N consecutive certifications;
+    with --flake-side-by-side the two loops run at once (each on VLANs of its own), the machine
+    loaded as a CI run loads it."""
     failed = []
-    for job, name in (("scenarios", "scenario-runs"), ("certify", "certify-runs")):
+    jobs = (("scenarios", "scenario-runs", "10.20.120.0/24"), ("certify", "certify-runs", "10.20.110.0/24"))
+
+    def loop(job: str, name: str, vlan: str) -> None:
         out = REPO / "reports" / time.strftime(f"{name}-%Y%m%d-%H%M%S")
         cmd = ["bench/scenario_runs.py", "--job", job, "--runs", str(args.flake_runs)]
-        rc = subprocess.call([PY, str(REPO / cmd[0]), *cmd[1:], "--out", str(out)], cwd=REPO)
+        env = {**os.environ, "MESHCERT_VLAN": vlan} if args.flake_side_by_side else None
+        rc = subprocess.call([PY, str(REPO / cmd[0]), *cmd[1:], "--out", str(out)], cwd=REPO, env=env)
         try:
             runs = json.loads((out / "summary.json").read_text())
         except (OSError, ValueError):
             runs = []
-        _write(f"{name}.json", {**stamp(" ".join(cmd)), "exit_code": rc, "job": job, "runs": runs})
+        _write(f"{name}.json", {**stamp(" ".join(cmd)), "exit_code": rc, "job": job, "runs": runs,
+                                "side_by_side": bool(args.flake_side_by_side)})
         md = out / "summary.md"
         if md.is_file():
             (RESULTS / f"{name}.md").write_text(md.read_text())
         if rc != 0:
             failed.append(f"{' '.join(cmd)} exited {rc}")
+
+    if args.flake_side_by_side:
+        threads = [threading.Thread(target=loop, args=j) for j in jobs]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    else:
+        for j in jobs:
+            loop(*j)
     if failed:
         raise RuntimeError("; ".join(failed))
 
@@ -214,7 +232,10 @@ def block_flake() -> str:
     walls = sorted(r.get("wall_s") for r in runs if r.get("wall_s") is not None)
     out = [f"{passed}/{len(runs)} consecutive runs passed; wall per run min / median / max "
            f"{walls[0] if walls else '–'} / {walls[len(walls) // 2] if walls else '–'} / "
-           f"{walls[-1] if walls else '–'} s (`bench/results/scenario-runs.json`, {describe(a)}).", "",
+           f"{walls[-1] if walls else '–'} s"
+           + ("; run side by side with the certify loop below (both at once: a machine loaded as CI loads it)"
+              if a.get("side_by_side") else "")
+           + f" (`bench/results/scenario-runs.json`, {describe(a)}).", "",
            "| scenario | passed | figures (min / max over the runs) |", "|---|---|---|"]
     names = sorted({n for r in runs for n in (r.get("scenarios") or {})})
     for n in names:
@@ -370,6 +391,8 @@ def main() -> int:
                     help="reuse this full suite run's report (results.json) instead of running the suite")
     ap.add_argument("--world-runs", type=int, default=3)
     ap.add_argument("--flake-runs", type=int, default=10)
+    ap.add_argument("--flake-side-by-side", action="store_true",
+                    help="flake: the scenario loop and the certify loop at once (VLANs 10.20.120 and 10.20.110 up)")
     args = ap.parse_args()
     steps = [s.strip() for s in args.steps.split(",") if s.strip()]
     unknown = [s for s in steps if s not in STEPS]
