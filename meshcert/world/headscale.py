@@ -125,7 +125,15 @@ class Headscale:
             conn.close()
 
     def create_user(self, name: str) -> int:
-        uid = int(self.cli("users", "create", name)["id"])
+        made = self.cli("users", "create", name)
+        if not isinstance(made, dict) or "id" not in made:
+            # exit 0 and no JSON (seen once, at a load of 27 on 2 cores): the user may well exist
+            # now; read it back by name rather than fail a world on one lost answer
+            made = next((u for u in self.cli("users", "list") or [] if isinstance(u, dict) and u.get("name") == name),
+                        None)
+            if made is None:
+                raise WorldError(f"`headscale users create {name}` answered nothing, and `users list` has no such user")
+        uid = int(made["id"])
         self.users[uid] = name
         if self.dialect.user_required and self.default_user is None:
             self.default_user = uid

@@ -1,6 +1,10 @@
 """The headscale dialects (meshcert/world/headscale_versions.py): each difference between the
 versions the matrix runs, as read in each version's source."""
 
+import pytest
+
+from meshcert.world.base import WorldError
+from meshcert.world.headscale import Headscale
 from meshcert.world.headscale_versions import dialect, routes_as_nodes
 
 
@@ -92,3 +96,27 @@ def test_a_reset_restarts_headscale_only_where_an_outage_can_leave_the_tailnet_b
     assert reset("v0.27.1", whole=False) == ["routes?", "restart", "routes?"]
     assert reset("v0.29.2", whole=True) == ["routes?"]
     assert reset("v0.29.2", whole=False) == ["routes?", "error"], "no restart where the race is not known"
+
+
+class _Box:
+    """A headscale container whose `users create` exits 0 and prints nothing (seen once under
+    a load of 27), ``made`` saying whether the user exists all the same."""
+
+    def __init__(self, made: bool):
+        self.made = made
+
+    def exec(self, argv):
+        if argv[1:3] == ["users", "create"]:
+            return 0, ""
+        if argv[1:3] == ["users", "list"]:
+            return 0, '[{"id": 7, "name": "meshcert"}]' if self.made else "[]"
+        raise AssertionError(argv)
+
+
+def test_a_user_created_without_an_answer_is_read_back_by_name():
+    assert Headscale(_Box(made=True), "10.0.0.1", "v0.29.2").create_user("meshcert") == 7
+
+
+def test_a_user_neither_answered_nor_listed_is_one_clear_world_error():
+    with pytest.raises(WorldError, match="answered nothing, and `users list` has no such user"):
+        Headscale(_Box(made=False), "10.0.0.1", "v0.29.2").create_user("meshcert")
