@@ -76,8 +76,11 @@ def test_interrupting_meshcert_test_tears_the_world_down(sig, paths, tmp_path):
     `meshcert test` while pytest has its world(s) up -- one per xdist worker that has tests --
     pytest tears every one down before the command ends."""
     c = engine.ensure_engine()
-    # the workers' VLANs are MESHCERT_VLAN + 0, + 1, ...: as many free /24s as worlds
-    env = {**os.environ, "MESHCERT_VLAN": free_vlan(count=len(paths)), "MESHCERT_TEST_WORKERS": str(max(2, len(paths)))}
+    # the child's workers' VLANs are MESHCERT_VLAN + 0, + 1, ...: as many free /24s as WORKERS, not
+    # as worlds -- one unit may run on gw1, at + 1 (a CI run failed so: "Pool overlaps" with a /24
+    # another worker had reserved)
+    workers = max(2, len(paths))
+    env = {**os.environ, "MESHCERT_VLAN": free_vlan(count=workers), "MESHCERT_TEST_WORKERS": str(workers)}
     p = subprocess.Popen([sys.executable, "-m", "meshcert.cli", "test", "-q", "-p", "no:cacheprovider",
                           *paths, "--report-dir", str(tmp_path / "report")],
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
