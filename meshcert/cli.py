@@ -166,7 +166,7 @@ def _interrupt_children() -> None:
 # pod start-ups, timeouts), each worker with a world of its own. Measured, clean-clone .ci/run on
 # 2 cores (bench/results/speed-2026-12-02-*.json, one run each): 3 workers 1294 s (b3320b4, load
 # median 7.0); 4 workers 1017 s (eba8f95, load median 11.4, the cores busy 75 % of the time);
-# 5 workers (51ffdf8) loaded the machine to 27 and the cores were saturated: no faster once the
+# 5 workers (51ffdf8): load median 24.5, the cores busy 92.5 %, saturated: no faster once the
 # work one worker's failed start skipped is counted, so 4.
 TEST_WORKERS = 4
 # `meshcert certify` runs conformance/'s four units (plugin/parallel.py UNIT_OF_FILE: property,
