@@ -126,7 +126,7 @@ async def reach(world, clause: str, probes: list[Probe], *, negative_timeout: fl
     ``proven``: (src, dst) pairs whose path a positive probe proved just before a change (a policy
     or route change the negative is about); their negatives are dialled at once.
 
-    The world dials with ``adial`` (a coroutine: the node agents' HTTP API through one async
+    The world dials with ``adial`` (a coroutine: the node agents' HTTP API through httpx's async
     client, no thread per dial) when it has one, else its blocking ``dial`` in a thread.
     """
     probes = list(dict.fromkeys(probes))
@@ -169,9 +169,12 @@ async def reach(world, clause: str, probes: list[Probe], *, negative_timeout: fl
                 return
         await dial(n)
 
-    async with asyncio.TaskGroup() as tg:
-        for p in probes:
-            tg.create_task(positive(p) if p.expect else negative(n=p))
+    try:
+        async with asyncio.TaskGroup() as tg:
+            for p in probes:
+                tg.create_task(positive(p) if p.expect else negative(n=p))
+    except ExceptionGroup as eg:  # a dial that failed (not a refusal: the node agent itself): the first, alone
+        raise eg.exceptions[0] from None
     for n in unjudged:
         del results[n]  # reported below as "cannot judge"
     problems = []

@@ -180,10 +180,13 @@ class NodeAPI:
         loop: meshcert.checks.base.reach). One client per call: the API is plain HTTP on the
         world's bridge (no TLS, so no certificate store is loaded: 0.2 ms, not 22 ms, a client)."""
         body = {"probes": [{"host": h, "port": p, "timeout": timeout} for h, p in probes], "socks5": socks5}
-        async with httpx.AsyncClient(trust_env=False, verify=False, timeout=timeout * 2 + 10) as client:
-            r = await client.post(self.base + "/dial", json=body)
-        r.raise_for_status()
-        return r.json()["results"]
+        try:
+            async with httpx.AsyncClient(trust_env=False, verify=False, timeout=timeout * 2 + 10) as client:
+                r = await client.post(self.base + "/dial", json=body)
+            r.raise_for_status()
+            return r.json()["results"]
+        except (httpx.HTTPError, ValueError, KeyError) as e:
+            raise WorldError(f"{self.name}: node agent POST {self.base}/dial: {brief_error(e)}") from None
 
     def localapi(self, path: str) -> Any:
         r = self.session.get(f"{self.base}/localapi/v0/{path}", timeout=10)

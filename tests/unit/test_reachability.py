@@ -88,3 +88,16 @@ def test_only_proven_negatives_are_dialled_at_once():
     w = CutPathsWorld()
     check_reachability(w, "ACL-2", [Probe("agent", "database", 6379, False)], proven=[("agent", "database")])
     assert w.rounds == [("agent", [("database", 6379)])]
+
+
+def test_a_dial_that_fails_is_raised_as_itself_not_as_a_group():
+    """A node agent that does not answer is an error of the world, raised as the blocking engine
+    raised it: the first failure alone, not an ExceptionGroup of the event loop's tasks."""
+    from meshcert.world.base import WorldError
+
+    class Broken(TimedCutPathsWorld):
+        async def adial(self, src, targets, timeout):
+            raise WorldError(f"{src}: node agent POST http://x:9999/dial: connection refused")
+
+    with pytest.raises(WorldError, match="node agent POST"):
+        check_reachability(Broken(), "ACL-2", PROBES)
