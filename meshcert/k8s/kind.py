@@ -49,6 +49,7 @@ from meshcert.toolchain import progress
 from meshcert.toolchain.components import COMPONENTS
 from meshcert.toolchain.paths import charts_dir
 from meshcert.world import labels
+from meshcert.world.base import WorldError, wait_for
 
 # kind reads its configuration from a file: meshcert is installed as files, never zipped.
 KIND_CONFIG = charts_dir() / "kind-config.yaml"
@@ -385,16 +386,18 @@ class KindCluster(KubectlCluster):
     SERVICE_ACCOUNT_WAIT_S = 60.0
 
     def _wait_default_service_account(self) -> None:
-        deadline = time.monotonic() + self.SERVICE_ACCOUNT_WAIT_S
-        while True:
-            code, _, err = self.kubectl_run("get", "serviceaccount", "default", "--namespace", "default", timeout=30)
-            if code == 0:
-                return
-            if time.monotonic() >= deadline:
-                raise EnvironmentProblem(f"kind cluster {self.name}",
-                                         f"namespace default has no service account `default` {self.SERVICE_ACCOUNT_WAIT_S:.0f} s "
-                                         f"after the node was Ready (the controller-manager makes it): {err.strip()[-300:]}")
-            time.sleep(0.5)  # the poll interval of a condition wait
+        last = {"err": ""}
+
+        def present() -> bool:
+            code, _, last["err"] = self.kubectl_run("get", "serviceaccount", "default", "--namespace", "default",
+                                                    timeout=30)
+            return code == 0
+        try:
+            wait_for("namespace default's service account `default`", present, self.SERVICE_ACCOUNT_WAIT_S,
+                     interval=0.5, describe=lambda: last["err"].strip()[-300:])
+        except WorldError as e:
+            raise EnvironmentProblem(f"kind cluster {self.name}", f"{e.one_line()} (the node was Ready; the "
+                                     "controller-manager makes it)") from None
 
     def delete(self) -> None:
         """Remove the cluster, its network and kubeconfig; safe to call twice or after a failed create."""
