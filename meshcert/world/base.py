@@ -66,9 +66,22 @@ def container_state(box: Box, lines: int = 5) -> str:
 _NOTHING = object()
 
 
+# A wait paces itself by what its observation costs: after a check that took c seconds it pauses
+# max(interval, PACE_FACTOR * c), at most PACE_CAP_S, and never past its deadline (where it checks
+# once more). A cheap check (an HTTP request to a node agent: milliseconds) keeps ``interval``; a
+# check that starts processes (`docker exec ... kubectl`, `kubectl exec`) no longer polls flat out.
+# Measured (bench/results/poll-cost-*): one `kubectl get` through `docker exec` in an idle kind
+# node costs about as much CPU as it takes wall time, so at the old fixed 0.2 s a wait on a pod
+# kept about half a core busy; paced, a wait's checks take at most a third of its time. The cap
+# bounds the lateness a slow check adds (a 1.5 s dial timing out: 1 s more, not 3 s).
+PACE_FACTOR = 2.0
+PACE_CAP_S = 1.0
+
+
 def wait_for(what: str, fn: Callable[[], T | None], timeout: float, interval: float = 0.2,
              describe: Callable[[], str] | None = None) -> T:
     """Poll ``fn`` until it returns a truthy value; raise with the last observation on timeout.
+    The pause between checks is ``interval``, longer after a slow check (PACE_FACTOR above).
 
     The message's "observed" is real state: ``describe()`` (read once more at the timeout) when
     given, the last exception of ``fn`` in a few words (``connection refused``, ``HTTP 503``),
@@ -79,6 +92,7 @@ def wait_for(what: str, fn: Callable[[], T | None], timeout: float, interval: fl
     last_exc: Exception | None = None
     last_value: Any = _NOTHING
     while True:
+        began = time.monotonic()
         try:
             v = fn()
             if v:
@@ -86,10 +100,16 @@ def wait_for(what: str, fn: Callable[[], T | None], timeout: float, interval: fl
             last_value, last_exc = v, None
         except Exception as e:  # observed state is not there yet
             last_exc = e
-        if time.monotonic() >= deadline:
+        now = time.monotonic()
+        if now >= deadline:
             raise WorldError(f"timed out after {timeout:.0f}s waiting for {what}; observed: "
                              + _observed(describe, last_exc, last_value))
-        time.sleep(interval)
+        time.sleep(min(pause(interval, now - began), deadline - now))
+
+
+def pause(interval: float, cost: float) -> float:
+    """The pause after a check that took ``cost`` seconds (see PACE_FACTOR)."""
+    return max(interval, min(PACE_FACTOR * cost, PACE_CAP_S))
 
 
 def _observed(describe: Callable[[], str] | None, last_exc: Exception | None, last_value: Any) -> str:

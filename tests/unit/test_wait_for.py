@@ -196,3 +196,50 @@ def test_a_sut_serving_healthz_but_answering_garbage_is_not_testable_at_once():
                      _Box("", status="running"), "agent", 8080, "i", timeout=5, interval=0.01)
     line = e.value.one_line()
     assert line.startswith("SUT in pod agent:") and "non-JSON" in line and "README: The SUT contract" in line, line
+
+
+class _Clock:
+    """time.monotonic and time.sleep for wait_for, on a clock that moves only when told."""
+    def __init__(self):
+        self.now, self.sleeps = 0.0, []
+
+    def monotonic(self):
+        return self.now
+
+    def sleep(self, s):
+        self.sleeps.append(round(s, 3))
+        self.now += s
+
+
+def _paced(monkeypatch, cost: float, timeout: float, interval: float = 0.2) -> list[float]:
+    import meshcert.world.base as base
+    clock = _Clock()
+    monkeypatch.setattr(base, "time", clock)
+
+    def check():
+        clock.now += cost  # the check itself takes this long
+        return False
+    with pytest.raises(WorldError):
+        wait_for("x", check, timeout, interval=interval)
+    return clock.sleeps
+
+
+def test_a_cheap_check_is_repeated_every_interval(monkeypatch):
+    assert set(_paced(monkeypatch, cost=0.01, timeout=2)[:-1]) == {0.2}
+
+
+def test_a_costly_check_pauses_twice_its_cost_so_it_takes_a_third_of_the_wait(monkeypatch):
+    # e.g. `docker exec <kind node> kubectl get`: its CPU is spent in processes it starts
+    sleeps = _paced(monkeypatch, cost=0.3, timeout=10)
+    assert set(sleeps[:-1]) == {0.6}
+
+
+def test_the_pause_is_capped_and_never_passes_the_deadline(monkeypatch):
+    sleeps = _paced(monkeypatch, cost=1.5, timeout=5)  # a dial timing out: 1 s more, not 3 s
+    assert sleeps[0] == 1.0 and all(s <= 1.0 for s in sleeps)
+    # the last pause ends at the deadline, where the check runs once more
+    assert _paced(monkeypatch, cost=0.01, timeout=0.5, interval=0.4) == [0.4, 0.08]
+
+
+def test_a_longer_interval_than_the_cap_is_kept(monkeypatch):
+    assert set(_paced(monkeypatch, cost=0.1, timeout=10, interval=2)[:-1]) == {2.0}
