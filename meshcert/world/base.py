@@ -69,12 +69,13 @@ _NOTHING = object()
 # A wait paces itself by what its observation costs: after a check that took c seconds it pauses
 # max(interval, PACE_FACTOR * c), at most PACE_CAP_S, and never past its deadline (where it checks
 # once more). A cheap check (an HTTP request to a node agent: milliseconds) keeps ``interval``; a
-# check that starts processes (`docker exec ... kubectl`, `kubectl exec`) no longer polls flat out.
-# Measured (bench/results/poll-cost-*): one `kubectl get` through `docker exec` in an idle kind
-# node costs about as much CPU as it takes wall time, so at the old fixed 0.2 s a wait on a pod
-# kept about half a core busy; paced, a wait's checks take at most a third of its time. The cap
-# bounds the lateness a slow check adds (a 1.5 s dial timing out: 1 s more, not 3 s).
-PACE_FACTOR = 2.0
+# check that starts processes (`docker exec ... kubectl`) no longer polls flat out. Measured
+# (bench/results/poll-cost-*): one `kubectl get` through `docker exec` into an idle kind node takes
+# 0.13 s and 0.16 s of CPU (more CPU than wall time: the engine, the exec, kubectl), so at the old
+# fixed 0.2 s a wait on a pod kept half a core busy; paced, about a quarter when the machine is
+# idle and less under load (slower checks, longer pauses). The cap bounds the lateness a slow
+# check adds (a 1.5 s dial timing out: 1 s more, not 6 s).
+PACE_FACTOR = 4.0
 PACE_CAP_S = 1.0
 
 
