@@ -169,6 +169,16 @@ def cluster_config_patches() -> dict:
             "kind: InitConfiguration\nskipPhases:\n  - preflight\n  - addon/kube-proxy\n  - addon/coredns\n",
             # kubelet 1.37 refuses cgroup v1 unless told (our engine runs v1; harmless on v2).
             "kind: KubeletConfiguration\nfailCgroupV1: false\n",
+            # One node, one controller-manager, one scheduler: no leader election (each renews a
+            # Lease every 2 s, through the API server into etcd, for the cluster's whole life).
+            # kind's own extraArgs (enable-hostpath-provisioner) are named again: the list is
+            # replaced whole.
+            "kind: ClusterConfiguration\n"
+            "controllerManager:\n  extraArgs:\n"
+            "    - name: leader-elect\n      value: \"false\"\n"
+            "    - name: enable-hostpath-provisioner\n      value: \"true\"\n"
+            "scheduler:\n  extraArgs:\n"
+            "    - name: leader-elect\n      value: \"false\"\n",
         ],
     }
 
