@@ -28,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -64,10 +65,77 @@ def _load() -> dict:
     return {"load1": load1, "mc_containers": containers}
 
 
+CPUACCT = Path("/sys/fs/cgroup/cpuacct")  # cgroup v1, the engine's cgroupfs driver (this machine)
+
+
+class ContainerCPU:
+    """Where the CPU of a timed command went: the machine's CPU seconds (cgroup v1 root cpuacct)
+    and each container's (its cgroup's cpuacct.usage, last read before it was removed; new
+    containers found every 2 s, so one that lives less than that may be missed), summed per
+    image. The rest is this machine's own processes (pytest, the engine, docker/kubectl/kind/helm
+    clients) and the kernel. Nothing is recorded where there is no cgroup v1 cpuacct."""
+
+    def __init__(self):
+        self.ok = (CPUACCT / "cpuacct.usage").is_file()
+        self.seen: dict[str, list] = {}  # container id -> [image, last usage ns, usage at our start]
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._m0 = self._read(CPUACCT / "cpuacct.usage") if self.ok else 0
+        if self.ok:  # containers already running (another session's): only what they use from now on
+            self._sample(base=True)
+
+    @staticmethod
+    def _read(path: Path) -> int | None:
+        try:
+            return int(path.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def start(self) -> ContainerCPU:
+        if self.ok:
+            self._t.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(2):  # a sampling period, not a wait on a condition
+            self._sample()
+
+    def _sample(self, base: bool = False) -> None:
+        try:
+            out = subprocess.run(["docker", "ps", "--no-trunc", "--format", "{{.ID}} {{.Image}}"],
+                                 capture_output=True, text=True, timeout=30).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            out = ""
+        for line in out.splitlines():
+            cid, _, image = line.partition(" ")
+            if cid not in self.seen:
+                now = self._read(CPUACCT / "docker" / cid / "cpuacct.usage") if base else 0
+                self.seen[cid] = [image.split(":")[0], now or 0, now or 0]
+        for cid, v in self.seen.items():
+            got = self._read(CPUACCT / "docker" / cid / "cpuacct.usage")
+            if got is not None:
+                v[1] = got
+
+    def stop(self) -> dict | None:
+        if not self.ok:
+            return None
+        self._stop.set()
+        self._t.join(timeout=60)
+        total = ((self._read(CPUACCT / "cpuacct.usage") or 0) - self._m0) / 1e9
+        by_image: dict[str, float] = {}
+        for image, ns, ns0 in self.seen.values():
+            by_image[image] = by_image.get(image, 0.0) + (ns - ns0) / 1e9
+        containers = sum(by_image.values())
+        return {"machine_s": round(total, 1), "containers_s": round(containers, 1),
+                "rest_s": round(total - containers, 1),
+                "by_image_s": {k: round(v, 1) for k, v in sorted(by_image.items(), key=lambda kv: -kv[1])}}
+
+
 def _timed(cmd: list[str], cwd: Path, log: Path, env: dict | None = None) -> tuple[float, int, str]:
     before = _load()
     samples: list[dict] = []
     cpu0 = _cpu_ticks()
+    where = ContainerCPU().start()
     t0 = time.monotonic()
     with log.open("w") as f:
         p = subprocess.Popen(cmd, cwd=cwd, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
@@ -77,6 +145,7 @@ def _timed(cmd: list[str], cwd: Path, log: Path, env: dict | None = None) -> tup
             except subprocess.TimeoutExpired:
                 samples.append(_load())
     wall = time.monotonic() - t0
+    cpu_where = where.stop()
     cpu1 = _cpu_ticks()
     # how busy the cores were over the whole command (all processes): near 100 %, more parallel
     # work only queues; well below, the command waits more than it computes
@@ -85,7 +154,7 @@ def _timed(cmd: list[str], cwd: Path, log: Path, env: dict | None = None) -> tup
     LOADS.append({"log": log.name, "before": before, "after": _load(),
                   "load1_median": round(statistics.median(loads), 2), "load1_max": max(loads),
                   "mc_containers_max": max((x["mc_containers"] or 0 for x in samples), default=None),
-                  "cpu_busy_pct": cpu_busy})
+                  "cpu_busy_pct": cpu_busy, "cpu_s": cpu_where})
     return wall, p.returncode, log.read_text(errors="replace")
 
 
@@ -222,6 +291,12 @@ def main() -> int:
     lines += [f"- {x['log']}: load median {x['load1_median']}, max {x['load1_max']}; meshcert containers "
               f"{x['before']['mc_containers']} before, up to {x['mc_containers_max']} during, "
               f"{x['after']['mc_containers']} after; cores busy {x.get('cpu_busy_pct')} % of the time" for x in LOADS]
+    for x in LOADS:
+        c = x.get("cpu_s")
+        if c:
+            top = ", ".join(f"{k} {v}" for k, v in list(c["by_image_s"].items())[:8])
+            lines.append(f"- {x['log']}: CPU seconds {c['machine_s']}: containers {c['containers_s']} ({top}); "
+                         f"this machine's own processes and the kernel {c['rest_s']}")
     if "ci" in res["steps"]:
         lines += ["", "Slowest tests of the ci run:", "", "```", *res["steps"]["ci"]["slowest"], "```"]
         lines += ["", "Seconds per work unit (each unit runs on one xdist worker; the one-test units "
