@@ -254,12 +254,18 @@ def block_flake() -> str:
     else:
         cr = c.get("runs") or []
         cw = sorted(r.get("wall_s") for r in cr if r.get("wall_s") is not None)
-        bad = sorted({n for r in cr for n, j in (r.get("scenarios") or {}).items()
-                      if j.get("outcome") not in ("passed", "measured")})
+        # each clause not passed in some run, with its outcome and in how many runs (a clause
+        # skipped in every run is not applicable to this session's versions, not a flake)
+        counts: dict[tuple[str, str], int] = {}
+        for r in cr:
+            for n, j in (r.get("scenarios") or {}).items():
+                if j.get("outcome") not in ("passed", "measured"):
+                    counts[(n, str(j.get("outcome")))] = counts.get((n, str(j.get("outcome"))), 0) + 1
+        bad = [f"{n} {o} in {k}/{len(cr)}" for (n, o), k in sorted(counts.items())]
         out += ["", f"Certification: {sum(1 for r in cr if r.get('rc') == 0)}/{len(cr)} consecutive "
                 f"`meshcert certify` runs passed; wall per run min / median / max "
                 f"{cw[0] if cw else '–'} / {cw[len(cw) // 2] if cw else '–'} / {cw[-1] if cw else '–'} s"
-                + (f"; clauses not passed in some run: {', '.join(bad)}" if bad else "")
+                + (f"; clauses not passed in some run: {', '.join(bad)} runs" if bad else "")
                 + f" (`bench/results/certify-runs.json`, {describe(c)})."]
     return "\n".join(out)
 
