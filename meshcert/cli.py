@@ -167,7 +167,9 @@ def _interrupt_children() -> None:
 # 2 cores (bench/results/speed-2026-12-02-*.json, one run each): 3 workers 1294 s (b3320b4, load
 # median 7.0); 4 workers 1017 s (eba8f95, load median 11.4, the cores busy 75 % of the time);
 # 5 workers (51ffdf8): load median 24.5, the cores busy 92.5 %, saturated: no faster once the
-# work one worker's failed start skipped is counted, so 4.
+# work one worker's failed start skipped is counted; measured again with every test passing
+# (8bc3339): 1131 s at load median 21.2, the cores 90.8 % busy, against 4 workers' 1068 s
+# (abd555c). So 4.
 TEST_WORKERS = 4
 # `meshcert certify` runs conformance/'s four units (plugin/parallel.py UNIT_OF_FILE: property,
 # pods, credential runs, the rest) side by side, each on a world of its own, as many workers as
