@@ -342,7 +342,11 @@ def block_speed() -> str:
         for n, a in shown:
             c = a["steps"]["ci"]
             workers = str(c.get("test_workers") or "?")
-            workers = "the default workers" if workers.startswith("the default") else f"{workers} workers"
+            if workers.startswith("the default"):  # "the default (meshcert.cli.TEST_WORKERS[ = N])"
+                n_default = workers.rstrip(")").rpartition("= ")[2]
+                workers = f"{n_default} workers, the default" if n_default.isdigit() else "the default workers"
+            else:
+                workers = f"{workers} workers"
             out += ["", f"Clean-clone `.ci/run` ({workers}): {c['wall_s']:.0f} s, exit {c['exit']}, "
                     f"{c.get('summary') or '?'} (`bench/results/{n}`, {describe(a)}{_load_note(a)}; its 40 "
                     "slowest tests are in the file)."]

@@ -35,6 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import stamp  # noqa: E402
 
+from meshcert.cli import TEST_WORKERS  # noqa: E402
 from meshcert.plugin.parallel import unit_of  # noqa: E402
 
 LOADS: list[dict] = []  # the machine's load around each timed command (the engine is shared)
@@ -265,7 +266,8 @@ def main() -> int:
         summary = [ln for ln in text.splitlines() if re.search(r"\d+ passed", ln)]
         res["steps"]["ci"] = {"wall_s": w, "exit": rc, "summary": summary[-1].strip("= ") if summary else None,
                               "slowest": _slowest(text)[:40], "units_s": _units(_slowest(text)),
-                              "test_workers": os.environ.get("MESHCERT_TEST_WORKERS") or "the default (meshcert.cli.TEST_WORKERS)"}
+                              "test_workers": os.environ.get("MESHCERT_TEST_WORKERS")
+                              or f"the default (meshcert.cli.TEST_WORKERS = {TEST_WORKERS})"}
         print(f"ci: {w:.0f} s, exit {rc}, {res['steps']['ci']['summary']}", flush=True)
         shutil.rmtree(clone, ignore_errors=True)
 
