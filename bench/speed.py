@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -137,6 +138,7 @@ def _timed(cmd: list[str], cwd: Path, log: Path, env: dict | None = None) -> tup
     samples: list[dict] = []
     cpu0 = _cpu_ticks()
     where = ContainerCPU().start()
+    kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.monotonic()
     with log.open("w") as f:
         p = subprocess.Popen(cmd, cwd=cwd, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
@@ -147,6 +149,12 @@ def _timed(cmd: list[str], cwd: Path, log: Path, env: dict | None = None) -> tup
                 samples.append(_load())
     wall = time.monotonic() - t0
     cpu_where = where.stop()
+    if cpu_where is not None:
+        # the CPU of the command's own process tree (every descendant waited for: pytest, its
+        # workers, the docker/kind/helm clients they run; not the engine, not the containers),
+        # plus this script's own sampling (`docker ps` every 2 s and 15 s: a few seconds in all)
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu_where["command_tree_s"] = round(kids.ru_utime + kids.ru_stime - kids0.ru_utime - kids0.ru_stime, 1)
     cpu1 = _cpu_ticks()
     # how busy the cores were over the whole command (all processes): near 100 %, more parallel
     # work only queues; well below, the command waits more than it computes
@@ -298,7 +306,9 @@ def main() -> int:
         if c:
             top = ", ".join(f"{k} {v}" for k, v in list(c["by_image_s"].items())[:8])
             lines.append(f"- {x['log']}: CPU seconds {c['machine_s']}: containers {c['containers_s']} ({top}); "
-                         f"this machine's own processes and the kernel {c['rest_s']}")
+                         f"this machine's own processes and the kernel {c['rest_s']}"
+                         + (f", of which the command's own process tree {c['command_tree_s']}"
+                            if "command_tree_s" in c else ""))
     if "ci" in res["steps"]:
         lines += ["", "Slowest tests of the ci run:", "", "```", *res["steps"]["ci"]["slowest"], "```"]
         lines += ["", "Seconds per work unit (each unit runs on one xdist worker; the one-test units "
