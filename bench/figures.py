@@ -24,6 +24,7 @@ ever read from artifacts: nothing here types a number into the README.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import re
@@ -256,11 +257,9 @@ def block_flake() -> str:
         cw = sorted(r.get("wall_s") for r in cr if r.get("wall_s") is not None)
         # each clause not passed in some run, with its outcome and in how many runs (a clause
         # skipped in every run is not applicable to this session's versions, not a flake)
-        counts: dict[tuple[str, str], int] = {}
-        for r in cr:
-            for n, j in (r.get("scenarios") or {}).items():
-                if j.get("outcome") not in ("passed", "measured"):
-                    counts[(n, str(j.get("outcome")))] = counts.get((n, str(j.get("outcome"))), 0) + 1
+        counts = collections.Counter((n, str(j.get("outcome"))) for r in cr
+                                     for n, j in (r.get("scenarios") or {}).items()
+                                     if j.get("outcome") not in ("passed", "measured"))
         bad = [f"{n} {o} in {k}/{len(cr)}" for (n, o), k in sorted(counts.items())]
         out += ["", f"Certification: {sum(1 for r in cr if r.get('rc') == 0)}/{len(cr)} consecutive "
                 f"`meshcert certify` runs passed; wall per run min / median / max "

@@ -31,20 +31,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import stamp  # noqa: E402
+from speed import CPUACCT, cpuacct_ns  # noqa: E402
 
 from meshcert.k8s import kind  # noqa: E402
 from meshcert.toolchain import engine  # noqa: E402
 from meshcert.world.base import pause  # noqa: E402
 
-CPUACCT = Path("/sys/fs/cgroup/cpuacct")
-
 
 def machine_cpu() -> float:
-    return int((CPUACCT / "cpuacct.usage").read_text()) / 1e9
+    return (cpuacct_ns(CPUACCT / "cpuacct.usage") or 0) / 1e9
 
 
 def container_cpu(client, name: str) -> float:
-    return int((CPUACCT / "docker" / client.containers.get(name).id / "cpuacct.usage").read_text()) / 1e9
+    return (cpuacct_ns(CPUACCT / "docker" / client.containers.get(name).id / "cpuacct.usage") or 0) / 1e9
 
 
 def main() -> int:

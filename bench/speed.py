@@ -70,6 +70,14 @@ def _load() -> dict:
 CPUACCT = Path("/sys/fs/cgroup/cpuacct")  # cgroup v1, the engine's cgroupfs driver (this machine)
 
 
+def cpuacct_ns(path: Path) -> int | None:
+    """A cgroup v1 ``cpuacct.usage`` file's CPU nanoseconds; None when it is not there (gone)."""
+    try:
+        return int(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
 class ContainerCPU:
     """Where the CPU of a timed command went: the machine's CPU seconds (cgroup v1 root cpuacct)
     and each container's (its cgroup's cpuacct.usage, last read before it was removed; new
@@ -82,16 +90,9 @@ class ContainerCPU:
         self.seen: dict[str, list] = {}  # container id -> [image, last usage ns, usage at our start]
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._run, daemon=True)
-        self._m0 = self._read(CPUACCT / "cpuacct.usage") if self.ok else 0
+        self._m0 = cpuacct_ns(CPUACCT / "cpuacct.usage") if self.ok else 0
         if self.ok:  # containers already running (another session's): only what they use from now on
             self._sample(base=True)
-
-    @staticmethod
-    def _read(path: Path) -> int | None:
-        try:
-            return int(path.read_text())
-        except (OSError, ValueError):
-            return None
 
     def start(self) -> ContainerCPU:
         if self.ok:
@@ -111,10 +112,10 @@ class ContainerCPU:
         for line in out.splitlines():
             cid, _, image = line.partition(" ")
             if cid not in self.seen:
-                now = self._read(CPUACCT / "docker" / cid / "cpuacct.usage") if base else 0
+                now = cpuacct_ns(CPUACCT / "docker" / cid / "cpuacct.usage") if base else 0
                 self.seen[cid] = [image.split(":")[0], now or 0, now or 0]
         for cid, v in self.seen.items():
-            got = self._read(CPUACCT / "docker" / cid / "cpuacct.usage")
+            got = cpuacct_ns(CPUACCT / "docker" / cid / "cpuacct.usage")
             if got is not None:
                 v[1] = got
 
@@ -123,7 +124,7 @@ class ContainerCPU:
             return None
         self._stop.set()
         self._t.join(timeout=60)
-        total = ((self._read(CPUACCT / "cpuacct.usage") or 0) - self._m0) / 1e9
+        total = ((cpuacct_ns(CPUACCT / "cpuacct.usage") or 0) - self._m0) / 1e9
         by_image: dict[str, float] = {}
         for image, ns, ns0 in self.seen.values():
             by_image[image] = by_image.get(image, 0.0) + (ns - ns0) / 1e9
