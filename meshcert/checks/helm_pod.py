@@ -90,7 +90,7 @@ class _Sidecar:
     socket: str
 
     def ts_status(self) -> dict:
-        code, out = self.pod.exec(SIDECAR, ["tailscale", f"--socket={self.socket}", "status", "--json"])
+        code, out = self.pod.exec(SIDECAR, ["tailscale", f"--socket={self.socket}", "status", "--json"], answer=True)
         try:
             return json.loads(out)
         except json.JSONDecodeError:
@@ -210,7 +210,7 @@ def pod_joins_tailnet(world, chart: Chart, userspace: bool | None = None) -> Non
                 e.that(False, "BackendState Running with a valid pre-auth key", err.message)
                 st = {}
             if st:
-                code, out = pod.exec(SIDECAR, ["tailscale", f"--socket={cp.socket}", "debug", "prefs"])
+                code, out = pod.exec(SIDECAR, ["tailscale", f"--socket={cp.socket}", "debug", "prefs"], answer=True)
                 try:
                     url = json.loads(out).get("ControlURL")
                 except json.JSONDecodeError:
@@ -228,7 +228,7 @@ def pod_joins_tailnet(world, chart: Chart, userspace: bool | None = None) -> Non
                        cp.backend_state())
                 places = {"the sidecar's log": side.logs().decode(errors="replace"),
                           "the sidecar's process command lines": pod.exec(SIDECAR, [
-                              "sh", "-c", 'for f in /proc/[0-9]*/cmdline; do tr "\\0" " " < "$f"; echo; done'])[1]}
+                              "sh", "-c", 'for f in /proc/[0-9]*/cmdline; do tr "\\0" " " < "$f"; echo; done'], answer=True)[1]}
                 ctl = cp.manifests.controller()
                 if ctl and pod.started(ctl["name"]):
                     places["the controller's log"] = pod.run(ctl["name"]).container.logs().decode(errors="replace")
@@ -312,7 +312,7 @@ def _judge_accept_routes(world, e, cp, on: bool) -> None:
                       for p in (cp.ts_status().get("Peer") or {}).values()}))
     except MeshcertError as err:
         e.that(False, f"acceptRoutes {on}: the router's route {vlan} in the sidecar's netmap", err.message)
-    code, out = cp.pod.exec(SIDECAR, ["tailscale", f"--socket={cp.socket}", "debug", "prefs"])
+    code, out = cp.pod.exec(SIDECAR, ["tailscale", f"--socket={cp.socket}", "debug", "prefs"], answer=True)
     try:
         route_all = json.loads(out).get("RouteAll")
     except json.JSONDecodeError:
@@ -338,7 +338,7 @@ def _judge_accept_routes(world, e, cp, on: bool) -> None:
 
         def pong(router_ip: str = router_ip, seen: dict = seen) -> bool:
             code, out = cp.pod.exec(SIDECAR, ["tailscale", f"--socket={cp.socket}", "ping", "--tsmp",
-                                              "-c", "1", "--timeout=2s", router_ip])
+                                              "-c", "1", "--timeout=2s", router_ip], answer=True)
             seen["last"] = out.strip().splitlines()[-1] if out.strip() else f"exit {code}"
             return code == 0 and "pong from" in out
         try:
@@ -431,7 +431,7 @@ class KindRelease(_Sidecar):
         return self.ts_status()
 
     def tailscale(self, *args: str) -> tuple[int, str]:
-        return self.pod.exec(SIDECAR, ["tailscale", f"--socket={self.socket}", *args])
+        return self.pod.exec(SIDECAR, ["tailscale", f"--socket={self.socket}", *args], answer=True)
 
 
 def _settled(pod: kindpod.KindPod, names: list[str]) -> tuple[bool, str]:
@@ -538,7 +538,7 @@ def kind_pod_joins(world, rel: KindRelease) -> None:
                f"the pod's TS_AUTHKEY a secretKeyRef to {rel.secret}/{rel.secret_key}", ref or env.get("TS_AUTHKEY"))
         if e.that(pod.running(SIDECAR), "the kubelet started the sidecar with the Secret present",
                   f"{'/'.join(pod.waiting(SIDECAR))}; {pod.brief()}"):
-            code, got = pod.exec(SIDECAR, ["printenv", "TS_AUTHKEY"])
+            code, got = pod.exec(SIDECAR, ["printenv", "TS_AUTHKEY"], answer=True)
             e.that(code == 0 and got.strip() == key, f"the kubelet resolved TS_AUTHKEY from Secret {rel.secret} "
                    f"(the key put there)", "another value, or none" if code == 0 else f"unset (exit {code})")
     p = pod.get()
@@ -547,7 +547,7 @@ def kind_pod_joins(world, rel: KindRelease) -> None:
                pod.container_names())
         if e.that(pod.running(SIDECAR, p), "the kubelet reports the `tailscale` container running", pod.brief(p)):
             code, out = pod.exec(SIDECAR, ["sh", "-c", 'for f in /proc/[0-9]*/cmdline; do tr "\\0" " " < "$f"; '
-                                                       'echo; done'])
+                                                       'echo; done'], answer=True)
             e.that(any(line.split()[:1] and line.split()[0].endswith("tailscaled") for line in out.splitlines()),
                    "tailscaled among the `tailscale` container's processes", redact(out)[-300:])
     st: dict = {}
@@ -563,7 +563,7 @@ def kind_pod_joins(world, rel: KindRelease) -> None:
             except json.JSONDecodeError:
                 url = f"(not JSON, exit {code}: {out.strip()[-200:]})"
             e.that(url == world.login_server(), f"logged in to controlServer {world.login_server()}", url)
-            code, hosts = pod.exec(SIDECAR, ["cat", "/etc/hosts"])
+            code, hosts = pod.exec(SIDECAR, ["cat", "/etc/hosts"], answer=True)
             e.that(any(line.split()[:1] == [world.toxiproxy.ip] and CONTROL_ALIAS in line.split()[1:]
                        for line in hosts.splitlines()),
                    f"the kubelet's /etc/hosts sends {CONTROL_ALIAS} to toxiproxy ({world.toxiproxy.ip})", hosts[-300:])
@@ -577,7 +577,7 @@ def kind_pod_joins(world, rel: KindRelease) -> None:
             places = {"the sidecar's log (kubectl logs)": pod.logs(SIDECAR),
                       "the controller's log (kubectl logs)": pod.logs(rel.controller),
                       "the sidecar's process command lines": pod.exec(SIDECAR, [
-                          "sh", "-c", 'for f in /proc/[0-9]*/cmdline; do tr "\\0" " " < "$f"; echo; done'])[1],
+                          "sh", "-c", 'for f in /proc/[0-9]*/cmdline; do tr "\\0" " " < "$f"; echo; done'], answer=True)[1],
                       "the pod object (kubectl get pod -o json)": json.dumps(pod.get())}
             for where, text in places.items():
                 e.that(key not in text, f"the pre-auth key absent from {where}", "it appears there (redacted here)")
@@ -668,7 +668,7 @@ def kind_disabled(world, cluster, chart: Chart) -> None:
                    "no sidecar container in the pod the kubelet runs", names)
             if not _controller_ready(e, rel):
                 return
-            code, out = pod.exec(rel.controller, ["env"])
+            code, out = pod.exec(rel.controller, ["env"], answer=True)
             ts = sorted({line.split("=")[0] for line in out.splitlines() if line.startswith("TS_")})
             e.that(code == 0 and not ts, "no TS_* variable in the controller's environment", ts or f"exit {code}")
             mounts = [mt.get("mountPath") for mt in pod.spec_container(rel.controller).get("volumeMounts") or []]

@@ -55,7 +55,7 @@ def route3_guide_routes_enable_works(world) -> None:
     hs = world.headscale
 
     def listed() -> tuple[int, dict | None, str]:
-        code, out = hs.box.exec(["headscale", "routes", "list", "-o", "json"])
+        code, out = hs.box.exec(["headscale", "routes", "list", "-o", "json"], answer=True)
         try:
             rows = json.loads(out) if code == 0 else []
         except json.JSONDecodeError:

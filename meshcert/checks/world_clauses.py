@@ -110,7 +110,7 @@ def errata2_preauthkey_user_is_an_id(world, *, expire_before_join: bool = False)
 
     def create(by: str) -> tuple[int, Secret | None, str]:
         code, out = world.headscale.box.exec(["headscale", "preauthkeys", "create", "--user", by,
-                                              "--expiration", "8760h", "-o", "json"])
+                                              "--expiration", "8760h", "-o", "json"], answer=True)
         if code != 0:
             return code, None, out
         try:

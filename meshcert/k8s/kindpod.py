@@ -40,7 +40,7 @@ from meshcert.errors import EnvironmentProblem
 from meshcert.secrets import redact
 from meshcert.sut.client import SutClient
 from meshcert.world import nodeagent
-from meshcert.world.base import NODE_API, NodeAPI, wait_for
+from meshcert.world.base import NODE_API, Answers, NodeAPI, wait_for
 from meshcert.world.node import TailnetNode
 
 AGENT_SOURCE = Path(nodeagent.__file__).read_text()
@@ -54,6 +54,7 @@ class KindPod:
     selector: str          # a label selector naming the workload's pods, e.g. app.kubernetes.io/instance=x
     _procs: list[subprocess.Popen] = field(default_factory=list)
     _pids: dict = field(default_factory=dict)  # Popen -> the pid of its kubectl inside the node
+    _answers: dict[str, Answers] = field(default_factory=dict, repr=False)
 
     # ---------------------------------------------------------------- what the kubelet says
     def get(self) -> dict:
@@ -113,8 +114,14 @@ class KindPod:
         return [{"reason": e.get("reason"), "message": e.get("message"), "type": e.get("type")} for e in items]
 
     # ---------------------------------------------------------------- inside the pod
-    def exec(self, container: str, cmd: list[str], stdin: str | None = None, timeout: float = 60) -> tuple[int, str]:
-        """(exit code, stdout+stderr) of ``cmd`` in ``container`` (``kubectl exec``)."""
+    def exec(self, container: str, cmd: list[str], stdin: str | None = None, timeout: float = 60, *,
+             answer: bool = False) -> tuple[int, str]:
+        """(exit code, stdout+stderr) of ``cmd`` in ``container`` (``kubectl exec``); ``answer`` as
+        in Box.exec (kubectl's own `docker exec` into the node may lose output too)."""
+        if answer:
+            return self._answers.setdefault(container, Answers()).exec(
+                container, cmd, f"kind pod {self.namespace}/{container}",
+                run=lambda c, argv: self.exec(c, argv, stdin, timeout))
         code, out, err = self.cluster.kubectl_run("-n", self.namespace, "exec", *(["-i"] if stdin is not None else []),
                                                   self.name, "-c", container, "--", *cmd, stdin=stdin, timeout=timeout)
         return code, out + err
@@ -260,8 +267,8 @@ class KindBox:
         self.pod, self.container_name, self.role = pod, container, role
         self.name = f"{pod.namespace}/{container}"
 
-    def exec(self, cmd: list[str]) -> tuple[int, str]:
-        return self.pod.exec(self.container_name, cmd)
+    def exec(self, cmd: list[str], *, answer: bool = False) -> tuple[int, str]:
+        return self.pod.exec(self.container_name, cmd, answer=answer)
 
     def logs(self) -> str:
         return redact(self.pod.logs(self.container_name))

@@ -46,7 +46,7 @@ from testcontainers.core.container import DockerContainer
 from meshcert.errors import MeshcertError
 from meshcert.secrets import redact
 from meshcert.toolchain import progress
-from meshcert.world.base import Box, tar_files
+from meshcert.world.base import Answers, Box, raw_exec, tar_files
 
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "Pod")
 VOLUME_ROOT = "/.meshcert/volumes"  # where the pause container holds every pod volume
@@ -186,6 +186,7 @@ class RunningPod:
     volumes: list[Any] = field(default_factory=list)
     on_remove: list[Callable[[], None]] = field(default_factory=list)
     _removed: bool = False
+    _answers: dict[str, Answers] = field(default_factory=dict, repr=False)
 
     # -- reading the pod
     def run(self, name: str) -> ContainerRun:
@@ -203,10 +204,12 @@ class RunningPod:
         return {"Status": st.get("Status"), "ExitCode": st.get("ExitCode"),
                 "Restarts": c.container.attrs.get("RestartCount", 0), "Error": st.get("Error") or ""}
 
-    def exec(self, name: str, cmd: list[str]) -> tuple[int, str]:
+    def exec(self, name: str, cmd: list[str], *, answer: bool = False) -> tuple[int, str]:
+        """``cmd`` in container ``name``: exit code and merged output; ``answer`` as in Box.exec."""
         c = self.run(name)
-        r = c.container.exec_run(cmd, demux=False)
-        return r.exit_code, (r.output.decode(errors="replace") if r.output else "")
+        if answer:
+            return self._answers.setdefault(name, Answers()).exec(c.container, cmd, f"pod {self.name}/{name}")
+        return raw_exec(c.container, cmd)
 
     def logs(self, name: str) -> str:
         c = self.run(name)

@@ -9,10 +9,13 @@ meshcert/observed.py, so the SUT client (below the world) can use them too."""
 from __future__ import annotations
 
 import io
+import re
 import tarfile
+import threading
 import time
+import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 import docker
@@ -140,17 +143,90 @@ def tar_files(files: dict[str, tuple[bytes, int]]) -> bytes:
     return buf.getvalue()
 
 
+# `docker exec` loses a fast-exiting process's output now and then: exit 0, nothing printed
+# (moby/moby#27289, docker/docker-py#2042; seen here on engine 20.10 under a load of 12-27, twice
+# from a headscale CLI whose JSON answer was then missing). A command whose answer the caller needs
+# runs under this wrapper: its output (stdout and stderr, as exec gives them) goes to a file in the
+# container, which it then prints; an empty file is removed. When the exec's output comes back
+# empty, the file is read again (ANSWER_REREADS times at most): no file means the command printed
+# nothing. Files already read are removed by the next answered exec in that container.
+# The file lives in the first writable of ANSWER_DIRS (a pod's root file system may be read-only;
+# /dev/shm is a tmpfs the runtime mounts in every container and pod); with none, the command runs
+# as is. Arguments: $1 the file's name, $2 the count of old names, then those, then the command.
+ANSWER_DIRS = "/dev/shm /tmp"
+_ANSWER_SH = ('n=$1; k=$2; shift 2; while [ "$k" -gt 0 ]; do for d in ' + ANSWER_DIRS + '; do rm -f -- "$d/$1"; '
+              'done; shift; k=$((k-1)); done; umask 077; f=; for d in ' + ANSWER_DIRS + '; do '
+              'if true 2>/dev/null >"$d/$n"; then f=$d/$n; break; fi; done; [ -n "$f" ] || exec "$@"; '
+              '"$@" >"$f" 2>&1; rc=$?; [ -s "$f" ] || rm -f -- "$f"; cat -- "$f" 2>/dev/null; exit $rc')
+_REREAD_SH = 'for d in ' + ANSWER_DIRS + '; do [ -f "$d/$1" ] && exec cat -- "$d/$1"; done; exit 1'
+ANSWER_REREADS = 4
+# what the engine (runc) or kubectl says when the container has no `sh` to run the wrapper with
+_NO_SHELL = re.compile(r'exec: "sh": executable file not found|"sh": stat sh: no such file')
+
+
+def raw_exec(container: Any, cmd: list[str], **kw: Any) -> tuple[int, str]:
+    """One ``docker exec`` in ``container`` (a docker-py Container): exit code and merged output;
+    ``kw`` goes to exec_run (``environment``)."""
+    r = container.exec_run(cmd, demux=False, **kw)
+    return r.exit_code, (r.output.decode(errors="replace") if r.output else "")
+
+
+class Answers:
+    """Execs whose output is read back from a file when docker exec lost it (see _ANSWER_SH);
+    one per container, for the files it has read and will remove."""
+
+    def __init__(self) -> None:
+        self._read: list[str] = []
+        self._lock = threading.Lock()
+        self.shell = True  # False once the container showed it has no `sh` (a user's distroless image)
+
+    def exec(self, container: Any, cmd: list[str], where: str,
+             run: Callable[..., tuple[int, str]] = raw_exec, **kw: Any) -> tuple[int, str]:
+        """``cmd`` in ``container`` by ``run`` (raw_exec, or a kubectl exec), ``kw`` passed on."""
+        if not self.shell:
+            return run(container, cmd, **kw)
+        name = f"meshcert-answer-{uuid.uuid4().hex[:16]}"
+        with self._lock:
+            old, self._read = self._read, []
+        code, out = run(container, ["sh", "-c", _ANSWER_SH, "sh", name, str(len(old)), *old, *cmd], **kw)
+        if code in (126, 127) and _NO_SHELL.search(out):
+            self.shell = False
+            return run(container, cmd, **kw)
+        for reread in range(ANSWER_REREADS + 1):
+            if out:
+                with self._lock:
+                    self._read.append(name)
+                return code, out
+            if reread == ANSWER_REREADS:
+                break
+            found, out = run(container, ["sh", "-c", _REREAD_SH, "sh", name])
+            if found in (126, 127) and code in (126, 127):  # no `sh`, and the message saying so was lost
+                self.shell = False
+                return run(container, cmd, **kw)
+            if found != 0:  # no file: the command printed nothing
+                return code, ""
+        raise WorldError(f"{where}: `{redact(' '.join(cmd))[:200]}` exited {code}, and its output, kept as "
+                         f"{name} in {ANSWER_DIRS} there, came back empty {ANSWER_REREADS + 1} times (docker exec losing output)",
+                         "look at the engine's load and log (dockerd.log)")
+
+
 @dataclass
 class Box:
     """One container of ours."""
     name: str
     container: Any  # docker.models.containers.Container
     role: str
+    answers: Answers = field(default_factory=Answers, repr=False, compare=False)
 
-    def exec(self, cmd: list[str]) -> tuple[int, str]:
-        r = self.container.exec_run(cmd, demux=False)
-        out = r.output.decode(errors="replace") if r.output else ""
-        return r.exit_code, out
+    def exec(self, cmd: list[str], *, answer: bool = False, environment: dict[str, str] | None = None
+             ) -> tuple[int, str]:
+        """Run ``cmd`` in the container: exit code and merged output. ``answer``: the caller reads
+        the output (a JSON reader, a create, a log whose emptiness a negative relies on): it is kept
+        in a file and read again if docker exec lost it (Answers)."""
+        kw = {"environment": environment} if environment else {}
+        if answer:
+            return self.answers.exec(self.container, cmd, self.name, **kw)
+        return raw_exec(self.container, cmd, **kw)
 
     def put(self, files: dict[str, tuple[bytes, int]]) -> None:
         if not self.container.put_archive("/", tar_files(files)):

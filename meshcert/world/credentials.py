@@ -127,7 +127,7 @@ class ToolBox:
         code, out = self.box.exec(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "meshcert-run", "-f", path])
         if code != 0:
             raise WorldError(f"ssh-keygen in {self.box.name} failed: {out.strip()[-300:]}")
-        code, pub = self.box.exec(["cat", path + ".pub"])
+        code, pub = self.box.exec(["cat", path + ".pub"], answer=True)
         return path, pub.strip()
 
     def put_cert(self, key_path: str, signed: str) -> None:
@@ -144,16 +144,16 @@ class ToolBox:
             "-o", f"CertificateFile={key_path}-cert.pub", "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
             "-o", "PasswordAuthentication=no", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
             "-o", f"ConnectTimeout={max(1, int(timeout) - 2)}", "-o", "LogLevel=ERROR", "-p", str(SSH_PORT),
-            f"{SSH_USER}@{host}", command])
+            f"{SSH_USER}@{host}", command], answer=True)
         return Result(code, out)
 
     def psql(self, host: str, user: str, password: Secret, sql: str, timeout: float = 15) -> Result:
-        r = self.box.container.exec_run(
+        code, out = self.box.exec(
             ["timeout", f"{timeout:g}", "psql", "-X", "-qAt", "-v", "ON_ERROR_STOP=1",
              f"host={host} port=5432 dbname=postgres user={user} connect_timeout={max(1, int(timeout) - 2)} "
              "sslmode=require", "-c", sql],
-            environment={"PGPASSWORD": password.reveal()})
-        return Result(r.exit_code, r.output.decode(errors="replace") if r.output else "")
+            answer=True, environment={"PGPASSWORD": password.reveal()})
+        return Result(code, out)
 
     def state(self) -> str:
         return container_state(self.box)

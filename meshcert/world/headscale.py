@@ -100,7 +100,9 @@ class Headscale:
         return _snake(doc)
 
     def cli(self, *args: str) -> Any:
-        code, out = self.box.exec(["headscale", *args, "-o", "json"])
+        """``headscale args -o json``: its JSON (None when it printed nothing). Run as an answered
+        exec (Box.exec): docker exec's lost outputs are read again, never taken for "nothing"."""
+        code, out = self.box.exec(["headscale", *args, "-o", "json"], answer=True)
         if code != 0:
             raise WorldError(f"`headscale {' '.join(redact(a) for a in args)}` failed ({code}): {out.strip()[-800:]}")
         try:
@@ -127,12 +129,7 @@ class Headscale:
     def create_user(self, name: str) -> int:
         made = self.cli("users", "create", name)
         if not isinstance(made, dict) or "id" not in made:
-            # exit 0 and no JSON (seen once, at a load of 27 on 2 cores): the user may well exist
-            # now; read it back by name rather than fail a world on one lost answer
-            made = next((u for u in self.cli("users", "list") or [] if isinstance(u, dict) and u.get("name") == name),
-                        None)
-            if made is None:
-                raise WorldError(f"`headscale users create {name}` answered nothing, and `users list` has no such user")
+            raise WorldError(f"`headscale users create {name}` answered no user: {str(made)[-200:]}")
         uid = int(made["id"])
         self.users[uid] = name
         if self.dialect.user_required and self.default_user is None:
@@ -164,6 +161,9 @@ class Headscale:
         if tags:
             args += ["--tags", ",".join(tags)]
         out = self.cli(*args)
+        if not isinstance(out, dict) or not out.get("key"):
+            raise WorldError("`headscale preauthkeys create` answered no key"
+                             + (f" (fields: {sorted(out)})" if isinstance(out, dict) else f": {type(out).__name__}"))
         secret = Secret(out["key"], "pre-auth key")
         self.remember_key(secret, int(out.get("id") or 0), user)
         return secret

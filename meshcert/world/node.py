@@ -39,7 +39,7 @@ class TailnetNode:
     _ts_ip: str | None = None
 
     def tailscale(self, *args: str) -> str:
-        code, out = self.ts_box.exec(["tailscale", *args])
+        code, out = self.ts_box.exec(["tailscale", *args], answer=True)
         if code != 0:
             raise WorldError(f"`tailscale {args[0]}` on {self.name} failed ({code}): {out.strip()[-500:]}")
         return out

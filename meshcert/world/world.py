@@ -818,7 +818,7 @@ class World:
                                                 f"2>{log}.err"], detach=True)
 
         def read(path: str) -> str | None:
-            code, out = box.exec(["cat", path])
+            code, out = box.exec(["cat", path], answer=True)
             return out if code == 0 else None
 
         def started() -> str:

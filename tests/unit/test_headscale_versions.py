@@ -99,24 +99,26 @@ def test_a_reset_restarts_headscale_only_where_an_outage_can_leave_the_tailnet_b
 
 
 class _Box:
-    """A headscale container whose `users create` exits 0 and prints nothing (seen once under
-    a load of 27), ``made`` saying whether the user exists all the same."""
+    """A headscale container whose CLI answers ``answer`` (after the answered exec: see
+    tests/unit/test_answers.py for how a lost output is read again)."""
 
-    def __init__(self, made: bool):
-        self.made = made
+    def __init__(self, answer: str):
+        self.answer = answer
 
-    def exec(self, argv):
-        if argv[1:3] == ["users", "create"]:
-            return 0, ""
-        if argv[1:3] == ["users", "list"]:
-            return 0, '[{"id": 7, "name": "meshcert"}]' if self.made else "[]"
-        raise AssertionError(argv)
+    def exec(self, argv, answer=False):
+        assert answer, "every `headscale -o json` is an answered exec"
+        return 0, self.answer
 
 
-def test_a_user_created_without_an_answer_is_read_back_by_name():
-    assert Headscale(_Box(made=True), "10.0.0.1", "v0.29.2").create_user("meshcert") == 7
+def test_a_user_create_that_answers_no_user_is_one_clear_world_error():
+    assert Headscale(_Box('{"id": 7, "name": "meshcert"}'), "10.0.0.1", "v0.29.2").create_user("meshcert") == 7
+    with pytest.raises(WorldError, match="users create meshcert` answered no user"):
+        Headscale(_Box(""), "10.0.0.1", "v0.29.2").create_user("meshcert")
 
 
-def test_a_user_neither_answered_nor_listed_is_one_clear_world_error():
-    with pytest.raises(WorldError, match="answered nothing, and `users list` has no such user"):
-        Headscale(_Box(made=False), "10.0.0.1", "v0.29.2").create_user("meshcert")
+def test_a_preauthkey_create_that_answers_no_key_is_one_clear_world_error():
+    key = Headscale(_Box('{"id": 3, "key": "k" }'), "10.0.0.1", "v0.29.2").preauth_key(["tag:a"])
+    assert key.reveal() == "k"
+    for printed in ("", "{}", "[]"):
+        with pytest.raises(WorldError, match="preauthkeys create` answered no key"):
+            Headscale(_Box(printed), "10.0.0.1", "v0.29.2").preauth_key(["tag:a"])
