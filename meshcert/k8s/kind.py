@@ -49,7 +49,7 @@ from meshcert.toolchain import progress
 from meshcert.toolchain.components import COMPONENTS
 from meshcert.toolchain.paths import charts_dir
 from meshcert.world import labels
-from meshcert.world.base import WorldError, wait_for
+from meshcert.world.base import ANSWER_REREADS, WorldError, wait_for
 
 # kind reads its configuration from a file: meshcert is installed as files, never zipped.
 KIND_CONFIG = charts_dir() / "kind-config.yaml"
@@ -274,6 +274,16 @@ class KubectlCluster:
 
     def kubectl(self, *args: str, stdin: str | None = None, timeout: float = 180, check: bool = True) -> str:
         code, out, err = self.kubectl_run(*args, stdin=stdin, timeout=timeout)
+        # a read whose format always prints (-o json|yaml) that printed nothing: `docker exec`
+        # into the node lost its output (see ANSWER_REREADS in meshcert.world.base): read again
+        reads = args[0] in ("get", "version") and any(a in ("json", "yaml") for a in args)
+        for _ in range(ANSWER_REREADS if reads else 0):
+            if code != 0 or out.strip():
+                break
+            code, out, err = self.kubectl_run(*args, stdin=stdin, timeout=timeout)
+        if reads and code == 0 and not out.strip():
+            raise EnvironmentProblem(f"kubectl {' '.join(args[:3])}", f"printed nothing {ANSWER_REREADS + 1} times "
+                                     "(docker exec losing output; look at the engine's load)")
         if check and code != 0:
             raise EnvironmentProblem(f"kubectl {args[0]}", redact(err.strip()[-800:]) or f"exit {code}")
         return out

@@ -8,6 +8,8 @@ import subprocess
 
 import pytest
 
+from meshcert.errors import EnvironmentProblem
+from meshcert.k8s.kind import KubectlCluster
 from meshcert.world.base import _ANSWER_SH, ANSWER_DIRS, ANSWER_REREADS, Answers, WorldError
 
 
@@ -105,3 +107,32 @@ def test_a_container_without_sh_runs_the_command_as_is_from_then_on():
     assert a.exec(None, ["tool"], "distroless", run=run) == (0, "out")
     assert a.exec(None, ["tool"], "distroless", run=run) == (0, "out")
     assert calls[1:] == [["tool"], ["tool"]] and calls[0][0] == "sh"
+
+
+class _Cluster:
+    """A cluster whose kubectl (a `docker exec` into the node) loses the first ``lose`` outputs."""
+
+    def __init__(self, lose: int):
+        self.lose, self.runs = lose, 0
+        self.kubectl = KubectlCluster.kubectl.__get__(self)
+
+    def kubectl_run(self, *args, **kw):
+        self.runs += 1
+        if self.lose:
+            self.lose -= 1
+            return 0, "", ""
+        return 0, '{"items": []}', ""
+
+
+def test_a_kubectl_read_that_printed_nothing_is_read_again():
+    c = _Cluster(lose=2)
+    assert c.kubectl("get", "pods", "-o", "json") == '{"items": []}' and c.runs == 3
+    c = _Cluster(lose=1)
+    assert c.kubectl("apply", "-f", "-") == "" and c.runs == 1, "only reads that always print are read again"
+
+
+def test_a_kubectl_read_lost_every_time_is_one_clear_error():
+    c = _Cluster(lose=99)
+    with pytest.raises(EnvironmentProblem, match=rf"kubectl get pods -o.*printed nothing {ANSWER_REREADS + 1} times"):
+        c.kubectl("get", "pods", "-o", "json")
+    assert c.runs == ANSWER_REREADS + 1
