@@ -55,17 +55,32 @@ class KindPod:
     _procs: list[subprocess.Popen] = field(default_factory=list)
     _pids: dict = field(default_factory=dict)  # Popen -> the pid of its kubectl inside the node
     _answers: dict[str, Answers] = field(default_factory=dict, repr=False)
+    # The pod's name as get() last read it (every wait on the pod reads it). An exec or a log read
+    # uses it rather than one more `kubectl get` first (0.18 CPU-s each, measured:
+    # bench/results/poll-cost-*.json); a pod gone since is read again (_gone).
+    _seen: str = ""
 
     # ---------------------------------------------------------------- what the kubelet says
     def get(self) -> dict:
         """The pod object (status written by the kubelet); {} while there is none."""
         out = self.cluster.kubectl("-n", self.namespace, "get", "pods", "-l", self.selector, "-o", "json")
         items = [p for p in json.loads(out).get("items") or [] if not (p.get("metadata") or {}).get("deletionTimestamp")]
-        return items[0] if items else {}
+        pod = items[0] if items else {}
+        self._seen = (pod.get("metadata") or {}).get("name") or ""
+        return pod
 
     @property
     def name(self) -> str:
-        return (self.get().get("metadata") or {}).get("name") or ""
+        """The pod's name: as last read (get), else read now; "" while there is no pod."""
+        return self._seen or (self.get().get("metadata") or {}).get("name") or ""
+
+    def _gone(self, code: int, err: str) -> bool:
+        """Whether a kubectl call on the pod by name failed because that pod is gone (replaced):
+        then the name is forgotten, and the caller asks once more."""
+        if code != 0 and self._seen and f'pods "{self._seen}" not found' in err:
+            self._seen = ""
+            return True
+        return False
 
     def container_names(self) -> list[str]:
         return [c.get("name") for c in ((self.get().get("spec") or {}).get("containers") or [])]
@@ -122,14 +137,20 @@ class KindPod:
             return self._answers.setdefault(container, Answers()).exec(
                 container, cmd, f"kind pod {self.namespace}/{container}",
                 run=lambda c, argv: self.exec(c, argv, stdin, timeout))
-        code, out, err = self.cluster.kubectl_run("-n", self.namespace, "exec", *(["-i"] if stdin is not None else []),
-                                                  self.name, "-c", container, "--", *cmd, stdin=stdin, timeout=timeout)
+        for _ in range(2):
+            code, out, err = self.cluster.kubectl_run("-n", self.namespace, "exec", *(["-i"] if stdin is not None else []),
+                                                      self.name, "-c", container, "--", *cmd, stdin=stdin, timeout=timeout)
+            if not self._gone(code, err):
+                break
         return code, out + err
 
     def logs(self, container: str, previous: bool = False) -> str:
         """``kubectl logs`` of a container, NOT redacted (for secret-leak checks; never written as is)."""
-        code, out, err = self.cluster.kubectl_run("-n", self.namespace, "logs", self.name, "-c", container,
-                                                  *(["--previous"] if previous else []))
+        for _ in range(2):
+            code, out, err = self.cluster.kubectl_run("-n", self.namespace, "logs", self.name, "-c", container,
+                                                      *(["--previous"] if previous else []))
+            if not self._gone(code, err):
+                break
         return out if code == 0 else f"(no logs: {err.strip()[-300:]})"
 
     def wait_ready(self, container: str, timeout: float = 120) -> None:
