@@ -24,14 +24,17 @@ that is killed leaves them for the world's sweeper (``meshcert sweep``) to remov
 from __future__ import annotations
 
 import base64
+import http.client
 import ipaddress
 import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -49,7 +52,7 @@ from meshcert.toolchain import progress
 from meshcert.toolchain.components import COMPONENTS
 from meshcert.toolchain.paths import charts_dir
 from meshcert.world import labels
-from meshcert.world.base import ANSWER_REREADS, WorldError, wait_for
+from meshcert.world.base import ANSWER_REREADS, WorldError, brief_error, wait_for
 
 # kind reads its configuration from a file: meshcert is installed as files, never zipped.
 KIND_CONFIG = charts_dir() / "kind-config.yaml"
@@ -276,7 +279,7 @@ class KubectlCluster:
         code, out, err = self.kubectl_run(*args, stdin=stdin, timeout=timeout)
         # a read whose format always prints (-o json|yaml) that printed nothing: `docker exec`
         # into the node lost its output (see ANSWER_REREADS in meshcert.world.base): read again
-        reads = args[0] in ("get", "version") and any(a in ("json", "yaml") for a in args)
+        reads = args[0] in ("get", "version") and any(a in ("json", "yaml", "--raw") for a in args)
         for _ in range(ANSWER_REREADS if reads else 0):
             if code != 0 or out.strip():
                 break
@@ -287,6 +290,17 @@ class KubectlCluster:
         if check and code != 0:
             raise EnvironmentProblem(f"kubectl {args[0]}", redact(err.strip()[-800:]) or f"exit {code}")
         return out
+
+    def api_get(self, path: str, query: Mapping[str, str] | None = None) -> dict:
+        """GET of an API path (``/api/v1/namespaces/NS/pods``, ``query`` its parameters: a
+        labelSelector...), the JSON answer: here ``kubectl get --raw`` (any cluster kubectl
+        reaches); a kind cluster of meshcert's asks its API server itself (KindCluster.api_get)."""
+        raw = path + ("?" + urllib.parse.urlencode(query) if query else "")
+        out = self.kubectl("get", "--raw", raw)
+        try:
+            return json.loads(out)
+        except json.JSONDecodeError:
+            raise EnvironmentProblem(f"kubectl get --raw {path}", f"not JSON: {redact(out.strip())[-300:]}") from None
 
     def apply(self, docs: list[dict]) -> None:
         self.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(docs, sort_keys=False))
@@ -364,6 +378,7 @@ class KindCluster(KubectlCluster):
         self.unprivileged: list[str] | None = None
         self.kubeconfig = cluster.kubeconfig_dir() / f"{name}.yaml"
         self.timings: dict[str, float] = {}
+        self._api_ctx: tuple[str, ssl.SSLContext] | None = None
 
     @property
     def node(self) -> str:
@@ -421,6 +436,54 @@ class KindCluster(KubectlCluster):
     def load(self, images: list[str]) -> None:
         for img in images:
             self._kind("load", "docker-image", img, "--name", self.name)
+
+    def api_get(self, path: str, query: Mapping[str, str] | None = None) -> dict:
+        """GET of an API path straight from this process to the cluster's API server (on this
+        machine's loopback), authenticated as the kubeconfig's admin: no `docker exec` and no
+        kubectl process in the node. Pods' waits read the pod this way: a `kubectl get` through
+        `docker exec` costs 0.18 CPU-s (bench/results/poll-cost-*.json), this a few ms."""
+        url = urllib.parse.urlsplit(self._api()[0])
+        raw = path + ("?" + urllib.parse.urlencode(query) if query else "")
+        conn = http.client.HTTPSConnection(url.hostname, url.port or 443, context=self._api()[1], timeout=30)
+        try:
+            conn.request("GET", raw, headers={"Accept": "application/json"})
+            resp = conn.getresponse()
+            body = resp.read().decode(errors="replace")
+        except OSError as e:
+            raise EnvironmentProblem(f"kind cluster {self.name}: GET {path}", brief_error(e)) from None
+        finally:
+            conn.close()
+        if resp.status != 200:
+            raise EnvironmentProblem(f"kind cluster {self.name}: GET {path}", f"HTTP {resp.status}: {redact(body.strip())[-300:]}")
+        try:
+            return json.loads(body)
+        except json.JSONDecodeError:
+            raise EnvironmentProblem(f"kind cluster {self.name}: GET {path}", f"not JSON: {redact(body.strip())[-300:]}") from None
+
+    def _api(self) -> tuple[str, ssl.SSLContext]:
+        """The API server's URL and a TLS context for it, from the kubeconfig kind wrote (its CA;
+        the admin's client certificate, passed to the context through a file that exists only
+        while it is read, in meshcert's cache, 0600)."""
+        if self._api_ctx is None:
+            try:
+                doc = yaml.safe_load(self.kubeconfig.read_text())
+                server = doc["clusters"][0]["cluster"]["server"]
+                ca = base64.b64decode(doc["clusters"][0]["cluster"]["certificate-authority-data"]).decode()
+                user = doc["users"][0]["user"]
+                pem = base64.b64decode(user["client-certificate-data"]) + b"\n" + base64.b64decode(user["client-key-data"])
+            except (OSError, yaml.YAMLError, KeyError, IndexError, TypeError, ValueError) as e:
+                raise EnvironmentProblem(f"kind cluster {self.name}: its kubeconfig {self.kubeconfig}",
+                                         f"unreadable ({brief_error(e)})") from None
+            ctx = ssl.create_default_context(cadata=ca)
+            fd, tmp = tempfile.mkstemp(prefix=f"{self.name}.client-", suffix=".pem", dir=cluster.kubeconfig_dir())
+            try:
+                os.write(fd, pem)
+                os.close(fd)
+                ctx.load_cert_chain(tmp)
+            finally:
+                os.unlink(tmp)
+            self._api_ctx = (server, ctx)
+        return self._api_ctx
 
     def kubectl_argv(self, *args: str) -> list[str]:
         """The command line of ``kubectl args`` run inside the node (the node image ships kubectl)."""

@@ -63,8 +63,8 @@ class KindPod:
     # ---------------------------------------------------------------- what the kubelet says
     def get(self) -> dict:
         """The pod object (status written by the kubelet); {} while there is none."""
-        out = self.cluster.kubectl("-n", self.namespace, "get", "pods", "-l", self.selector, "-o", "json")
-        items = [p for p in json.loads(out).get("items") or [] if not (p.get("metadata") or {}).get("deletionTimestamp")]
+        got = self.cluster.api_get(f"/api/v1/namespaces/{self.namespace}/pods", {"labelSelector": self.selector})
+        items = [p for p in got.get("items") or [] if not (p.get("metadata") or {}).get("deletionTimestamp")]
         pod = items[0] if items else {}
         self._seen = (pod.get("metadata") or {}).get("name") or ""
         return pod
@@ -122,9 +122,8 @@ class KindPod:
         name = self.name
         if not name:
             return []
-        out = self.cluster.kubectl("-n", self.namespace, "get", "events", "--field-selector",
-                                   f"involvedObject.name={name}", "-o", "json")
-        items = json.loads(out).get("items") or []
+        items = self.cluster.api_get(f"/api/v1/namespaces/{self.namespace}/events",
+                                     {"fieldSelector": f"involvedObject.name={name}"}).get("items") or []
         items.sort(key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
         return [{"reason": e.get("reason"), "message": e.get("message"), "type": e.get("type")} for e in items]
 

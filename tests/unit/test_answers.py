@@ -136,3 +136,16 @@ def test_a_kubectl_read_lost_every_time_is_one_clear_error():
     with pytest.raises(EnvironmentProblem, match=rf"kubectl get pods -o.*printed nothing {ANSWER_REREADS + 1} times"):
         c.kubectl("get", "pods", "-o", "json")
     assert c.runs == ANSWER_REREADS + 1
+
+
+def test_an_api_read_through_kubectl_is_get_raw_with_its_query():
+    seen = []
+
+    class C(KubectlCluster):
+        def kubectl_run(self, *args, **kw):
+            seen.append(args)
+            return 0, '{"items": [1]}', ""
+
+    got = C().api_get("/api/v1/namespaces/ns/pods", {"labelSelector": "app=a,b in (c)"})
+    assert got == {"items": [1]}
+    assert seen == [("get", "--raw", "/api/v1/namespaces/ns/pods?labelSelector=app%3Da%2Cb+in+%28c%29")]
