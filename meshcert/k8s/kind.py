@@ -414,9 +414,12 @@ class KindCluster(KubectlCluster):
         last = {"err": ""}
 
         def present() -> bool:
-            code, _, last["err"] = self.kubectl_run("get", "serviceaccount", "default", "--namespace", "default",
-                                                    timeout=30)
-            return code == 0
+            try:
+                self.api_get("/api/v1/namespaces/default/serviceaccounts/default")
+            except EnvironmentProblem as e:
+                last["err"] = e.one_line()
+                return False
+            return True
         try:
             wait_for("namespace default's service account `default`", present, self.SERVICE_ACCOUNT_WAIT_S,
                      interval=0.5, describe=lambda: last["err"].strip()[-300:])
