@@ -578,7 +578,7 @@ def kind_pod_joins(world, rel: KindRelease) -> None:
                       "the controller's log (kubectl logs)": pod.logs(rel.controller),
                       "the sidecar's process command lines": pod.exec(SIDECAR, [
                           "sh", "-c", 'for f in /proc/[0-9]*/cmdline; do tr "\\0" " " < "$f"; echo; done'], answer=True)[1],
-                      "the pod object (kubectl get pod -o json)": json.dumps(pod.get())}
+                      "the pod object (the API server's, as JSON)": json.dumps(pod.get())}
             for where, text in places.items():
                 e.that(key not in text, f"the pre-auth key absent from {where}", "it appears there (redacted here)")
     helm4_joined_under_hostname(world, rel.hostname, st)
