@@ -397,6 +397,10 @@ KIND_SECRET_PRESENT, KIND_SECRET_MISSING, KIND_KEY_MISSING = "present", "missing
 # most, under a 1-min load of 13-21 on 2 cores (bench/results/kind-2026-12-02-*.json,
 # pod_ready_s); 45 s is nearly 5x that worst case (it was 90 s, with no basis written).
 KIND_RUNNING_S = 45.0
+# How long a release's pods get to go after its namespace's delete: the kubelet stops them
+# within their grace period (30 s, the default; the reference chart's containers exit on SIGTERM
+# at once: gone 1.0-1.3 s after the delete, measured); 120 s is that grace period 4x.
+RELEASE_GONE_S = 120.0
 
 
 @dataclass
@@ -511,7 +515,17 @@ def kind_release(world, cluster, chart: Chart, *, secret: str = KIND_SECRET_PRES
     finally:
         pod.close()
         try:
-            cluster.kubectl("delete", "namespace", namespace, "--wait=true", timeout=240)
+            # The workloads are deleted first, and their pods waited out (gone 1.0-1.3 s after the
+            # delete, measured on this machine), so the sidecar has left the tailnet before its
+            # node is forgotten. The namespace is removed in the background: its controller takes
+            # 5-10 s (measured) to finish, which no check needs (every release has a namespace of
+            # its own; a kind cluster goes whole at its end; on a user's cluster the run's end
+            # waits until every namespace of the run is gone: existing.delete_run_namespaces).
+            cluster.kubectl("delete", "all", "--all", "--namespace", namespace, "--wait=false", timeout=240)
+            cluster.kubectl("delete", "namespace", namespace, "--wait=false", timeout=240)
+            wait_for(f"kind namespace {namespace}: its pods gone after the namespace's delete", lambda: not (
+                cluster.api_get(f"/api/v1/namespaces/{namespace}/pods").get("items")), RELEASE_GONE_S,
+                describe=lambda: pod.brief())
         finally:
             forget_node(world, hostname)
 
