@@ -252,6 +252,14 @@ def effective_config(doc: dict, node_image_is_ours: bool) -> dict:
     return cluster.merge_config(doc, {"kubeadmConfigPatches": ["kind: KubeletConfiguration\nfailCgroupV1: false\n"]})
 
 
+def _verb(args: tuple[str, ...]) -> str:
+    """kubectl's command among its arguments (``-n NS get pods`` -> ``get``)."""
+    rest = list(args)
+    while rest and rest[0].startswith("-"):
+        rest = rest[2:] if rest[0] in ("-n", "--namespace", "--context", "--kubeconfig") else rest[1:]
+    return rest[0] if rest else ""
+
+
 class KubectlCluster:
     """What the chart's pod checks (meshcert/checks/helm_pod.py, kind_pod.py, k8s/kindpod.py) ask
     of a cluster, whichever it is: a kind cluster of meshcert's (:class:`KindCluster`) or one the
@@ -279,7 +287,7 @@ class KubectlCluster:
         code, out, err = self.kubectl_run(*args, stdin=stdin, timeout=timeout)
         # a read whose format always prints (-o json|yaml) that printed nothing: `docker exec`
         # into the node lost its output (see ANSWER_REREADS in meshcert.world.base): read again
-        reads = args[0] in ("get", "version") and any(a in ("json", "yaml", "--raw") for a in args)
+        reads = _verb(args) in ("get", "version") and any(a in ("json", "yaml", "--raw") for a in args)
         for _ in range(ANSWER_REREADS if reads else 0):
             if code != 0 or out.strip():
                 break

@@ -128,6 +128,8 @@ def test_a_kubectl_read_that_printed_nothing_is_read_again():
     c = _Cluster(lose=2)
     assert c.kubectl("get", "pods", "-o", "json") == '{"items": []}' and c.runs == 3
     c = _Cluster(lose=1)
+    assert c.kubectl("-n", "ns", "get", "pods", "-o", "json") == '{"items": []}' and c.runs == 2
+    c = _Cluster(lose=1)
     assert c.kubectl("apply", "-f", "-") == "" and c.runs == 1, "only reads that always print are read again"
 
 
