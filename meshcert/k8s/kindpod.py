@@ -40,7 +40,7 @@ from meshcert.errors import EnvironmentProblem
 from meshcert.secrets import redact
 from meshcert.sut.client import SutClient
 from meshcert.world import nodeagent
-from meshcert.world.base import NODE_API, Answers, NodeAPI, wait_for
+from meshcert.world.base import ANSWER_REREADS, NODE_API, Answers, NodeAPI, wait_for
 from meshcert.world.node import TailnetNode
 
 AGENT_SOURCE = Path(nodeagent.__file__).read_text()
@@ -145,10 +145,12 @@ class KindPod:
 
     def logs(self, container: str, previous: bool = False) -> str:
         """``kubectl logs`` of a container, NOT redacted (for secret-leak checks; never written as is)."""
-        for _ in range(2):
+        for _ in range(2 + ANSWER_REREADS):
             code, out, err = self.cluster.kubectl_run("-n", self.namespace, "logs", self.name, "-c", container,
                                                       *(["--previous"] if previous else []))
-            if not self._gone(code, err):
+            # read again when the pod was replaced, or when the log came back empty: `docker exec`
+            # into the node may have lost it (see ANSWER_REREADS), and a secret check reads it
+            if not self._gone(code, err) and (code != 0 or out):
                 break
         return out if code == 0 else f"(no logs: {err.strip()[-300:]})"
 

@@ -165,7 +165,7 @@ def psql_local(box: Box, sql: str) -> str:
     box.put({path: (sql.encode(), 0o644)})
     try:
         code, out = box.exec(["su", "postgres", "-s", "/bin/sh", "-c",
-                              f"psql -h /var/run/postgresql -v ON_ERROR_STOP=1 -qAt -f {path}"])
+                              f"psql -h /var/run/postgresql -v ON_ERROR_STOP=1 -qAt -f {path}"], answer=True)
     finally:
         box.exec(["rm", "-f", path])
     if code != 0:
