@@ -252,6 +252,11 @@ def effective_config(doc: dict, node_image_is_ours: bool) -> dict:
     return cluster.merge_config(doc, {"kubeadmConfigPatches": ["kind: KubeletConfiguration\nfailCgroupV1: false\n"]})
 
 
+def api_path(path: str, query: Mapping[str, str] | None = None) -> str:
+    """An API path with its query (``/api/v1/namespaces/ns/pods?labelSelector=app%3Da``)."""
+    return path + ("?" + urllib.parse.urlencode(query) if query else "")
+
+
 def _verb(args: tuple[str, ...]) -> str:
     """kubectl's command among its arguments (``-n NS get pods`` -> ``get``)."""
     rest = list(args)
@@ -303,8 +308,7 @@ class KubectlCluster:
         """GET of an API path (``/api/v1/namespaces/NS/pods``, ``query`` its parameters: a
         labelSelector...), the JSON answer: here ``kubectl get --raw`` (any cluster kubectl
         reaches); a kind cluster of meshcert's asks its API server itself (KindCluster.api_get)."""
-        raw = path + ("?" + urllib.parse.urlencode(query) if query else "")
-        out = self.kubectl("get", "--raw", raw)
+        out = self.kubectl("get", "--raw", api_path(path, query))
         try:
             return json.loads(out)
         except json.JSONDecodeError:
@@ -454,10 +458,9 @@ class KindCluster(KubectlCluster):
         kubectl process in the node. Pods' waits read the pod this way: a `kubectl get` through
         `docker exec` costs 0.18 CPU-s (bench/results/poll-cost-*.json), this a few ms."""
         url = urllib.parse.urlsplit(self._api()[0])
-        raw = path + ("?" + urllib.parse.urlencode(query) if query else "")
         conn = http.client.HTTPSConnection(url.hostname, url.port or 443, context=self._api()[1], timeout=30)
         try:
-            conn.request("GET", raw, headers={"Accept": "application/json"})
+            conn.request("GET", api_path(path, query), headers={"Accept": "application/json"})
             resp = conn.getresponse()
             body = resp.read().decode(errors="replace")
         except OSError as e:
