@@ -457,8 +457,9 @@ class KindCluster(KubectlCluster):
         machine's loopback), authenticated as the kubeconfig's admin: no `docker exec` and no
         kubectl process in the node. Pods' waits read the pod this way: a `kubectl get` through
         `docker exec` costs 0.18 CPU-s (bench/results/poll-cost-*.json), this a few ms."""
-        url = urllib.parse.urlsplit(self._api()[0])
-        conn = http.client.HTTPSConnection(url.hostname, url.port or 443, context=self._api()[1], timeout=30)
+        server, ctx = self._api()
+        url = urllib.parse.urlsplit(server)
+        conn = http.client.HTTPSConnection(url.hostname, url.port or 443, context=ctx, timeout=30)
         try:
             conn.request("GET", api_path(path, query), headers={"Accept": "application/json"})
             resp = conn.getresponse()
