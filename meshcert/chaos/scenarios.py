@@ -31,6 +31,12 @@ FROZEN_PRERUN_BOUND = prerun_bound(BOUND_DEADLINE_S, LOCALAPI_BOUND_S)
 # may just have run (5 s + 3 s), one missed probe on a loaded 2-core machine, the map push and a
 # lost first handshake (WireGuard re-sends after 5 s), then a wide margin for load.
 FAILOVER_BOUND_S = 45.0
+# A new agent pod registers and reaches Running under control-plane latency (500 +- 100 ms both
+# ways): measured 13-21 s here (bench/results/scenario-runs.json, 10 runs; scenarios.json). Bound
+# 60 s, about three times the slowest: the margin covers a loaded 2-core machine. It is also the
+# pod's `tailscale up --timeout`, so a control plane that never answers is caught at the bound
+# (it was caught at 90 s, the world's default join timeout, with a bound of 90 s).
+LATE_NODE_BOUND_S = 60.0
 
 
 def ssh(world, name: str = "ssh") -> dict:
@@ -73,16 +79,17 @@ def control_plane_latency(world, report_extra, kind="latency", **attributes):
         faults.expect_reachable("ACL-1", acl1_probes(world))
         t0 = time.monotonic()
         try:
-            world.add_pod(AgentSpec(name="agent-late", tags=(AGENT_TAG,)))
+            world.add_pod(AgentSpec(name="agent-late", tags=(AGENT_TAG,)), up_timeout=f"{LATE_NODE_BOUND_S:.0f}s")
         except WorldError as e:
             world.remove_pod("agent-late")
-            raise AssertionError(f"a new node could not register under control-plane {kind}: {e.message}") from None
+            raise AssertionError(f"a new node could not register under control-plane {kind} within "
+                                 f"{LATE_NODE_BOUND_S:.0f} s: {e.message}") from None
         took = time.monotonic() - t0
         j.figures["new_node_running_s"] = round(took, 2)
         j.log("a new node registered and is Running", seconds=round(took, 2))
         try:
-            # Bound: 90 s (about 15 s measured here; the margin covers a loaded 2-core machine).
-            assert took < 90, f"a new node took {took:.1f} s to register under control-plane latency (bound 90 s)"
+            assert took < LATE_NODE_BOUND_S, (f"a new node took {took:.1f} s to register under control-plane "
+                                              f"latency (bound {LATE_NODE_BOUND_S:.0f} s)")
             check_reachability(world, "ACL-1", [Probe("agent-late", "server", 22, True, "the late node works")])
         finally:
             world.remove_pod("agent-late")

@@ -303,9 +303,11 @@ class World:
         return start_pod(self.run_container, self._create_volume, a, self._tailscale_image(a.tailscale),
                          self.images["host"], self.certs.ca_pem)
 
-    def add_pod(self, spec: AgentSpec, key: Secret | None = None, *, expect_join: bool = True, mutant: str = "") -> TailnetNode:
+    def add_pod(self, spec: AgentSpec, key: Secret | None = None, *, expect_join: bool = True, mutant: str = "",
+                up_timeout: str = "90s") -> TailnetNode:
         """An extra agent pod for one test, joined with ``key`` (default: a key for its tags).
-        ``expect_join=False``: `tailscale up` may fail (an expired key); nothing is waited for."""
+        ``expect_join=False``: `tailscale up` may fail (an expired key); nothing is waited for.
+        ``up_timeout``: its `tailscale up --timeout` (a WorldError when it has not joined by then)."""
         pod = self._start_pod(spec)
         self.pods[spec.name] = pod
         pod.ip = self.ip_of(pod.pause, "wan")
@@ -316,7 +318,7 @@ class World:
 
         def join() -> None:
             if expect_join:
-                self._join(node, key)
+                self._join(node, key, up_timeout=up_timeout)
             else:
                 try:
                     self._join(node, key, up_timeout="15s", wait=False)
