@@ -7,8 +7,13 @@ import tarfile
 
 import pytest
 
-from meshcert.cli import CERTIFY_WORKERS
 from tests.common.cli import certify, one_clear_line
+
+# The child certify runs of this module run 2 workers, not certify's default 4: still more than
+# one world at once (each stops with the one error, said once), at half the worlds: each is a
+# whole guide world started only to be refused (about 8 CPU-s and 40 containers on the shared
+# 2 cores of the CI).
+CHILD_WORKERS = 2
 
 
 @pytest.mark.engine
@@ -38,7 +43,8 @@ def test_a_sut_answering_garbage_is_one_clear_error_and_leaves_nothing(tmp_path)
     c.images.build(fileobj=buf, custom_context=True, tag=tag, rm=True, labels={images.LABEL: "test-garbage-sut"})
     from tests.common.engine import free_vlan
     p = certify("--sut-image", tag, "--report-dir", str(tmp_path / "report"),
-                 env_extra={"MESHCERT_VLAN": free_vlan(count=max(1, CERTIFY_WORKERS))})
+                 env_extra={"MESHCERT_VLAN": free_vlan(count=CHILD_WORKERS),
+                            "MESHCERT_CERTIFY_WORKERS": str(CHILD_WORKERS)})
     one_clear_line(p, "SUT in pod", "non-JSON")
     import json
     doc = json.loads((tmp_path / "report" / "results.json").read_text())
@@ -52,10 +58,10 @@ def test_a_sut_answering_garbage_is_one_clear_error_and_leaves_nothing(tmp_path)
 # ------------------------------------------------------------------ a SUT that cannot be tested: exit 2, "not tested"
 
 def _vlan() -> str:
-    """As many consecutive /24s as certify has workers, that no network of the engine holds: never this session's own MESHCERT_VLAN, whose world
+    """As many consecutive /24s as the child certify has workers, that no network of the engine holds: never this session's own MESHCERT_VLAN, whose world
     may be running beside the child run (it was: "Pool overlaps" whenever MESHCERT_VLAN was set)."""
     from tests.common.engine import free_vlan
-    return free_vlan(count=max(1, CERTIFY_WORKERS))  # certify's workers' worlds use MESHCERT_VLAN + 0, + 1, ...
+    return free_vlan(count=CHILD_WORKERS)  # certify's workers' worlds use MESHCERT_VLAN + 0, + 1, ...
 
 
 def _assert_not_tested(report, needle: str) -> dict:
@@ -95,7 +101,7 @@ def test_a_sut_that_never_answers_healthz_is_not_tested_and_each_world_is_built_
     c = engine.ensure_engine()
     host = images.ensure_images(c, ("host",))["host"]
     p = certify("--sut-image", host, "--sut-port", "8080", "--report-dir", str(tmp_path / "report"),
-                 env_extra={"MESHCERT_VLAN": _vlan()})
+                 env_extra={"MESHCERT_VLAN": _vlan(), "MESHCERT_CERTIFY_WORKERS": str(CHILD_WORKERS)})
     line = one_clear_line(p, "SUT in pod agent", "GET /healthz on port 8080", "exited with code",
                            f"image {host} runs ENTRYPOINT `/usr/bin/tini -s -g --`, no CMD")
     assert "verbose output" not in line, "a tool's usage text reported as the observation"
