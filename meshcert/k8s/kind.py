@@ -14,8 +14,9 @@
 - :class:`KindCluster` drives the pinned, unmodified kind binary through meshcert's docker shim
   (:mod:`meshcert.k8s.cluster`) and runs ``kubectl`` inside the node (the node image ships it);
   helm reaches the API server on this machine's loopback (kind-config.yaml's apiServerAddress);
-- :func:`world_cluster` is the cluster beside a running world: its node on the world's WAN, the
-  world's images loaded with ``kind load``, deleted on exit (and after Ctrl-C).
+- :func:`world_cluster` is the cluster beside a world: its node on the world's WAN, the world's
+  images loaded with ``kind load`` (:func:`bring_up`, which can also run while the world's nodes
+  start), deleted on exit (and after Ctrl-C).
 
 The node containers and the cluster's network carry meshcert's labels (run id, owner): a run
 that is killed leaves them for the world's sweeper (``meshcert sweep``) to remove.
@@ -449,8 +450,10 @@ class KindCluster(KubectlCluster):
             (cluster.kubeconfig_dir() / f"{self.name}.kind-config.yaml").unlink(missing_ok=True)
 
     def load(self, images: list[str]) -> None:
-        for img in images:
-            self._kind("load", "docker-image", img, "--name", self.name)
+        """``kind load docker-image`` of every image in one call (one `docker save` of them all,
+        one import into the node)."""
+        if images:
+            self._kind("load", "docker-image", *images, "--name", self.name)
 
     def api_get(self, path: str, query: Mapping[str, str] | None = None) -> dict:
         """GET of an API path straight from this process to the cluster's API server (on this
@@ -538,28 +541,45 @@ class KindCluster(KubectlCluster):
         client.networks.get(network).connect(self.node)
 
 
-@contextmanager
-def world_cluster(world, config: str | os.PathLike = KIND_CONFIG) -> Iterator[KindCluster]:
-    """A kind cluster beside a running world: meshcert's node image (built when missing), its
-    node joined to the world's WAN (the pods reach ``control`` -> toxiproxy and the tailnet
-    nodes), the world's sidecar and SUT images loaded with ``kind load``; deleted on exit (also
-    on Ctrl-C: KeyboardInterrupt unwinds through here; a kill -9 leaves labelled containers for
-    the next run's sweep)."""
+def cluster_for(world, config: str | os.PathLike = KIND_CONFIG) -> KindCluster:
+    """The (not yet created) kind cluster of ``world``: named after its run (``meshcert-<run id>``:
+    the kubeconfig sweep keeps it while the run's containers exist), meshcert's node image."""
+    return KindCluster(f"{cluster.WORLD_CLUSTER_PREFIX}{world.run_id}", ensure_node_image(world.client), config,
+                       run_id=world.run_id, client=world.client)
+
+
+def bring_up(c: KindCluster, world) -> KindCluster:
+    """Create ``c``, join its node to ``world``'s WAN (the pods reach ``control`` -> toxiproxy and
+    the tailnet nodes), and load the world's sidecar and SUT images with one ``kind load``. Needs
+    only the world's networks and images, so it can run while the world's nodes start
+    (``World.start(beside=...)``). The caller deletes ``c`` whatever happens (``c.delete()`` is safe
+    after a failed or half-done create)."""
     swept = cluster.sweep_kubeconfigs(world.client)  # the world's start swept dead runs' nodes already
     if swept:
         progress.say(f"swept kind kubeconfigs of killed runs: {swept}")
-    c = KindCluster(f"meshcert-{world.run_id}", ensure_node_image(world.client), config, run_id=world.run_id,
-                    client=world.client)
+    t0 = time.monotonic()
+    c.create()
+    c.timings["create"] = time.monotonic() - t0
+    c.connect(world.client, world.networks["wan"].name)
+    t0 = time.monotonic()
+    imgs = images_to_load(world.images, world.sut_image)
+    c.load(imgs)
+    c.timings["load"] = time.monotonic() - t0
+    progress.say(f"kind cluster {c.name}: created in {c.timings['create']:.1f} s, "
+                 f"{len(imgs)} images kind-loaded in {c.timings['load']:.1f} s")
+    return c
+
+
+@contextmanager
+def world_cluster(world, config: str | os.PathLike = KIND_CONFIG, *,
+                  started: KindCluster | None = None) -> Iterator[KindCluster]:
+    """A kind cluster beside a running world (:func:`bring_up`), or ``started``: the one brought
+    up while the world started; deleted on exit (also on Ctrl-C: KeyboardInterrupt unwinds
+    through here; a kill -9 leaves labelled containers for the next run's sweep)."""
+    c = started or cluster_for(world, config)
     try:
-        t0 = time.monotonic()
-        c.create()
-        c.timings["create"] = time.monotonic() - t0
-        c.connect(world.client, world.networks["wan"].name)
-        t0 = time.monotonic()
-        c.load(images_to_load(world.images, world.sut_image))
-        c.timings["load"] = time.monotonic() - t0
-        progress.say(f"kind cluster {c.name}: created in {c.timings['create']:.1f} s, "
-                     f"{len(images_to_load(world.images, world.sut_image))} images kind-loaded in {c.timings['load']:.1f} s")
+        if started is None:
+            bring_up(c, world)
         yield c
     finally:
         c.delete()

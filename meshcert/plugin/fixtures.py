@@ -29,6 +29,46 @@ from meshcert.world.vault import Vault
 MATRIX_WORLD = pytest.StashKey[World]()
 
 
+class KindBeside:
+    """meshcert's kind cluster, brought up while the session world's nodes start
+    (``World.start(beside=...)``: the cluster needs only the world's networks and images) when the
+    test that starts the world uses ``k8s_cluster``: the kind units are each the first work of
+    their worker, so their world and their cluster used to start one after the other. Handed to
+    ``k8s_cluster``, which owns it from then on; a cluster that failed is that module's error, not
+    the world's (the world starts without it)."""
+
+    def __init__(self, config: str | os.PathLike):
+        self.config = config
+        self.cluster: kind.KindCluster | None = None
+        self.error: Exception | None = None
+
+    def __call__(self, w: World) -> KindBeside:
+        self.cluster = kind.cluster_for(w, self.config)  # before its create: discard() deletes it
+        try:
+            kind.bring_up(self.cluster, w)
+        except Exception as e:  # noqa: BLE001 -- k8s_cluster raises it, in its module
+            self.error = e
+        return self
+
+    def discard(self) -> None:
+        if self.cluster is not None:
+            self.cluster, c = None, self.cluster
+            c.delete()
+
+
+# set before a test's fixtures when it uses k8s_cluster (pytest_runtest_setup below); used by the
+# session world if that test starts it, then taken by k8s_cluster
+KIND_BESIDE = pytest.StashKey[KindBeside]()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    config = item.config
+    if "k8s_cluster" in getattr(item, "fixturenames", ()) and not hooks.cluster_options(config) \
+            and KIND_BESIDE not in config.stash:
+        config.stash[KIND_BESIDE] = KindBeside(hooks.kind_config(config))
+
+
 @pytest.fixture(scope="session")
 def report_dir(pytestconfig) -> Path:
     d = pytestconfig.stash[state.REPORT_DIR]
@@ -107,8 +147,14 @@ def _session_world(request, pytestconfig, report_dir, tailscale_version):
     w.log_root = report_dir / "logs" / wid if wid else report_dir / "logs"
     pytestconfig.stash[state.EXTRA]["versions"] = world_versions(
         topo, {n: components.COMPONENTS[n].version for n in components.VERSIONED})
+    beside = pytestconfig.stash.get(KIND_BESIDE, None)
     try:
-        w.start()
+        try:
+            w.start(beside=beside)
+        except BaseException:  # the world removed itself; a cluster brought up beside it goes too
+            if beside is not None:
+                beside.discard()
+            raise
     except MeshcertError as e:
         # Nothing can be tested: not a failed certification. The run stops here (the world is
         # built once, never again per test), no clause is recorded, results say "not tested".
@@ -196,13 +242,29 @@ def _not_tested_exit_message(data: dict) -> str:
 
 
 @pytest.fixture(scope="module")
-def k8s_cluster(pytestconfig, world):
+def k8s_cluster(request, pytestconfig):
     """The Kubernetes cluster of a module's ``kind`` tests, beside the session world: the user's
     (``--kubeconfig``: namespaces of this run only, removed after the module) or a kind cluster
     of meshcert's (deleted after the module: a kind node does not idle through the rest of the
-    worker's tests); Ctrl-C included. Each chart release has a namespace of its own."""
+    worker's tests); Ctrl-C included. Each chart release has a namespace of its own.
+
+    When the test that starts the session world uses this fixture, meshcert's cluster was brought
+    up while the world's nodes started (:class:`KindBeside`)."""
     opts = hooks.cluster_options(pytestconfig)
-    with existing.world_cluster(world, opts) if opts else kind.world_cluster(world, hooks.kind_config(pytestconfig)) as c:
+    if opts:
+        with existing.world_cluster(request.getfixturevalue("world"), opts) as c:
+            yield c
+        return
+    world = request.getfixturevalue("world")
+    beside = pytestconfig.stash.get(KIND_BESIDE, None)
+    if beside is not None:
+        del pytestconfig.stash[KIND_BESIDE]
+        world.beside = None if world.beside is beside else world.beside  # the cluster is this module's
+        if beside.error is not None:
+            beside.discard()
+            raise beside.error
+    with kind.world_cluster(world, hooks.kind_config(pytestconfig),
+                            started=beside.cluster if beside is not None else None) as c:
         yield c
 
 
