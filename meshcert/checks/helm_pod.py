@@ -397,9 +397,15 @@ KIND_SECRET_PRESENT, KIND_SECRET_MISSING, KIND_KEY_MISSING = "present", "missing
 # most, under a 1-min load of 13-21 on 2 cores (bench/results/kind-2026-12-02-*.json,
 # pod_ready_s); 45 s is nearly 5x that worst case (it was 90 s, with no basis written).
 KIND_RUNNING_S = 45.0
-# How long a release's pods get to go after its namespace's delete: the kubelet stops them
-# within their grace period (30 s, the default; the reference chart's containers exit on SIGTERM
-# at once: gone 1.0-1.3 s after the delete, measured); 120 s is that grace period 4x.
+# The grace period a release's pods get at its end (kind_release's delete). The reference chart's
+# containers exit on SIGTERM at once (gone 1.0-1.3 s after the delete, measured), so 3 s costs a
+# healthy pod nothing; a sidecar stuck in `tailscale up` is killed after 3 s, not the default 30.
+# The headscale node is forgotten only after the pods are gone either way, so a sidecar killed
+# at the end cannot come back.
+RELEASE_GRACE_S = 3.0
+# How long a release's pods get to go after its delete: the kubelet stops them within
+# RELEASE_GRACE_S; 120 s leaves a loaded kind node room (it was 4x the default 30 s grace period,
+# and is kept: it is waited out only by a release whose pods never go, which is a failure).
 RELEASE_GONE_S = 120.0
 
 
@@ -521,7 +527,11 @@ def kind_release(world, cluster, chart: Chart, *, secret: str = KIND_SECRET_PRES
             # 5-10 s (measured) to finish, which no check needs (every release has a namespace of
             # its own; a kind cluster goes whole at its end; on a user's cluster the run's end
             # waits until every namespace of the run is gone: existing.delete_run_namespaces).
-            cluster.kubectl("delete", "all", "--all", "--namespace", namespace, "--wait=false", timeout=240)
+            # A grace period of RELEASE_GRACE_S: a sidecar stuck in `tailscale up` (a control server
+            # it cannot reach: a kill test's broken setting) defers the reference script's TERM trap
+            # until SIGKILL, which otherwise came after the default 30 s (27 s of an 86 s test).
+            cluster.kubectl("delete", "all", "--all", "--namespace", namespace, "--wait=false",
+                            f"--grace-period={RELEASE_GRACE_S:.0f}", timeout=240)
             cluster.kubectl("delete", "namespace", namespace, "--wait=false", timeout=240)
             wait_for(f"kind namespace {namespace}: its pods gone after the namespace's delete", lambda: not (
                 cluster.api_get(f"/api/v1/namespaces/{namespace}/pods").get("items")), RELEASE_GONE_S,
