@@ -3,11 +3,16 @@ tests; malformed policy/spec files, refused before anything starts: tests/unit/t
 """
 
 import io
+import json
+import re
 import tarfile
 
 import pytest
 
+from meshcert.toolchain import engine, images
+from meshcert.world import labels
 from tests.common.cli import certify, one_clear_line
+from tests.common.engine import free_vlan
 
 # The child certify runs of this module run 2 workers, not certify's default 4: still more than
 # one world at once (each stops with the one error, said once), at half the worlds: each is a
@@ -21,8 +26,6 @@ CHILD_WORKERS = 2
 def test_a_sut_answering_garbage_is_one_clear_error_and_leaves_nothing(tmp_path):
     """/healthz 200, everything else HTML: found when the world starts the SUT (its read-only
     GET /transcript is not JSON), said once, not tested, exit 2, nothing left."""
-    from meshcert.toolchain import engine, images
-    from meshcert.world import labels
     c = engine.ensure_engine()
     host = images.ensure_images(c, ("host",))["host"]
     server = ("import http.server as h\n"
@@ -41,12 +44,10 @@ def test_a_sut_answering_garbage_is_one_clear_error_and_leaves_nothing(tmp_path)
     buf.seek(0)
     tag = "meshcert/test-garbage-sut:1"
     c.images.build(fileobj=buf, custom_context=True, tag=tag, rm=True, labels={images.LABEL: "test-garbage-sut"})
-    from tests.common.engine import free_vlan
     p = certify("--sut-image", tag, "--report-dir", str(tmp_path / "report"),
                  env_extra={"MESHCERT_VLAN": free_vlan(count=CHILD_WORKERS),
                             "MESHCERT_CERTIFY_WORKERS": str(CHILD_WORKERS)})
     one_clear_line(p, "SUT in pod", "non-JSON")
-    import json
     doc = json.loads((tmp_path / "report" / "results.json").read_text())
     assert "non-JSON" in doc["not_tested"]["reason"], doc.get("not_tested")
     assert not [c for c, v in doc["clauses"].items() if v["outcome"] == "failed"], "bad input is not a failed clause"
@@ -60,12 +61,10 @@ def test_a_sut_answering_garbage_is_one_clear_error_and_leaves_nothing(tmp_path)
 def _vlan() -> str:
     """As many consecutive /24s as the child certify has workers, that no network of the engine holds: never this session's own MESHCERT_VLAN, whose world
     may be running beside the child run (it was: "Pool overlaps" whenever MESHCERT_VLAN was set)."""
-    from tests.common.engine import free_vlan
     return free_vlan(count=CHILD_WORKERS)  # certify's workers' worlds use MESHCERT_VLAN + 0, + 1, ...
 
 
 def _assert_not_tested(report, needle: str) -> dict:
-    import json
     doc = json.loads((report / "results.json").read_text())
     assert doc["clauses"] == {}, "no clause may be recorded, let alone failed"
     assert needle in doc["not_tested"]["reason"], doc["not_tested"]
@@ -94,10 +93,6 @@ def test_a_sut_that_never_answers_healthz_is_not_tested_and_each_world_is_built_
     """meshcert's own host image has no CMD: `tini --` prints its usage and exits. certify must
     end after one world per worker (never one per test) with one line naming the pod, the port and the image's command, then the
     last lines of the container's log -- its usage text shown as its log, not as an observation."""
-    import re
-
-    from meshcert.toolchain import engine, images
-    from meshcert.world import labels
     c = engine.ensure_engine()
     host = images.ensure_images(c, ("host",))["host"]
     p = certify("--sut-image", host, "--sut-port", "8080", "--report-dir", str(tmp_path / "report"),
