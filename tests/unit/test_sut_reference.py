@@ -26,9 +26,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNTIME_PATH = ROOT / "meshcert" / "sut" / "reference" / "runtime.py"
-# how long a test needing a listener on 127.0.0.1:41112 tries for the port (an ephemeral one:
-# another process's outbound connection holds it for a moment at most)
-PORT_41112_WAIT_S = 10.0
 
 
 def _load_runtime():
@@ -349,24 +346,15 @@ class Kit:
             return right, wrong
         pytest.skip("no two consecutive free ports on 127.0.0.1")
 
-    def port_41112_accepting(self):
-        """Something accepting on 127.0.0.1:41112. The port is in the kernel's ephemeral range: a
-        moment's outbound connection of another process may hold it (seen once under the CI's
-        load); it is tried again for PORT_41112_WAIT_S before the test is skipped."""
-        deadline = time.monotonic() + PORT_41112_WAIT_S
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", 41112), timeout=0.5).close()
-                return
-            except OSError:
-                pass
-            try:
-                self.banner("not a LocalAPI", 41112)
-                return
-            except OSError:
-                if time.monotonic() >= deadline:
-                    pytest.skip(f"127.0.0.1:41112 is taken and does not accept (for {PORT_41112_WAIT_S:.0f} s)")
-                time.sleep(0.2)  # poll interval of a condition wait: the port let go
+    def tcp_41112_accepting(self):
+        """Something accepting at the runtime's TCP_41112 (127.0.0.1:41112, asserted by
+        test_the_41112_mutants_dial_the_macos_localapi_port), but not tailscaled. That port is in
+        the kernel's ephemeral range: under the CI's load another process's connection, or its
+        TIME_WAIT (60 s), held it and the cases skipped; so the runtime's address is pointed at a
+        banner on a free port for this kit's life."""
+        banner = self.banner("not a LocalAPI")
+        self._closers.append(lambda old=rt.TCP_41112: setattr(rt, "TCP_41112", old))
+        rt.TCP_41112 = banner.addr
 
     def close(self):
         for close in reversed(self._closers):
@@ -829,9 +817,15 @@ def _socket_exists(kit, mutant):
     return _ready(kit, mutant, "NeedsLogin")  # the socket is there, the daemon is not logged in
 
 
+def test_the_41112_mutants_dial_the_macos_localapi_port():
+    """The cases below point TCP_41112 at a free port (Kit.tcp_41112_accepting); the address the
+    mutants dial in a pod is this one (killed there by tests/engine/test_kind_kills.py)."""
+    assert rt.TCP_41112 == ("127.0.0.1", 41112)
+
+
 @case("health-tcp-41112", faithful=False, mutated=True)
 def _tcp_41112(kit, mutant):
-    kit.port_41112_accepting()  # something accepts on 41112, but it is not tailscaled
+    kit.tcp_41112_accepting()  # something accepts on 41112, but it is not tailscaled
     return _ready(kit, mutant, "NeedsLogin")
 
 
@@ -1085,7 +1079,7 @@ def _unless_stopped(kit, mutant):
 
 @case("health-41112-fallback", faithful=(False, False, True), mutated=(True, True, True))
 def _fallback_41112(kit, mutant):
-    kit.port_41112_accepting()  # something accepts on 41112, but it is not tailscaled
+    kit.tcp_41112_accepting()  # something accepts on 41112, but it is not tailscaled
     return _ready_in_states(kit, mutant, ("Stopped", "NeedsLogin", "Running"))
 
 

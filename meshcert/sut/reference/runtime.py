@@ -139,6 +139,9 @@ DEFAULT_PORT = 8080
 DEFAULT_SOCKET = "/var/run/tailscale/tailscaled.sock"
 LOCALAPI_HOST = "local-tailscaled.sock"
 LOCALAPI_TIMEOUT_S = 1.0
+# Where a LocalAPI listens on macOS/Windows; on Linux nothing of tailscale's does. Only the mutants
+# health-tcp-41112 and health-41112-fallback dial it.
+TCP_41112 = ("127.0.0.1", 41112)
 LOCALAPI_MAX_BYTES = 32 << 20
 DEFAULT_DEADLINE_S = 3.0
 MAX_SECONDS = 120.0
@@ -763,11 +766,12 @@ class Runtime:
             result["detail"] = f"socket {self.socket_path} {'exists' if result['ready'] else 'missing'}"
             return result
         if self.mutant == "health-tcp-41112":  # mutant health-tcp-41112
+            where = "{}:{}".format(*TCP_41112)
             try:
-                socket.create_connection(("127.0.0.1", 41112), timeout=LOCALAPI_TIMEOUT_S).close()
-                result.update(ready=True, detail="127.0.0.1:41112 accepts")
+                socket.create_connection(TCP_41112, timeout=LOCALAPI_TIMEOUT_S).close()
+                result.update(ready=True, detail=f"{where} accepts")
             except OSError as exc:
-                result["detail"] = f"127.0.0.1:41112: {_describe(exc, LOCALAPI_TIMEOUT_S)}"
+                result["detail"] = f"{where}: {_describe(exc, LOCALAPI_TIMEOUT_S)}"
             return result
         try:
             no_timeout = self.mutant == "localapi-no-timeout"  # mutant localapi-no-timeout
@@ -789,8 +793,8 @@ class Runtime:
     def _fallback_41112(self, result: dict) -> dict:
         if self.mutant == "health-41112-fallback" and not result["ready"]:  # mutant health-41112-fallback
             try:
-                socket.create_connection(("127.0.0.1", 41112), timeout=LOCALAPI_TIMEOUT_S).close()
-                result.update(ready=True, detail=f"{result['detail']}; but 127.0.0.1:41112 accepts")
+                socket.create_connection(TCP_41112, timeout=LOCALAPI_TIMEOUT_S).close()
+                result.update(ready=True, detail=f"{result['detail']}; but {'{}:{}'.format(*TCP_41112)} accepts")
             except OSError:
                 pass
         return result
