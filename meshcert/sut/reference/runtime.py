@@ -579,6 +579,17 @@ def read_banner(sock: socket.socket, timeout: float):
 
 # ----------------------------------------------------------------------------- the runtime
 
+
+def _dial_41112() -> tuple[str, OSError | None]:
+    """A TCP connect to TCP_41112 (the 41112 mutants' health check): its address as text, and the
+    error when it did not accept."""
+    where = "{}:{}".format(*TCP_41112)
+    try:
+        socket.create_connection(TCP_41112, timeout=LOCALAPI_TIMEOUT_S).close()
+        return where, None
+    except OSError as exc:
+        return where, exc
+
 class Runtime:
     """The connectivity layer: state (transcript, known secrets) + the two operations."""
 
@@ -766,11 +777,10 @@ class Runtime:
             result["detail"] = f"socket {self.socket_path} {'exists' if result['ready'] else 'missing'}"
             return result
         if self.mutant == "health-tcp-41112":  # mutant health-tcp-41112
-            where = "{}:{}".format(*TCP_41112)
-            try:
-                socket.create_connection(TCP_41112, timeout=LOCALAPI_TIMEOUT_S).close()
+            where, exc = _dial_41112()
+            if exc is None:
                 result.update(ready=True, detail=f"{where} accepts")
-            except OSError as exc:
+            else:
                 result["detail"] = f"{where}: {_describe(exc, LOCALAPI_TIMEOUT_S)}"
             return result
         try:
@@ -792,11 +802,9 @@ class Runtime:
 
     def _fallback_41112(self, result: dict) -> dict:
         if self.mutant == "health-41112-fallback" and not result["ready"]:  # mutant health-41112-fallback
-            try:
-                socket.create_connection(TCP_41112, timeout=LOCALAPI_TIMEOUT_S).close()
-                result.update(ready=True, detail=f"{result['detail']}; but {'{}:{}'.format(*TCP_41112)} accepts")
-            except OSError:
-                pass
+            where, exc = _dial_41112()
+            if exc is None:
+                result.update(ready=True, detail=f"{result['detail']}; but {where} accepts")
         return result
 
     # -- dialling -----------------------------------------------------------------------------
