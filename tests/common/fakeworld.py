@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from types import SimpleNamespace
 
 from meshcert.policy import parse_policy
 from meshcert.property.oracle import Host, Node, Oracle
@@ -184,8 +185,9 @@ class ScriptedPongsWorld:
     """WireGuard peers as given; a TSMP ping to ``(src, ip)`` is answered from its Nth try on
     (``pongs_after``), never when not listed."""
 
-    def __init__(self, peers, pongs_after):
+    def __init__(self, peers, pongs_after, nodes=None):
         self.peers, self.pongs_after, self.pings = peers, pongs_after, []
+        self.nodes = {name: SimpleNamespace(ts_ip=ip) for name, ip in (nodes or {}).items()}  # name -> tailnet IP
 
     def wireguard_peer(self, src, address):
         return self.peers.get((src, address))
