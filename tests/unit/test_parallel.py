@@ -187,7 +187,7 @@ def test_conformance_is_three_units_property_pods_and_the_rest():
     assert len({prop, pods, rest}) == 3
     assert pods == split(None, "conformance/test_health.py::t") == split(None, "conformance/test_troubleshooting.py::t")
     assert rest == split(None, "conformance/test_types.py::t") == split(None, "conformance/test_tailnet.py::t[x]")
-    assert prop == split(None, "conformance/test_route.py::t")
+    assert prop == split(None, "conformance/test_route.py::t") == split(None, "conformance/test_direct.py::t[a]")
     cred = split(None, "conformance/test_credential_runs.py::t")
     assert len({prop, pods, rest, cred}) == 4
     assert prop == split(None, "../site-packages/meshcert/suite/conformance/test_property.py::t")
