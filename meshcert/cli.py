@@ -94,7 +94,7 @@ def cmd_setup(args=None) -> None:
         c = engine.ensure_engine()
         for n in GO_TOOLS:
             components.COMPONENTS[n].ensure()
-        images.ensure_images(c)
+        images.ensure_images(c, images.CERTIFY_IMAGES)
     if args is not None and getattr(args, "kind", False):
         with progress.step("setup --kind: the pinned kind and its node image"):
             components.COMPONENTS["kind"].ensure()

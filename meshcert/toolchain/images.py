@@ -243,6 +243,14 @@ def _build_image(c: docker.DockerClient, name: str, r, df: str, tag: str) -> Non
                 raise EnvironmentProblem(f"image {name}", f"docker build failed: {e.msg}\n{logs}", "") from None
 
 
+# every image a certification of the bundled reference SUT starts: the guide's world, the
+# credential world's targets, clients and Vault, the reference SUT. `meshcert setup` builds them
+# all, in the foreground with its progress lines: built on demand inside an xdist worker, a fresh
+# machine's first certify spent ~8 min building Vault with nothing on the screen (its progress
+# lines go to the worker's captured output).
+CERTIFY_IMAGES = ("host", "tailscale", "headscale", "toxiproxy", *credimages.recipe_specs(), "sut-reference")
+
+
 def ensure_images(c: docker.DockerClient, names: tuple[str, ...] = ("host", "tailscale", "headscale", "toxiproxy")) -> dict[str, str]:
     """Build what is missing of ``names`` (and their parents); {name: tag}. A versioned name
     (``tailscale@v1.80.3``) is built from that version's binaries (built first if needed)."""

@@ -10,6 +10,9 @@ import pytest
 
 from meshcert import cli
 from meshcert.report.catalog import load_catalog
+from meshcert.toolchain import components, engine, images
+from meshcert.world.credentials import credential_topology
+from meshcert.world.topology import guide_topology
 
 
 def _results(scenarios: dict, failed_clause: str = "") -> dict:
@@ -185,3 +188,16 @@ def test_report_of_something_that_is_not_a_bundle_is_one_clear_error(tmp_path, c
     assert cli.main(["report", str(f)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"meshcert: {f}: not a tar archive"), err
+
+
+def test_setup_builds_every_image_a_certification_starts(monkeypatch):
+    """A test worker that builds an image does it with its progress lines captured: setup, in the
+    foreground, builds all of them (the credential world's and Vault's included)."""
+    asked = []
+    monkeypatch.setattr(engine, "ensure_engine", lambda *a, **k: "engine")
+    monkeypatch.setattr(components.Component, "ensure", lambda self: {})
+    monkeypatch.setattr(images, "ensure_images", lambda c, names=(): asked.append(names) or {})
+    cli.cmd_setup()
+    worlds = (guide_topology(), credential_topology())
+    started = {s.image for t in worlds for s in (*t.nodes, *t.hosts)} | {"vault", "clients", "sut-reference"}
+    assert asked and started <= set(asked[0]), sorted(started - set(asked[0] if asked else ()))
