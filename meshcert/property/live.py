@@ -326,7 +326,9 @@ def wireguard_controls(world, pairs: Iterable[Pair], addr: Mapping[str, str],
     # crossing would start two handshakes that cross (see _one_way_first)
     name_of = {n.ts_ip: name for name, n in world.nodes.items()}
     session = {(src, ip): frozenset((src, name_of.get(ip, ip))) for (src, _), ip in peer_of.items() if ip}
-    wanted = {key: min(k for k, v in session.items() if v == key) for key in set(session.values())}
+    wanted: dict[frozenset[str], tuple[str, str]] = {}
+    for k in sorted(session):
+        wanted.setdefault(session[k], k)
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(8, len(wanted)))) as ex:
         futs = {key: ex.submit(control, *k) for key, k in wanted.items()}
         seen = {key: f.result() for key, f in futs.items()}
@@ -344,8 +346,8 @@ def _one_way_first(wanted: list[Pair]) -> tuple[list[Pair], list[Pair]]:
     first related two nodes in both directions lost those 5 s in 7 of 8 tries with every dial at
     once. One direction first, the session it opens carries the other at once."""
     dirs = {(p.src, p.dst) for p in wanted}
-    follow = [p for p in wanted if (p.dst, p.src) in dirs and p.dst < p.src]
-    return [p for p in wanted if p not in set(follow)], follow
+    follows = {p for p in wanted if (p.dst, p.src) in dirs and p.dst < p.src}
+    return [p for p in wanted if p not in follows], [p for p in wanted if p in follows]
 
 
 def probe(world, pairs: list[Pair], expect: Mapping[Pair, bool], *, timeout: float = NEGATIVE_TIMEOUT,
@@ -372,8 +374,8 @@ def probe(world, pairs: list[Pair], expect: Mapping[Pair, bool], *, timeout: flo
     Denied pairs are judged live: a denied pair with a positive control (an allowed pair between
     the same two nodes) is dialled once, ``timeout`` s, only in the round after an allowed pair
     between the two connected -- their WireGuard session is then up, so a handshake still in
-    flight cannot pass for a denial. One whose control never connects is not dialled (the control is a difference
-    already). A denied pair the example allows nothing between is dialled in the round after the
+    flight cannot pass for a denial. One whose control never connects is not dialled (the
+    control is a difference already). A denied pair the example allows nothing between is dialled in the round after the
     allowed pairs', once its WireGuard control (:func:`wireguard_controls`) answered or showed
     there is no tailnet path at all; one whose control never answered is still dialled (a connection is a
     difference) but marked unjudged (``Observation.judged``) and counted in the test's figures.
