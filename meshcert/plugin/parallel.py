@@ -31,12 +31,13 @@ from meshcert.world.topology import GUIDE_VLAN
 # the folders whose tests share one session world in collection order (one work unit each)
 SHARED_WORLD_DIRS = ("conformance", "scenarios")
 # conformance/ in three units, each on a worker (and a world) of its own, side by side, balanced
-# by the files' times in warm certify runs of 6c382ca and 8eaaeb6 (junit, 4 workers; a unit's first
-# file carries its world's start, ~20 s): the property test (it rewrites the policy and routes
-# example after example; 75 s at 8eaaeb6) with test_route (4 s) and test_direct (9 s); the files whose tests start
-# pods or stop sidecars (health 42 + helm 28-31 + troubleshooting 15 s); the rest (acl 23,
-# tailnet 19-33, types 17, performance 14, credentials 6 s). No test reads another unit's results
-# (ERRATA-1's report check renders its own). A serial run is unchanged: one world, collection order.
+# by the files' times in warm certify runs of 6c382ca and 8eaaeb6 (junit, 4 workers; a unit's
+# first file carries its world's start, ~20 s): the property test (it rewrites the policy and
+# routes example after example; 75 s at 8eaaeb6) with test_route (4 s) and test_direct (9 s);
+# the files whose tests start pods or stop sidecars (health 42 + helm 28-31 + troubleshooting
+# 15 s); the rest (acl 23, tailnet 19-33, types 17, performance 14, credentials 6 s). No test
+# reads another unit's results (ERRATA-1's report check renders its own). A serial run is
+# unchanged: one world, collection order.
 UNIT_OF_FILE = {
     "conformance/test_property.py": "conformance:property",
     "conformance/test_route.py": "conformance:property",

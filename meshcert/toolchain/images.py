@@ -243,8 +243,9 @@ def _build_image(c: docker.DockerClient, name: str, r, df: str, tag: str) -> Non
                 raise EnvironmentProblem(f"image {name}", f"docker build failed: {e.msg}\n{logs}", "") from None
 
 
-# every image a certification of the bundled reference SUT starts: the guide's world, the
-# credential world's targets, clients and Vault, the reference SUT. `meshcert setup` builds them
+# every image a certification of the bundled reference SUT starts, parents first (every
+# unversioned recipe: the guide's world, the credential world's targets, clients and Vault, the
+# reference SUT); ensure_images builds in this order. `meshcert setup` builds them
 # all, in the foreground with its progress lines: built on demand inside an xdist worker, a fresh
 # machine's first certify spent ~8 min building Vault with nothing on the screen (its progress
 # lines go to the worker's captured output).
@@ -255,7 +256,7 @@ def ensure_images(c: docker.DockerClient, names: tuple[str, ...] = ("host", "tai
     """Build what is missing of ``names`` (and their parents); {name: tag}. A versioned name
     (``tailscale@v1.80.3``) is built from that version's binaries (built first if needed)."""
     built = {"base": base_image(c)}
-    order = ["host", "tailscale", "headscale", "toxiproxy", *credimages.recipe_specs(), "sut-reference"]
+    order = list(CERTIFY_IMAGES)
     order += sorted(n for n in names if n not in order)  # versioned images, after their parent (host)
     for n in order:
         if n in names or any(recipe(m).parent == n for m in names):

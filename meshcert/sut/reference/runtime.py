@@ -590,6 +590,7 @@ def _dial_41112() -> tuple[str, OSError | None]:
     except OSError as exc:
         return where, exc
 
+
 class Runtime:
     """The connectivity layer: state (transcript, known secrets) + the two operations."""
 
